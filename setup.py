@@ -1,0 +1,29 @@
+"""crfpose: 2D human pose estimation as probabilistic structured prediction."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="crfpose",
+    version="0.1.0",
+    description="Human pose estimation with an exact CRF over the kinematic tree",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["crfpose", "crfpose.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "pytorch-crf>=0.7.2",
+        "pycocotools>=2.0.7",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "matplotlib>=3.7",
+        "tqdm>=4.64",
+        "PyYAML>=6.0",
+    ],
+    extras_require={
+        "dev": ["pytest>=7.4", "hypothesis>=6.80", "pytest-xdist>=3.3"],
+    },
+)
