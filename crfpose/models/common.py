@@ -1,0 +1,46 @@
+"""What every backbone shares: the output contract and the input check.
+
+Shape legend: B batch, K joints, H x W input image, H/4 x W/4 heatmap grid.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["Backbone", "check_positive_int"]
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """Return ``value`` as an int, or raise ValueError naming ``name`` if it is not a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class Backbone(nn.Module):
+    """Base class of the feature extractors: images (B, 3, H, W) -> maps (B, K, H/4, W/4).
+
+    Subclasses set ``num_joints`` and ``input_multiple`` (H and W must be multiples of it)
+    and call :meth:`check_images` at the top of ``forward``.
+    """
+
+    stride: int = 4
+    input_multiple: int = 4
+    num_joints: int
+
+    def check_images(self, images: torch.Tensor) -> None:
+        """Raise TypeError/ValueError unless ``images`` is a float (B, 3, H, W) batch of a valid size."""
+        name = type(self).__name__
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"{name}: images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"{name}: images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"{name}: images must be a floating-point tensor, got dtype {images.dtype}")
+        h, w = images.shape[-2:]
+        m = self.input_multiple
+        if h < m or w < m or h % m or w % m:
+            raise ValueError(
+                f"{name}: images height and width must be positive multiples of {m} "
+                f"(output stride {self.stride}), got {h}x{w}"
+            )
