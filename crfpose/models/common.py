@@ -7,7 +7,33 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["Backbone", "check_positive_int"]
+__all__ = ["Backbone", "check_positive_int", "conv_bn", "deconv_bn", "residual_layer"]
+
+
+def conv_bn(cin: int, cout: int, kernel: int, stride: int, relu: bool) -> nn.Sequential:
+    """conv (no bias, 'same' padding) + BN (+ ReLU); keys ``0.*`` and ``1.*`` as in the official HRNet."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def deconv_bn(cin: int, cout: int) -> list[nn.Module]:
+    """A 4x4 stride-2 transposed conv (no bias) + BN + ReLU: doubles H and W exactly."""
+    return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def residual_layer(block: type[nn.Module], cin: int, planes: int, num_blocks: int) -> nn.Sequential:
+    """``num_blocks`` torchvision residual blocks (BasicBlock / Bottleneck) at stride 1; the first
+    projects ``cin`` to ``planes * block.expansion`` with a 1x1 conv + BN (key ``downsample``) if needed."""
+    cout = planes * block.expansion
+    downsample = conv_bn(cin, cout, 1, 1, relu=False) if cin != cout else None
+    layers = [block(cin, planes, 1, downsample)]
+    layers += [block(cout, planes) for _ in range(num_blocks - 1)]
+    return nn.Sequential(*layers)
 
 
 def check_positive_int(value: object, name: str) -> int:

@@ -18,32 +18,12 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from crfpose.models.common import Backbone, check_positive_int
+from crfpose.models.common import Backbone, check_positive_int, conv_bn, residual_layer
 
 __all__ = ["HRNet", "HighResolutionModule", "hrnet_config", "hrnet_w18", "hrnet_w32", "hrnet_w48", "hrnet_small"]
 
 BLOCKS: dict[str, type[nn.Module]] = {"BASIC": BasicBlock, "BOTTLENECK": Bottleneck}
 STAGES = ("STAGE2", "STAGE3", "STAGE4")
-
-
-def _conv_bn(cin: int, cout: int, kernel: int, stride: int, relu: bool) -> nn.Sequential:
-    """conv (no bias) + BN (+ ReLU): the official unit, keys ``0.*`` and ``1.*``."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(cout),
-    ]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
-def _make_layer(block: type[nn.Module], cin: int, planes: int, num_blocks: int) -> nn.Sequential:
-    """``num_blocks`` residual blocks; the first one projects ``cin`` with a 1x1 conv + BN if needed."""
-    cout = planes * block.expansion
-    downsample = _conv_bn(cin, cout, 1, 1, relu=False) if cin != cout else None
-    layers = [block(cin, planes, 1, downsample)]
-    layers += [block(cout, planes) for _ in range(num_blocks - 1)]
-    return nn.Sequential(*layers)
 
 
 class HighResolutionModule(nn.Module):
@@ -65,7 +45,7 @@ class HighResolutionModule(nn.Module):
         super().__init__()
         n = len(num_channels)
         self.branches = nn.ModuleList(
-            _make_layer(block, in_channels[b], num_channels[b], num_blocks[b]) for b in range(n)
+            residual_layer(block, in_channels[b], num_channels[b], num_blocks[b]) for b in range(n)
         )
         out = [c * block.expansion for c in num_channels]
         self.out_channels = out
@@ -87,8 +67,8 @@ class HighResolutionModule(nn.Module):
                 nn.BatchNorm2d(channels[i]),
                 nn.Upsample(scale_factor=2 ** (j - i), mode="nearest"),
             )
-        steps = [_conv_bn(channels[j], channels[j], 3, 2, relu=True) for _ in range(i - j - 1)]
-        steps.append(_conv_bn(channels[j], channels[i], 3, 2, relu=False))
+        steps = [conv_bn(channels[j], channels[j], 3, 2, relu=True) for _ in range(i - j - 1)]
+        steps.append(conv_bn(channels[j], channels[i], 3, 2, relu=False))
         return nn.Sequential(*steps)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -115,12 +95,12 @@ def _transition(pre: Sequence[int], cur: Sequence[int]) -> nn.ModuleList:
     layers: list[Optional[nn.Module]] = []
     for i, c in enumerate(cur):
         if i < len(pre):
-            layers.append(_conv_bn(pre[i], c, 3, 1, relu=True) if pre[i] != c else None)
+            layers.append(conv_bn(pre[i], c, 3, 1, relu=True) if pre[i] != c else None)
         else:
             hops = i + 1 - len(pre)
             layers.append(
                 nn.Sequential(
-                    *(_conv_bn(pre[-1], c if k == hops - 1 else pre[-1], 3, 2, relu=True) for k in range(hops))
+                    *(conv_bn(pre[-1], c if k == hops - 1 else pre[-1], 3, 2, relu=True) for k in range(hops))
                 )
             )
     return nn.ModuleList(layers)
@@ -175,7 +155,7 @@ class HRNet(Backbone):
         self.conv2 = nn.Conv2d(64, 64, 3, 2, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = _make_layer(Bottleneck, 64, 64, 4)
+        self.layer1 = residual_layer(Bottleneck, 64, 64, 4)
         channels = [64 * Bottleneck.expansion]
         for n, spec in enumerate(stages, start=1):
             block = BLOCKS[spec["BLOCK"]]
