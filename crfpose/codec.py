@@ -1,0 +1,184 @@
+"""Keypoints <-> heatmaps: Gaussian training targets and sub-pixel decoding.
+
+Shape legend: B batch, K joints, H x W heatmap grid.
+
+Pixel convention (used by the whole library): integer coordinates are pixel *centres*, so pixel
+``(i, j)`` of an array covers ``[i - 0.5, i + 0.5] x [j - 0.5, j + 0.5]`` and the array spans
+``[-0.5, W - 0.5] x [-0.5, H - 0.5]``. A heatmap with stride ``s`` over its input crop has cell
+``h`` covering input pixels ``[h s - 0.5, (h + 1) s - 0.5]``, so
+
+    input = (heatmap + 0.5) * s - 0.5,        heatmap = (input + 0.5) / s - 0.5
+
+(:func:`heatmap_to_input` and :func:`input_to_heatmap`). Note that this differs from the
+``input = heatmap * s`` shortcut of some public code by ``(s - 1) / 2`` pixels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["encode", "decode", "heatmap_to_input", "input_to_heatmap", "REFINEMENTS"]
+
+REFINEMENTS = ("dark", "quarter", "none")
+
+ArrayLike = Union[torch.Tensor, np.ndarray]
+
+
+def _pair(value: Union[float, Sequence[float]], name: str) -> tuple[float, float]:
+    """``(a, b)`` from a number or a pair of positive numbers."""
+    pair = (value, value) if np.isscalar(value) else tuple(value)
+    if len(pair) != 2 or not all(float(v) > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive number or a pair of positive numbers, got {value!r}")
+    return float(pair[0]), float(pair[1])
+
+
+def encode(
+    keypoints: ArrayLike, heatmap_size: Sequence[int], sigma: float = 2.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian target heatmaps and target weights for keypoints given in heatmap pixels.
+
+    Args:
+        keypoints: ``(..., K, 3)`` rows ``(x, y, v)`` in heatmap coordinates (COCO visibility v).
+        heatmap_size: ``(W, H)`` of the grid.
+        sigma: standard deviation of the Gaussian in heatmap pixels.
+
+    Returns:
+        ``target (..., K, H, W)`` float32 with peak 1 at the (sub-pixel) keypoint, and
+        ``weight (..., K)`` float32: 1 for labelled joints (v > 0) whose position lies on the grid
+        (inside ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``), else 0; targets of weight-0 joints are zero.
+    """
+    kp = torch.as_tensor(keypoints, dtype=torch.float64)
+    if kp.dim() < 2 or kp.shape[-1] != 3:
+        raise ValueError(f"keypoints must have shape (..., K, 3), got {tuple(kp.shape)}")
+    if len(heatmap_size) != 2 or not all(int(s) == s and s > 0 for s in heatmap_size):
+        raise ValueError(f"heatmap_size must be (W, H) positive integers, got {heatmap_size!r}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    labelled = kp[..., 2] > 0
+    if torch.isnan(kp[..., :2])[labelled].any():
+        raise ValueError("keypoints: labelled joints (v > 0) must have finite (x, y), got NaN")
+    width, height = int(heatmap_size[0]), int(heatmap_size[1])
+    x, y = kp[..., 0], kp[..., 1]
+    on_grid = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+    weight = (labelled & on_grid).to(torch.float64)  # (..., K)
+    gx = torch.arange(width, dtype=torch.float64)
+    gy = torch.arange(height, dtype=torch.float64)
+    x = torch.where(weight > 0, x, torch.zeros_like(x))
+    y = torch.where(weight > 0, y, torch.zeros_like(y))
+    ex = torch.exp(-((gx - x[..., None]) ** 2) / (2 * sigma**2))  # (..., K, W)
+    ey = torch.exp(-((gy - y[..., None]) ** 2) / (2 * sigma**2))  # (..., K, H)
+    target = ey[..., :, None] * ex[..., None, :] * weight[..., None, None]  # (..., K, H, W)
+    return target.float(), weight.float()
+
+
+def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, 1, H, W)`` maps with replicate padding."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-(t**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    out = F.pad(maps, (radius, radius, 0, 0), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1))
+    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
+    return F.conv2d(out, kernel.view(1, 1, -1, 1))
+
+
+def decode(heatmaps: torch.Tensor, refine: str = "dark", blur_sigma: float = 1.0) -> torch.Tensor:
+    """Keypoints ``(B, K, 3)`` = ``(x, y, score)`` in heatmap pixels from heatmaps or CRF marginals.
+
+    The integer location is the arg-max of each map and the score its value there. Sub-pixel
+    refinement, applied where the arg-max has neighbours on both sides:
+
+    - ``"dark"``: distribution-aware refinement; the map is smoothed with a Gaussian of
+      ``blur_sigma`` cells (0 disables), and the arg-max moves by ``-Hess^-1 grad`` of the
+      log-map (a second-order Taylor step, exact for a Gaussian peak). Falls back to no shift
+      where the log-map is not concave there.
+    - ``"quarter"``: a quarter-cell shift per axis toward the higher neighbour.
+    - ``"none"``: the arg-max cell.
+
+    Args:
+        heatmaps: ``(B, K, H, W)`` real maps (any non-negative scale; marginals work as they are).
+        refine: one of ``"dark"``, ``"quarter"``, ``"none"``.
+        blur_sigma: smoothing for ``"dark"`` in heatmap cells.
+    """
+    if not isinstance(heatmaps, torch.Tensor):
+        raise TypeError(f"heatmaps must be a torch.Tensor, got {type(heatmaps).__name__}")
+    if heatmaps.dim() != 4:
+        raise ValueError(f"heatmaps must have shape (B, K, H, W), got {tuple(heatmaps.shape)}")
+    if refine not in REFINEMENTS:
+        raise ValueError(f"refine must be one of {REFINEMENTS}, got {refine!r}")
+    if blur_sigma < 0:
+        raise ValueError(f"blur_sigma must be >= 0, got {blur_sigma!r}")
+    maps = heatmaps.detach().to(torch.float64)
+    b, k, h, w = maps.shape
+    flat = maps.reshape(b, k, h * w)
+    score, index = flat.max(dim=-1)  # (B, K)
+    ix, iy = index % w, torch.div(index, w, rounding_mode="floor")
+    xy = torch.stack([ix, iy], dim=-1).to(torch.float64)  # (B, K, 2)
+    if refine != "none":
+        xy = xy + _refine_offset(maps, ix, iy, refine, blur_sigma)
+    return torch.cat([xy, score[..., None]], dim=-1).to(heatmaps.dtype if heatmaps.is_floating_point() else torch.float32)
+
+
+def _refine_offset(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, refine: str, blur_sigma: float) -> torch.Tensor:
+    """``(B, K, 2)`` sub-pixel offsets at the arg-max cells ``(ix, iy)`` (each ``(B, K)``)."""
+    b, k, h, w = maps.shape
+    if refine == "dark":
+        smooth = _gaussian_blur(maps.reshape(b * k, 1, h, w), blur_sigma) if blur_sigma > 0 else maps
+        field = torch.log(smooth.reshape(b, k, h, w).clamp_min(1e-10))
+    else:
+        field = maps
+    padded = F.pad(field.reshape(b * k, 1, h, w), (1, 1, 1, 1), mode="replicate").reshape(b, k, h + 2, w + 2)
+
+    def at(dx: int, dy: int) -> torch.Tensor:  # (B, K) values of the neighbour (ix + dx, iy + dy)
+        idx = (iy + 1 + dy) * (w + 2) + (ix + 1 + dx)
+        return padded.reshape(b, k, -1).gather(-1, idx[..., None])[..., 0]
+
+    inner_x = (ix > 0) & (ix < w - 1)
+    inner_y = (iy > 0) & (iy < h - 1)
+    if refine == "quarter":
+        ox = 0.25 * torch.sign(at(1, 0) - at(-1, 0)) * inner_x
+        oy = 0.25 * torch.sign(at(0, 1) - at(0, -1)) * inner_y
+        return torch.stack([ox, oy], dim=-1)
+    centre = at(0, 0)
+    gx, gy = (at(1, 0) - at(-1, 0)) / 2, (at(0, 1) - at(0, -1)) / 2
+    hxx = at(1, 0) - 2 * centre + at(-1, 0)
+    hyy = at(0, 1) - 2 * centre + at(0, -1)
+    hxy = (at(1, 1) - at(-1, 1) - at(1, -1) + at(-1, -1)) / 4
+    det = hxx * hyy - hxy**2
+    concave = (det > 1e-12) & (hxx < 0) & inner_x & inner_y
+    safe = torch.where(concave, det, torch.ones_like(det))
+    ox = -(hyy * gx - hxy * gy) / safe
+    oy = -(hxx * gy - hxy * gx) / safe
+    offset = torch.stack([ox, oy], dim=-1).clamp(-1.0, 1.0)
+    return offset * concave[..., None]
+
+
+def _convert(points: ArrayLike, stride: Union[float, Sequence[float]], forward: bool) -> ArrayLike:
+    if not isinstance(points, (torch.Tensor, np.ndarray)) or points.shape[-1] < 2:
+        raise ValueError(
+            f"points must be a tensor or array of shape (..., 2) or (..., 3), got {getattr(points, 'shape', type(points))}"
+        )
+    sx, sy = _pair(stride, "stride")
+    out = points.clone() if isinstance(points, torch.Tensor) else points.astype(np.float64, copy=True)
+    for axis, s in ((0, sx), (1, sy)):
+        out[..., axis] = (out[..., axis] + 0.5) * s - 0.5 if forward else (out[..., axis] + 0.5) / s - 0.5
+    return out
+
+
+def heatmap_to_input(points: ArrayLike, stride: Union[float, Sequence[float]]) -> ArrayLike:
+    """Heatmap coordinates ``(..., 2|3)`` -> input-crop pixels: ``(h + 0.5) * stride - 0.5``.
+
+    ``stride`` is a number or ``(sx, sy)`` = input size / heatmap size; extra columns (score,
+    visibility) pass through unchanged.
+    """
+    return _convert(points, stride, forward=True)
+
+
+def input_to_heatmap(points: ArrayLike, stride: Union[float, Sequence[float]]) -> ArrayLike:
+    """Input-crop pixels ``(..., 2|3)`` -> heatmap coordinates; the inverse of :func:`heatmap_to_input`."""
+    return _convert(points, stride, forward=False)

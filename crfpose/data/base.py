@@ -1,0 +1,214 @@
+"""The record format every dataset loads into, its checks, and the shared sample builder.
+
+Shape legend: K joints, H x W heatmap grid.
+
+A dataset is a list of :class:`PersonRecord` (one person in one image, original-image pixels,
+0-based pixel-centre coordinates) plus a :class:`~crfpose.data.transforms.TopDownTransform`.
+Every item is a dict::
+
+    image          (3, H_in, W_in) float32 crop
+    keypoints      (K, 3) float32 (x, y, v) in crop pixels (zero rows for unlabelled joints)
+    target         (K, H, W) float32 Gaussian heatmaps;  target_weight (K,) float32
+    meta           dict: image_id, file, record, box (4,), center (2,), scale (2,), rotation,
+                   flipped, affine (2, 3) original -> crop, keypoints (K, 3) original,
+                   image_size (2,), score, bbox_size, torso_size, head_size, head_box (4,)
+
+PCK normalisers in ``meta`` (original pixels, NaN where undefined): ``bbox_size`` = the larger side
+of the person box; ``torso_size`` = distance from the left shoulder to the right hip (the LSP
+protocol); ``head_size`` = 0.6 x the head-box diagonal when a head box is known (MPII's PCKh),
+otherwise the head-top to (upper) neck distance. ``head_box`` is ``(x1, y1, x2, y2)`` or NaNs.
+
+Bad input raises ``ValueError`` naming the file and record; with ``on_error="skip"`` the record is
+left out, listed in ``dataset.skipped`` (dicts with file, record, reason) and a warning says how many.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, NamedTuple, Optional, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from crfpose.data.transforms import TopDownTransform
+from crfpose.skeletons import Skeleton
+
+__all__ = ["PersonRecord", "BadRecord", "PoseDataset", "load_image", "normalisers", "ON_ERROR"]
+
+ON_ERROR = ("raise", "skip")
+_NAN4 = np.full(4, np.nan)
+
+
+@dataclass
+class PersonRecord:
+    """One person: image file, box ``(x, y, w, h)``, keypoints ``(K, 3)`` in original pixels."""
+
+    file: Path
+    image_id: Union[int, str]
+    record: str
+    box: np.ndarray
+    keypoints: np.ndarray
+    image_size: Optional[tuple[int, int]] = None
+    head_box: np.ndarray = field(default_factory=lambda: _NAN4.copy())
+    score: float = 1.0
+
+
+class BadRecord(NamedTuple):
+    """An annotation a loader could not parse: passed to :class:`PoseDataset` to raise or skip."""
+
+    file: str
+    record: str
+    reason: str
+
+
+def load_image(path: Union[str, Path], record: str = "") -> torch.Tensor:
+    """``(3, h, w)`` float32 RGB in ``[0, 1]``; a missing or unreadable file is a ``ValueError``."""
+    try:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{path}: record {record}: cannot read image ({err})") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _check_record(rec: PersonRecord, skeleton: Skeleton) -> None:
+    """Raise ``ValueError`` naming file and record when the record is malformed."""
+    where = f"{rec.file}: record {rec.record}"
+    k = skeleton.num_joints
+    if rec.keypoints.shape != (k, 3):
+        raise ValueError(f"{where}: keypoints must have shape ({k}, 3) for skeleton {skeleton.name!r}, got {rec.keypoints.shape}")
+    if not np.isfinite(rec.keypoints).all():
+        raise ValueError(f"{where}: keypoints contain NaN or infinite values")
+    if not np.isin(rec.keypoints[:, 2], (0, 1, 2)).all():
+        raise ValueError(f"{where}: visibility must be 0, 1 or 2, got {rec.keypoints[:, 2].tolist()}")
+    if rec.box.shape != (4,) or not np.isfinite(rec.box).all():
+        raise ValueError(f"{where}: box must be 4 finite numbers (x, y, w, h), got {rec.box.tolist()}")
+    if not (rec.box[2] > 0 and rec.box[3] > 0):
+        raise ValueError(f"{where}: box must have positive width and height, got {rec.box.tolist()}")
+    if rec.image_size is not None:
+        w, h = rec.image_size
+        x, y, bw, bh = rec.box
+        if x >= w or y >= h or x + bw <= 0 or y + bh <= 0:
+            raise ValueError(f"{where}: box {rec.box.tolist()} lies outside the {w}x{h} image")
+
+
+def _image_size(path: Path, record: str) -> tuple[int, int]:
+    """``(w, h)`` from the image header; missing or unreadable files are a ``ValueError``."""
+    if not path.is_file():
+        raise ValueError(f"{path}: record {record}: image file not found")
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{path}: record {record}: cannot read image ({err})") from None
+
+
+def _distance(kp: np.ndarray, skeleton: Skeleton, a: str, b: str) -> float:
+    if a not in skeleton.joints or b not in skeleton.joints:
+        return float("nan")
+    pa, pb = kp[skeleton.index(a)], kp[skeleton.index(b)]
+    if pa[2] <= 0 or pb[2] <= 0:
+        return float("nan")
+    return float(np.hypot(*(pa[:2] - pb[:2])))
+
+
+def normalisers(rec: PersonRecord, skeleton: Skeleton) -> dict:
+    """PCK normaliser sizes of a record (see the module docstring)."""
+    head = 0.6 * float(np.hypot(rec.head_box[2] - rec.head_box[0], rec.head_box[3] - rec.head_box[1]))
+    if not np.isfinite(head):
+        neck = "upper_neck" if "upper_neck" in skeleton.joints else "neck"
+        head = _distance(rec.keypoints, skeleton, "head_top", neck)
+    return {
+        "bbox_size": float(max(rec.box[2], rec.box[3])),
+        "torso_size": _distance(rec.keypoints, skeleton, "left_shoulder", "right_hip"),
+        "head_size": head,
+    }
+
+
+class PoseDataset(Dataset):
+    """Top-down dataset over :class:`PersonRecord` s (see the module docstring for the item format).
+
+    Args:
+        records: candidate records, checked here (shape, NaN, visibility, box, image file), and
+            :class:`BadRecord` s for annotations the loader could not parse.
+        skeleton: the pose format.
+        transform: crop/augmentation; default ``TopDownTransform(skeleton)`` (evaluation mode).
+        on_error: ``"raise"`` or ``"skip"`` (skipped records go to ``self.skipped``).
+        check_images: open each image header at load time (existence, readability, size).
+    """
+
+    def __init__(
+        self,
+        records: Iterable[Union[PersonRecord, BadRecord]],
+        skeleton: Skeleton,
+        transform: Optional[Callable] = None,
+        on_error: str = "raise",
+        check_images: bool = True,
+    ) -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self.skeleton = skeleton
+        self.transform = transform if transform is not None else TopDownTransform(skeleton)
+        self.on_error = on_error
+        self.skipped: list[dict] = []
+        self.records: list[PersonRecord] = []
+        sizes: dict[Path, tuple[int, int]] = {}
+        for rec in records:
+            try:
+                if isinstance(rec, BadRecord):
+                    raise ValueError(f"{rec.file}: record {rec.record}: {rec.reason}")
+                if check_images:
+                    if rec.file not in sizes:
+                        sizes[rec.file] = _image_size(rec.file, rec.record)
+                    if rec.image_size is not None and tuple(rec.image_size) != sizes[rec.file]:
+                        raise ValueError(
+                            f"{rec.file}: record {rec.record}: image is {sizes[rec.file][0]}x{sizes[rec.file][1]}, "
+                            f"annotation says {rec.image_size[0]}x{rec.image_size[1]}"
+                        )
+                    rec.image_size = sizes[rec.file]
+                _check_record(rec, skeleton)
+            except ValueError as err:
+                if on_error == "raise":
+                    raise
+                self.skipped.append({"file": str(rec.file), "record": rec.record, "reason": str(err)})
+                continue
+            self.records.append(rec)
+        if self.skipped:
+            warnings.warn(
+                f"{type(self).__name__}: skipped {len(self.skipped)} bad record(s) (see .skipped); "
+                f"first: {self.skipped[0]['reason']}",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        rec = self.records[index]
+        image = load_image(rec.file, rec.record)
+        return self.make_sample(rec, image)
+
+    def make_sample(self, rec: PersonRecord, image: torch.Tensor, rng: Optional[np.random.Generator] = None) -> dict:
+        """Apply the transform to one record whose image is loaded and assemble the item dict."""
+        out = self.transform(image, rec.keypoints, rec.box, rng)
+        meta = {
+            "image_id": rec.image_id,
+            "file": str(rec.file),
+            "record": rec.record,
+            "box": rec.box.astype(np.float64),
+            "center": out["center"],
+            "scale": out["scale"],
+            "rotation": out["rotation"],
+            "flipped": out["flipped"],
+            "affine": out["affine"],
+            "keypoints": rec.keypoints.astype(np.float64),
+            "image_size": np.asarray(rec.image_size if rec.image_size else image.shape[:0:-1], dtype=np.float64),
+            "score": float(rec.score),
+            "head_box": rec.head_box.astype(np.float64),
+            **normalisers(rec, self.skeleton),
+        }
+        return {k: out[k] for k in ("image", "keypoints", "target", "target_weight")} | {"meta": meta}

@@ -1,0 +1,68 @@
+"""Leeds Sports Pose (LSP) from ``joints.mat``.
+
+Shape legend: K = 14 joints, N images.
+
+``<root>/joints.mat`` holds ``joints`` of shape (3, 14, N) = (x, y, flag) x joint x image, and
+``<root>/images/im0001.jpg`` ... the images. Conventions applied here:
+
+- coordinates are 1-based MATLAB pixels in the file; we subtract 1 to get 0-based pixel centres;
+- the flag is 1 for OCCLUDED and 0 for visible (original LSP release); every joint is labelled,
+  so occluded -> v = 1 and visible -> v = 2;
+- standard split: images 1-1000 ``"train"``, 1001-2000 ``"test"`` (``"all"``: every image);
+- the person box is the tight box of the 14 joints (the transform's padding adds the margin).
+
+``image_id`` is the 1-based image number.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import scipy.io
+
+from crfpose.data.base import PersonRecord, PoseDataset
+from crfpose.skeletons import LSP14
+
+__all__ = ["LSPDataset", "SPLITS", "load_lsp_joints"]
+
+SPLITS = {"train": (1, 1000), "test": (1001, 2000), "all": (1, None)}
+
+
+def load_lsp_joints(path: Union[str, Path]) -> np.ndarray:
+    """``(N, 14, 3)`` 0-based ``(x, y, v)`` keypoints (COCO visibility) from an LSP ``joints.mat``."""
+    try:
+        joints = np.asarray(scipy.io.loadmat(str(path))["joints"], dtype=np.float64)
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read LSP joints ({type(err).__name__}: {err})") from None
+    if joints.ndim != 3 or joints.shape[:2] != (3, LSP14.num_joints):
+        raise ValueError(f"{path}: 'joints' must have shape (3, 14, N) (original LSP layout), got {joints.shape}")
+    keypoints = joints.transpose(2, 1, 0).copy()  # (N, 14, 3)
+    keypoints[..., :2] -= 1.0
+    keypoints[..., 2] = np.where(joints[2].T > 0, 1.0, 2.0)
+    return keypoints
+
+
+class LSPDataset(PoseDataset):
+    """Top-down LSP persons (one per image).
+
+    Args:
+        root: folder with ``joints.mat`` and ``images/``.
+        split: ``"train"`` (1-1000), ``"test"`` (1001-2000) or ``"all"``.
+        transform, on_error, check_images: see :class:`~crfpose.data.base.PoseDataset`.
+    """
+
+    def __init__(self, root: Union[str, Path], split: str = "train", **kwargs) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+        root = Path(root)
+        keypoints = load_lsp_joints(root / "joints.mat")
+        first, last = SPLITS[split]
+        last = len(keypoints) if last is None else min(last, len(keypoints))
+        records = []
+        for number in range(first, last + 1):
+            kp = keypoints[number - 1]
+            lo, hi = kp[:, :2].min(axis=0), kp[:, :2].max(axis=0)
+            box = np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]])
+            records.append(PersonRecord(root / "images" / f"im{number:04d}.jpg", number, f"image {number}", box, kp))
+        super().__init__(records, LSP14, **kwargs)

@@ -1,0 +1,103 @@
+"""MPII Human Pose in the JSON annotation format of the HRNet code base.
+
+Shape legend: K = 16 joints.
+
+``<root>/annot/<split>.json`` is a list of records ``{"image", "center", "scale", "joints",
+"joints_vis"}`` (``joints``/``joints_vis`` may be absent, as in ``test.json``); images are in
+``<root>/images/``. Conventions, as in HRNet's loader: ``center`` and ``joints`` are 1-based
+MATLAB pixels and become 0-based here (minus 1); ``scale`` is the person height in units of
+200 px; the centre moves down by ``15 * scale`` px and the person box is the square of side
+``200 * scale`` around it (the transform's 1.25 padding then gives HRNet's crop). ``joints_vis``
+marks labelled joints (v = 2); MPII's JSON has no occlusion flag.
+
+Head boxes (for PCKh) are not in HRNet's JSON; they come from MPII's ``.mat`` annotations
+(``annolist.annorect.x1, y1, x2, y2``). Give them either per record, as a ``"head_box":
+[x1, y1, x2, y2]`` field (1-based, as in the ``.mat``), or as ``head_boxes=`` a file aligned with
+the JSON records: HRNet's ``gt_valid.mat`` (variable ``headboxes_src``, shape (2, 2, N)), or a
+``.json``/``.npy`` array of shape (N, 4) ``x1, y1, x2, y2``. Without them ``meta["head_size"]``
+falls back to the head-top to upper-neck distance.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import scipy.io
+
+from crfpose.data.base import BadRecord, PersonRecord, PoseDataset
+from crfpose.skeletons import MPII16
+
+__all__ = ["MPIIDataset", "load_head_boxes"]
+
+
+def load_head_boxes(path: Union[str, Path]) -> np.ndarray:
+    """``(N, 4)`` 1-based head boxes ``x1, y1, x2, y2`` from ``gt_valid.mat``, ``.json`` or ``.npy``."""
+    path = Path(path)
+    try:
+        if path.suffix == ".mat":
+            src = np.asarray(scipy.io.loadmat(str(path))["headboxes_src"], dtype=np.float64)  # (2, 2, N)
+            boxes = src.transpose(2, 0, 1).reshape(-1, 4)
+        elif path.suffix == ".npy":
+            boxes = np.asarray(np.load(path), dtype=np.float64)
+        else:
+            boxes = np.asarray(json.loads(path.read_text()), dtype=np.float64)
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"head_boxes: cannot read head boxes from {path} ({type(err).__name__}: {err})") from None
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"head_boxes: {path} must hold an (N, 4) array, got shape {boxes.shape}")
+    return boxes
+
+
+class MPIIDataset(PoseDataset):
+    """Top-down persons from MPII (HRNet JSON).
+
+    Args:
+        root: folder with ``annot/<split>.json`` and ``images/``.
+        split: ``"train"``, ``"valid"``, ``"test"`` or any ``annot/<split>.json``.
+        head_boxes: optional head-box file aligned with the records (see the module docstring).
+        transform, on_error, check_images: see :class:`~crfpose.data.base.PoseDataset`.
+    """
+
+    def __init__(self, root: Union[str, Path], split: str = "train", head_boxes: Union[str, Path, None] = None, **kwargs) -> None:
+        root = Path(root)
+        ann_file = root / "annot" / f"{split}.json"
+        try:
+            entries = json.loads(ann_file.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"split: cannot read MPII annotations {ann_file} ({err})") from None
+        if not isinstance(entries, list):
+            raise ValueError(f"{ann_file}: expected a JSON list of records, got {type(entries).__name__}")
+        boxes = load_head_boxes(head_boxes) if head_boxes is not None else None
+        if boxes is not None and len(boxes) != len(entries):
+            raise ValueError(f"head_boxes: {head_boxes} has {len(boxes)} boxes for {len(entries)} records in {ann_file}")
+        records = [
+            self._parse(i, entry, root / "images", ann_file, None if boxes is None else boxes[i])
+            for i, entry in enumerate(entries)
+        ]
+        super().__init__(records, MPII16, **kwargs)
+
+    @staticmethod
+    def _parse(index: int, entry: dict, image_dir: Path, ann_file: Path, head_box) -> Union[PersonRecord, BadRecord]:
+        k = MPII16.num_joints
+        name = f"{index}"
+        try:
+            file = image_dir / str(entry["image"])
+            center = np.asarray(entry["center"], dtype=np.float64).reshape(2) - 1
+            side = 200.0 * float(entry["scale"])
+            center[1] += 15.0 * float(entry["scale"])
+            if "joints" in entry:
+                joints = np.asarray(entry["joints"], dtype=np.float64) - 1
+                vis = np.asarray(entry["joints_vis"], dtype=np.float64)
+                if joints.shape != (k, 2) or vis.shape != (k,):
+                    raise ValueError(f"joints must be ({k}, 2) and joints_vis ({k},), got {joints.shape} and {vis.shape}")
+                keypoints = np.concatenate([joints, 2.0 * (vis > 0)[:, None]], axis=1)
+            else:
+                keypoints = np.zeros((k, 3))
+            head = entry.get("head_box", head_box)
+            head = np.full(4, np.nan) if head is None else np.asarray(head, dtype=np.float64).reshape(4) - 1
+        except (KeyError, TypeError, ValueError) as err:
+            return BadRecord(str(ann_file), name, f"malformed MPII record ({type(err).__name__}: {err})")
+        box = np.array([center[0] - side / 2, center[1] - side / 2, side, side])
+        return PersonRecord(file, str(entry["image"]), name, box, keypoints, head_box=head)
