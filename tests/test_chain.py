@@ -1,0 +1,164 @@
+"""Linear-chain baseline (pytorch-crf) against brute-force enumeration and hand-computed fixtures."""
+import itertools
+
+import pytest
+import torch
+
+from brute_force import enumerate_scores
+from crfpose.crf.chain import ChainCRF, cells_to_tags, chain_order, is_chain, kernel_transitions, tags_to_cells
+from crfpose.skeletons import LSP14, Skeleton
+
+# A chain whose joint indices are not in chain order: 1 -> 2 -> 0 -> 3.
+PATH = Skeleton("path", ("a", "b", "c", "d"), (2, -1, 1, 0))
+FORK = Skeleton("fork", ("a", "b", "c"), (-1, 0, 0))
+
+
+def test_chain_order_is_depth_first_preorder():
+    assert chain_order(PATH) == (1, 2, 0, 3)
+    assert chain_order(FORK) == (0, 1, 2)
+    assert chain_order(LSP14) == (12, 8, 2, 1, 0, 7, 6, 9, 3, 4, 5, 10, 11, 13)
+    assert is_chain(PATH) and not is_chain(FORK) and not is_chain(LSP14)
+
+
+def test_cells_tags_round_trip():
+    cells = torch.tensor([[0, 0], [4, 0], [0, 1], [3, 2]])
+    tags = cells_to_tags(cells, width=5)
+    assert tags.tolist() == [0, 4, 5, 13]
+    assert torch.equal(tags_to_cells(tags, width=5), cells)
+
+
+def test_kernel_transitions_explicit():
+    kernel = torch.arange(9.0).view(3, 3)
+    out = kernel_transitions(kernel, height=2, width=3)
+    cells = [(x, y) for y in range(2) for x in range(3)]
+    for i, (xi, yi) in enumerate(cells):
+        for j, (xj, yj) in enumerate(cells):
+            dx, dy = xj - xi, yj - yi
+            expected = kernel[1 + dy, 1 + dx] if abs(dx) <= 1 and abs(dy) <= 1 else float("-inf")
+            assert out[i, j] == expected
+
+
+def test_emissions_pool_cells_by_log_sum_exp():
+    model = ChainCRF(FORK, height=3, width=5, cell=2)
+    assert (model.grid_height, model.grid_width, model.num_tags) == (2, 3, 6)
+    unary = torch.randn(2, 3, 3, 5)
+    em = model.emissions(unary)
+    assert em.shape == (2, 3, 6)
+    assert torch.allclose(em[1, 2, 0], torch.logsumexp(unary[1, 2, 0:2, 0:2].flatten(), 0))
+    assert torch.allclose(em[0, 1, 5], unary[0, 1, 2, 4])  # partial corner cell: one pixel
+    assert torch.allclose(em[0, 0, 4], torch.logsumexp(unary[0, 0, 2, 2:4], 0))
+
+
+def test_chain_skeleton_matches_tree_crf_by_enumeration():
+    """cell=1 with a kernel shared by all edges: the baseline is the tree CRF (log-probability and MAP)."""
+    torch.manual_seed(0)
+    kernel = torch.randn(3, 3, dtype=torch.float64)
+    unary = torch.randn(2, 4, 2, 3, dtype=torch.float64)
+    model = ChainCRF(PATH, height=2, width=3).double()
+    model.init_from_kernel(kernel)
+    poses, scores = enumerate_scores(unary, kernel.expand(3, 3, 3), PATH)  # (S, K, 2), (B, S)
+    log_p = scores - torch.logsumexp(scores, dim=1, keepdim=True)
+    for index in (0, 17, 500, 1295):
+        chosen = poses[index].expand(2, 4, 2)
+        got = model.log_prob(unary, chosen)
+        assert torch.allclose(got, log_p[:, index], atol=1e-9), (got, log_p[:, index])
+    assert torch.equal(model.decode(unary), poses[scores.argmax(dim=1)])
+
+
+def _chain_brute(model: ChainCRF, emissions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All tag sequences (N, K) and their scores (B, N) from the linear-chain definition."""
+    k = emissions.shape[1]
+    seqs = torch.tensor(list(itertools.product(range(model.num_tags), repeat=k)))
+    crf = model.crf
+    scores = crf.start_transitions[seqs[:, 0]] + crf.end_transitions[seqs[:, -1]]
+    scores = scores + sum(crf.transitions[seqs[:, i - 1], seqs[:, i]] for i in range(1, k))
+    scores = scores + sum(emissions[:, i, seqs[:, i]] for i in range(k))
+    return seqs, scores
+
+
+def test_partial_nll_marginalises_unlabelled_joints():
+    torch.manual_seed(1)
+    model = ChainCRF(FORK, height=3, width=4, cell=2).double()
+    unary = torch.randn(3, 3, 3, 4, dtype=torch.float64)
+    keypoints = torch.tensor([
+        [[0.2, 0.4, 2], [3.0, 2.0, 2], [2.6, 1.1, 1]],  # all labelled: cells (0,0), (1,1), (1,0)
+        [[0.0, 0.0, 0], [1.0, 2.0, 2], [9.0, 9.0, 2]],  # joint 0 unlabelled, joint 2 off the grid
+        [[0.0, 0.0, 0], [0.0, 0.0, 0], [0.0, 0.0, 0]],  # nothing labelled: loss 0
+    ], dtype=torch.float64)
+    loss = model(unary, keypoints, reduction="none")
+    with torch.no_grad():
+        seqs, scores = _chain_brute(model, model.emissions(unary))
+    log_z = torch.logsumexp(scores, dim=1)
+    # chain order of FORK is (0, 1, 2): sequence position = joint index; tags = y * 2 + x.
+    allowed = [
+        (seqs[:, 0] == 0) & (seqs[:, 1] == 3) & (seqs[:, 2] == 1),
+        seqs[:, 1] == 2,
+        torch.ones(len(seqs), dtype=torch.bool),
+    ]
+    for b in range(3):
+        expected = log_z[b] - torch.logsumexp(scores[b, allowed[b]], dim=0)
+        assert torch.allclose(loss[b], expected, atol=1e-9)
+    assert torch.allclose(model(unary, keypoints, reduction="sum"), loss.sum())
+    assert torch.allclose(model(unary, keypoints), loss.mean())
+
+
+def test_nll_gradients_are_finite_and_training_lowers_it():
+    torch.manual_seed(2)
+    model = ChainCRF(LSP14, height=4, width=4, cell=2)
+    unary = torch.randn(2, 14, 4, 4, requires_grad=True)
+    keypoints = torch.rand(2, 14, 3) * 3
+    keypoints[..., 2] = 2
+    keypoints[0, :5, 2] = 0
+    optimiser = torch.optim.SGD(list(model.parameters()) + [unary], lr=0.5)
+    first = None
+    for _ in range(5):
+        optimiser.zero_grad()
+        loss = model(unary, keypoints)
+        loss.backward()
+        assert torch.isfinite(unary.grad).all() and torch.isfinite(model.crf.transitions.grad).all()
+        optimiser.step()
+        first = loss.item() if first is None else first
+    assert model(unary, keypoints).item() < first
+
+
+def test_cell_centres_hand_computed():
+    model = ChainCRF(FORK, height=3, width=5, cell=2)
+    centres = model.cell_centres(torch.tensor([[0, 0], [2, 1], [1, 0]]))
+    assert centres.tolist() == [[0.5, 0.5], [4.0, 2.0], [2.5, 0.5]]
+
+
+def test_decode_returns_skeleton_order_on_a_tree():
+    model = ChainCRF(FORK, height=2, width=2)
+    model.init_from_kernel(torch.zeros(3, 3))
+    unary = torch.full((1, 3, 2, 2), -5.0)
+    unary[0, 0, 1, 0] = unary[0, 1, 0, 1] = unary[0, 2, 1, 1] = 5.0  # (x, y) = (0, 1), (1, 0), (1, 1)
+    assert model.decode(unary).tolist() == [[[0, 1], [1, 0], [1, 1]]]
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: ChainCRF(FORK, 0, 4), "height must be an int >= 1"),
+        (lambda: ChainCRF(FORK, 4, 4, cell=0), "cell must be an int >= 1"),
+        (lambda: kernel_transitions(torch.zeros(2, 2), 3, 3), r"kernel must have shape \(2R\+1, 2R\+1\)"),
+        (lambda: kernel_transitions(torch.zeros(3, 3), 0, 3), "height and width must be >= 1"),
+        (lambda: ChainCRF(FORK, 2, 2).emissions(torch.zeros(1, 3, 2, 3)), r"unary must have shape \(B, 3, 2, 2\)"),
+        (lambda: ChainCRF(FORK, 2, 2)(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 3)),
+         r"keypoints must have shape \(B, 3, 3\)"),
+        (lambda: ChainCRF(FORK, 2, 2)(torch.zeros(1, 3, 2, 2), torch.zeros(2, 3, 3)), "batch size 1"),
+        (lambda: ChainCRF(FORK, 2, 2)(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 3), reduction="max"),
+         "reduction must be"),
+        (lambda: ChainCRF(FORK, 2, 2).log_prob(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 3, dtype=torch.long)),
+         r"cells must have shape \(1, 3, 2\)"),
+    ],
+)
+def test_invalid_arguments_raise_value_error(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_wrong_types_raise_type_error():
+    with pytest.raises(TypeError, match="unary must be a torch.Tensor"):
+        ChainCRF(FORK, 2, 2).emissions([[0.0]])
+    with pytest.raises(TypeError, match="kernel must be a torch.Tensor"):
+        kernel_transitions([[0.0]], 2, 2)
