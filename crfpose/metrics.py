@@ -105,11 +105,17 @@ def _array(x: Any, name: str) -> np.ndarray:
     return out
 
 
-def _poses(pred: ArrayLike, gt: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Checked (N, K, 2) predicted xy and (N, K, 3) ground truth."""
-    p, g = _array(pred, "pred"), _array(gt, "gt")
+def _ground_truth(gt: ArrayLike) -> np.ndarray:
+    """Checked (N, K, 3) ground truth."""
+    g = _array(gt, "gt")
     if g.ndim != 3 or g.shape[2] != 3:
         raise ValueError(f"gt: expected shape (N, K, 3) = (x, y, v), got {tuple(g.shape)}")
+    return g
+
+
+def _poses(pred: ArrayLike, gt: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (N, K, 2) predicted xy and (N, K, 3) ground truth."""
+    p, g = _array(pred, "pred"), _ground_truth(gt)
     if p.ndim != 3 or p.shape[2] not in (2, 3) or p.shape[:2] != g.shape[:2]:
         raise ValueError(
             f"pred: expected shape (N, K, 2) or (N, K, 3) with (N, K) = {tuple(g.shape[:2])} as in gt, "
@@ -180,9 +186,7 @@ def normalizers(
     * ``"headbox"``: MPII's PCKh normaliser, 0.6 x the diagonal of the head box; ``head_boxes``
       (N, 4) corners ``(x1, y1, x2, y2)``.
     """
-    g = _array(gt, "gt")
-    if g.ndim != 3 or g.shape[2] != 3:
-        raise ValueError(f"gt: expected shape (N, K, 3) = (x, y, v), got {tuple(g.shape)}")
+    g = _ground_truth(gt)
     n, k = g.shape[:2]
     counted = _counted(g, all_joints)
     if normalizer == "bbox":
@@ -290,6 +294,13 @@ def pck(
     return Scores(_ratio(hits, counts), float(_ratio(hits.sum(), counts.sum())), counts, excluded)
 
 
+def _thresholds(alphas: ArrayLike) -> np.ndarray:
+    a = _array(alphas, "alphas")
+    if a.ndim != 1 or a.size < 2 or not np.isfinite(a).all() or not (np.diff(a) > 0).all():
+        raise ValueError(f"alphas: expected a 1-D strictly increasing finite array of >= 2 values, got {a.tolist()}")
+    return a
+
+
 def auc(alphas: ArrayLike, values: ArrayLike) -> np.ndarray | float:
     """Normalised area under a curve: the trapezoid integral of ``values`` over ``alphas``
     divided by ``alphas[-1] - alphas[0]``, so a curve at 1 everywhere has AUC 1.
@@ -297,9 +308,7 @@ def auc(alphas: ArrayLike, values: ArrayLike) -> np.ndarray | float:
     ``alphas`` is (A,) strictly increasing, A >= 2; ``values`` is (A,) or (A, ...) and the result
     has shape ``values.shape[1:]`` (a float for a 1-D curve).
     """
-    a, v = _array(alphas, "alphas"), _array(values, "values")
-    if a.ndim != 1 or a.size < 2 or not np.isfinite(a).all() or not (np.diff(a) > 0).all():
-        raise ValueError(f"alphas: expected a 1-D strictly increasing finite array of >= 2 values, got {a.tolist()}")
+    a, v = _thresholds(alphas), _array(values, "values")
     if v.ndim < 1 or v.shape[0] != a.size:
         raise ValueError(f"values: expected shape ({a.size}, ...) matching alphas, got {tuple(v.shape)}")
     area = np.trapezoid(v, a, axis=0) / (a[-1] - a[0])
@@ -317,14 +326,12 @@ def pck_curve(
     head_boxes: Optional[ArrayLike] = None,
     all_joints: bool = False,
 ) -> PCKCurve:
-    """PCK at each of ``alphas`` (strictly increasing, non-negative) and the curve's normalised AUC.
+    """PCK at each of ``alphas`` (strictly increasing) and the curve's normalised AUC.
 
     The AUC is :func:`auc` of the pooled mean curve: the trapezoid area over
     ``[alphas[0], alphas[-1]]`` divided by the range, in [0, 1]. Arguments as in :func:`pck`.
     """
-    a = _array(alphas, "alphas")
-    if a.ndim != 1 or a.size < 2 or not np.isfinite(a).all() or (a < 0).any() or not (np.diff(a) > 0).all():
-        raise ValueError(f"alphas: expected a 1-D strictly increasing array of >= 2 values >= 0, got {a.tolist()}")
+    a = _thresholds(alphas)
     errors, excluded = normalized_errors(
         pred, gt, normalizer, skeleton=skeleton, boxes=boxes, head_boxes=head_boxes, all_joints=all_joints
     )
@@ -560,7 +567,8 @@ def coco_ap(
     else:
         records = copy.deepcopy(list(predictions))  # loadRes writes area, id and bbox into them
     if not isinstance(records, list) or not records:
-        raise ValueError("predictions: expected a non-empty list of COCO keypoint results, got none")
+        got = "an empty list" if isinstance(records, list) else type(records).__name__
+        raise ValueError(f"predictions: expected a non-empty list of COCO keypoint results, got {got}")
     for r in records:
         if not isinstance(r, Mapping) or not {"image_id", "keypoints", "score"} <= set(r):
             raise ValueError(f"predictions: expected records with image_id, keypoints, score, got {r!r:.80}")
