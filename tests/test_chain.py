@@ -162,3 +162,21 @@ def test_wrong_types_raise_type_error():
         ChainCRF(FORK, 2, 2).emissions([[0.0]])
     with pytest.raises(TypeError, match="kernel must be a torch.Tensor"):
         kernel_transitions([[0.0]], 2, 2)
+
+
+def test_chain_baseline_agrees_with_tree_crf_beyond_enumeration():
+    """pytorch-crf as the oracle of the tree CRF on a 5-joint chain over a 5 x 6 grid (30^5 poses)."""
+    from crfpose.crf import TreeCRF
+
+    torch.manual_seed(3)
+    skeleton = Skeleton("chain5", tuple("abcde"), (3, 0, -1, 2, 1))  # 2 -> 3 -> 0 -> 1 -> 4
+    kernel = torch.randn(5, 5, dtype=torch.float64)
+    unary = torch.randn(2, 5, 5, 6, dtype=torch.float64) * 2
+    model = ChainCRF(skeleton, height=5, width=6).double()
+    model.init_from_kernel(kernel)
+    tree = TreeCRF(unary, kernel.expand(4, 5, 5), skeleton)
+    assert torch.equal(model.decode(unary), tree.argmax)
+    pose = tree.argmax.clone()
+    pose[:, 4] = (pose[:, 1] + torch.tensor([1, -1])).clamp(0, 4)  # a nearby, different pose
+    for candidate in (tree.argmax, pose):
+        assert torch.allclose(model.log_prob(unary, candidate), tree.log_prob(candidate), atol=1e-8)

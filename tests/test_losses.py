@@ -155,3 +155,24 @@ def test_hard_labels_outside_the_window_have_infinite_loss():
 def test_keypoints_must_be_a_tensor():
     with pytest.raises(TypeError, match="keypoints must be a torch.Tensor"):
         target_log_weights([[0.0, 0.0, 2.0]], 2, 2)
+
+
+def test_nll_trains_pairwise_modules_end_to_end():
+    from crfpose.crf.pairwise import GaussianPairwise, MixturePairwise
+
+    torch.manual_seed(5)
+    features = torch.randn(3, 4, 2, 2)
+    unary = torch.randn(3, 3, H, W)
+    keypoints = KEYPOINTS.float()
+    means = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])  # distinct types: weights matter
+    mixture = MixturePairwise(4, GaussianPairwise(4, 1, mean=means), num_types=2)
+    optimiser = torch.optim.Adam(mixture.parameters(), lr=0.1)
+    losses = []
+    for _ in range(4):
+        optimiser.zero_grad()
+        loss = crf_nll(unary, mixture(features), FORK, keypoints, sigma=0.5)
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in mixture.parameters())
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

@@ -132,12 +132,12 @@ class FreePairwise(Pairwise):
         if not pseudo_count > 0:
             raise ValueError(f"pseudo_count must be > 0, got {pseudo_count}")
         module = cls(skeleton.num_edges, radius)
-        displacements, valid = edge_displacements(keypoints, skeleton)
+        displacements, valid = (t.cpu() for t in edge_displacements(keypoints, skeleton))
         offsets = torch.round(displacements).long() + radius  # (N, E, 2) window indices
         inside = valid & ((offsets >= 0) & (offsets < module.window)).all(dim=-1)  # (N, E)
         edge = torch.arange(module.num_edges).expand_as(inside)
         flat = (edge * module.window + offsets[..., 1]) * module.window + offsets[..., 0]  # (N, E)
-        counts = torch.bincount(flat[inside].cpu(), minlength=module.num_edges * module.window**2)
+        counts = torch.bincount(flat[inside], minlength=module.num_edges * module.window**2)
         counts = counts.view(module.num_edges, -1).to(torch.float64) + pseudo_count  # (E, (2R+1)^2)
         log_freq = counts.log() - counts.sum(dim=1, keepdim=True).log()
         with torch.no_grad():
@@ -208,7 +208,7 @@ class GaussianPairwise(Pairwise):
         """
         if not min_variance > 0:
             raise ValueError(f"min_variance must be > 0, got {min_variance}")
-        displacements, valid = edge_displacements(keypoints, skeleton)
+        displacements, valid = (t.cpu() for t in edge_displacements(keypoints, skeleton))
         num_edges = skeleton.num_edges
         mean = torch.zeros(num_edges, 2, dtype=torch.float64)
         precision = torch.eye(2, dtype=torch.float64).repeat(num_edges, 1, 1) / max(radius, 1) ** 2
@@ -228,7 +228,8 @@ class MixturePairwise(Pairwise):
 
         out[b, e] = log sum_m w[b, e, m] * exp(components[e * M + m])
 
-    The head starts at zero, i.e. with uniform weights.
+    The head starts at zero, i.e. with uniform weights. Give the types distinct starting tables
+    (e.g. :meth:`from_keypoints`): identical types make the weights, and their gradient, irrelevant.
     """
 
     def __init__(self, in_channels: int, components: Pairwise, num_types: int) -> None:
@@ -285,7 +286,7 @@ class MixturePairwise(Pairwise):
         _check_positive_int("num_types", num_types)
         if not min_variance > 0:
             raise ValueError(f"min_variance must be > 0, got {min_variance}")
-        displacements, valid = edge_displacements(keypoints, skeleton)
+        displacements, valid = (t.cpu() for t in edge_displacements(keypoints, skeleton))
         num_edges = skeleton.num_edges
         mean = torch.zeros(num_edges, num_types, 2, dtype=torch.float64)
         precision = torch.eye(2, dtype=torch.float64).repeat(num_edges, num_types, 1, 1) / max(radius, 1) ** 2
