@@ -1,0 +1,111 @@
+"""PoseCRF: images -> backbone maps -> unary log-potentials -> an exact tree CRF over the pose.
+
+Shape legend: B batch, K joints, E edges (= K - 1), R kernel radius, H_in x W_in input images,
+H x W heatmap grid (the backbone's output).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from crfpose import codec
+from crfpose.crf import TreeCRF
+from crfpose.models.unary import ScaledUnary
+from crfpose.skeletons import Skeleton
+
+__all__ = ["PoseCRF", "DECODERS", "COORDS"]
+
+DECODERS = ("marginals", "map", "unary")
+COORDS = ("heatmap", "input")
+
+
+class PoseCRF(nn.Module):
+    """A backbone with a tree CRF on top.
+
+    Args:
+        backbone: images (B, 3, H_in, W_in) -> maps (B, K, H, W).
+        skeleton: the tree over the K joints.
+        pairwise: a pairwise module; ``pairwise(features)`` returns (E, 2R+1, 2R+1) or
+            (B, E, 2R+1, 2R+1). Its features are the backbone maps (B, K, H, W), so an
+            image-conditioned module takes ``in_channels = K``; static modules ignore them.
+        unary: adapter from backbone maps to log-potentials; default :class:`ScaledUnary` (for MSE
+            heatmaps); use :class:`IdentityUnary` when the backbone is trained through the CRF.
+    """
+
+    def __init__(
+        self, backbone: nn.Module, skeleton: Skeleton, pairwise: nn.Module, unary: Optional[nn.Module] = None
+    ) -> None:
+        super().__init__()
+        if not isinstance(skeleton, Skeleton):
+            raise TypeError(f"skeleton must be a crfpose Skeleton, got {type(skeleton).__name__}")
+        for name, module in (("backbone", backbone), ("pairwise", pairwise), ("unary", unary)):
+            if module is not None and not isinstance(module, nn.Module):
+                raise TypeError(f"{name} must be a torch.nn.Module, got {type(module).__name__}")
+        k = skeleton.num_joints
+        if getattr(backbone, "num_joints", k) != k:
+            raise ValueError(f"backbone must output one map per joint of {skeleton.name!r} ({k}), got num_joints={backbone.num_joints}")
+        if getattr(pairwise, "num_edges", skeleton.num_edges) != skeleton.num_edges:
+            raise ValueError(
+                f"pairwise must have one table per edge of {skeleton.name!r} ({skeleton.num_edges}), got num_edges={pairwise.num_edges}"
+            )
+        self.backbone = backbone
+        self.unary = ScaledUnary(k) if unary is None else unary
+        self.pairwise = pairwise
+        self.skeleton = skeleton
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Unary log-potentials (B, K, H, W)."""
+        return self.unary(self.backbone(images))
+
+    def potentials(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(unary, pairwise)``: (B, K, H, W) and (E, 2R+1, 2R+1) or (B, E, 2R+1, 2R+1)."""
+        maps = self.backbone(images)  # (B, K, H, W)
+        return self.unary(maps), self.pairwise(maps)
+
+    def crf(self, images: torch.Tensor) -> TreeCRF:
+        """The CRF distribution over poses on the heatmap grid, one per image."""
+        return TreeCRF(*self.potentials(images), self.skeleton)
+
+    @torch.no_grad()
+    def predict(
+        self, images: torch.Tensor, decoder: str = "marginals", coords: str = "heatmap", refine: str = "none"
+    ) -> torch.Tensor:
+        """Keypoints (B, K, 3) = (x, y, score) in heatmap or input-image pixels.
+
+        Args:
+            images: (B, 3, H_in, W_in). The module's train/eval mode is left as it is.
+            decoder: ``"marginals"``: each joint at the arg-max of its CRF marginal, score = that
+                probability; ``"map"``: the jointly most probable pose, score = each joint's marginal
+                there; ``"unary"``: the arg-max of the backbone maps alone (ablation), score = the map value.
+            coords: ``"heatmap"`` (grid pixels) or ``"input"`` (pixels of ``images``, via
+                :func:`crfpose.codec.heatmap_to_input`).
+            refine: sub-pixel refinement of :func:`crfpose.codec.decode` (``"none"``, ``"quarter"``,
+                ``"dark"``); must be ``"none"`` for the ``"map"`` decoder.
+        """
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        if coords not in COORDS:
+            raise ValueError(f"coords must be one of {COORDS}, got {coords!r}")
+        if decoder == "map" and refine != "none":
+            raise ValueError(f"refine must be 'none' with decoder='map' (MAP states are grid cells), got {refine!r}")
+        maps = self.backbone(images)  # (B, K, H, W)
+        if decoder == "unary":
+            points = codec.decode(maps, refine=refine)
+        else:
+            crf = TreeCRF(self.unary(maps), self.pairwise(maps), self.skeleton)
+            marginals = crf.marginals  # (B, K, H, W)
+            if decoder == "marginals":
+                points = codec.decode(marginals, refine=refine)
+            else:
+                cells = crf.argmax  # (B, K, 2) (x, y)
+                width = marginals.shape[-1]
+                index = (cells[..., 1] * width + cells[..., 0])[..., None]  # (B, K, 1)
+                score = marginals.flatten(2).gather(-1, index)  # (B, K, 1)
+                points = torch.cat([cells.to(score.dtype), score], dim=-1)
+        points = points.to(maps.dtype)
+        if coords == "input":
+            stride = (images.shape[-1] / maps.shape[-1], images.shape[-2] / maps.shape[-2])
+            points = codec.heatmap_to_input(points, stride)
+        return points
