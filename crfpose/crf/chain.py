@@ -144,15 +144,12 @@ class ChainCRF(nn.Module):
         tags = cells_to_tags(cells, self.grid_width)[:, self.order]  # (B, K)
         return self.crf(emissions, tags, mask=self._mask(tags), reduction="none")
 
-    def forward(self, unary: Tensor, keypoints: Tensor, reduction: str = "mean") -> Tensor:
-        """Negative log-likelihood of the labelled joints' cells, unlabelled joints marginalised out.
+    def forward(self, unary: Tensor, keypoints: Tensor) -> Tensor:
+        """Per-image negative log-likelihood ``(B,)`` of the labelled joints' cells, unlabelled ones marginalised out.
 
         ``log Z(emissions) - log Z(emissions clamped to the labelled cells)``, computed with
-        pytorch-crf's public log-likelihood (the path score cancels). ``reduction``: ``mean``,
-        ``sum`` or ``none`` (``(B,)``) over the batch.
+        pytorch-crf's public log-likelihood (the path score cancels).
         """
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         emissions = self.emissions(unary)  # (B, K, S)
         cells, labelled = self.keypoint_cells(keypoints)
         if cells.shape[0] != emissions.shape[0]:
@@ -161,12 +158,9 @@ class ChainCRF(nn.Module):
         target = F.one_hot(tags, self.num_tags).bool() | ~labelled[:, self.order, None]  # (B, K, S)
         clamped = emissions.masked_fill(~target, _LOG_ZERO)
         mask = self._mask(tags)
-        loss = self.crf(clamped, tags, mask=mask, reduction="none") - self.crf(
+        return self.crf(clamped, tags, mask=mask, reduction="none") - self.crf(
             emissions, tags, mask=mask, reduction="none"
         )  # (B,)
-        if reduction == "none":
-            return loss
-        return loss.mean() if reduction == "mean" else loss.sum()
 
     def decode(self, unary: Tensor) -> Tensor:
         """Viterbi (MAP) coarse cells ``(B, K, 2)`` long ``(x, y)``, joints in skeleton order."""

@@ -91,6 +91,30 @@ def _kmeans(samples: Tensor, num_clusters: int, iterations: int = 25) -> Tensor:
     return torch.cdist(samples, centres).argmin(dim=1)
 
 
+def _type_moments(
+    keypoints: Tensor, skeleton: Skeleton, radius: int, num_types: int, min_variance: float
+) -> tuple[Tensor, Tensor]:
+    """Gaussian moments of ``num_types`` k-means clusters of each edge's labelled displacements.
+
+    Returns float64 ``mean (E, M, 2)`` and ``precision (E, M, 2, 2)``; a type without samples keeps
+    zero mean and precision ``I / R^2``.
+    """
+    _check_positive_int("num_types", num_types)
+    if not min_variance > 0:
+        raise ValueError(f"min_variance must be > 0, got {min_variance}")
+    displacements, valid = (t.cpu() for t in edge_displacements(keypoints, skeleton))
+    num_edges = skeleton.num_edges
+    mean = torch.zeros(num_edges, num_types, 2, dtype=torch.float64)
+    precision = torch.eye(2, dtype=torch.float64).repeat(num_edges, num_types, 1, 1) / max(radius, 1) ** 2
+    for e in range(num_edges):
+        samples = displacements[valid[:, e], e].to(torch.float64)  # (n, 2)
+        labels = _kmeans(samples, num_types) if len(samples) else samples.new_zeros(0, dtype=torch.long)
+        for m in range(num_types):
+            if (labels == m).any():
+                mean[e, m], precision[e, m] = _moments(samples[labels == m], min_variance)
+    return mean, precision
+
+
 class Pairwise(nn.Module):
     """Base of the pairwise modules: ``num_edges`` tables of radius ``radius``."""
 
@@ -206,17 +230,8 @@ class GaussianPairwise(Pairwise):
         invertible for edges with few or collinear samples; an edge with no labelled sample keeps
         the default (zero mean, precision ``I / R^2``). ``keypoints`` is ``(N, K, 3)`` in grid pixels.
         """
-        if not min_variance > 0:
-            raise ValueError(f"min_variance must be > 0, got {min_variance}")
-        displacements, valid = (t.cpu() for t in edge_displacements(keypoints, skeleton))
-        num_edges = skeleton.num_edges
-        mean = torch.zeros(num_edges, 2, dtype=torch.float64)
-        precision = torch.eye(2, dtype=torch.float64).repeat(num_edges, 1, 1) / max(radius, 1) ** 2
-        for e in range(num_edges):
-            samples = displacements[valid[:, e], e].to(torch.float64)  # (n, 2)
-            if len(samples):
-                mean[e], precision[e] = _moments(samples, min_variance)
-        return cls(num_edges, radius, mean=mean.float(), precision=precision)
+        mean, precision = _type_moments(keypoints, skeleton, radius, 1, min_variance)  # (E, 1, 2), (E, 1, 2, 2)
+        return cls(skeleton.num_edges, radius, mean=mean[:, 0].float(), precision=precision[:, 0])
 
 
 class MixturePairwise(Pairwise):
@@ -283,21 +298,8 @@ class MixturePairwise(Pairwise):
         cluster ``m``; a type with no sample keeps the default (zero mean, precision ``I / R^2``).
         ``keypoints`` is ``(N, K, 3)`` in grid pixels.
         """
-        _check_positive_int("num_types", num_types)
-        if not min_variance > 0:
-            raise ValueError(f"min_variance must be > 0, got {min_variance}")
-        displacements, valid = (t.cpu() for t in edge_displacements(keypoints, skeleton))
+        mean, precision = _type_moments(keypoints, skeleton, radius, num_types, min_variance)
         num_edges = skeleton.num_edges
-        mean = torch.zeros(num_edges, num_types, 2, dtype=torch.float64)
-        precision = torch.eye(2, dtype=torch.float64).repeat(num_edges, num_types, 1, 1) / max(radius, 1) ** 2
-        for e in range(num_edges):
-            samples = displacements[valid[:, e], e].to(torch.float64)  # (n, 2)
-            if not len(samples):
-                continue
-            labels = _kmeans(samples, num_types)
-            for m in range(num_types):
-                if (labels == m).any():
-                    mean[e, m], precision[e, m] = _moments(samples[labels == m], min_variance)
         components = GaussianPairwise(
             num_edges * num_types, radius, mean=mean.view(-1, 2).float(), precision=precision.view(-1, 2, 2)
         )
