@@ -20,7 +20,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from crfpose.models.common import Backbone, check_positive_int, conv_bn, residual_layer
 
-__all__ = ["HRNet", "HighResolutionModule", "hrnet_config", "hrnet_w18", "hrnet_w32", "hrnet_w48", "hrnet_small"]
+__all__ = ["HRNet", "HighResolutionModule", "hrnet_config", "hrnet", "hrnet_w18", "hrnet_w32", "hrnet_w48", "hrnet_small"]
 
 BLOCKS: dict[str, type[nn.Module]] = {"BASIC": BasicBlock, "BOTTLENECK": Bottleneck}
 STAGES = ("STAGE2", "STAGE3", "STAGE4")
@@ -234,6 +234,15 @@ def hrnet_config(
             "FUSE_METHOD": "SUM",
         }
     return {"NUM_JOINTS": num_joints, "EXTRA": {"FINAL_CONV_KERNEL": final_conv_kernel, **stages}}
+
+
+def hrnet(num_joints: int = 17, config: Optional[Mapping[str, Any]] = None) -> HRNet:
+    """HRNet from an official ``MODEL`` dict (default: W32) with ``NUM_JOINTS`` set to ``num_joints``."""
+    if config is None:
+        config = hrnet_config(32)
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict (the MODEL section of an official config), got {type(config).__name__}")
+    return HRNet.from_official_config({**config, "NUM_JOINTS": num_joints})
 
 
 def hrnet_w18(num_joints: int = 17) -> HRNet:

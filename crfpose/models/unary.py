@@ -12,7 +12,7 @@ from torch import nn
 
 from crfpose.models.common import check_positive_int
 
-__all__ = ["ScaledUnary", "IdentityUnary", "UNARY_ADAPTERS"]
+__all__ = ["ScaledUnary", "IdentityUnary"]
 
 
 def _check_maps(maps: torch.Tensor, num_joints: Optional[int], owner: str) -> None:
@@ -58,5 +58,3 @@ class IdentityUnary(nn.Module):
         _check_maps(maps, None, "IdentityUnary")
         return maps
 
-
-UNARY_ADAPTERS = {"scaled": ScaledUnary, "identity": IdentityUnary}
