@@ -1,0 +1,62 @@
+"""LSP loader: split, visibility convention, sample geometry against joints.mat."""
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from crfpose.data import LSPDataset, build_dataset
+from crfpose.data.lsp import load_lsp_joints
+from crfpose.data.transforms import affine_points, invert_affine
+
+
+def test_standard_split_and_visibility(lsp_root):
+    raw = scipy.io.loadmat(str(lsp_root / "joints.mat"))["joints"]  # (3, 14, 2000)
+    train, test = LSPDataset(lsp_root, "train"), LSPDataset(lsp_root, "test")
+    assert len(train) == len(test) == 1000
+    assert train.records[0].file.name == "im0001.jpg" and test.records[0].file.name == "im1001.jpg"
+    assert test.records[-1].image_id == 2000
+    v = np.stack([r.keypoints[:, 2] for r in test.records])  # (1000, 14)
+    flags = raw[2, :, 1000:].T
+    assert np.array_equal(v == 1, flags == 1) and np.array_equal(v == 2, flags == 0)
+    assert (v == 1).sum() > 0
+
+
+def test_drawn_sample_joints_land_where_joints_mat_says(lsp_root):
+    raw = scipy.io.loadmat(str(lsp_root / "joints.mat"))["joints"]
+    ds = build_dataset("lsp", root=lsp_root, split="test")
+    item = ds[4]  # image 1005
+    orig = raw[:2, :, 1004].T - 1.0  # 0-based pixel centres
+    a = item["meta"]["affine"]
+    assert np.allclose(item["meta"]["keypoints"][:, :2], orig)
+    for joint in (0, 7, 12, 13):  # right ankle, right elbow, neck, head top
+        x = a[0, 0] * orig[joint, 0] + a[0, 1] * orig[joint, 1] + a[0, 2]
+        y = a[1, 0] * orig[joint, 0] + a[1, 1] * orig[joint, 1] + a[1, 2]
+        assert item["keypoints"][joint, :2].tolist() == pytest.approx([x, y], abs=1e-3)
+        assert 0 <= x < 192 and 0 <= y < 256  # on the crop: the person fills it
+    back = affine_points(item["keypoints"].double().numpy(), invert_affine(a))
+    assert np.abs(back[:, :2] - orig).max() < 1e-3
+    assert item["meta"]["torso_size"] == pytest.approx(np.hypot(*(orig[9] - orig[2])))
+    assert item["target_weight"].sum() == 14
+
+
+def test_lsp_errors(tmp_path, lsp_root):
+    with pytest.raises(ValueError, match="split must be one of"):
+        LSPDataset(lsp_root, "val")
+    with pytest.raises(ValueError, match="cannot read LSP joints"):
+        load_lsp_joints(tmp_path / "joints.mat")
+    scipy.io.savemat(str(tmp_path / "joints.mat"), {"joints": np.zeros((14, 3, 5))})
+    with pytest.raises(ValueError, match=r"must have shape \(3, 14, N\)"):
+        LSPDataset(tmp_path)
+    joints = np.zeros((3, 14, 3))
+    joints[:2] = np.arange(14)[None, :, None] + 2.0  # a diagonal person inside 20 x 20 images
+    joints[0, 0, 1] = np.nan
+    scipy.io.savemat(str(tmp_path / "joints.mat"), {"joints": joints})
+    (tmp_path / "images").mkdir()
+    for n in (1, 2):
+        Image.new("RGB", (20, 20)).save(tmp_path / "images" / f"im{n:04d}.jpg")
+    with pytest.raises(ValueError, match=r"im0002\.jpg: record image 2: .*NaN"):
+        LSPDataset(tmp_path, "all")
+    with pytest.warns(UserWarning, match="skipped 2"):
+        ds = LSPDataset(tmp_path, "all", on_error="skip")
+    assert [s["record"] for s in ds.skipped] == ["image 2", "image 3"]
+    assert "image file not found" in ds.skipped[1]["reason"]
