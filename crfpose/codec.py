@@ -51,28 +51,25 @@ def encode(
         ``weight (..., K)`` float32: 1 for labelled joints (v > 0) whose position lies on the grid
         (inside ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``), else 0; targets of weight-0 joints are zero.
     """
-    kp = torch.as_tensor(keypoints, dtype=torch.float64)
-    if kp.dim() < 2 or kp.shape[-1] != 3:
-        raise ValueError(f"keypoints must have shape (..., K, 3), got {tuple(kp.shape)}")
+    kp = np.array(keypoints.detach().cpu().numpy() if isinstance(keypoints, torch.Tensor) else keypoints, dtype=np.float64)
+    if kp.ndim < 2 or kp.shape[-1] != 3:
+        raise ValueError(f"keypoints must have shape (..., K, 3), got {kp.shape}")
     if len(heatmap_size) != 2 or not all(int(s) == s and s > 0 for s in heatmap_size):
         raise ValueError(f"heatmap_size must be (W, H) positive integers, got {heatmap_size!r}")
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma!r}")
     labelled = kp[..., 2] > 0
-    if torch.isnan(kp[..., :2])[labelled].any():
+    if np.isnan(kp[..., :2])[labelled].any():
         raise ValueError("keypoints: labelled joints (v > 0) must have finite (x, y), got NaN")
     width, height = int(heatmap_size[0]), int(heatmap_size[1])
     x, y = kp[..., 0], kp[..., 1]
-    on_grid = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
-    weight = (labelled & on_grid).to(torch.float64)  # (..., K)
-    gx = torch.arange(width, dtype=torch.float64)
-    gy = torch.arange(height, dtype=torch.float64)
-    x = torch.where(weight > 0, x, torch.zeros_like(x))
-    y = torch.where(weight > 0, y, torch.zeros_like(y))
-    ex = torch.exp(-((gx - x[..., None]) ** 2) / (2 * sigma**2))  # (..., K, W)
-    ey = torch.exp(-((gy - y[..., None]) ** 2) / (2 * sigma**2))  # (..., K, H)
+    weight = labelled & (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)  # (..., K)
+    x, y = np.where(weight, x, 0.0), np.where(weight, y, 0.0)
+    # Elementwise work in numpy: per-sample sizes are tiny and torch's thread pool only adds overhead.
+    ex = np.exp(-((np.arange(width) - x[..., None]) ** 2) / (2 * sigma**2))  # (..., K, W)
+    ey = np.exp(-((np.arange(height) - y[..., None]) ** 2) / (2 * sigma**2))  # (..., K, H)
     target = ey[..., :, None] * ex[..., None, :] * weight[..., None, None]  # (..., K, H, W)
-    return target.float(), weight.float()
+    return torch.from_numpy(target.astype(np.float32)), torch.from_numpy(weight.astype(np.float32))
 
 
 def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from crfpose.data.transforms import TopDownTransform
+from crfpose.data.transforms import TopDownTransform, image_to_tensor
 from crfpose.skeletons import Skeleton
 
 __all__ = ["PersonRecord", "BadRecord", "PoseDataset", "load_image", "normalisers", "ON_ERROR"]
@@ -71,7 +71,7 @@ def load_image(path: Union[str, Path], record: str = "") -> torch.Tensor:
             array = np.asarray(im.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{path}: record {record}: cannot read image ({err})") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return image_to_tensor(array)
 
 
 def _check_record(rec: PersonRecord, skeleton: Skeleton) -> None:

@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 from crfpose.codec import encode, input_to_heatmap
 from crfpose.data.base import PersonRecord, normalisers
-from crfpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from crfpose.data.transforms import image_to_tensor, normalize
 from crfpose.skeletons import LSP14, Skeleton
 
 __all__ = ["SyntheticDataset", "sample_pose"]
@@ -196,9 +196,9 @@ class SyntheticDataset(Dataset):
             if rng.random() < self.occluder_prob:
                 vis[self._occluder(draw, pts, rng)] = 1.0
         keypoints = np.concatenate([pts, vis[:, None]], axis=1)
-        tensor = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div_(255.0)
+        tensor = image_to_tensor(np.asarray(image))
         if self.normalize:
-            tensor = (tensor - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+            tensor = normalize(tensor)
         stride = (w / self.heatmap_size[0], h / self.heatmap_size[1])
         target, weight = encode(input_to_heatmap(keypoints, stride), self.heatmap_size, self.sigma)
         lo, hi = pts.min(axis=0), pts.max(axis=0)

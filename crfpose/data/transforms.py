@@ -27,7 +27,7 @@ from crfpose.codec import encode, input_to_heatmap
 from crfpose.skeletons import Skeleton
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "box_to_center_scale", "get_affine", "invert_affine",
+    "IMAGENET_MEAN", "IMAGENET_STD", "image_to_tensor", "normalize", "box_to_center_scale", "get_affine", "invert_affine",
     "affine_points", "warp_image", "flip_keypoints", "flip_heatmaps", "color_jitter",
     "half_body_box", "TopDownTransform",
 ]
@@ -35,6 +35,8 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+_MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
+_STD = np.array(IMAGENET_STD, dtype=np.float32)[:, None, None]
 _UPPER = ("nose", "eye", "ear", "head", "neck", "thorax", "shoulder", "elbow", "wrist")
 _LOWER = ("pelvis", "hip", "knee", "ankle")
 
@@ -43,6 +45,22 @@ def _size(value: Sequence[int], name: str) -> tuple[int, int]:
     if len(value) != 2 or not all(int(v) == v and v > 0 for v in value):
         raise ValueError(f"{name} must be (W, H) positive integers, got {value!r}")
     return int(value[0]), int(value[1])
+
+
+# Per-image pixel arithmetic runs in numpy: single-threaded and cheap for one image, where
+# torch's intra-op thread pool costs more than the work on a busy CPU.
+
+
+def image_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """``(h, w, 3)`` uint8 RGB -> ``(3, h, w)`` float32 in ``[0, 1]``."""
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"array must be (h, w, 3) uint8 RGB, got {array.shape} {array.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0))
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """ImageNet mean/std normalisation of a ``(3, h, w)`` RGB tensor in ``[0, 1]``."""
+    return torch.from_numpy((image.detach().cpu().numpy() - _MEAN) / _STD)
 
 
 def box_to_center_scale(
@@ -130,12 +148,14 @@ def warp_image(image: torch.Tensor, affine: np.ndarray, output_size: Sequence[in
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or not image.is_floating_point():
         raise ValueError(f"image must be a (C, h, w) float tensor, got {getattr(image, 'shape', type(image))}")
     out_w, out_h = _size(output_size, "output_size")
-    inverse = torch.as_tensor(invert_affine(affine), dtype=torch.float64)
-    v, u = torch.meshgrid(torch.arange(out_h, dtype=torch.float64), torch.arange(out_w, dtype=torch.float64), indexing="ij")
-    src = torch.stack([u, v, torch.ones_like(u)], dim=-1) @ inverse.T  # (H, W, 2) source (x, y)
+    inverse = invert_affine(affine)
+    u, v = np.meshgrid(np.arange(out_w, dtype=np.float64), np.arange(out_h, dtype=np.float64))  # (H, W) each
+    src_x = inverse[0, 0] * u + inverse[0, 1] * v + inverse[0, 2]
+    src_y = inverse[1, 0] * u + inverse[1, 1] * v + inverse[1, 2]
     src_h, src_w = image.shape[-2:]
-    grid = torch.stack([(2 * src[..., 0] + 1) / src_w - 1, (2 * src[..., 1] + 1) / src_h - 1], dim=-1)
-    out = F.grid_sample(image[None], grid[None].to(image.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = np.stack([(2 * src_x + 1) / src_w - 1, (2 * src_y + 1) / src_h - 1], axis=-1)  # (H, W, 2)
+    grid = torch.from_numpy(grid[None]).to(image.dtype)
+    out = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out[0]
 
 
@@ -169,13 +189,14 @@ def color_jitter(image: torch.Tensor, strength: float, rng: np.random.Generator)
     """
     if not 0 <= strength < 1:
         raise ValueError(f"strength must be in [0, 1), got {strength!r}")
-    brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, size=3)
-    grey = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])[None]  # (1, h, w)
-    out = image * brightness
-    out = (out - grey.mean() * brightness) * contrast + grey.mean() * brightness
-    grey = (0.299 * out[0] + 0.587 * out[1] + 0.114 * out[2])[None]
+    brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, size=3).astype(np.float32)
+    luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    out = image.detach().cpu().numpy() * brightness  # (3, h, w)
+    mean = np.tensordot(luma, out, axes=1).mean()
+    out = (out - mean) * contrast + mean
+    grey = np.tensordot(luma, out, axes=1)[None]  # (1, h, w)
     out = (out - grey) * saturation + grey
-    return out.clamp(0, 1)
+    return torch.from_numpy(np.clip(out, 0, 1))
 
 
 def half_body_box(keypoints: np.ndarray, skeleton: Skeleton, rng: np.random.Generator) -> Optional[np.ndarray]:
@@ -286,7 +307,7 @@ class TopDownTransform:
         if self.train and self.color_jitter > 0:
             crop = color_jitter(crop, self.color_jitter, rng)
         if self.normalize:
-            crop = (crop - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+            crop = normalize(crop)
         target, weight = encode(input_to_heatmap(crop_kp, self.stride), self.heatmap_size, self.sigma)
         return {
             "image": crop,
