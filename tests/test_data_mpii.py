@@ -69,10 +69,10 @@ def test_test_split_without_joints(tmp_path):
 
 
 def test_mpii_errors(tmp_path):
-    with pytest.raises(ValueError, match="split: cannot read MPII annotations"):
+    with pytest.raises(ValueError, match="split: cannot read MPII records"):
         MPIIDataset(tmp_path, "train")
     root = _mpii(tmp_path, {"image": "a.jpg"})
-    with pytest.raises(ValueError, match="expected a JSON list"):
+    with pytest.raises(ValueError, match=r"split: .*train\.json must hold a JSON list of MPII records, got dict"):
         MPIIDataset(root)
     bad = [_record(), _record(joints=[[1.0, 2.0]] * 15), {"image": "a.jpg", "scale": 0.2}, _record(image="gone.jpg"),
            _record(scale=0.0), _record(center=[900.0, 900.0])]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from crfpose.codec import encode
+from crfpose.codec import encode, heatmap_to_input, input_to_heatmap
 from crfpose.data.transforms import (
     TopDownTransform, affine_points, box_to_center_scale, color_jitter, flip_heatmaps, flip_keypoints,
     get_affine, half_body_box, invert_affine, warp_image,
@@ -86,6 +86,10 @@ def test_flip_heatmaps_agrees_with_flipped_keypoints():
     flipped_maps, _ = encode(flip_keypoints(kp, 24, LSP14), (24, 22), sigma=1.5)
     assert torch.allclose(flip_heatmaps(maps[None], LSP14)[0], flipped_maps, atol=1e-6)
     assert torch.equal(flip_heatmaps(flip_heatmaps(maps[None], LSP14), LSP14)[0], maps)
+    # a flip of the 96-pixel input crop is a flip of its 24-cell heatmap (stride 4), without a shift
+    crop_kp = heatmap_to_input(kp, 4)
+    from_crop, _ = encode(input_to_heatmap(flip_keypoints(crop_kp, 96, LSP14), 4), (24, 22), sigma=1.5)
+    assert torch.allclose(flip_heatmaps(maps[None], LSP14)[0], from_crop, atol=1e-6)
 
 
 def _person():

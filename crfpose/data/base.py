@@ -23,6 +23,7 @@ left out, listed in ``dataset.skipped`` (dicts with file, record, reason) and a 
 """
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from torch.utils.data import Dataset
 from crfpose.data.transforms import TopDownTransform, image_to_tensor
 from crfpose.skeletons import Skeleton
 
-__all__ = ["PersonRecord", "BadRecord", "PoseDataset", "load_image", "normalisers", "ON_ERROR"]
+__all__ = ["PersonRecord", "BadRecord", "PoseDataset", "load_image", "normalisers", "read_json_list", "ON_ERROR"]
 
 ON_ERROR = ("raise", "skip")
 _NAN4 = np.full(4, np.nan)
@@ -72,6 +73,17 @@ def load_image(path: Union[str, Path], record: str = "") -> torch.Tensor:
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{path}: record {record}: cannot read image ({err})") from None
     return image_to_tensor(array)
+
+
+def read_json_list(path: Path, argument: str, kind: str) -> list:
+    """The JSON list in ``path``; a missing, unparsable or non-list file is a ``ValueError`` naming ``argument``."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{argument}: cannot read {kind} {path} ({err})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{argument}: {path} must hold a JSON list of {kind}, got {type(data).__name__}")
+    return data
 
 
 def _check_record(rec: PersonRecord, skeleton: Skeleton) -> None:
@@ -190,11 +202,7 @@ class PoseDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rec = self.records[index]
         image = load_image(rec.file, rec.record)
-        return self.make_sample(rec, image)
-
-    def make_sample(self, rec: PersonRecord, image: torch.Tensor, rng: Optional[np.random.Generator] = None) -> dict:
-        """Apply the transform to one record whose image is loaded and assemble the item dict."""
-        out = self.transform(image, rec.keypoints, rec.box, rng)
+        out = self.transform(image, rec.keypoints, rec.box)
         meta = {
             "image_id": rec.image_id,
             "file": str(rec.file),

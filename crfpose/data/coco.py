@@ -20,7 +20,7 @@ from typing import Optional, Union
 import numpy as np
 from pycocotools.coco import COCO
 
-from crfpose.data.base import BadRecord, PersonRecord, PoseDataset
+from crfpose.data.base import BadRecord, PersonRecord, PoseDataset, read_json_list
 from crfpose.skeletons import COCO17, Skeleton
 
 __all__ = ["COCODataset", "person_category"]
@@ -115,12 +115,7 @@ class COCODataset(PoseDataset):
         return records
 
     def _detected(self, detections: Path, image_dir: Path, skeleton: Skeleton, min_score: float) -> list:
-        try:
-            results = json.loads(detections.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"detections: cannot read detection results {detections} ({err})") from None
-        if not isinstance(results, list):
-            raise ValueError(f"detections: {detections} must hold a JSON list of results, got {type(results).__name__}")
+        results = read_json_list(detections, "detections", "detection results")
         empty = np.zeros((skeleton.num_joints, 3))
         records: list = []
         for i, det in enumerate(results):

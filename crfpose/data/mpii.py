@@ -26,7 +26,7 @@ from typing import Union
 import numpy as np
 import scipy.io
 
-from crfpose.data.base import BadRecord, PersonRecord, PoseDataset
+from crfpose.data.base import BadRecord, PersonRecord, PoseDataset, read_json_list
 from crfpose.skeletons import MPII16
 
 __all__ = ["MPIIDataset", "load_head_boxes"]
@@ -63,12 +63,7 @@ class MPIIDataset(PoseDataset):
     def __init__(self, root: Union[str, Path], split: str = "train", head_boxes: Union[str, Path, None] = None, **kwargs) -> None:
         root = Path(root)
         ann_file = root / "annot" / f"{split}.json"
-        try:
-            entries = json.loads(ann_file.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"split: cannot read MPII annotations {ann_file} ({err})") from None
-        if not isinstance(entries, list):
-            raise ValueError(f"{ann_file}: expected a JSON list of records, got {type(entries).__name__}")
+        entries = read_json_list(ann_file, "split", "MPII records")
         boxes = load_head_boxes(head_boxes) if head_boxes is not None else None
         if boxes is not None and len(boxes) != len(entries):
             raise ValueError(f"head_boxes: {head_boxes} has {len(boxes)} boxes for {len(entries)} records in {ann_file}")

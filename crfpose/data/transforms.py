@@ -173,7 +173,11 @@ def flip_keypoints(keypoints: np.ndarray, width: float, skeleton: Skeleton) -> n
 
 
 def flip_heatmaps(heatmaps: torch.Tensor, skeleton: Skeleton) -> torch.Tensor:
-    """Mirror ``(B, K, H, W)`` heatmaps left-right and swap the left/right joint channels (flip test)."""
+    """Mirror ``(B, K, H, W)`` heatmaps left-right and swap the left/right joint channels (flip test).
+
+    With the pixel-centre convention, mirroring the input crop (``x -> W_in - 1 - x``) is exactly
+    mirroring the heatmap grid (``h -> W - 1 - h``): no one-cell shift is needed.
+    """
     if heatmaps.dim() != 4 or heatmaps.shape[1] != skeleton.num_joints:
         raise ValueError(
             f"heatmaps must have shape (B, {skeleton.num_joints}, H, W) for skeleton {skeleton.name!r}, "
