@@ -1,0 +1,104 @@
+"""CPU speed of the backbones and the share of PoseCRF inference spent in the CRF.
+
+Shape legend: B batch, K joints, H x W input, H/4 x W/4 heatmap grid, R pairwise radius.
+
+Prints, in one run: parameter counts; forward images/s of cnn, resnet50 and hrnet_w32 at 256x192
+(batch 8, eval mode, no grad); forward+backward images/s of cnn at 128x128 (training speed); and
+for PoseCRF(hrnet_w32, COCO17, Gaussian pairwise, R=15) on the 64x48 grid, the time of the backbone
+vs the CRF (marginals; MAP), the CRF's share of the whole, and the end-to-end ``PoseCRF.predict``
+time (marginal decoding) against the backbone alone. Usage:
+
+    python benchmarks/model_speed.py [--batch 8] [--repeats 5] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from crfpose.crf import TreeCRF
+from crfpose.crf.pairwise import GaussianPairwise
+from crfpose.models import PoseCRF, build_model
+from crfpose.skeletons import COCO17
+
+
+def seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each function over ``repeats`` rounds, after two warm-up rounds.
+
+    The functions run in turn within each round, so a change in machine load affects them alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeats + 2):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= 2:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--radius", type=int, default=15)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
+    b = args.batch
+    images = torch.randn(b, 3, 256, 192)
+
+    print(f"\nforward, 256x192, batch {b}, eval, no grad")
+    models = {name: build_model(name, num_joints=17).eval() for name in ("cnn", "resnet50", "hrnet_w32")}
+    with torch.no_grad():
+        t_models = seconds({name: (lambda m=model: m(images)) for name, model in models.items()}, args.repeats)
+    for name, model in models.items():
+        params = sum(p.numel() for p in model.parameters())
+        t = t_models[name]
+        print(f"  {name:10s} {params:>11,d} params  {b / t:7.1f} images/s  ({t * 1000:.0f} ms/batch)")
+
+    print("\ntraining step (forward + backward + SGD), cnn, 128x128, batch 16")
+    train = build_model("cnn", num_joints=17).train()
+    optimiser = torch.optim.SGD(train.parameters(), lr=1e-3)
+    small = torch.randn(16, 3, 128, 128)
+
+    def step() -> None:
+        optimiser.zero_grad()
+        train(small).square().mean().backward()
+        optimiser.step()
+
+    t = seconds({"step": step}, args.repeats)["step"]
+    print(f"  cnn        {16 / t:7.1f} images/s  ({t * 1000:.0f} ms/batch)")
+
+    print(f"\nPoseCRF(hrnet_w32, coco17, gaussian R={args.radius}), 256x192 -> 64x48 grid, batch {b}")
+    backbone, pairwise = models["hrnet_w32"], GaussianPairwise(COCO17.num_edges, args.radius)
+    with torch.no_grad():
+        unary, table = backbone(images), pairwise()
+        model = PoseCRF(backbone, COCO17, pairwise).eval()
+        t = seconds(
+            {
+                "backbone": lambda: backbone(images),
+                "marginals": lambda: TreeCRF(unary, table, COCO17).marginals,
+                "MAP": lambda: TreeCRF(unary, table, COCO17).argmax,
+                "predict": lambda: model.predict(images),
+            },
+            args.repeats,
+        )
+    t_net, t_predict = t["backbone"], t["predict"]
+    for what in ("marginals", "MAP"):
+        t_crf = t[what]
+        share = t_crf / (t_net + t_crf)
+        print(f"  {what:9s}: backbone {t_net * 1000:.0f} ms, CRF {t_crf * 1000:.1f} ms per batch -> CRF share {100 * share:.1f}%")
+    overhead = (t_predict - t_net) / t_predict
+    print(f"  predict (marginals, decode): {t_predict * 1000:.0f} ms per batch -> {100 * overhead:.1f}% beyond the backbone")
+
+
+if __name__ == "__main__":
+    main()
