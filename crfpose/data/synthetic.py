@@ -278,10 +278,11 @@ class SyntheticDataset(Dataset):
                 continue
             lower = any(k in names[child] for k in ("hip", "knee", "ankle"))
             base = trousers if lower else shirt
-            side = "left" if "left" in names[child] else "right" if "right" in names[child] else "mid"
-            key = (lower, names[child].replace("left", "").replace("right", ""))
-            side_colour.setdefault(key, _colour(rng, base, 10))
-            colour = _colour(rng, np.array(side_colour[key]), self.lr_jitter) if side != "mid" else side_colour[key]
+            key = (lower, names[child].replace("left", "").replace("right", ""))  # shared by a left/right pair
+            if key not in side_colour:
+                side_colour[key] = _colour(rng, base, 10)
+            paired = "left" in names[child] or "right" in names[child]
+            colour = _colour(rng, np.array(side_colour[key]), self.lr_jitter) if paired else side_colour[key]
             self._limb(draw, pts[parent], pts[child], max(wp, wc * 0.8) * height, wc * height, colour)
             if stripes:
                 mid = (pts[parent] + pts[child]) / 2
