@@ -48,7 +48,7 @@ def encode(
 
     Returns:
         ``target (..., K, H, W)`` float32 with peak 1 at the (sub-pixel) keypoint, and
-        ``weight (..., K)`` float32: 1 for labelled joints (v > 0) whose position lies on the grid
+        ``weight (..., K)`` float32 (both on the CPU): 1 for labelled joints (v > 0) whose position lies on the grid
         (inside ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``), else 0; targets of weight-0 joints are zero.
     """
     kp = np.array(keypoints.detach().cpu().numpy() if isinstance(keypoints, torch.Tensor) else keypoints, dtype=np.float64)
