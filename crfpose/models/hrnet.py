@@ -9,6 +9,8 @@ The network is described by the ``MODEL`` section of an official YAML config (a 
 ``NUM_CHANNELS``. Other keys (``PRETRAINED_LAYERS``, ``IMAGE_SIZE``, ...) are ignored. As in the
 official code the stem (two stride-2 3x3 convs) and ``layer1`` (four bottlenecks, 256 channels)
 are fixed, and only the last module of the last stage drops the lower-resolution outputs.
+A transition that changes an existing branch's width reads that branch (the official forward reads the last
+branch there, which agrees on every config the official code can run).
 """
 from __future__ import annotations
 
