@@ -6,8 +6,9 @@ S sample shape. A pose is (B, K, 2) long, (x, y) grid cells.
     s(y) = sum_k unary[b, k, y_k] + sum_{e = (p, c)} pairwise[(b,) e, R + dy, R + dx],  d = y_c - y_p
     p(y) = exp(s(y)) / Z,  displacements outside the (2R+1)^2 window score -inf.
 
-Everything is computed in float64 and returned in the inputs' dtype. Messages carry a relative
-error below 1e-6 for float32 inputs and 1e-10 for float64 (see ``crfpose.crf.correlate``).
+Everything is computed in float64 and returned in the inputs' dtype. Each edge's numerical error
+moves Z by a relative 1e-7 at most for float32 inputs and 1e-12 for float64, and the marginals by
+as much probability mass (see ``crfpose.crf.tree``).
 """
 from __future__ import annotations
 
@@ -18,33 +19,29 @@ import torch
 from torch.distributions import Distribution
 from torch.distributions.utils import lazy_property
 
-from crfpose.crf.tree import Level, downward, map_pose, schedule, upward
+from crfpose.crf.tree import Inference, Level, map_pose, schedule
 from crfpose.skeletons import Skeleton
 
 __all__ = ["TreeCRF"]
 
-_RTOL = {torch.float64: 1e-10}
-_DEFAULT_RTOL = 1e-6
+_TOL = {torch.float64: 1e-12}  # bound on each edge's effect on Z (relative) and on the marginals
+_DEFAULT_TOL = 1e-7
 
 
 class _Pass:
-    """Upward-pass results shared by the distribution's queries and by the backward pass."""
+    """Sum-product results shared by the distribution's queries and by the backward pass."""
 
-    def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, rtol: float):
-        self.pairwise, self.levels, self.rtol = pairwise, levels, rtol
-        self.beliefs, self.messages = upward(unary, pairwise, levels, rtol)
-        self.log_z = torch.logsumexp(self.beliefs[:, root].flatten(1), dim=1)  # (B,)
-        self._downward: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, tol: float):
+        self.inference = Inference(unary, pairwise, levels, root, tol)
+        self.pairwise, self.log_z, self.beliefs = pairwise, self.inference.log_z, self.inference.beliefs
 
     def marginals(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Node marginals (B, K, H, W) and edge displacement marginals (B, E, P, P), computed once."""
-        if self._downward is None:
-            if not bool(torch.isfinite(self.log_z).all()):
-                bad = (~torch.isfinite(self.log_z)).nonzero().flatten().tolist()
-                raise ValueError(f"TreeCRF: no pose has a finite score for batch element(s) {bad}; "
-                                 "marginals, samples and entropy are undefined")
-            self._downward = downward(self.beliefs, self.messages, self.pairwise, self.levels, self.log_z, self.rtol)
-        return self._downward
+        """Node marginals (B, K, H, W) and edge displacement marginals (B, E, P, P)."""
+        if self.inference.node is None:
+            bad = (~torch.isfinite(self.log_z)).nonzero().flatten().tolist()
+            raise ValueError(f"TreeCRF: no pose has a finite score for batch element(s) {bad}; "
+                             "marginals, samples and entropy are undefined")
+        return self.inference.node, self.inference.edge
 
 
 class _LogPartition(torch.autograd.Function):
@@ -114,7 +111,7 @@ class TreeCRF(Distribution):
         self.radius = (p - 1) // 2
         self._pw = pw  # (B', E, P, P)
         self._levels = schedule(skeleton, unary.device)
-        self._rtol = _RTOL.get(torch.promote_types(unary.dtype, pairwise.dtype), _DEFAULT_RTOL)
+        self._tol = _TOL.get(torch.promote_types(unary.dtype, pairwise.dtype), _DEFAULT_TOL)
         super().__init__(batch_shape=unary.shape[:1], event_shape=torch.Size((k, 2)), validate_args=False)
 
     @property
@@ -124,7 +121,7 @@ class TreeCRF(Distribution):
     @lazy_property
     def _state(self) -> _Pass:
         with torch.no_grad():
-            return _Pass(self.unary.double(), self._pw.double(), self._levels, self.skeleton.root, self._rtol)
+            return _Pass(self.unary.double(), self._pw.double(), self._levels, self.skeleton.root, self._tol)
 
     @lazy_property
     def log_partition(self) -> torch.Tensor:

@@ -8,21 +8,35 @@ Upward pass (leaves to root), edges of equal depth together:
     belief_c = unary_c + sum of the messages from c's children                  (B, K, H, W)
     message_{c->p}(y) = log sum_d exp(belief_c(y + d) + pairwise_e(d))          (B, E, H, W)
     log Z = log sum_y exp(belief_root(y))
-Downward pass (root to leaves) gives the outside scores, the node marginals and the edge
-(displacement) marginals; together they are the gradient of log Z.
-All functions work in float64 and never build an autograd graph.
+Downward pass (root to leaves): rest_e = the parent's score without edge e's subtree (its
+unary, its other children's messages and its outside score); the child's outside score is
+rest_e correlated with the flipped kernel, and the edge's displacement marginal is rest_e
+correlated with the child's belief. Node and edge marginals are the gradient of log Z.
+
+Exactness: every fast correlation returns an upper bound within 2 delta of the exact value
+(``crfpose.crf.correlate``), so beliefs, rest scores and outside scores are upper bounds too.
+The effect of a cell's error on Z and on the marginals is at most 2 delta times the score of
+everything around it (rest_e for a message, the child's belief for an outside score, the kernel
+for an edge marginal), divided by Z. Cells where that could exceed tol / (number of cells) are
+recomputed exactly in the log domain, so each edge moves log Z and the marginals by at most
+about tol. Message cells found this way are fixed by re-running the upward pass with them
+exact, until none is left.
+All functions work in float64 and build no autograd graph.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
-from crfpose.crf.correlate import lse_correlate, max_correlate
+from crfpose.crf.correlate import lse_correlate, lse_correlate_cells, max_correlate
 from crfpose.skeletons import Skeleton
 
-__all__ = ["Level", "schedule", "upward", "downward", "map_pose"]
+__all__ = ["Level", "schedule", "Inference", "map_pose"]
+
+_LOG2 = math.log(2.0)
 
 
 @dataclass(frozen=True)
@@ -51,40 +65,102 @@ def schedule(skeleton: Skeleton, device: torch.device) -> list[Level]:
     return levels
 
 
-def _radius(pairwise: torch.Tensor) -> tuple[int, int]:
+def _pad(pairwise: torch.Tensor) -> tuple[int, int]:
     r = (pairwise.shape[-1] - 1) // 2
     return r, r
 
 
-def upward(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], rtol: float
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-sum-exp upward pass: beliefs (B, K, H, W) and child-to-parent messages (B, E, H, W)."""
-    beliefs = unary.clone()
-    messages = unary.new_empty(unary.shape[0], pairwise.shape[1], *unary.shape[2:])
-    for level in reversed(levels):
-        msg = lse_correlate(beliefs[:, level.children], pairwise[:, level.edges], _radius(pairwise), rtol)
-        messages[:, level.edges] = msg  # (B, n, H, W)
-        beliefs.index_add_(1, level.parents, msg)
-    return beliefs, messages
+def _fix_cells(values: torch.Tensor, flagged: torch.Tensor, x: torch.Tensor, k: torch.Tensor,
+               pad: tuple[int, int]) -> torch.Tensor:
+    """values with the flagged cells (same shape, bool) replaced by their exact correlation."""
+    cells = flagged.nonzero()
+    if cells.shape[0]:
+        values = values.clone()
+        values[flagged] = lse_correlate_cells(x, k, pad, cells)
+    return values
 
 
-def downward(beliefs: torch.Tensor, messages: torch.Tensor, pairwise: torch.Tensor, levels: list[Level],
-             log_z: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Node marginals (B, K, H, W) and edge displacement marginals (B, E, P, P) from an upward pass."""
-    outside = torch.zeros_like(beliefs)  # log score of everything outside joint k's subtree (0 at the root)
-    edge_log = pairwise.new_empty(beliefs.shape[0], pairwise.shape[1], *pairwise.shape[2:])
-    pad = _radius(pairwise)
-    z = log_z[:, None, None, None]
-    for level in levels:
-        kernels = pairwise[:, level.edges]  # (B', n, P, P)
-        # Parent's score with everything but this child's subtree. Where the child's message is
-        # -inf, no child cell in reach is possible, so -inf there is exact (and avoids inf - inf).
-        msg = messages[:, level.edges]
-        rest = torch.where(msg > -math.inf, beliefs[:, level.parents] - msg, msg) + outside[:, level.parents]  # (B, n, H, W)
-        outside[:, level.children] = lse_correlate(rest, kernels.flip(-2, -1), pad, rtol)
-        pair = lse_correlate(beliefs[:, level.children], rest, pad, rtol)  # (B, n, P, P)
-        edge_log[:, level.edges] = pair + kernels - z
-    return torch.exp(beliefs + outside - z), torch.exp(edge_log)
+class Inference:
+    """Sum-product inference on one batch, exact to ``tol``: log Z, marginals, edge marginals.
+
+    unary (B, K, H, W) and pairwise (B', E, P, P) float64.
+    """
+
+    def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, tol: float):
+        self.unary, self.pairwise, self.levels, self.root, self.tol = unary, pairwise, levels, root, tol
+        exact: Optional[torch.Tensor] = None  # (B, E, H, W) message cells that must be exact
+        self.node: Optional[torch.Tensor] = None
+        self.edge: Optional[torch.Tensor] = None
+        while True:
+            self._upward(exact)
+            feasible = torch.isfinite(self.log_z)  # (B,)
+            if bool(feasible.all()):
+                flagged = self._downward()
+            else:  # log Z = -inf may be underflow: make every message of those elements exact
+                flagged = (~feasible)[:, None, None, None].expand_as(self.exact).clone()
+            flagged &= ~self.exact
+            if not bool(flagged.any()):
+                return
+            exact = self.exact | flagged
+
+    def _upward(self, exact: Optional[torch.Tensor]) -> None:
+        unary, pairwise = self.unary, self.pairwise
+        b, k, h, w = unary.shape
+        e = pairwise.shape[1]
+        self.beliefs = unary.clone()
+        # Children's messages per parent as a finite sum and a count of -inf, so that any one
+        # child's contribution can be taken out exactly.
+        self.finite_sum = torch.zeros_like(unary)
+        self.neg_inf = torch.zeros_like(unary)
+        self.messages = unary.new_empty(b, e, h, w)
+        self.message_error = unary.new_empty(b, e, h, w)  # log of 2 delta; -inf where exact
+        self.exact = exact if exact is not None else torch.zeros(b, e, h, w, dtype=torch.bool, device=unary.device)
+        for level in reversed(self.levels):
+            x, kern = self.beliefs[:, level.children], pairwise[:, level.edges]
+            msg, err = lse_correlate(x, kern, _pad(pairwise))  # (B, n, H, W), (B, n, 1, 1)
+            msg = _fix_cells(msg, self.exact[:, level.edges], x, kern, _pad(pairwise))
+            self.messages[:, level.edges] = msg
+            self.message_error[:, level.edges] = torch.where(self.exact[:, level.edges], -math.inf, err + _LOG2)
+            self.beliefs.index_add_(1, level.parents, msg)
+            finite = torch.isfinite(msg)
+            self.finite_sum.index_add_(1, level.parents, torch.where(finite, msg, 0.0))
+            self.neg_inf.index_add_(1, level.parents, (~finite).double())
+        self.log_z = torch.logsumexp(self.beliefs[:, self.root].flatten(1), dim=1)  # (B,)
+
+    def _rest(self, level: Level, outside: torch.Tensor) -> torch.Tensor:
+        """The parents' scores without each edge's subtree, (B, n, H, W)."""
+        p, msg = level.parents, self.messages[:, level.edges]
+        finite = torch.isfinite(msg)
+        others_inf = self.neg_inf[:, p] - (~finite).double() > 0.5
+        others = self.finite_sum[:, p] - torch.where(finite, msg, 0.0)
+        return torch.where(others_inf, -math.inf, self.unary[:, p] + others) + outside[:, p]
+
+    def _downward(self) -> torch.Tensor:
+        """Outside scores, node and edge marginals; returns the message cells that must be exact."""
+        b, k, h, w = self.unary.shape
+        pairwise, pad = self.pairwise, _pad(self.pairwise)
+        z = self.log_z[:, None, None, None]
+        cell_tol = math.log(self.tol / (h * w))
+        outside = torch.zeros_like(self.unary)  # log score of everything outside joint k's subtree
+        edge_log = pairwise.new_empty(b, *pairwise.shape[1:])
+        flagged = torch.zeros_like(self.exact)
+        for level in self.levels:
+            kernels = pairwise[:, level.edges]  # (B', n, P, P)
+            rest = self._rest(level, outside)  # (B, n, H, W)
+            # Message cells whose error, weighted by everything around them, could reach tol.
+            impact = rest + self.message_error[:, level.edges] - z
+            flagged[:, level.edges] = impact > cell_tol
+            child_belief = self.beliefs[:, level.children]
+            out, err = lse_correlate(rest, kernels.flip(-2, -1), pad)
+            out = _fix_cells(out, child_belief + err + _LOG2 - z > cell_tol, rest, kernels.flip(-2, -1), pad)
+            outside[:, level.children] = out
+            pair, err = lse_correlate(child_belief, rest, pad)  # (B, n, P, P)
+            pair_tol = math.log(self.tol / pair.shape[-1] ** 2)
+            pair = _fix_cells(pair, kernels + err + _LOG2 - z > pair_tol, child_belief, rest, pad)
+            edge_log[:, level.edges] = pair + kernels - z
+        self.node = torch.exp(self.beliefs + outside - z)
+        self.edge = torch.exp(edge_log)
+        return flagged
 
 
 def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int
@@ -97,7 +173,7 @@ def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], r
     for level in reversed(levels):
         n = len(level.edges)
         kernels = pairwise[:, level.edges].expand(b, n, p, p)
-        msg, tap = max_correlate(beliefs[:, level.children].flatten(0, 1), kernels.flatten(0, 1), _radius(pairwise))
+        msg, tap = max_correlate(beliefs[:, level.children].flatten(0, 1), kernels.flatten(0, 1), _pad(pairwise))
         taps[:, level.edges] = tap.view(b, n, h, w)
         beliefs.index_add_(1, level.parents, msg.view(b, n, h, w))
     best, cell = beliefs[:, root].flatten(1).max(dim=1)  # (B,)
