@@ -29,3 +29,12 @@ def coco_mini_root() -> Path:
 def reference_root() -> Path:
     """../shared/reference (official HRNet manifests)."""
     return _shared_path("reference")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """One intra-op thread per test process: tiny tensors gain nothing from more, and pytest-xdist
+    already runs one process per core (two OpenMP pools on two cores slow each other ~100x)."""
+    import torch
+
+    torch.set_num_threads(1)
