@@ -1,0 +1,490 @@
+"""Training: the ``unary``, ``separate`` and ``joint`` modes through one loop of stages, checkpoints
+that resume exactly, DistributedDataParallel under ``torchrun``, validation and a JSONL log.
+
+Shape legend: B batch, K joints, E edges (= K - 1), H x W heatmap grid, R pairwise radius.
+
+A mode is a list of :class:`Stage` s; a stage says which parameters train and by which loss:
+
+* ``unary``:    [heatmap: backbone by target-weighted heatmap MSE]
+* ``separate``: [heatmap, crf: unary adapter + pairwise by the CRF NLL, backbone frozen (eval-mode BN)]
+* ``joint``:    [joint: everything by the CRF NLL (+ ``train.mse_weight`` x heatmap MSE)]
+
+Each stage gets a fresh optimiser and schedule. A checkpoint (``last.pt`` every epoch, ``best.pt`` at
+the best validation PCK of the latest stage) holds the model, optimiser, scheduler, AMP scaler,
+stage, epoch, config and metrics; every epoch reseeds all generators from ``(seed, epoch, rank)`` so
+that resuming reproduces an uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from tqdm import tqdm
+
+from crfpose.codec import input_to_heatmap
+from crfpose.config import Config, atomic_write, save_config, to_dict
+from crfpose.crf.pairwise import FreePairwise, GaussianPairwise, MixturePairwise
+from crfpose.data import TopDownTransform, build_dataset
+from crfpose.evaluate import compute_metrics, merge_predictions, predict_dataset
+from crfpose.losses import crf_nll, heatmap_mse
+from crfpose.models import PoseCRF, build_model
+from crfpose.skeletons import get_skeleton
+
+__all__ = [
+    "Stage", "plan_stages", "build_model_from_config", "build_datasets", "init_pairwise_from_data",
+    "save_checkpoint", "load_checkpoint", "load_model", "train",
+]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: ``trains`` is ``"backbone"``, ``"crf"`` or ``"all"``; ``loss`` is ``"mse"`` or ``"crf"``."""
+
+    name: str
+    epochs: int
+    trains: str
+    loss: str
+    lr: float
+
+
+def plan_stages(config: Config) -> list[Stage]:
+    """The stages of ``config.train.mode`` (see the module docstring)."""
+    t, lr = config.train, config.optim.lr
+    if t.mode == "unary":
+        return [Stage("heatmap", t.epochs, "backbone", "mse", lr)]
+    if t.mode == "separate":
+        crf_lr = config.optim.crf_lr if config.optim.crf_lr is not None else lr
+        return [Stage("heatmap", t.stage1_epochs, "backbone", "mse", lr), Stage("crf", t.stage2_epochs, "crf", "crf", crf_lr)]
+    return [Stage("joint", t.epochs, "all", "crf", lr)]
+
+
+def build_model_from_config(config: Config) -> nn.Module:
+    """The backbone (mode ``unary``) or a :class:`PoseCRF` (other modes) that ``config`` describes."""
+    crf = None
+    if config.train.mode != "unary":
+        c = config.crf
+        crf = {"pairwise": c.pairwise, "radius": c.radius, "unary": c.unary, "num_types": c.num_types, "init_scale": c.init_scale}
+    return build_model(config.model.name, skeleton=get_skeleton(config.skeleton), crf=crf, **config.model.options)
+
+
+def _dataset(config: Config, split: str, train: bool) -> Dataset:
+    d, skeleton = config.data, get_skeleton(config.skeleton)
+    options = dict(d.train if split == "train" else d.val)
+    if d.name == "synthetic":
+        options.update(skeleton=skeleton, input_size=d.input_size, heatmap_size=d.heatmap_size, sigma=d.sigma)
+    else:
+        a = config.augment
+        augment = dict(scale_factor=a.scale_factor, rotation_factor=a.rotation_factor, rotation_prob=a.rotation_prob,
+                       flip_prob=a.flip_prob, half_body_prob=a.half_body_prob, color_jitter=a.color_jitter)
+        options["transform"] = TopDownTransform(
+            skeleton, tuple(d.input_size), tuple(d.heatmap_size), d.sigma, a.padding,
+            train=train and a.enabled, **(augment if train and a.enabled else {}),
+        )
+        if d.name == "coco":
+            options["skeleton"] = skeleton
+    try:
+        dataset = build_dataset(d.name, **options)
+    except TypeError as err:
+        raise ValueError(f"data.{split}: bad options for dataset {d.name!r}: {err}") from None
+    if dataset.skeleton.name != skeleton.name:
+        raise ValueError(f"skeleton: dataset {d.name!r} has skeleton {dataset.skeleton.name!r}, config says {skeleton.name!r}")
+    return dataset
+
+
+def build_datasets(config: Config) -> tuple[Dataset, Dataset]:
+    """``(train, val)`` datasets; the training one augments when ``augment.enabled``."""
+    return _dataset(config, "train", train=True), _dataset(config, "val", train=False)
+
+
+def _stride(config: Config) -> tuple[float, float]:
+    (wi, hi), (wh, hh) = config.data.input_size, config.data.heatmap_size
+    return wi / wh, hi / hh
+
+
+def init_pairwise_from_data(model: PoseCRF, config: Config) -> int:
+    """Set ``model.pairwise`` from the displacement statistics (heatmap-grid units) of up to
+    ``crf.init_samples`` training items read without augmentation; returns the number of poses used."""
+    dataset = _dataset(config, "train", train=False)
+    subset = Subset(dataset, range(min(len(dataset), config.crf.init_samples)))
+    loader = DataLoader(subset, batch_size=64, num_workers=config.train.workers)
+    keypoints = torch.cat([batch["keypoints"] for batch in loader])  # (N, K, 3) crop pixels
+    keypoints = input_to_heatmap(keypoints, _stride(config))  # (N, K, 3) grid cells
+    skeleton, radius, pairwise = model.skeleton, config.crf.radius, model.pairwise
+    if isinstance(pairwise, MixturePairwise):
+        fitted = MixturePairwise.from_keypoints(pairwise.in_channels, keypoints, skeleton, radius, pairwise.num_types)
+    elif isinstance(pairwise, GaussianPairwise):
+        fitted = GaussianPairwise.from_keypoints(keypoints, skeleton, radius)
+    elif isinstance(pairwise, FreePairwise):
+        fitted = FreePairwise.from_keypoints(keypoints, skeleton, radius)
+    else:
+        raise TypeError(f"model.pairwise: expected a crfpose pairwise module, got {type(pairwise).__name__}")
+    pairwise.load_state_dict(fitted.state_dict())
+    return len(keypoints)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Union[str, os.PathLike], state: dict) -> Path:
+    """``torch.save(state)`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
+    return atomic_write(path, lambda f: torch.save(state, f), binary=True)
+
+
+def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
+    """A checkpoint written by :func:`train`, on the CPU."""
+    if not Path(path).is_file():
+        raise ValueError(f"checkpoint: file not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_model(checkpoint: Union[str, os.PathLike, dict]) -> tuple[nn.Module, Config]:
+    """The model of a :func:`train` checkpoint (weights loaded, eval mode) and its config."""
+    from crfpose.config import from_dict
+
+    state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    config = from_dict(state["config"])
+    model = build_model_from_config(config)
+    model.load_state_dict(state["model"])
+    return model.eval(), config
+
+
+def _load_init(model: nn.Module, path: str) -> bool:
+    """Load ``train.init_checkpoint`` (a :func:`train` checkpoint or a bare state dict) into ``model``;
+    a backbone-only state goes into a PoseCRF's backbone. Returns whether the pairwise was loaded."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("model", state)
+    if isinstance(model, PoseCRF) and not any(k.startswith("backbone.") for k in state):
+        model.backbone.load_state_dict(state)
+        return False
+    model.load_state_dict(state)
+    return isinstance(model, PoseCRF)
+
+
+# ----------------------------------------------------------------------------- distributed and seeds
+
+
+@dataclass(frozen=True)
+class _Context:
+    rank: int
+    world: int
+    device: torch.device
+    owns_group: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _context(config: Config) -> _Context:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on CUDA, else gloo."""
+    want = config.train.device
+    cuda = torch.cuda.is_available() and want != "cpu"
+    if want == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device: 'cuda' requested but CUDA is not available")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    owns = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+        owns = True
+    if cuda:
+        torch.cuda.set_device(local)
+    return _Context(rank, world, torch.device("cuda", local) if cuda else torch.device("cpu"), owns)
+
+
+def _seed(seed: int, epoch: int, rank: int) -> None:
+    """Seed python, numpy and torch from ``(seed, epoch, rank)``."""
+    value = int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def _all_mean(values: torch.Tensor, ctx: _Context) -> torch.Tensor:
+    """The mean over ranks of a float64 tensor (identity in one process)."""
+    if ctx.world > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= ctx.world
+    return values
+
+
+# ----------------------------------------------------------------------------- one stage
+
+
+class _Forward(nn.Module):
+    """What a stage's loss needs from a batch of images: ``(maps, unary, pairwise)`` (the last two
+    ``None`` for the MSE loss). One module, so DistributedDataParallel sees every trained parameter."""
+
+    def __init__(self, model: nn.Module, loss: str) -> None:
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, images: torch.Tensor):
+        if not isinstance(self.model, PoseCRF):
+            return self.model(images), None, None
+        maps = self.model.backbone(images)  # (B, K, H, W)
+        if self.loss == "mse":
+            return maps, None, None
+        return maps, self.model.unary(maps), self.model.pairwise(maps)
+
+
+def _set_trainable(model: nn.Module, stage: Stage) -> list[nn.Parameter]:
+    """Mark the stage's parameters trainable (the others frozen) and return them."""
+    backbone = model.backbone if isinstance(model, PoseCRF) else model
+    for p in model.parameters():
+        p.requires_grad_(stage.trains != "backbone")
+    for p in backbone.parameters():
+        p.requires_grad_(stage.trains != "crf")
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _set_modes(model: nn.Module, stage: Stage, freeze_bn: bool) -> None:
+    """Training mode, except a frozen backbone (and every BatchNorm with ``freeze_bn``) in eval mode."""
+    model.train()
+    if stage.trains == "crf" and isinstance(model, PoseCRF):
+        model.backbone.eval()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def _optimizer(params: list, config: Config, lr: float) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if config.optim.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=lr, weight_decay=config.optim.weight_decay)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, config: Config, epochs: int, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration LR factor: linear warm-up, then step decay or cosine to ``min_lr_factor``."""
+    s = config.schedule
+    warmup, total = s.warmup_epochs * steps, max(epochs * steps, 1)
+
+    def factor(it: int) -> float:
+        if it < warmup:
+            return (it + 1) / warmup
+        if s.name == "step":
+            return s.gamma ** sum(it >= m * steps for m in s.milestones)
+        progress = min((it - warmup) / max(total - warmup, 1), 1.0)
+        return s.min_lr_factor + (1 - s.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite; the run stopped, its last good checkpoint kept."""
+
+
+class _Trainer:
+    """State shared by the stages of one :func:`train` call."""
+
+    def __init__(self, config: Config, ctx: _Context, output: Path) -> None:
+        self.config, self.ctx, self.output = config, ctx, output
+        self.skeleton = get_skeleton(config.skeleton)
+        self.stride = _stride(config)
+        self.amp = config.train.amp and ctx.device.type == "cuda"
+        self.train_set, self.val_set = build_datasets(config)
+        self.history: list[dict] = []
+
+    def loader(self, epoch: int) -> DataLoader:
+        sampler = DistributedSampler(self.train_set, self.ctx.world, self.ctx.rank, shuffle=True, seed=self.config.train.seed)
+        sampler.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
+        return DataLoader(self.train_set, self.config.train.batch_size, sampler=sampler, generator=generator,
+                          num_workers=self.config.train.workers, pin_memory=self.ctx.device.type == "cuda")
+
+    def loss(self, outputs, batch: dict, stage: Stage) -> torch.Tensor:
+        maps, unary, pairwise = outputs
+        device = self.ctx.device
+
+        def mse() -> torch.Tensor:
+            return heatmap_mse(maps.float(), batch["target"].to(device), batch["target_weight"].to(device))
+
+        if stage.loss == "mse":
+            return mse()
+        keypoints = input_to_heatmap(batch["keypoints"].to(device), self.stride)  # (B, K, 3) grid cells
+        loss = crf_nll(unary.float(), pairwise.float(), self.skeleton, keypoints, sigma=self.config.crf.sigma)
+        if stage.trains == "all" and self.config.train.mse_weight:
+            loss = loss + self.config.train.mse_weight * mse()
+        return loss
+
+    def epoch(self, model, net, stage, optimizer, scheduler, scaler, epoch: int, where: str) -> dict:
+        """One pass over the training set; returns the epoch's mean loss and speed."""
+        cfg, ctx = self.config.train, self.ctx
+        _set_modes(model, stage, cfg.freeze_bn)
+        loader = self.loader(epoch)
+        bar = tqdm(loader, desc=where, leave=False, disable=not ctx.main or not sys.stderr.isatty())
+        total, count, images, start = 0.0, 0, 0, time.perf_counter()
+        for step, batch in enumerate(bar):
+            with torch.autocast(ctx.device.type, enabled=self.amp):
+                outputs = net(batch["image"].to(ctx.device, non_blocking=True))
+            loss = self.loss(outputs, batch, stage)  # float32 outside autocast: the CRF needs the range
+            value = float(_all_mean(loss.detach().double().reshape(1), ctx))
+            if not math.isfinite(value):
+                raise NonFiniteLoss(
+                    f"training loss is {value} at {where}, step {step}; the run stopped. "
+                    f"The last good checkpoint is kept: {self.output / 'last.pt'}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total, count = total + value, count + 1
+            images += len(batch["image"]) * ctx.world
+            bar.set_postfix(loss=f"{value:.4f}", img_s=f"{images / (time.perf_counter() - start):.1f}")
+        seconds = time.perf_counter() - start
+        return {"loss": total / max(count, 1), "images_per_s": images / seconds, "seconds": seconds}
+
+    def validate(self, model: nn.Module, stage: Stage) -> dict:
+        """Validation metrics over every rank's shard, computed on each rank from the gathered predictions."""
+        e, ctx = self.config.eval, self.ctx
+        shard = range(ctx.rank, len(self.val_set), ctx.world)
+        part = predict_dataset(model, self.val_set, decoder="unary" if stage.loss == "mse" else e.decoder,
+                               flip_test=e.flip_test, refine=e.refine, batch_size=e.batch_size,
+                               workers=self.config.train.workers, indices=shard)
+        parts = [part]
+        if ctx.world > 1:
+            parts = [None] * ctx.world
+            dist.all_gather_object(parts, part)
+        out = compute_metrics(merge_predictions(parts), self.skeleton, alpha=e.alpha, normalizer=e.normalizer,
+                              all_joints=e.all_joints, coco=getattr(self.val_set, "coco", None))
+        out.pop("table")
+        return out
+
+    def log(self, record: dict) -> None:
+        self.history.append(record)
+        if self.ctx.main:
+            with open(self.output / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def train(config: Config, resume: Union[str, os.PathLike, None] = None, max_epochs: Optional[int] = None) -> dict[str, Any]:
+    """Train as ``config`` says (see the module docstring); returns a summary.
+
+    Args:
+        config: the experiment.
+        resume: a ``last.pt`` to continue from exactly (same mode); the config given here is used.
+        max_epochs: stop after this many epochs in this call (a time-limited job; resume later).
+
+    Returns ``{"output_dir", "last", "best", "history", "metrics", "best_pck"}``: checkpoint paths
+    (``None`` if not written), one record per epoch, the latest validation metrics and the best PCK.
+    Only rank 0 writes files; every rank returns the same summary.
+    """
+    if not isinstance(config, Config):
+        raise TypeError(f"config: expected a crfpose.config.Config, got {type(config).__name__}")
+    ctx = _context(config)
+    try:
+        return _train(config, ctx, resume, max_epochs)
+    finally:
+        if ctx.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> dict[str, Any]:
+    cfg = config.train
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    output = Path(config.output_dir)
+    stages = plan_stages(config)
+    _seed(cfg.seed, 0, 0)
+    model = build_model_from_config(config).to(ctx.device)
+    trainer = _Trainer(config, ctx, output)
+    start_stage, start_epoch, state = 0, 0, None
+    best, metrics, pairwise_loaded = -math.inf, {}, False
+    if resume is not None:
+        state = load_checkpoint(resume)
+        if state["config"]["train"]["mode"] != cfg.mode:
+            raise ValueError(f"resume: checkpoint is a {state['config']['train']['mode']!r} run, config.train.mode is {cfg.mode!r}")
+        model.load_state_dict(state["model"])
+        start_stage, start_epoch, best, metrics = state["stage"], state["epoch"], state["best"], state["metrics"]
+        if start_epoch >= stages[start_stage].epochs:
+            start_stage, start_epoch, best, state = start_stage + 1, 0, -math.inf, None
+    elif cfg.init_checkpoint:
+        pairwise_loaded = _load_init(model, cfg.init_checkpoint)
+    if ctx.main:
+        output.mkdir(parents=True, exist_ok=True)
+        save_config(config, output / "config.yaml")
+        if resume is None:
+            (output / "log.jsonl").unlink(missing_ok=True)
+    paths = {"last": output / "last.pt", "best": output / "best.pt"}
+    written = {"last": None, "best": None}
+    done_before = sum(s.epochs for s in stages[:start_stage]) + start_epoch
+    run = 0
+    for index in range(start_stage, len(stages)):
+        stage = stages[index]
+        if index > start_stage:
+            best = -math.inf
+        params = _set_trainable(model, stage)
+        fresh = state is None
+        if fresh and stage.loss == "crf" and config.crf.init_from_data and not pairwise_loaded:
+            init_pairwise_from_data(model, config)
+        net: nn.Module = _Forward(model, stage.loss)
+        if ctx.world > 1:
+            net = DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        steps = math.ceil(len(trainer.train_set) / ctx.world / cfg.batch_size)
+        optimizer = _optimizer(params, config, stage.lr)
+        scheduler = _schedule(optimizer, config, stage.epochs, steps)
+        scaler = torch.amp.GradScaler(ctx.device.type, enabled=trainer.amp)
+        if not fresh:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+        first = start_epoch if index == start_stage else 0
+        for epoch in range(first, stage.epochs):
+            if max_epochs is not None and run >= max_epochs:
+                return _summary(output, written, trainer.history, metrics, best)
+            global_epoch = done_before + run
+            _seed(cfg.seed, global_epoch + 1, ctx.rank)
+            where = f"{stage.name} epoch {epoch + 1}/{stage.epochs}"
+            record = {"stage": stage.name, "epoch": epoch + 1, "global_epoch": global_epoch + 1,
+                      "lr": optimizer.param_groups[0]["lr"]}
+            record |= trainer.epoch(model, net, stage, optimizer, scheduler, scaler, global_epoch, where)
+            run += 1
+            validate = config.eval.every and ((epoch + 1) % config.eval.every == 0 or epoch + 1 == stage.epochs)
+            improved = False
+            if validate:
+                metrics = trainer.validate(model, stage)
+                record["val"] = {k: metrics[k] for k in ("pck", "auc", "epe")} | ({"coco": metrics["coco"]} if "coco" in metrics else {})
+                improved = not math.isnan(metrics["pck"]) and metrics["pck"] > best
+                best = metrics["pck"] if improved else best
+            trainer.log(record)
+            if ctx.main:
+                checkpoint = {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(), "stage": index, "stage_name": stage.name, "epoch": epoch + 1,
+                    "config": to_dict(config), "metrics": metrics, "best": best,
+                }
+                written["last"] = save_checkpoint(paths["last"], checkpoint)
+                if improved:
+                    written["best"] = save_checkpoint(paths["best"], checkpoint)
+                if epoch + 1 == stage.epochs and index + 1 < len(stages):
+                    save_checkpoint(output / f"stage{index + 1}_{stage.name}.pt", checkpoint)
+        state = None
+    return _summary(output, written, trainer.history, metrics, best)
+
+
+def _summary(output: Path, written: dict, history: list, metrics: dict, best: float) -> dict[str, Any]:
+    return {
+        "output_dir": str(output), "last": written["last"], "best": written["best"],
+        "history": history, "metrics": metrics, "best_pck": best,
+    }

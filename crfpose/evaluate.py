@@ -1,0 +1,177 @@
+"""Evaluation: predictions on a dataset (flip test, decoder by name) mapped back to original-image
+pixels, and the metrics dict and per-joint table of :mod:`crfpose.metrics`.
+
+Shape legend: N poses, B batch, K joints, H x W heatmap grid, H_in x W_in input crop.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from crfpose import codec, metrics
+from crfpose.data.transforms import affine_points, flip_heatmaps, invert_affine
+from crfpose.models.pose_crf import DECODERS, PoseCRF
+from crfpose.skeletons import Skeleton
+
+__all__ = ["FlipAveraged", "predict_batch", "predict_dataset", "merge_predictions", "compute_metrics", "evaluate"]
+
+
+class FlipAveraged(nn.Module):
+    """A backbone run on the crop and on its mirror image; the mirror's maps are flipped back (left and
+    right joints swapped) and the two are averaged (the flip test). ``(B, 3, H_in, W_in) -> (B, K, H, W)``."""
+
+    def __init__(self, backbone: nn.Module, skeleton: Skeleton) -> None:
+        super().__init__()
+        self.backbone, self.skeleton = backbone, skeleton
+        self.num_joints = skeleton.num_joints
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self.backbone(images)  # (B, K, H, W)
+        mirrored = flip_heatmaps(self.backbone(images.flip(-1)), self.skeleton)  # (B, K, H, W)
+        return 0.5 * (maps + mirrored)
+
+
+def _skeleton_of(model: nn.Module, dataset: Dataset) -> Skeleton:
+    skeleton = getattr(model, "skeleton", None) or getattr(dataset, "skeleton", None)
+    if not isinstance(skeleton, Skeleton):
+        raise ValueError("dataset: expected a .skeleton (or a PoseCRF model) to flip and name joints, got none")
+    return skeleton
+
+
+@torch.no_grad()
+def predict_batch(
+    model: nn.Module, images: torch.Tensor, skeleton: Skeleton, decoder: str = "marginals",
+    flip_test: bool = False, refine: str = "none",
+) -> torch.Tensor:
+    """Keypoints ``(B, K, 3)`` = ``(x, y, score)`` in input-crop pixels.
+
+    ``model`` is a :class:`PoseCRF` (any decoder) or a bare backbone (``decoder="unary"`` only). With
+    ``flip_test`` the backbone maps are averaged with those of the mirrored crop before the unary
+    adapter, the pairwise module and the CRF see them.
+    """
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
+    crf = isinstance(model, PoseCRF)
+    if not crf and decoder != "unary":
+        raise ValueError(f"decoder: a model without a CRF supports only 'unary', got {decoder!r}")
+    backbone = model.backbone if crf else model
+    if flip_test:
+        backbone = FlipAveraged(backbone, skeleton)
+    if crf:
+        return PoseCRF(backbone, skeleton, model.pairwise, model.unary).predict(images, decoder, "input", refine)
+    maps = backbone(images)  # (B, K, H, W)
+    stride = (images.shape[-1] / maps.shape[-1], images.shape[-2] / maps.shape[-2])
+    return codec.heatmap_to_input(codec.decode(maps, refine=refine), stride)
+
+
+def predict_dataset(
+    model: nn.Module, dataset: Dataset, *, decoder: str = "marginals", flip_test: bool = False,
+    refine: str = "none", batch_size: int = 32, workers: int = 0, indices: Optional[Iterable[int]] = None,
+) -> dict[str, np.ndarray]:
+    """Predictions for ``dataset`` (or its ``indices``) in original-image pixels, with what the metrics need.
+
+    Returns arrays: ``index (N,)``, ``pred (N, K, 3)`` (x, y, score), ``gt (N, K, 3)``, ``box (N, 4)``
+    ``(x, y, w, h)``, ``head_box (N, 4)``, ``image_id (N,)`` and ``score (N,)`` (mean joint score times
+    the person's detection score). Crop predictions go back through the inverse of ``meta['affine']``.
+    The model runs in eval mode on its own device; its train/eval mode is restored afterwards.
+    """
+    skeleton = _skeleton_of(model, dataset)
+    index = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
+    loader = DataLoader(Subset(dataset, index), batch_size=batch_size, shuffle=False, num_workers=workers)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list] = {k: [] for k in ("pred", "gt", "box", "head_box", "image_id", "score")}
+    try:
+        for batch in loader:
+            meta = batch["meta"]
+            crop = predict_batch(model, batch["image"].to(device), skeleton, decoder, flip_test, refine).cpu().double()
+            for b, affine in enumerate(meta["affine"].numpy()):
+                parts["pred"].append(affine_points(crop[b].numpy(), invert_affine(affine)))  # (K, 3)
+            parts["gt"].append(meta["keypoints"].numpy())
+            parts["box"].append(meta["box"].numpy())
+            parts["head_box"].append(meta["head_box"].numpy())
+            parts["image_id"].extend(np.asarray(meta["image_id"]).tolist())
+            parts["score"].append(crop[..., 2].mean(-1).numpy() * meta["score"].double().numpy())
+    finally:
+        model.train(was_training)
+    k = skeleton.num_joints
+    out = {
+        "index": np.asarray(index, dtype=np.int64),
+        "pred": np.stack(parts["pred"]) if parts["pred"] else np.zeros((0, k, 3)),
+        "image_id": np.asarray(parts["image_id"]),
+    }
+    for key, shape in (("gt", (0, k, 3)), ("box", (0, 4)), ("head_box", (0, 4)), ("score", (0,))):
+        out[key] = np.concatenate(parts[key]) if parts[key] else np.zeros(shape)
+    return out
+
+
+def merge_predictions(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One prediction dict from several shards (e.g. one per rank), sorted by index, duplicates dropped."""
+    keys = parts[0].keys()
+    joined = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    _, first = np.unique(joined["index"], return_index=True)
+    return {k: v[first] for k, v in joined.items()}
+
+
+def compute_metrics(
+    predictions: dict[str, np.ndarray], skeleton: Skeleton, *, alpha: float = 0.2, normalizer: str = "bbox",
+    all_joints: bool = False, coco: Any = None,
+) -> dict[str, Any]:
+    """Metrics of :func:`predict_dataset` output: PCK@alpha (mean and per joint), AUC of the PCK curve
+    (alpha 0 to 0.5), EPE in original pixels, and COCO AP/AR when ``coco`` (a pycocotools COCO of the
+    ground truth) is given. Also ``table``, the per-joint PCK/EPE table as text."""
+    pred, gt = predictions["pred"], predictions["gt"]
+    kw = dict(skeleton=skeleton, all_joints=all_joints)
+    if normalizer == "bbox":
+        kw["boxes"] = predictions["box"]
+    if normalizer == "headbox":
+        kw["head_boxes"] = predictions["head_box"]
+    score = metrics.pck(pred, gt, alpha, normalizer, **kw)
+    curve = metrics.pck_curve(pred, gt, normalizer=normalizer, **kw)
+    error = metrics.epe(pred, gt, all_joints=all_joints)
+    joints = list(skeleton.joints)
+    out: dict[str, Any] = {
+        "num_poses": int(len(pred)),
+        "alpha": alpha,
+        "normalizer": normalizer,
+        "pck": score.mean,
+        "pck_per_joint": dict(zip(joints, score.per_item.tolist())),
+        "pck_excluded": score.excluded,
+        "auc": curve.auc,
+        "epe": error.mean,
+        "epe_per_joint": dict(zip(joints, error.per_item.tolist())),
+    }
+    if coco is not None and len(pred):
+        records = [
+            {"image_id": int(i), "category_id": 1, "keypoints": p.ravel().tolist(), "score": float(s)}
+            for i, p, s in zip(predictions["image_id"], pred, predictions["score"])
+        ]
+        out["coco"] = metrics.coco_ap(coco, records, skeleton)
+    out["table"] = metrics.format_joint_table(
+        {f"PCK@{alpha:g}": 100 * score.per_item, "EPE": error.per_item}, skeleton,
+        means={f"PCK@{alpha:g}": 100 * score.mean, "EPE": error.mean},
+    )
+    return out
+
+
+def evaluate(
+    model: nn.Module, dataset: Dataset, *, flip_test: bool = False, decoder: str = "marginals",
+    refine: str = "none", alpha: float = 0.2, normalizer: str = "bbox", all_joints: bool = False,
+    batch_size: int = 32, workers: int = 0,
+) -> dict[str, Any]:
+    """Predict every item of ``dataset`` and score it (see :func:`predict_dataset`, :func:`compute_metrics`);
+    COCO AP is added when the dataset carries a pycocotools ``coco`` (COCO-format datasets)."""
+    if normalizer not in metrics.NORMALIZERS:
+        raise ValueError(f"normalizer: expected one of {metrics.NORMALIZERS}, got {normalizer!r}")
+    predictions = predict_dataset(
+        model, dataset, decoder=decoder, flip_test=flip_test, refine=refine, batch_size=batch_size, workers=workers
+    )
+    return compute_metrics(
+        predictions, _skeleton_of(model, dataset), alpha=alpha, normalizer=normalizer, all_joints=all_joints,
+        coco=getattr(dataset, "coco", None),
+    )
