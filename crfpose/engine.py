@@ -44,7 +44,7 @@ from crfpose.models import PoseCRF, build_model
 from crfpose.skeletons import get_skeleton
 
 __all__ = [
-    "Stage", "plan_stages", "build_model_from_config", "build_datasets", "init_pairwise_from_data",
+    "Stage", "plan_stages", "build_model_from_config", "make_dataset", "build_datasets", "init_pairwise_from_data",
     "save_checkpoint", "load_checkpoint", "load_model", "train",
 ]
 
@@ -80,7 +80,8 @@ def build_model_from_config(config: Config) -> nn.Module:
     return build_model(config.model.name, skeleton=get_skeleton(config.skeleton), crf=crf, **config.model.options)
 
 
-def _dataset(config: Config, split: str, train: bool) -> Dataset:
+def make_dataset(config: Config, split: str, train: bool) -> Dataset:
+    """The ``"train"`` or ``"val"`` dataset of ``config``; ``train=True`` applies the augmentation."""
     d, skeleton = config.data, get_skeleton(config.skeleton)
     options = dict(d.train if split == "train" else d.val)
     if d.name == "synthetic":
@@ -106,7 +107,7 @@ def _dataset(config: Config, split: str, train: bool) -> Dataset:
 
 def build_datasets(config: Config) -> tuple[Dataset, Dataset]:
     """``(train, val)`` datasets; the training one augments when ``augment.enabled``."""
-    return _dataset(config, "train", train=True), _dataset(config, "val", train=False)
+    return make_dataset(config, "train", train=True), make_dataset(config, "val", train=False)
 
 
 def _stride(config: Config) -> tuple[float, float]:
@@ -117,7 +118,7 @@ def _stride(config: Config) -> tuple[float, float]:
 def init_pairwise_from_data(model: PoseCRF, config: Config) -> int:
     """Set ``model.pairwise`` from the displacement statistics (heatmap-grid units) of up to
     ``crf.init_samples`` training items read without augmentation; returns the number of poses used."""
-    dataset = _dataset(config, "train", train=False)
+    dataset = make_dataset(config, "train", train=False)
     subset = Subset(dataset, range(min(len(dataset), config.crf.init_samples)))
     loader = DataLoader(subset, batch_size=64, num_workers=config.train.workers)
     keypoints = torch.cat([batch["keypoints"] for batch in loader])  # (N, K, 3) crop pixels
