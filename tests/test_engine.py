@@ -1,0 +1,138 @@
+"""Training engine on tiny synthetic configs: each mode lowers its loss, separate stage 2 leaves the
+backbone bit-identical, resume is exact, a NaN loss stops the run and keeps the last good checkpoint."""
+import json
+import math
+
+import pytest
+import torch
+
+from crfpose import engine
+from crfpose.codec import input_to_heatmap
+from crfpose.config import load_config
+from crfpose.crf import GaussianPairwise
+from crfpose.engine import NonFiniteLoss, build_model_from_config, load_checkpoint, load_model, plan_stages, train
+from crfpose.models import PoseCRF
+
+
+def tiny(tmp_path, mode, *extra):
+    """A config that trains in well under a second per epoch: 16 synthetic 32x32 figures, 8x8 grid."""
+    return load_config(None, [
+        f"train.mode={mode}", f"output_dir={tmp_path}", "model.options={width: 8, depth: 1}",
+        "data.train={length: 16, seed: 0}", "data.val={length: 8, seed: 1}", "data.input_size=[32, 32]",
+        "data.heatmap_size=[8, 8]", "crf.radius=3", "train.batch_size=8", "train.epochs=2",
+        "train.stage1_epochs=1", "train.stage2_epochs=1", "optim.lr=1e-2", "schedule.warmup_epochs=0.5",
+        f"eval.decoder={'unary' if mode == 'unary' else 'marginals'}", *extra,
+    ])
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+@pytest.mark.parametrize("mode, extra", [
+    ("unary", ["train.epochs=4"]),
+    ("separate", ["train.stage1_epochs=4", "train.stage2_epochs=4", "optim.crf_lr=0.1"]),
+    ("joint", ["train.epochs=4", "train.mse_weight=10.0", "train.grad_clip=5.0"]),
+])
+def test_each_mode_lowers_its_loss(tmp_path, mode, extra):
+    result = train(tiny(tmp_path, mode, *extra))
+    for stage in {r["stage"] for r in result["history"]}:
+        losses = [r["loss"] for r in result["history"] if r["stage"] == stage]
+        assert losses[-1] < losses[0], (stage, losses)
+    assert [r["stage"] for r in result["history"]] == [s.name for s in plan_stages(tiny(tmp_path, mode, *extra))
+                                                       for _ in range(s.epochs)]
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in log] == [r["loss"] for r in result["history"]]
+    assert all("val" in r and 0 <= r["val"]["pck"] <= 1 for r in log)
+    assert result["last"].is_file() and result["best"].is_file() and (tmp_path / "config.yaml").is_file()
+    model, config = load_model(result["last"])
+    assert config.train.mode == mode and isinstance(model, PoseCRF) == (mode != "unary")
+
+
+def test_separate_stage2_leaves_the_backbone_bit_identical(tmp_path):
+    config = tiny(tmp_path, "separate", "optim.crf_lr=0.1")
+    train(config, max_epochs=1)  # stage 1 only
+    stage1 = load_checkpoint(tmp_path / "last.pt")
+    assert stage1["stage_name"] == "heatmap" and (tmp_path / "stage1_heatmap.pt").is_file()
+    train(config, resume=tmp_path / "last.pt")
+    stage2 = load_checkpoint(tmp_path / "last.pt")
+    assert stage2["stage_name"] == "crf"
+    backbone = [k for k in stage1["model"] if k.startswith("backbone.")]
+    assert any("running_mean" in k for k in backbone)  # BN statistics are compared too
+    for key in backbone:
+        assert torch.equal(stage1["model"][key], stage2["model"][key]), key
+    for key in ("unary.log_scale", "pairwise.mean", "pairwise.log_diag"):
+        assert not torch.equal(stage1["model"][key], stage2["model"][key]), key
+
+
+def test_crf_stage_starts_from_displacement_statistics(tmp_path):
+    config = tiny(tmp_path, "joint")
+    model = build_model_from_config(config)
+    used = engine.init_pairwise_from_data(model, config)
+    dataset = engine.make_dataset(config, "train", train=False)
+    keypoints = torch.stack([dataset[i]["keypoints"] for i in range(len(dataset))])
+    grid = input_to_heatmap(keypoints, 4.0)  # 32 px input over an 8-cell grid
+    expected = GaussianPairwise.from_keypoints(grid, model.skeleton, 3)
+    assert used == 16
+    assert torch.allclose(model.pairwise.mean, expected.mean) and torch.allclose(model.pairwise.precision, expected.precision)
+
+
+def test_resume_continues_exactly(tmp_path):
+    extra = ("train.mse_weight=1.0", "train.grad_clip=1.0", "eval.every=1")
+    straight = train(tiny(tmp_path / "a", "joint", *extra))
+    train(tiny(tmp_path / "b", "joint", *extra), max_epochs=1)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    resumed = train(tiny(tmp_path / "b", "joint", *extra), resume=tmp_path / "b" / "last.pt")
+    a, b = load_checkpoint(straight["last"]), load_checkpoint(resumed["last"])
+    assert a["epoch"] == b["epoch"] == 2
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["scheduler"] == b["scheduler"]
+    log_a = (tmp_path / "a" / "log.jsonl").read_text().splitlines()
+    log_b = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["loss"] for r in log_a] == [json.loads(r)["loss"] for r in log_b]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = engine.heatmap_mse
+
+    def poisoned(*args, **kwargs):  # two steps per epoch: epoch 2 goes NaN
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * math.nan if calls["n"] > 2 else loss
+
+    monkeypatch.setattr(engine, "heatmap_mse", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"training loss is nan at heatmap epoch 2/2, step 0.*last\.pt"):
+        train(tiny(tmp_path, "unary", "train.epochs=2"))
+    kept = load_checkpoint(tmp_path / "last.pt")
+    assert kept["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_joint_can_start_from_a_unary_checkpoint(tmp_path):
+    unary = train(tiny(tmp_path / "u", "unary", "train.epochs=1"))
+    config = tiny(tmp_path / "j", "joint", f"train.init_checkpoint={unary['last']}")
+    model = build_model_from_config(config)
+    assert engine._load_init(model, config.train.init_checkpoint) is False  # backbone only: pairwise from data
+    for key, value in weights(unary["last"]).items():
+        assert torch.equal(model.backbone.state_dict()[key], value)
+
+
+def test_errors(tmp_path):
+    with pytest.raises(TypeError, match="config: expected a crfpose.config.Config"):
+        train({"train": {}})
+    with pytest.raises(ValueError, match="checkpoint: file not found"):
+        load_checkpoint(tmp_path / "none.pt")
+    with pytest.raises(ValueError, match=r"data\.train: bad options for dataset 'synthetic'"):
+        train(tiny(tmp_path, "unary", "data.train.bogus=1"))
+    train(tiny(tmp_path / "u", "unary", "train.epochs=1"))
+    with pytest.raises(ValueError, match="resume: checkpoint is a 'unary' run, config.train.mode is 'joint'"):
+        train(tiny(tmp_path / "u", "joint"), resume=tmp_path / "u" / "last.pt")
+
+
+def test_dataset_skeleton_must_match(lsp_root, tmp_path):
+    config = tiny(tmp_path, "unary", "skeleton=coco17", "data.name=lsp", f"data.train={{root: '{lsp_root}'}}")
+    with pytest.raises(ValueError, match="skeleton: dataset 'lsp' has skeleton 'lsp14', config says 'coco17'"):
+        engine.build_datasets(config)
