@@ -1,0 +1,178 @@
+"""Exact max-plus correlation with pruning: the MAP (max-product) message of one tree edge.
+
+Shape legend: N maps, x (N, Hx, Wx), kernel k (N, Hk, Wk), T = Hk * Wk taps, output (N, Ho, Wo) with
+Ho = Hx + 2 * pad_y - Hk + 1 and Wo = Wx + 2 * pad_x - Wk + 1, M the number of "high" cells per map.
+
+    out[n, i, j] = max_{a, b} x[n, i + a - pad_y, j + b - pad_x] + k[n, a, b]      (x = -inf off the grid)
+    tap[n, i, j] = the first maximising a * Wk + b in row-major order (0 where out is -inf)
+
+The result is identical to the brute force :func:`crfpose.crf.correlate.max_correlate` (each value is
+the same single addition x + k; ties go to the smallest tap). It is found as the maximum of two parts:
+
+1. high cells: the M largest cells of each map are correlated with the whole output grid, so a
+   peaked belief's peak is handled in O(M Ho Wo) instead of O(T Ho Wo);
+2. the other (low) cells, tap by tap in decreasing kernel value, in rounds of doubling size, only
+   for the output cells not yet settled. After the taps with kernel values >= k_next are done, a
+   cell's remaining terms are at most W_low + k_next, W_low the window maximum of the low cells;
+   the cell is settled when its best so far is strictly larger (so later taps cannot even tie).
+
+Maps on which pruning does not pay (noise, flat kernels) are finished by the brute force.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from crfpose.crf.correlate import max_correlate
+
+__all__ = ["max_correlate_fast"]
+
+_GATHER_BUDGET = 1 << 21  # elements per gathered block
+_GATHER_COST = 4.0  # one pruned (gathered) tap-cell costs about this many brute-force tap-cells
+_PRUNE_BUDGET = 0.5  # share of a map's brute-force cost that pruning may spend before giving up
+_MIN_TAPS = 25  # kernels this small go straight to the brute force
+
+
+def _check(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> tuple[int, int]:
+    for name, t in (("x", x), ("k", k)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 3 or not t.is_floating_point():
+            raise ValueError(f"{name}: expected a floating (N, H, W) tensor, got {tuple(t.shape)} {t.dtype}")
+    if k.shape[0] != x.shape[0]:
+        raise ValueError(f"k: expected {x.shape[0]} kernels (one per map of x), got {k.shape[0]}")
+    if len(pad) != 2 or any(int(p) != p or p < 0 for p in pad):
+        raise ValueError(f"pad: expected two non-negative integers (pad_y, pad_x), got {pad}")
+    ho = x.shape[1] + 2 * pad[0] - k.shape[1] + 1
+    wo = x.shape[2] + 2 * pad[1] - k.shape[2] + 1
+    if ho <= 0 or wo <= 0:
+        raise ValueError(f"k: expected a kernel no larger than the padded input "
+                         f"{(x.shape[1] + 2 * pad[0], x.shape[2] + 2 * pad[1])}, got {tuple(k.shape[1:])}")
+    return ho, wo
+
+
+def _window_max(t: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Sliding maximum of length ``size`` along ``dim`` (output length L - size + 1), by doubling."""
+    span, out = 1, t
+    while 2 * span <= size:
+        n = out.shape[dim] - span
+        out = torch.maximum(out.narrow(dim, 0, n), out.narrow(dim, span, n))  # max over 2 * span
+        span *= 2
+    n = t.shape[dim] - size + 1
+    return torch.maximum(out.narrow(dim, 0, n), out.narrow(dim, size - span, n))
+
+
+def _merge(best: torch.Tensor, tap: torch.Tensor, value: torch.Tensor, vtap: torch.Tensor) -> None:
+    """best/tap <- the larger value, the smaller tap on ties (in place)."""
+    better = (value > best) | ((value == best) & (vtap < tap))
+    best.copy_(torch.where(better, value, best))
+    tap.copy_(torch.where(better, vtap, tap))
+
+
+def _high_part(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], out_hw: tuple[int, int], m: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Correlation restricted to the m largest cells of each map: best, tap (N, Ho, Wo) and the
+    index (N, M) of those cells in x.flatten(1)."""
+    n, hx, wx = x.shape
+    hk, wk = k.shape[-2:]
+    ho, wo = out_hw
+    dev = x.device
+    value, cell = x.flatten(1).topk(m, dim=1)  # (N, M)
+    big = hk * wk
+    best = value.new_full((n, ho, wo), -math.inf)
+    tap = torch.full((n, ho, wo), big, dtype=torch.long, device=dev)
+    kflat = k.flatten(1)
+    step = max(1, _GATHER_BUDGET // (n * ho * wo))
+    for s in range(0, m, step):
+        v, c = value[:, s:s + step], cell[:, s:s + step]  # (N, m')
+        a = (c // wx)[..., None] - torch.arange(ho, device=dev) + pad[0]  # (N, m', Ho)
+        b = (c % wx)[..., None] - torch.arange(wo, device=dev) + pad[1]  # (N, m', Wo)
+        inside = ((a >= 0) & (a < hk))[..., None] & ((b >= 0) & (b < wk))[..., None, :]  # (N, m', Ho, Wo)
+        taps = a.clamp(0, hk - 1)[..., None] * wk + b.clamp(0, wk - 1)[..., None, :]  # (N, m', Ho, Wo)
+        terms = kflat.gather(1, taps.flatten(1)).view(taps.shape) + v[..., None, None]
+        terms = torch.where(inside, terms, -math.inf)
+        top = terms.amax(dim=1)  # (N, Ho, Wo)
+        first = torch.where(terms == top[:, None], taps, big).amin(dim=1)
+        _merge(best, tap, top, first)
+    return best, tap, cell
+
+
+def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], high: int = 32
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max-plus correlation of x (N, Hx, Wx) with k (N, Hk, Wk): values (N, Ho, Wo) and the arg-max
+    tap a * Wk + b (long), exactly as :func:`crfpose.crf.correlate.max_correlate` but pruned.
+
+    ``high`` is the number of largest cells per map handled densely (the peak); 0 disables that.
+    """
+    ho, wo = _check(x, k, pad)
+    if not isinstance(high, int) or high < 0:
+        raise ValueError(f"high: expected a non-negative int, got {high!r}")
+    n, hx, wx = x.shape
+    hk, wk = k.shape[-2:]
+    taps = hk * wk
+    if taps < _MIN_TAPS or n == 0:
+        return max_correlate(x, k, pad)
+    dtype = torch.promote_types(x.dtype, k.dtype)
+    x, k = x.to(dtype), k.to(dtype)
+    dev = x.device
+    m = min(high, hx * wx)
+
+    # 1. high cells; the others are -inf in x_low.
+    if m:
+        best, tap, cell = _high_part(x, k, pad, (ho, wo), m)
+        x_low = x.flatten(1).scatter(1, cell, -math.inf).view_as(x)
+    else:
+        best = x.new_full((n, ho, wo), -math.inf)
+        tap = torch.full((n, ho, wo), taps, dtype=torch.long, device=dev)
+        x_low = x
+    w_low = F.pad(x_low, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf)
+    w_low = _window_max(_window_max(w_low, hk, 1), wk, 2)  # (N, Ho, Wo)
+
+    # 2. low cells, taps in decreasing kernel value; k_sorted gets a -inf sentinel column.
+    k_sorted, order = k.flatten(1).sort(dim=1, descending=True, stable=True)  # (N, T)
+    k_sorted = torch.cat((k_sorted, k_sorted.new_full((n, 1), -math.inf)), dim=1)
+    hp, wp = hx + 2 * pad[0], wx + 2 * pad[1]
+    xp = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf).flatten()
+    offset = (order // wk) * wp + order % wk  # (N, T) position of each tap in the padded map
+    cell_map = torch.arange(n, device=dev).repeat_interleave(ho * wo)  # (N Ho Wo,)
+    yi = torch.arange(ho, device=dev).repeat_interleave(wo).repeat(n)
+    yj = torch.arange(wo, device=dev).repeat(n * ho)
+    base = cell_map * (hp * wp) + yi * wp + yj  # top-left of each output cell's window in xp
+    best, tap, w_low = best.flatten(), tap.flatten(), w_low.flatten()
+
+    def unsettled(cells: torch.Tensor, done_taps: int) -> torch.Tensor:
+        bound = w_low[cells] + k_sorted[cell_map[cells], done_taps]
+        return cells[(bound != -math.inf) & ~(best[cells] > bound)]
+
+    active = unsettled(torch.arange(n * ho * wo, device=dev), 0)
+    dense = torch.zeros(n, dtype=torch.bool, device=dev)
+    spent = torch.zeros(n, dtype=torch.float64, device=dev)  # gathered tap-cells per map
+    start, size = 0, 1
+    while active.numel() and start < taps:
+        stop = min(taps, start + size)
+        step = max(1, _GATHER_BUDGET // (stop - start))
+        for s in range(0, active.numel(), step):
+            cells = active[s:s + step]
+            maps = cell_map[cells]
+            terms = xp[base[cells, None] + offset[maps, start:stop]] + k_sorted[maps, start:stop]  # (A, G)
+            top = terms.amax(dim=1)
+            first = torch.where(terms == top[:, None], order[maps, start:stop], taps).amin(dim=1)
+            b, t = best[cells], tap[cells]
+            _merge(b, t, top, first)
+            best[cells], tap[cells] = b, t
+        start, size = stop, 2 * size
+        active = unsettled(active, start)
+        # Maps whose next round would take pruning past its budget go to the brute force.
+        count = torch.bincount(cell_map[active], minlength=n).to(torch.float64)
+        spent += count * min(size, taps - start)
+        costly = _GATHER_COST * spent > _PRUNE_BUDGET * ho * wo * taps
+        if bool(costly.any()):
+            dense |= costly
+            active = active[~costly[cell_map[active]]]
+    best, tap = best.view(n, ho, wo), tap.view(n, ho, wo)
+    tap = torch.where(best == -math.inf, 0, tap)
+    if bool(dense.any()):
+        best[dense], tap[dense] = max_correlate(x[dense], k[dense], pad)
+    return best, tap
