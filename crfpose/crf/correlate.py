@@ -14,8 +14,8 @@ exponentiated in float64, and the correlation is taken in the linear domain, dir
 over the smaller of the kernel taps and the output cells) when that loop is short, else by FFT.
 It returns guaranteed upper bounds, value + delta, with delta a bound on the absolute error
 (FFT rounding, or underflow of direct sums), and log delta itself. The caller decides which
-cells that error could matter for and recomputes them with :func:`lse_correlate_cells`, which is
-exact in the log domain. Cells that no finite term reaches are exactly -inf.
+cells that error could matter for and recomputes them, by direct sums (exact but for underflow)
+or with :func:`lse_correlate_cells`, which is exact in the log domain. Cells that no finite term reaches are exactly -inf.
 """
 from __future__ import annotations
 
@@ -64,10 +64,10 @@ class _Correlator:
     error bound (..., 1, 1). Direct when the loop is short, else FFT with the kernel's spectrum kept.
     """
 
-    def __init__(self, kern: torch.Tensor, padded_hw: tuple[int, int], out_hw: tuple[int, int]):
+    def __init__(self, kern: torch.Tensor, padded_hw: tuple[int, int], out_hw: tuple[int, int], direct: bool = False):
         self.kern, self.out_hw = kern, out_hw
         hk, wk = kern.shape[-2:]
-        self.direct = min(hk * wk, out_hw[0] * out_hw[1]) <= _DIRECT_MAX_STEPS
+        self.direct = direct or min(hk * wk, out_hw[0] * out_hw[1]) <= _DIRECT_MAX_STEPS
         if not self.direct:
             self.size = (_fast_size(padded_hw[0]), _fast_size(padded_hw[1]))
             self.spectrum = torch.fft.rfft2(kern, s=self.size).conj()
@@ -94,19 +94,21 @@ class _Correlator:
         return out, bound[..., None, None]
 
 
-def lse_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def lse_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], direct: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fast log-sum-exp correlation of x (..., Hx, Wx) with kernels k (..., Hk, Wk), in float64.
 
     Returns an upper bound on each value, (..., Ho, Wo), and the log of delta (..., 1, 1) such
     that ``exact <= exp(out) <= exact + 2 delta`` cell by cell. Cells that no finite term reaches
-    are exactly -inf.
+    are exactly -inf. ``direct=True`` forces direct sums (no FFT): slower for wide windows, but
+    delta is then only the underflow floor, far below any value that matters.
     """
     x, k = x.double(), k.double()
     out_hw = _output_size(x, k, pad)
     padded = lambda t: F.pad(t, (pad[1], pad[1], pad[0], pad[0]))  # noqa: E731
     mx, mk = _shift(x), _shift(k)  # (..., 1, 1)
     xp = padded(torch.exp(x - mx))
-    value, bound = _Correlator(torch.exp(k - mk), xp.shape[-2:], out_hw)(xp)
+    value, bound = _Correlator(torch.exp(k - mk), xp.shape[-2:], out_hw, direct)(xp)
     out = torch.log(value.clamp_min(0.0) + bound) + mx + mk
     if bool(torch.isinf(x).any()) or bool(torch.isinf(k).any()):
         reach, _ = _Correlator(torch.isfinite(k).double(), xp.shape[-2:], out_hw)(padded(torch.isfinite(x).double()))

@@ -37,6 +37,7 @@ from crfpose.skeletons import Skeleton
 __all__ = ["Level", "schedule", "Inference", "map_pose"]
 
 _LOG2 = math.log(2.0)
+_DIRECT_MARGIN = math.log(1e10)  # direct sums this far above their underflow floor are exact to 2e-10
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,25 @@ def _pad(pairwise: torch.Tensor) -> tuple[int, int]:
 
 def _fix_cells(values: torch.Tensor, flagged: torch.Tensor, x: torch.Tensor, k: torch.Tensor,
                pad: tuple[int, int]) -> torch.Tensor:
-    """values with the flagged cells (same shape, bool) replaced by their exact correlation."""
-    cells = flagged.nonzero()
+    """values (..., Ho, Wo) with the flagged cells (bool, same shape) made exact.
+
+    The maps holding flagged cells are recomputed by direct sums, which have no rounding
+    cancellation; the few flagged cells that those leave near the underflow floor are
+    recomputed in the log domain.
+    """
+    maps = flagged.flatten(-2).any(dim=-1).nonzero()  # (M, D - 2)
+    if maps.shape[0] == 0:
+        return values
+    lead = values.shape[:-2]
+    pick = lambda t: t.expand(*lead, *t.shape[-2:])[maps.unbind(1)]  # noqa: E731  (M, h, w)
+    direct, err = lse_correlate(pick(x), pick(k), pad, direct=True)  # (M, Ho, Wo), (M, 1, 1)
+    values = values.clone()
+    values[maps.unbind(1)] = direct
+    near_floor = torch.zeros_like(flagged)
+    near_floor[maps.unbind(1)] = direct - err < _DIRECT_MARGIN
+    cells = (flagged & near_floor).nonzero()
     if cells.shape[0]:
-        values = values.clone()
-        values[flagged] = lse_correlate_cells(x, k, pad, cells)
+        values[cells.unbind(1)] = lse_correlate_cells(x, k, pad, cells)
     return values
 
 
