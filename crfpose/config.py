@@ -264,7 +264,11 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if not isinstance(item, str) or "=" not in item:
         raise ValueError(f"overrides: expected 'key.sub=value', got {item!r}")
     key, text = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(text) if text.strip() else ""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        raise ValueError(f"{key.strip()}: cannot parse the value of override {item!r} as YAML") from None
+    return key.strip().split("."), value
 
 
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:

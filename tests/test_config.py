@@ -47,6 +47,7 @@ def test_overrides_parse_yaml_values_and_extend_option_dicts(tmp_path):
     (["train.mode=unary"], r"eval\.decoder: mode 'unary' has no CRF"),
     (["model=3"], r"model: expected a mapping of ModelConfig"),
     (["optim.lr"], r"overrides: expected 'key\.sub=value'"),
+    (["model.options={width: 8"], r"model\.options: cannot parse the value of override"),
 ])
 def test_bad_values_name_the_key(overrides, match):
     with pytest.raises(ValueError, match=match):
