@@ -43,6 +43,7 @@ def test_overrides_parse_yaml_values_and_extend_option_dicts(tmp_path):
     (["train.epochs=-1"], r"train\.epochs: expected an int >= 0, got -1"),
     (["train.batch_size=0"], r"train\.batch_size: expected an int >= 1"),
     (["optim.lr=0"], r"optim\.lr: expected a positive float"),
+    (["crf.radius=-1"], r"crf\.radius: expected an int >= 0, got -1"),
     (["data.input_size=[64]"], r"data\.input_size: expected \[W, H\]"),
     (["train.mode=unary"], r"eval\.decoder: mode 'unary' has no CRF"),
     (["model=3"], r"model: expected a mapping of ModelConfig"),

@@ -132,6 +132,12 @@ def test_errors(tmp_path):
         train(tiny(tmp_path / "u", "joint"), resume=tmp_path / "u" / "last.pt")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for machines without CUDA")
+def test_cuda_requested_without_cuda(tmp_path):
+    with pytest.raises(ValueError, match="train.device: 'cuda' requested but CUDA is not available"):
+        train(tiny(tmp_path, "unary", "train.device=cuda"))
+
+
 def test_dataset_skeleton_must_match(lsp_root, tmp_path):
     config = tiny(tmp_path, "unary", "skeleton=coco17", "data.name=lsp", f"data.train={{root: '{lsp_root}'}}")
     with pytest.raises(ValueError, match="skeleton: dataset 'lsp' has skeleton 'lsp14', config says 'coco17'"):
