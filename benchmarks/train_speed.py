@@ -1,0 +1,80 @@
+"""CPU training speed with and without the CRF loss, and the CRF's share of a training step.
+
+Shape legend: B batch, K joints (LSP14), H x W input, H/4 x W/4 heatmap grid, R pairwise radius.
+
+For the plain CNN and a small HRNet, one training step (forward, loss, backward, Adam step) is timed
+with the heatmap MSE (``unary`` mode / stage 1 of ``separate``) and with the CRF negative
+log-likelihood end to end (``joint`` mode, Gaussian pairwise, ScaledUnary). The CRF share is
+``(t_crf - t_mse) / t_crf``. The tree CRF's cost depends on how peaked its potentials are, so the CRF
+loss (forward + backward) is also timed alone on maps shaped like a trained network's. Usage:
+
+    python benchmarks/train_speed.py [--batch 8] [--size 128] [--radius 8] [--repeats 5] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_speed import peaked_heatmaps, seconds  # noqa: E402  (timing helpers shared by the benchmarks)
+
+from crfpose.codec import encode  # noqa: E402
+from crfpose.losses import crf_nll, heatmap_mse  # noqa: E402
+from crfpose.models import build_model  # noqa: E402
+from crfpose.skeletons import LSP14  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=128, help="square input side (heatmap side = size / 4)")
+    parser.add_argument("--radius", type=int, default=8, help="pairwise radius R")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    b, side, grid = args.batch, args.size, args.size // 4
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
+    print(f"LSP14, {side}x{side} input -> {grid}x{grid} grid, batch {b}, gaussian pairwise R={args.radius}, Adam")
+    images = torch.randn(b, 3, side, side)
+    keypoints = torch.cat([torch.rand(b, 14, 2) * (grid - 1), torch.full((b, 14, 1), 2.0)], dim=-1)  # grid cells
+    target, weight = encode(keypoints, (grid, grid), 2.0)
+    crf = {"pairwise": "gaussian", "radius": args.radius}
+    for name, options in (("cnn", {}), ("hrnet_small", {})):
+        model = build_model(name, skeleton=LSP14, crf=crf, **options).train()
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def mse_step() -> None:
+            optimiser.zero_grad()
+            heatmap_mse(model.backbone(images), target, weight).backward()
+            optimiser.step()
+
+        def crf_step() -> None:
+            optimiser.zero_grad()
+            crf_nll(*model.potentials(images), LSP14, keypoints).backward()
+            optimiser.step()
+
+        t = seconds({"mse": mse_step, "crf": crf_step}, args.repeats)
+        share = (t["crf"] - t["mse"]) / t["crf"]
+        params = sum(p.numel() for p in model.backbone.parameters())
+        print(f"  {name:11s} {params:>9,d} params  MSE {b / t['mse']:6.1f} images/s ({t['mse'] * 1000:.0f} ms)  "
+              f"CRF NLL {b / t['crf']:6.1f} images/s ({t['crf'] * 1000:.0f} ms)  CRF share {100 * share:.0f}%")
+
+    unary = (10 * peaked_heatmaps(b, 14, grid, grid)).requires_grad_()
+    table = build_model("cnn", skeleton=LSP14, crf=crf).pairwise().detach().requires_grad_()
+
+    def crf_alone() -> None:
+        crf_nll(unary, table, LSP14, keypoints).backward()
+
+    t = seconds({"crf": crf_alone}, args.repeats)["crf"]
+    print(f"  CRF NLL alone (forward + backward) on trained-looking maps: {t * 1000:.1f} ms per batch")
+
+
+if __name__ == "__main__":
+    main()
