@@ -71,6 +71,31 @@ def _merge(best: torch.Tensor, tap: torch.Tensor, value: torch.Tensor, vtap: tor
     tap.copy_(torch.where(better, vtap, tap))
 
 
+def _rings(xp_low: torch.Tensor, k: torch.Tensor, out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds by square rings of taps around the kernel centre, radii 1, 2, 4, ... (J rings).
+
+    Returns the maximum of the padded low map xp_low (N, Hp, Wp) over each output cell's taps
+    within each ring's outer square, (N Ho Wo, J), and the kernel maximum on each ring, (N, J).
+    """
+    hk, wk = k.shape[-2:]
+    ho, wo = out_hw
+    ca, cb = hk // 2, wk // 2
+    reach = max(ca, cb, hk - 1 - ca, wk - 1 - cb)
+    radii = [1 << j for j in range(max(1, reach).bit_length()) if 1 << j < reach] + [reach]
+    a = torch.arange(hk, device=k.device)
+    b = torch.arange(wk, device=k.device)
+    chebyshev = torch.maximum((a - ca).abs()[:, None], (b - cb).abs()[None, :]).flatten()  # (T,)
+    window, ring_k, inner = [], [], -1
+    for r in radii:
+        a0, a1, b0, b1 = max(0, ca - r), min(hk - 1, ca + r), max(0, cb - r), min(wk - 1, cb + r)
+        rows = _window_max(xp_low, a1 - a0 + 1, 1).narrow(1, a0, ho)
+        window.append(_window_max(rows, b1 - b0 + 1, 2).narrow(2, b0, wo).flatten())  # (N Ho Wo,)
+        ring = (chebyshev > inner) & (chebyshev <= r)
+        ring_k.append(torch.where(ring, k.flatten(1), -math.inf).amax(dim=1))  # (N,)
+        inner = r
+    return torch.stack(window, dim=1), torch.stack(ring_k, dim=1)
+
+
 def _high_part(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], out_hw: tuple[int, int], m: int
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Correlation restricted to the m largest cells of each map: best, tap (N, Ho, Wo) and the
@@ -127,8 +152,7 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
         best = x.new_full((n, ho, wo), -math.inf)
         tap = torch.full((n, ho, wo), taps, dtype=torch.long, device=dev)
         x_low = x
-    w_low = F.pad(x_low, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf)
-    w_low = _window_max(_window_max(w_low, hk, 1), wk, 2)  # (N, Ho, Wo)
+    ring_max, ring_k = _rings(F.pad(x_low, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf), k, (ho, wo))
 
     # 2. low cells, taps in decreasing kernel value; k_sorted gets a -inf sentinel column.
     k_sorted, order = k.flatten(1).sort(dim=1, descending=True, stable=True)  # (N, T)
@@ -140,11 +164,12 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
     yi = torch.arange(ho, device=dev).repeat_interleave(wo).repeat(n)
     yj = torch.arange(wo, device=dev).repeat(n * ho)
     base = cell_map * (hp * wp) + yi * wp + yj  # top-left of each output cell's window in xp
-    best, tap, w_low = best.flatten(), tap.flatten(), w_low.flatten()
+    best, tap = best.flatten(), tap.flatten()
 
     def unsettled(cells: torch.Tensor, done_taps: int) -> torch.Tensor:
-        bound = w_low[cells] + k_sorted[cell_map[cells], done_taps]
-        return cells[(bound != -math.inf) & ~(best[cells] > bound)]
+        limit = torch.minimum(ring_k, k_sorted[:, done_taps, None])  # (N, J) best remaining tap per ring
+        bound = (ring_max.index_select(0, cells) + limit.index_select(0, cell_map.index_select(0, cells))).amax(1)
+        return cells[(bound != -math.inf) & ~(best.index_select(0, cells) > bound)]
 
     active = unsettled(torch.arange(n * ho * wo, device=dev), 0)
     dense = torch.zeros(n, dtype=torch.bool, device=dev)
@@ -155,13 +180,15 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
         step = max(1, _GATHER_BUDGET // (stop - start))
         for s in range(0, active.numel(), step):
             cells = active[s:s + step]
-            maps = cell_map[cells]
-            terms = xp[base[cells, None] + offset[maps, start:stop]] + k_sorted[maps, start:stop]  # (A, G)
+            maps = cell_map.index_select(0, cells)
+            where = base.index_select(0, cells)[:, None] + offset[:, start:stop].index_select(0, maps)
+            terms = xp.take(where) + k_sorted[:, start:stop].index_select(0, maps)  # (A, G)
             top = terms.amax(dim=1)
-            first = torch.where(terms == top[:, None], order[maps, start:stop], taps).amin(dim=1)
-            b, t = best[cells], tap[cells]
+            first = torch.where(terms == top[:, None], order[:, start:stop].index_select(0, maps), taps).amin(dim=1)
+            b, t = best.index_select(0, cells), tap.index_select(0, cells)
             _merge(b, t, top, first)
-            best[cells], tap[cells] = b, t
+            best.index_copy_(0, cells, b)
+            tap.index_copy_(0, cells, t)
         start, size = stop, 2 * size
         active = unsettled(active, start)
         # Maps whose next round would take pruning past its budget go to the brute force.
