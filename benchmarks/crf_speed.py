@@ -1,0 +1,113 @@
+"""TreeCRF speed on CPU: COCO17 at 64x48 (batch 32), and a chain problem against pytorch-crf.
+
+Prints, in one run:
+1. log-partition + marginals (one certified sum-product pass) and the MAP pose, for radius 15 and
+   for full-range kernels, on three kinds of unaries: flat (untrained), peaked at a plausible pose
+   (trained), and peaked at random places (every joint contradicting the deformation model);
+2. the same linear-chain problem (a shared full-range kernel over 24 x 32 = 768 states) solved by
+   TreeCRF and by pytorch-crf's forward algorithm: times, their ratio, and the largest
+   difference between the two log-partitions.
+
+    python benchmarks/crf_speed.py [--threads N] [--repeats N]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torchcrf import CRF
+
+from crfpose import COCO17, Skeleton, TreeCRF
+
+
+def gaussian_kernel(radius: int, sigma: float) -> torch.Tensor:
+    d = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    return -(d[:, None] ** 2 + d[None, :] ** 2) / (2 * sigma ** 2)  # (P, P), [R + dy, R + dx]
+
+
+def unaries(kind: str, batch: int, skeleton: Skeleton, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, K, H, W): 'flat' noise, 'pose' bumps at a random plausible pose, 'conflict' bumps anywhere."""
+    k = skeleton.num_joints
+    noise = torch.randn(batch, k, h, w, generator=gen)
+    if kind == "flat":
+        return noise
+    xy = torch.empty(batch, k, 2)
+    if kind == "pose":
+        xy[:, skeleton.root] = torch.rand(batch, 2, generator=gen) * torch.tensor([w, h]) * 0.5 + torch.tensor([w, h]) * 0.25
+        for parent, child in sorted(skeleton.edges, key=lambda edge: skeleton.depth[edge[1]]):
+            xy[:, child] = xy[:, parent] + torch.randn(batch, 2, generator=gen) * 4
+        xy = xy.clamp(torch.zeros(2), torch.tensor([w - 1.0, h - 1.0]))
+    else:
+        xy = torch.rand(batch, k, 2, generator=gen) * torch.tensor([w - 1.0, h - 1.0])
+    ys = torch.arange(h, dtype=torch.float32)[:, None]
+    xs = torch.arange(w, dtype=torch.float32)[None, :]
+    bumps = torch.exp(-((xs - xy[..., 0, None, None]) ** 2 + (ys - xy[..., 1, None, None]) ** 2) / 8)
+    return 10 * bumps + 0.5 * noise  # a learned unary scale of 10, as ScaledUnary starts with
+
+
+def best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times) * 1e3
+
+
+def coco_table(repeats: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    b, h, w = 32, 64, 48
+    print(f"COCO17, {h}x{w} grid, batch {b}, float32 (ms, best of {repeats})")
+    print(f"{'unaries':<10}{'radius':>8}{'log Z + marginals':>20}{'MAP':>10}")
+    for kind in ("flat", "pose", "conflict"):
+        unary = unaries(kind, b, COCO17, h, w, gen)
+        for radius in (15, max(h, w) - 1):
+            pairwise = gaussian_kernel(radius, 4.0).expand(COCO17.num_edges, -1, -1)
+            sum_product = best_time(lambda: TreeCRF(unary, pairwise, COCO17).marginals, repeats)
+            map_pose = best_time(lambda: TreeCRF(unary, pairwise, COCO17).argmax, repeats)
+            label = "full" if radius == max(h, w) - 1 else str(radius)
+            print(f"{kind:<10}{label:>8}{sum_product:>20.0f}{map_pose:>10.0f}")
+
+
+def chain_comparison(repeats: int) -> None:
+    gen = torch.Generator().manual_seed(1)
+    b, k, h, w = 32, 14, 24, 32
+    skeleton = Skeleton("chain", [f"j{i}" for i in range(k)], [-1] + list(range(k - 1)))
+    radius = max(h, w) - 1
+    kernel = gaussian_kernel(radius, 6.0)
+    unary = unaries("pose", b, skeleton, h, w, gen)
+    cells = torch.tensor([(x, y) for y in range(h) for x in range(w)])
+    d = cells[None, :] - cells[:, None]  # (S, S, 2) child - parent
+    oracle = CRF(h * w, batch_first=True)
+    with torch.no_grad():
+        oracle.transitions.copy_(kernel[d[..., 1] + radius, d[..., 0] + radius])
+        oracle.start_transitions.zero_()
+        oracle.end_transitions.zero_()
+    emissions = unary.flatten(2).transpose(0, 1)  # (K, B, S)
+    mask = torch.ones(k, b, dtype=torch.bool)
+    with torch.no_grad():
+        ours = TreeCRF(unary, kernel.expand(k - 1, -1, -1), skeleton).log_partition
+        theirs = oracle._compute_normalizer(emissions, mask)
+        t_ours = best_time(lambda: TreeCRF(unary, kernel.expand(k - 1, -1, -1), skeleton).log_partition, repeats)
+        t_theirs = best_time(lambda: oracle._compute_normalizer(emissions, mask), repeats)
+    print(f"\nChain of {k} joints, {h}x{w} = {h * w} states, batch {b}, full-range shared kernel")
+    print(f"TreeCRF log Z (certified)  {t_ours:8.1f} ms")
+    print(f"pytorch-crf forward        {t_theirs:8.1f} ms")
+    print(f"speed-up                   {t_theirs / t_ours:8.1f} x")
+    print(f"max |log Z difference|     {(ours - theirs).abs().max().item():8.2e}  (log Z ~ {ours.abs().max().item():.0f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per figure (best is kept)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s)\n")
+    coco_table(args.repeats)
+    chain_comparison(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
