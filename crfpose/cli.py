@@ -17,6 +17,8 @@ from typing import Optional, Sequence
 import yaml
 
 from crfpose.config import CHOICES, atomic_write, from_dict, load_config, to_dict
+from crfpose.engine import NonFiniteLoss, load_model, make_dataset, train
+from crfpose.evaluate import evaluate
 
 __all__ = ["main", "build_parser"]
 
@@ -56,8 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from crfpose.engine import train
-
     config = load_config(args.config, args.overrides)
     result = train(config, resume=args.resume, max_epochs=args.max_epochs)
     print(json.dumps({k: (str(v) if v is not None else None) for k, v in result.items() if k in ("last", "best")}
@@ -76,9 +76,6 @@ def _options(items: Sequence[str]) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from crfpose.engine import load_model, make_dataset
-    from crfpose.evaluate import evaluate
-
     model, config = load_model(args.checkpoint)
     data = to_dict(config)
     val = dict(data["data"]["val"]) if args.data == config.data.name else {}
@@ -100,10 +97,14 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the ``crfpose`` command; returns the exit status (2 for a bad config or argument)."""
+    """Run the ``crfpose`` command; returns the exit status: 2 for a bad config or argument, 1 when
+    training stopped on a NaN/inf loss (the last good checkpoint is kept)."""
     args = build_parser().parse_args(argv)
     try:
         return _train(args) if args.command == "train" else _eval(args)
     except ValueError as err:
         print(f"crfpose {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLoss as err:
+        print(f"crfpose {args.command}: stopped: {err}", file=sys.stderr)
+        return 1

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
 from crfpose.codec import input_to_heatmap
-from crfpose.config import Config, atomic_write, save_config, to_dict
+from crfpose.config import Config, atomic_write, from_dict, save_config, to_dict
 from crfpose.crf.pairwise import FreePairwise, GaussianPairwise, MixturePairwise
 from crfpose.data import TopDownTransform, build_dataset
 from crfpose.evaluate import compute_metrics, merge_predictions, predict_dataset
@@ -45,7 +45,7 @@ from crfpose.skeletons import get_skeleton
 
 __all__ = [
     "Stage", "plan_stages", "build_model_from_config", "make_dataset", "build_datasets", "init_pairwise_from_data",
-    "save_checkpoint", "load_checkpoint", "load_model", "train",
+    "save_checkpoint", "load_checkpoint", "load_model", "train", "NonFiniteLoss",
 ]
 
 
@@ -153,8 +153,6 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
 
 def load_model(checkpoint: Union[str, os.PathLike, dict]) -> tuple[nn.Module, Config]:
     """The model of a :func:`train` checkpoint (weights loaded, eval mode) and its config."""
-    from crfpose.config import from_dict
-
     state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     config = from_dict(state["config"])
     model = build_model_from_config(config)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from crfpose.cli import build_parser, main
 from crfpose.config import load_config, save_config
@@ -60,6 +61,14 @@ def test_errors_exit_with_status_2(tiny_config, tmp_path, capsys):
     assert "checkpoint: file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "x.pt", "--data", "imagenet"])
+
+
+def test_nan_loss_exits_with_status_1(tiny_config, monkeypatch, capsys):
+    from crfpose import engine
+
+    monkeypatch.setattr(engine, "heatmap_mse", lambda *args, **kwargs: torch.tensor(float("inf")))
+    assert main(["train", str(tiny_config)]) == 1
+    assert "stopped: training loss is inf at heatmap epoch 1/1, step 0" in capsys.readouterr().err
 
 
 def test_python_dash_m_runs_the_cli():
