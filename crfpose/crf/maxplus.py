@@ -31,7 +31,7 @@ __all__ = ["max_correlate_fast"]
 
 _GATHER_BUDGET = 1 << 21  # elements per gathered block
 _GATHER_COST = 4.0  # one pruned (gathered) tap-cell costs about this many brute-force tap-cells
-_PRUNE_BUDGET = 0.5  # share of a map's brute-force cost that pruning may spend before giving up
+_PRUNE_BUDGET = 1.0  # share of a map's brute-force cost that pruning may spend before giving up
 _MIN_TAPS = 25  # kernels this small go straight to the brute force
 
 
@@ -124,7 +124,7 @@ def _high_part(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], out_hw: t
     return best, tap, cell
 
 
-def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], high: int = 32
+def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], high: int = 64
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Max-plus correlation of x (N, Hx, Wx) with k (N, Hk, Wk): values (N, Ho, Wo) and the arg-max
     tap a * Wk + b (long), exactly as :func:`crfpose.crf.correlate.max_correlate` but pruned.
@@ -155,8 +155,13 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
     ring_max, ring_k = _rings(F.pad(x_low, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf), k, (ho, wo))
 
     # 2. low cells, taps in decreasing kernel value; k_sorted gets a -inf sentinel column.
-    k_sorted, order = k.flatten(1).sort(dim=1, descending=True, stable=True)  # (N, T)
-    k_sorted = torch.cat((k_sorted, k_sorted.new_full((n, 1), -math.inf)), dim=1)
+    # Round j takes ranks [2^j - 1, 2^(j+1) - 1); within a round taps go in row-major order so
+    # that the first maximum of a row is the first tap. k_next[:, s] bounds the taps from rank s on.
+    k_next, order = k.flatten(1).sort(dim=1, descending=True, stable=True)  # (N, T)
+    k_next = torch.cat((k_next, k_next.new_full((n, 1), -math.inf)), dim=1)
+    rounds = torch.log2(torch.arange(1, taps + 1, device=dev, dtype=torch.float64)).floor().long()  # (T,)
+    order = order.gather(1, (rounds * taps + order).argsort(dim=1))
+    k_round = k.flatten(1).gather(1, order)  # (N, T)
     hp, wp = hx + 2 * pad[0], wx + 2 * pad[1]
     xp = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf).flatten()
     offset = (order // wk) * wp + order % wk  # (N, T) position of each tap in the padded map
@@ -167,7 +172,7 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
     best, tap = best.flatten(), tap.flatten()
 
     def unsettled(cells: torch.Tensor, done_taps: int) -> torch.Tensor:
-        limit = torch.minimum(ring_k, k_sorted[:, done_taps, None])  # (N, J) best remaining tap per ring
+        limit = torch.minimum(ring_k, k_next[:, done_taps, None])  # (N, J) best remaining tap per ring
         bound = (ring_max.index_select(0, cells) + limit.index_select(0, cell_map.index_select(0, cells))).amax(1)
         return cells[(bound != -math.inf) & ~(best.index_select(0, cells) > bound)]
 
@@ -182,9 +187,9 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
             cells = active[s:s + step]
             maps = cell_map.index_select(0, cells)
             where = base.index_select(0, cells)[:, None] + offset[:, start:stop].index_select(0, maps)
-            terms = xp.take(where) + k_sorted[:, start:stop].index_select(0, maps)  # (A, G)
-            top = terms.amax(dim=1)
-            first = torch.where(terms == top[:, None], order[:, start:stop].index_select(0, maps), taps).amin(dim=1)
+            terms = xp.take(where) + k_round[:, start:stop].index_select(0, maps)  # (A, G)
+            top, first = terms.max(dim=1)  # the first maximum
+            first = order.view(-1).take(maps * taps + start + first)
             b, t = best.index_select(0, cells), tap.index_select(0, cells)
             _merge(b, t, top, first)
             best.index_copy_(0, cells, b)
