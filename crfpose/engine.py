@@ -205,9 +205,14 @@ def _context(config: Config) -> _Context:
     return _Context(rank, world, torch.device("cuda", local) if cuda else torch.device("cpu"), owns)
 
 
+def _seed_value(seed: int, epoch: int, rank: int) -> int:
+    """A 32-bit seed derived from ``(seed, epoch, rank)``."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
 def _seed(seed: int, epoch: int, rank: int) -> None:
     """Seed python, numpy and torch from ``(seed, epoch, rank)``."""
-    value = int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+    value = _seed_value(seed, epoch, rank)
     random.seed(value)
     np.random.seed(value)
     torch.manual_seed(value)
@@ -302,7 +307,7 @@ class _Trainer:
     def loader(self, epoch: int) -> DataLoader:
         sampler = DistributedSampler(self.train_set, self.ctx.world, self.ctx.rank, shuffle=True, seed=self.config.train.seed)
         sampler.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
+        generator = torch.Generator().manual_seed(_seed_value(self.config.train.seed, epoch + 1, self.ctx.rank))
         return DataLoader(self.train_set, self.config.train.batch_size, sampler=sampler, generator=generator,
                           num_workers=self.config.train.workers, pin_memory=self.ctx.device.type == "cuda")
 
