@@ -425,14 +425,13 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
             start_stage, start_epoch, best, state = start_stage + 1, 0, -math.inf, None
     elif cfg.init_checkpoint:
         pairwise_loaded = _load_init(model, cfg.init_checkpoint)
+    done_before = sum(s.epochs for s in stages[:start_stage]) + start_epoch
     if ctx.main:
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "config.yaml")
-        if resume is None:
-            (output / "log.jsonl").unlink(missing_ok=True)
+        _keep_log(output / "log.jsonl", done_before)
     paths = {"last": output / "last.pt", "best": output / "best.pt"}
     written = {"last": None, "best": None}
-    done_before = sum(s.epochs for s in stages[:start_stage]) + start_epoch
     run = 0
     for index in range(start_stage, len(stages)):
         stage = stages[index]
@@ -485,6 +484,13 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
                     save_checkpoint(output / f"stage{index + 1}_{stage.name}.pt", checkpoint)
         state = None
     return _summary(output, written, trainer.history, metrics, best)
+
+
+def _keep_log(path: Path, epochs: int) -> None:
+    """Keep the log records of the first ``epochs`` epochs (those a resumed checkpoint contains)."""
+    lines = path.read_text().splitlines() if path.is_file() else []
+    kept = [line for line in lines if json.loads(line)["global_epoch"] <= epochs]
+    atomic_write(path, lambda f: f.write("".join(line + "\n" for line in kept)))
 
 
 def _summary(output: Path, written: dict, history: list, metrics: dict, best: float) -> dict[str, Any]:

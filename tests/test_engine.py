@@ -82,6 +82,8 @@ def test_resume_continues_exactly(tmp_path):
     straight = train(tiny(tmp_path / "a", "joint", *extra))
     train(tiny(tmp_path / "b", "joint", *extra), max_epochs=1)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    with open(tmp_path / "b" / "log.jsonl", "a") as f:  # an epoch logged after the checkpoint, then lost
+        f.write(json.dumps({"global_epoch": 2, "loss": -1.0}) + "\n")
     resumed = train(tiny(tmp_path / "b", "joint", *extra), resume=tmp_path / "b" / "last.pt")
     a, b = load_checkpoint(straight["last"]), load_checkpoint(resumed["last"])
     assert a["epoch"] == b["epoch"] == 2
