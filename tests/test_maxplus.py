@@ -11,10 +11,11 @@ from crfpose.crf.correlate import max_correlate
 from crfpose.crf.maxplus import max_correlate_fast
 
 
-def _gaussian_kernels(n: int, r: int, gen: torch.Generator) -> torch.Tensor:
-    d = torch.arange(-r, r + 1, dtype=torch.float64)
+def _gaussian_kernels(n: int, r: int, gen: torch.Generator, shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    dy = torch.arange(-r, r + 1, dtype=torch.float64)[:, None] - shift[0]
+    dx = torch.arange(-r, r + 1, dtype=torch.float64)[None, :] - shift[1]
     scale = 1.0 + 4.0 * torch.rand(n, 1, 1, generator=gen, dtype=torch.float64)
-    return -0.5 * (d[:, None] ** 2 + 0.7 * d[None, :] ** 2 + 0.3 * d[:, None] * d[None, :]) / scale ** 2
+    return -0.5 * (dy ** 2 + 0.7 * dx ** 2 + 0.3 * dy * dx) / scale ** 2
 
 
 def _peaked(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
@@ -40,6 +41,14 @@ def test_peaked_beliefs_smooth_kernels(seed):
     r = 3 + seed
     x = _peaked(5, 13 + seed, 9 + 2 * seed, gen)
     _assert_same(x, _gaussian_kernels(5, r, gen), (r, r))
+
+
+@pytest.mark.parametrize("shift", [(4, -2), (-6, 6)])
+def test_off_centre_kernels(shift):
+    gen = torch.Generator().manual_seed(7)
+    x = _peaked(4, 14, 11, gen)
+    _assert_same(x, _gaussian_kernels(4, 6, gen, shift), (6, 6))
+    _assert_same(x, _gaussian_kernels(4, 6, gen, shift)[:, 2:, :9], (3, 5))
 
 
 @pytest.mark.parametrize("high", [0, 1, 4, 32])

@@ -72,27 +72,33 @@ def _merge(best: torch.Tensor, tap: torch.Tensor, value: torch.Tensor, vtap: tor
 
 
 def _rings(xp_low: torch.Tensor, k: torch.Tensor, out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bounds by square rings of taps around the kernel centre, radii 1, 2, 4, ... (J rings).
+    """Bounds by square rings of taps around each kernel's maximum, radii 1, 2, 4, ..., then the rest.
 
     Returns the maximum of the padded low map xp_low (N, Hp, Wp) over each output cell's taps
     within each ring's outer square, (N Ho Wo, J), and the kernel maximum on each ring, (N, J).
     """
+    n = k.shape[0]
     hk, wk = k.shape[-2:]
     ho, wo = out_hw
-    ca, cb = hk // 2, wk // 2
-    reach = max(ca, cb, hk - 1 - ca, wk - 1 - cb)
-    radii = [1 << j for j in range(max(1, reach).bit_length()) if 1 << j < reach] + [reach]
-    a = torch.arange(hk, device=k.device)
-    b = torch.arange(wk, device=k.device)
-    chebyshev = torch.maximum((a - ca).abs()[:, None], (b - cb).abs()[None, :]).flatten()  # (T,)
+    dev = k.device
+    centre = k.flatten(1).argmax(dim=1)  # (N,)
+    ca, cb = centre // wk, centre % wk
+    a, b = torch.arange(hk, device=dev), torch.arange(wk, device=dev)
+    chebyshev = torch.maximum((a - ca[:, None]).abs()[:, :, None], (b - cb[:, None]).abs()[:, None, :])  # (N, Hk, Wk)
+    reach = int(chebyshev.max())
+    a0, b0 = int(ca.min()), int(cb.min())
+    rows, cols = int(ca.max()) - a0 + ho, int(cb.max()) - b0 + wo  # the centres' span
+    where = ((torch.arange(n, device=dev) * rows)[:, None, None] + (ca - a0)[:, None, None]
+             + torch.arange(ho, device=dev)[:, None]) * cols + (cb - b0)[:, None, None] + torch.arange(wo, device=dev)
     window, ring_k, inner = [], [], -1
-    for r in radii:
-        a0, a1, b0, b1 = max(0, ca - r), min(hk - 1, ca + r), max(0, cb - r), min(wk - 1, cb + r)
-        rows = _window_max(xp_low, a1 - a0 + 1, 1).narrow(1, a0, ho)
-        window.append(_window_max(rows, b1 - b0 + 1, 2).narrow(2, b0, wo).flatten())  # (N Ho Wo,)
-        ring = (chebyshev > inner) & (chebyshev <= r)
-        ring_k.append(torch.where(ring, k.flatten(1), -math.inf).amax(dim=1))  # (N,)
+    for r in [1 << j for j in range(reach.bit_length()) if 2 * (1 << j) + 1 < min(hk, wk)]:
+        part = F.pad(xp_low, (r, r, r, r), value=-math.inf)[:, a0:a0 + rows + 2 * r, b0:b0 + cols + 2 * r]
+        part = _window_max(_window_max(part, 2 * r + 1, 1), 2 * r + 1, 2)  # (N, rows, cols)
+        window.append(part.flatten().take(where.flatten()))  # (N Ho Wo,)
+        ring_k.append(torch.where((chebyshev > inner) & (chebyshev <= r), k, -math.inf).flatten(1).amax(dim=1))
         inner = r
+    window.append(_window_max(_window_max(xp_low, hk, 1), wk, 2).flatten())  # all taps
+    ring_k.append(torch.where(chebyshev > inner, k, -math.inf).flatten(1).amax(dim=1))
     return torch.stack(window, dim=1), torch.stack(ring_k, dim=1)
 
 
