@@ -114,18 +114,18 @@ def _high_part(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], out_hw: t
     big = hk * wk
     best = value.new_full((n, ho, wo), -math.inf)
     tap = torch.full((n, ho, wo), big, dtype=torch.long, device=dev)
-    kflat = k.flatten(1)
+    kflat = k.flatten()  # (N T,)
+    first_tap = (torch.arange(n, device=dev) * big)[:, None, None]  # (N, 1, 1) start of each kernel
     step = max(1, _GATHER_BUDGET // (n * ho * wo))
     for s in range(0, m, step):
-        v, c = value[:, s:s + step], cell[:, s:s + step]  # (N, m')
-        a = (c // wx)[..., None] - torch.arange(ho, device=dev) + pad[0]  # (N, m', Ho)
-        b = (c % wx)[..., None] - torch.arange(wo, device=dev) + pad[1]  # (N, m', Wo)
-        inside = ((a >= 0) & (a < hk))[..., None] & ((b >= 0) & (b < wk))[..., None, :]  # (N, m', Ho, Wo)
-        taps = a.clamp(0, hk - 1)[..., None] * wk + b.clamp(0, wk - 1)[..., None, :]  # (N, m', Ho, Wo)
-        terms = kflat.gather(1, taps.flatten(1)).view(taps.shape) + v[..., None, None]
-        terms = torch.where(inside, terms, -math.inf)
-        top = terms.amax(dim=1)  # (N, Ho, Wo)
-        first = torch.where(terms == top[:, None], taps, big).amin(dim=1)
+        v, c = value[:, s:s + step].T, cell[:, s:s + step].T  # (m', N), candidates first
+        a = (c // wx)[..., None] - torch.arange(ho, device=dev) + pad[0]  # (m', N, Ho)
+        b = (c % wx)[..., None] - torch.arange(wo, device=dev) + pad[1]  # (m', N, Wo)
+        inside = ((a >= 0) & (a < hk))[..., None] & ((b >= 0) & (b < wk))[..., None, :]  # (m', N, Ho, Wo)
+        taps = a.clamp(0, hk - 1)[..., None] * wk + b.clamp(0, wk - 1)[..., None, :]  # (m', N, Ho, Wo)
+        terms = torch.where(inside, kflat.take(taps + first_tap) + v[..., None, None], -math.inf)
+        top = terms.amax(dim=0)  # (N, Ho, Wo)
+        first = torch.where(terms == top, taps, big).min(dim=0).values  # (amin is slow on long)
         _merge(best, tap, top, first)
     return best, tap, cell
 
