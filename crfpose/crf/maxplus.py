@@ -105,29 +105,32 @@ def _rings(xp_low: torch.Tensor, k: torch.Tensor, out_hw: tuple[int, int]) -> tu
 def _high_part(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], out_hw: tuple[int, int], m: int
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Correlation restricted to the m largest cells of each map: best, tap (N, Ho, Wo) and the
-    index (N, M) of those cells in x.flatten(1)."""
+    index (N, M) of those cells in x.flatten(1). Each cell updates the output cells it reaches."""
     n, hx, wx = x.shape
     hk, wk = k.shape[-2:]
     ho, wo = out_hw
+    hh, ww = min(hk, ho), min(wk, wo)  # the reach of one cell, clipped to the output
     dev = x.device
     value, cell = x.flatten(1).topk(m, dim=1)  # (N, M)
-    big = hk * wk
-    best = value.new_full((n, ho, wo), -math.inf)
-    tap = torch.full((n, ho, wo), big, dtype=torch.long, device=dev)
+    best = value.new_full((n * ho * wo,), -math.inf)
+    tap = torch.full((n * ho * wo,), hk * wk, dtype=torch.long, device=dev)
     kflat = k.flatten()  # (N T,)
-    first_tap = (torch.arange(n, device=dev) * big)[:, None, None]  # (N, 1, 1) start of each kernel
-    step = max(1, _GATHER_BUDGET // (n * ho * wo))
-    for s in range(0, m, step):
-        v, c = value[:, s:s + step].T, cell[:, s:s + step].T  # (m', N), candidates first
-        a = (c // wx)[..., None] - torch.arange(ho, device=dev) + pad[0]  # (m', N, Ho)
-        b = (c % wx)[..., None] - torch.arange(wo, device=dev) + pad[1]  # (m', N, Wo)
-        inside = ((a >= 0) & (a < hk))[..., None] & ((b >= 0) & (b < wk))[..., None, :]  # (m', N, Ho, Wo)
-        taps = a.clamp(0, hk - 1)[..., None] * wk + b.clamp(0, wk - 1)[..., None, :]  # (m', N, Ho, Wo)
-        terms = torch.where(inside, kflat.take(taps + first_tap) + v[..., None, None], -math.inf)
-        top = terms.amax(dim=0)  # (N, Ho, Wo)
-        first = torch.where(terms == top, taps, big).min(dim=0).values  # (amin is slow on long)
-        _merge(best, tap, top, first)
-    return best, tap, cell
+    maps = torch.arange(n, device=dev)
+    for j in range(m):
+        zi, zj = cell[:, j] // wx + pad[0], cell[:, j] % wx + pad[1]  # (N,) in padded coordinates
+        yi = (zi - hk + 1).clamp(0, ho - hh)[:, None] + torch.arange(hh, device=dev)  # (N, hh)
+        yj = (zj - wk + 1).clamp(0, wo - ww)[:, None] + torch.arange(ww, device=dev)  # (N, ww)
+        a, b = zi[:, None] - yi, zj[:, None] - yj  # kernel row (N, hh) and column (N, ww)
+        inside = ((a >= 0) & (a < hk))[:, :, None] & ((b >= 0) & (b < wk))[:, None, :]  # (N, hh, ww)
+        taps = a.clamp(0, hk - 1)[:, :, None] * wk + b.clamp(0, wk - 1)[:, None, :]  # (N, hh, ww)
+        terms = torch.where(inside, kflat.take(taps + (maps * hk * wk)[:, None, None]) + value[:, j, None, None],
+                            -math.inf)
+        where = ((maps * ho)[:, None] + yi)[:, :, None] * wo + yj[:, None, :]  # (N, hh, ww) in best
+        b_, t_ = best.take(where), tap.take(where)
+        _merge(b_, t_, terms, taps)
+        best.put_(where, b_)
+        tap.put_(where, t_)
+    return best.view(n, ho, wo), tap.view(n, ho, wo), cell
 
 
 def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], high: int = 64
