@@ -9,12 +9,14 @@ Ho = Hx + 2 * pad_y - Hk + 1 and Wo = Wx + 2 * pad_x - Wk + 1, M the number of "
 The result is identical to the brute force :func:`crfpose.crf.correlate.max_correlate` (each value is
 the same single addition x + k; ties go to the smallest tap). It is found as the maximum of two parts:
 
-1. high cells: the M largest cells of each map are correlated with the whole output grid, so a
-   peaked belief's peak is handled in O(M Ho Wo) instead of O(T Ho Wo);
+1. high cells: each of the M largest cells of a map updates every output cell it reaches, so a
+   peaked belief's peak costs O(M T) per map instead of O(T Ho Wo);
 2. the other (low) cells, tap by tap in decreasing kernel value, in rounds of doubling size, only
-   for the output cells not yet settled. After the taps with kernel values >= k_next are done, a
-   cell's remaining terms are at most W_low + k_next, W_low the window maximum of the low cells;
-   the cell is settled when its best so far is strictly larger (so later taps cannot even tie).
+   for the output cells not yet settled. The taps not yet done are bounded ring by ring (square
+   rings of radius 1, 2, 4, ... around the kernel's maximum, then the rest): on each ring they are
+   at most the window maximum of the low cells over the ring's square plus the smaller of the
+   ring's kernel maximum and the next kernel value. A cell is settled when its best so far is
+   strictly larger than every ring's bound (so later taps cannot even tie).
 
 Maps on which pruning does not pay (noise, flat kernels) are finished by the brute force.
 """
@@ -138,7 +140,7 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
     """Max-plus correlation of x (N, Hx, Wx) with k (N, Hk, Wk): values (N, Ho, Wo) and the arg-max
     tap a * Wk + b (long), exactly as :func:`crfpose.crf.correlate.max_correlate` but pruned.
 
-    ``high`` is the number of largest cells per map handled densely (the peak); 0 disables that.
+    ``high`` is the number of largest cells per map handled first (the peak); 0 disables that.
     """
     ho, wo = _check(x, k, pad)
     if not isinstance(high, int) or high < 0:
@@ -146,10 +148,8 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
     n, hx, wx = x.shape
     hk, wk = k.shape[-2:]
     taps = hk * wk
-    if taps < _MIN_TAPS or n == 0:
+    if taps < _MIN_TAPS or n == 0 or x.dtype != k.dtype:  # mixed dtypes round like the brute force
         return max_correlate(x, k, pad)
-    dtype = torch.promote_types(x.dtype, k.dtype)
-    x, k = x.to(dtype), k.to(dtype)
     dev = x.device
     m = min(high, hx * wx)
 
@@ -163,7 +163,7 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
         x_low = x
     ring_max, ring_k = _rings(F.pad(x_low, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf), k, (ho, wo))
 
-    # 2. low cells, taps in decreasing kernel value; k_sorted gets a -inf sentinel column.
+    # 2. low cells, taps in decreasing kernel value; k_next gets a -inf sentinel column.
     # Round j takes ranks [2^j - 1, 2^(j+1) - 1); within a round taps go in row-major order so
     # that the first maximum of a row is the first tap. k_next[:, s] bounds the taps from rank s on.
     k_next, order = k.flatten(1).sort(dim=1, descending=True, stable=True)  # (N, T)
