@@ -92,9 +92,13 @@ def _rings(xp_low: torch.Tensor, k: torch.Tensor, out_hw: tuple[int, int]) -> tu
     rows, cols = int(ca.max()) - a0 + ho, int(cb.max()) - b0 + wo  # the centres' span
     where = ((torch.arange(n, device=dev) * rows)[:, None, None] + (ca - a0)[:, None, None]
              + torch.arange(ho, device=dev)[:, None]) * cols + (cb - b0)[:, None, None] + torch.arange(wo, device=dev)
+    radii = [1 << j for j in range(reach.bit_length()) if 2 * (1 << j) + 1 < min(hk, wk)]
+    margin = radii[-1] if radii else 0
+    wide = F.pad(xp_low, (margin, margin, margin, margin), value=-math.inf)
     window, ring_k, inner = [], [], -1
-    for r in [1 << j for j in range(reach.bit_length()) if 2 * (1 << j) + 1 < min(hk, wk)]:
-        part = F.pad(xp_low, (r, r, r, r), value=-math.inf)[:, a0:a0 + rows + 2 * r, b0:b0 + cols + 2 * r]
+    for r in radii:
+        c0, d0 = a0 + margin - r, b0 + margin - r
+        part = wide[:, c0:c0 + rows + 2 * r, d0:d0 + cols + 2 * r]
         part = _window_max(_window_max(part, 2 * r + 1, 1), 2 * r + 1, 2)  # (N, rows, cols)
         window.append(part.flatten().take(where.flatten()))  # (N Ho Wo,)
         ring_k.append(torch.where((chebyshev > inner) & (chebyshev <= r), k, -math.inf).flatten(1).amax(dim=1))
