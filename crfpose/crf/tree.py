@@ -31,7 +31,8 @@ from typing import Optional
 
 import torch
 
-from crfpose.crf.correlate import lse_correlate, lse_correlate_cells, max_correlate
+from crfpose.crf.correlate import lse_correlate, lse_correlate_cells
+from crfpose.crf.maxplus import max_correlate_fast
 from crfpose.skeletons import Skeleton
 
 __all__ = ["Level", "schedule", "Inference", "map_pose"]
@@ -188,7 +189,7 @@ def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], r
     for level in reversed(levels):
         n = len(level.edges)
         kernels = pairwise[:, level.edges].expand(b, n, p, p)
-        msg, tap = max_correlate(beliefs[:, level.children].flatten(0, 1), kernels.flatten(0, 1), _pad(pairwise))
+        msg, tap = max_correlate_fast(beliefs[:, level.children].flatten(0, 1), kernels.flatten(0, 1), _pad(pairwise))
         taps[:, level.edges] = tap.view(b, n, h, w)
         beliefs.index_add_(1, level.parents, msg.view(b, n, h, w))
     best, cell = beliefs[:, root].flatten(1).max(dim=1)  # (B,)
