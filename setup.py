@@ -24,6 +24,7 @@ setup(
         "tqdm>=4.64",
         "PyYAML>=6.0",
     ],
+    entry_points={"console_scripts": ["crfpose=crfpose.cli:main"]},
     extras_require={
         "dev": ["pytest>=7.4", "hypothesis>=6.80", "pytest-xdist>=3.3"],
     },

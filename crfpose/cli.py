@@ -16,7 +16,8 @@ from typing import Optional, Sequence
 
 import yaml
 
-from crfpose.config import CHOICES, atomic_write, from_dict, load_config, to_dict
+from crfpose.config import CHOICES, from_dict, load_config, to_dict
+from crfpose.fileio import atomic_write
 from crfpose.engine import NonFiniteLoss, load_model, make_dataset, train
 from crfpose.evaluate import evaluate
 

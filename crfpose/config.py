@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import yaml
+
+from crfpose.fileio import atomic_write
 
 __all__ = [
     "Config", "ModelConfig", "CRFConfig", "DataConfig", "AugmentConfig", "OptimConfig", "ScheduleConfig",
     "TrainConfig", "EvalConfig", "MODES", "CHOICES", "load_config", "save_config", "to_dict", "from_dict",
-    "apply_overrides", "atomic_write",
+    "apply_overrides",
 ]
 
 MODES = ("unary", "separate", "joint")
@@ -305,24 +306,6 @@ def load_config(path: Union[str, os.PathLike, None] = None, overrides: Sequence[
     if not isinstance(data, Mapping):
         raise ValueError(f"path: {path} must hold a YAML mapping, got {type(data).__name__}")
     return from_dict(apply_overrides(dict(data), overrides))
-
-
-def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO], None], binary: bool = False) -> Path:
-    """Create or replace ``path`` atomically: ``write(file)`` fills a temp file in the same folder,
-    which is flushed, synced and renamed over ``path`` (readers never see a partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_config(config: Config, path: Union[str, os.PathLike]) -> Path:

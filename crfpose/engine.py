@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
 from crfpose.codec import input_to_heatmap
-from crfpose.config import Config, atomic_write, from_dict, save_config, to_dict
+from crfpose.config import Config, from_dict, save_config, to_dict
+from crfpose.fileio import atomic_write
 from crfpose.crf.pairwise import FreePairwise, GaussianPairwise, MixturePairwise
 from crfpose.data import TopDownTransform, build_dataset
 from crfpose.evaluate import compute_metrics, merge_predictions, predict_dataset

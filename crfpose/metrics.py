@@ -27,7 +27,6 @@ import copy
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -35,6 +34,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from crfpose.fileio import atomic_write
 from crfpose.skeletons import Skeleton
 
 __all__ = [
@@ -510,18 +510,7 @@ def export_coco_results(
          "score": float(s)}
         for i, pose, s in zip(ids, kp, sc)
     ]
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(records, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: json.dump(records, f))
 
 
 def coco_ap(

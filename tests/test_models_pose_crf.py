@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from crfpose.crf import TreeCRF
-from crfpose.crf.pairwise import FreePairwise, GaussianPairwise, MixturePairwise
+from crfpose.crf.pairwise import GaussianPairwise, MixturePairwise
 from crfpose.losses import crf_nll
 from crfpose.models.cnn import cnn
 from crfpose.models.pose_crf import PoseCRF
@@ -41,7 +41,7 @@ def test_forward_is_the_adapted_backbone_maps():
     out = model(x)
     assert out.shape == (2, 4, 6, 8)
     scale = model.unary.scale[:, None, None]
-    assert torch.allclose(out, model.backbone(x) * scale + model.unary.bias[:, None, None])
+    assert torch.allclose(out, model.backbone(x) * scale)
 
 
 def test_crf_is_built_from_the_potentials():
@@ -99,8 +99,6 @@ def test_crf_loss_reaches_every_backbone_parameter(unary):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     if isinstance(unary, ScaledUnary):
         assert model.unary.log_scale.grad.abs().sum() > 0
-        # A per-joint bias shifts log Z(u) and log Z(u + tau) equally: the NLL does not depend on it.
-        assert torch.allclose(model.unary.bias.grad, torch.zeros(4), atol=1e-5)
 
 
 def test_conditioned_pairwise_gets_the_backbone_maps():
@@ -117,18 +115,14 @@ def test_conditioned_pairwise_gets_the_backbone_maps():
     assert all(p.grad is not None for p in model.backbone.parameters())
 
 
-def test_scaled_unary_is_positive_and_its_bias_leaves_the_distribution_unchanged():
+def test_scaled_unary_is_positive_and_has_only_the_scale():
     adapter = ScaledUnary(4, init_scale=3.0)
     assert torch.allclose(adapter.scale, torch.full((4,), 3.0))
+    assert [name for name, _ in adapter.named_parameters()] == ["log_scale"]
     with torch.no_grad():
         adapter.log_scale.fill_(-50.0)
     assert (adapter.scale > 0).all()
-    maps, pairwise = torch.rand(2, 4, 5, 6), FreePairwise(3, 2)()
-    adapter = ScaledUnary(4)
-    plain = TreeCRF(adapter(maps), pairwise, TINY).marginals
-    with torch.no_grad():
-        adapter.bias.copy_(torch.tensor([5.0, -2.0, 0.5, 9.0]))
-    assert torch.allclose(TreeCRF(adapter(maps), pairwise, TINY).marginals, plain)
+    maps = torch.rand(2, 4, 5, 6)
     assert IdentityUnary()(maps) is maps
 
 

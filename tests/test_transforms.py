@@ -1,5 +1,4 @@
 """Top-down transforms: affine crop geometry, exact inverse, image warp, flips, augmentation."""
-import math
 
 import numpy as np
 import pytest

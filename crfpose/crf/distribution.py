@@ -13,7 +13,6 @@ as much probability mass (see ``crfpose.crf.tree``).
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch.distributions import Distribution

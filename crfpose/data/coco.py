@@ -15,7 +15,7 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 from pycocotools.coco import COCO

@@ -24,11 +24,12 @@ def _check_maps(maps: torch.Tensor, num_joints: Optional[int], owner: str) -> No
 
 
 class ScaledUnary(nn.Module):
-    """``unary[b, k] = exp(log_scale[k]) * heatmap[b, k] + bias[k]`` for heatmaps trained with MSE.
+    """``unary[b, k] = exp(log_scale[k]) * heatmap[b, k]`` for heatmaps trained with MSE.
 
     Heatmaps near [0, 1] are too flat to be log-potentials over thousands of cells; a learned positive
     per-joint scale sharpens them (``init_scale`` ~ log of the grid size puts most mass at the peak).
-    The bias shifts joint k's potentials uniformly, so it changes log Z but never the distribution.
+    There is no bias: a per-joint constant changes log Z but never the distribution, so it would get
+    no gradient from the CRF loss and only drift under adaptive optimisers.
     """
 
     def __init__(self, num_joints: int, init_scale: float = 10.0) -> None:
@@ -37,7 +38,6 @@ class ScaledUnary(nn.Module):
         if not (isinstance(init_scale, (int, float)) and math.isfinite(init_scale) and init_scale > 0):
             raise ValueError(f"init_scale must be a positive finite number, got {init_scale!r}")
         self.log_scale = nn.Parameter(torch.full((num_joints,), math.log(init_scale)))
-        self.bias = nn.Parameter(torch.zeros(num_joints))
 
     @property
     def scale(self) -> torch.Tensor:
@@ -47,7 +47,7 @@ class ScaledUnary(nn.Module):
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         """(B, K, H, W) heatmaps -> (B, K, H, W) log-potentials."""
         _check_maps(maps, self.num_joints, "ScaledUnary")
-        return maps * self.scale[:, None, None] + self.bias[:, None, None]
+        return maps * self.scale[:, None, None]
 
 
 class IdentityUnary(nn.Module):
