@@ -4,7 +4,7 @@ Shape legend: B batch, K joints, E = K - 1 edges, H x W grid, R kernel radius, P
 unary (B, K, H, W); pairwise (B', E, P, P) with B' = 1 (shared) or B; pairwise[e, R + dy, R + dx]
 scores the displacement d = y_child - y_parent of edge e = (parent, child).
 
-Upward pass (leaves to root), edges of equal depth together:
+Upward pass (leaves to root), edges of equal depth together, one routine for both semirings:
     belief_c = unary_c + sum of the messages from c's children                  (B, K, H, W)
     message_{c->p}(y) = log sum_d exp(belief_c(y + d) + pairwise_e(d))          (B, E, H, W)
     log Z = log sum_y exp(belief_root(y))
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -35,7 +35,7 @@ from crfpose.crf.correlate import lse_correlate, lse_correlate_cells
 from crfpose.crf.maxplus import max_correlate_fast
 from crfpose.skeletons import Skeleton
 
-__all__ = ["Level", "schedule", "Inference", "map_pose"]
+__all__ = ["Level", "schedule", "upward", "Inference", "map_pose"]
 
 _LOG2 = math.log(2.0)
 _DIRECT_MARGIN = math.log(1e10)  # direct sums this far above their underflow floor are exact to 2e-10
@@ -120,28 +120,30 @@ class Inference:
             exact = self.exact | flagged
 
     def _upward(self, exact: Optional[torch.Tensor]) -> None:
-        unary, pairwise = self.unary, self.pairwise
-        b, k, h, w = unary.shape
-        e = pairwise.shape[1]
-        self.beliefs = unary.clone()
+        b, _, h, w = self.unary.shape
+        e = self.pairwise.shape[1]
+        self.messages = self.unary.new_empty(b, e, h, w)
+        self.message_error = self.unary.new_empty(b, e, h, w)  # log of 2 delta; -inf where exact
+        self.exact = exact if exact is not None else torch.zeros(b, e, h, w, dtype=torch.bool, device=self.unary.device)
+        self.beliefs = upward(self.unary, self.pairwise, self.levels, self._message)
+        self.log_z = torch.logsumexp(self.beliefs[:, self.root].flatten(1), dim=1)  # (B,)
         # Children's messages per parent as a finite sum and a count of -inf, so that any one
         # child's contribution can be taken out exactly.
-        self.finite_sum = torch.zeros_like(unary)
-        self.neg_inf = torch.zeros_like(unary)
-        self.messages = unary.new_empty(b, e, h, w)
-        self.message_error = unary.new_empty(b, e, h, w)  # log of 2 delta; -inf where exact
-        self.exact = exact if exact is not None else torch.zeros(b, e, h, w, dtype=torch.bool, device=unary.device)
-        for level in reversed(self.levels):
-            x, kern = self.beliefs[:, level.children], pairwise[:, level.edges]
-            msg, err = lse_correlate(x, kern, _pad(pairwise))  # (B, n, H, W), (B, n, 1, 1)
-            msg = _fix_cells(msg, self.exact[:, level.edges], x, kern, _pad(pairwise))
-            self.messages[:, level.edges] = msg
-            self.message_error[:, level.edges] = torch.where(self.exact[:, level.edges], -math.inf, err + _LOG2)
-            self.beliefs.index_add_(1, level.parents, msg)
-            finite = torch.isfinite(msg)
-            self.finite_sum.index_add_(1, level.parents, torch.where(finite, msg, 0.0))
-            self.neg_inf.index_add_(1, level.parents, (~finite).double())
-        self.log_z = torch.logsumexp(self.beliefs[:, self.root].flatten(1), dim=1)  # (B,)
+        parents = torch.zeros(e, dtype=torch.long, device=self.unary.device)  # (E,) parent of each edge
+        for level in self.levels:
+            parents[level.edges] = level.parents
+        finite = torch.isfinite(self.messages)
+        self.finite_sum = torch.zeros_like(self.unary).index_add_(1, parents, torch.where(finite, self.messages, 0.0))
+        self.neg_inf = torch.zeros_like(self.unary).index_add_(1, parents, (~finite).double())
+
+    def _message(self, level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        """Log-sum-exp messages of one level, exact at the cells marked exact; records their errors."""
+        msg, err = lse_correlate(beliefs, kernels, _pad(kernels))  # (B, n, H, W), (B, n, 1, 1)
+        exact = self.exact[:, level.edges]
+        msg = _fix_cells(msg, exact, beliefs, kernels, _pad(kernels))
+        self.messages[:, level.edges] = msg
+        self.message_error[:, level.edges] = torch.where(exact, -math.inf, err + _LOG2)
+        return msg
 
     def _rest(self, level: Level, outside: torch.Tensor) -> torch.Tensor:
         """The parents' scores without each edge's subtree, (B, n, H, W)."""
@@ -179,25 +181,40 @@ class Inference:
         return flagged
 
 
+def upward(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level],
+           message: Callable[[Level, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The upward pass of either semiring: beliefs (B, K, H, W).
+
+    ``message(level, child_beliefs (B, n, H, W), kernels (B', n, P, P))`` returns the level's
+    child-to-parent messages (B, n, H, W), which are added to the parents' beliefs.
+    """
+    beliefs = unary.clone()
+    for level in reversed(levels):
+        msg = message(level, beliefs[:, level.children], pairwise[:, level.edges])
+        beliefs.index_add_(1, level.parents, msg)
+    return beliefs
+
+
 def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Max-product: the best score (B,) and the MAP pose (B, K, 2) long, (x, y) cells."""
     b, _, h, w = unary.shape
-    beliefs = unary.clone()
-    taps = torch.empty(b, pairwise.shape[1], h, w, dtype=torch.long, device=unary.device)
     p = pairwise.shape[-1]
-    for level in reversed(levels):
+    taps = torch.empty(b, pairwise.shape[1], h, w, dtype=torch.long, device=unary.device)
+
+    def message(level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         n = len(level.edges)
-        kernels = pairwise[:, level.edges].expand(b, n, p, p)
-        msg, tap = max_correlate_fast(beliefs[:, level.children].flatten(0, 1), kernels.flatten(0, 1), _pad(pairwise))
+        msg, tap = max_correlate_fast(beliefs.flatten(0, 1), kernels.expand(b, n, p, p).flatten(0, 1), _pad(kernels))
         taps[:, level.edges] = tap.view(b, n, h, w)
-        beliefs.index_add_(1, level.parents, msg.view(b, n, h, w))
+        return msg.view(b, n, h, w)
+
+    beliefs = upward(unary, pairwise, levels, message)
     best, cell = beliefs[:, root].flatten(1).max(dim=1)  # (B,)
     pose = torch.empty(b, unary.shape[1], 2, dtype=torch.long, device=unary.device)
     pose[:, root] = torch.stack((cell % w, cell // w), dim=1)
     batch = torch.arange(b, device=unary.device)
     r = (p - 1) // 2
-    for level in levels:
+    for level in levels:  # backtrack from the root
         parent_xy = pose[:, level.parents]  # (B, n, 2)
         tap = taps[batch[:, None], level.edges, parent_xy[..., 1], parent_xy[..., 0]]  # (B, n)
         pose[:, level.children] = parent_xy + torch.stack((tap % p - r, tap // p - r), dim=-1)
