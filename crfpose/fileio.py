@@ -15,7 +15,10 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO], None], bin
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
