@@ -3,9 +3,11 @@
 Trains a small CNN + CRF in ``separate`` mode on synthetic LSP14 figures (or reuses ``--checkpoint``),
 then on a held-out synthetic set (another seed) compares three decoders of the same model:
 ``unary`` (CNN alone, argmax of its heatmaps), CRF ``marginals`` and CRF ``map``. For each it reports
-PCK@alpha (bbox normaliser) on all, visible (v=2) and occluded (v=1) joints; the left/right swap rate
-(a joint of a flip pair predicted closer to its partner's ground truth than to its own; "strict": also
-wrong at PCK@alpha and within the PCK radius of the partner's ground truth); the
+PCK@alpha (bbox normaliser) on all, visible (v=2) and occluded (v=1) joints; the left/right swap
+rate (a joint of a flip pair predicted closer to its partner's ground truth than to its own), also
+split by whether the figure faces the camera (its face is the only left/right cue), "strict" swaps
+(wrong at PCK@alpha and within the PCK radius of the partner's ground truth) and "mixed" swaps (a
+limb with both ends in flip pairs, e.g. knee-ankle, with exactly one end swapped); the
 implausible-limb rate (predicted limb length > 2x or < 0.5x the ground-truth length); and, against
 the unary decoder, the fraction of CNN mistakes the CRF fixes and of CNN-correct joints it breaks.
 Paired bootstrap intervals (over figures) are given for the differences to the unary decoder.
@@ -59,9 +61,13 @@ def structure_scores(pred: np.ndarray, gt: np.ndarray, box: np.ndarray, skeleton
     gt_len = np.linalg.norm(gt[:, child, :2] - gt[:, parent, :2], axis=-1)  # (N, E)
     pred_len = np.linalg.norm(pred[:, child, :2] - pred[:, parent, :2], axis=-1)  # (N, E)
     ratio = pred_len / np.maximum(gt_len, 1e-9)
+    swap = np.zeros(correct.shape, bool)  # (N, K)
+    swap[:, own] = d_partner < d_own
+    paired = [(a, b) for a, b in skeleton.edges if a in own and b in own]  # limbs with both ends in flip pairs
     scale = alpha * np.maximum(box[:, 2:4].max(-1), 1e-9)[:, None]  # (N, 1) the PCK radius in pixels
     return {
-        "correct": correct, "swap": d_partner < d_own, "own": own,
+        "correct": correct, "swap": swap[:, own], "own": own,
+        "mixed_swap": swap[:, [a for a, _ in paired]] != swap[:, [b for _, b in paired]],  # (N, limbs)
         "swap_strict": (d_own > scale) & (d_partner <= scale),
         "bad_limb": (ratio > 2.0) | (ratio < 0.5), "limb_scored": gt_len >= MIN_LIMB_PX,
     }
@@ -81,6 +87,7 @@ def summarise(s: dict, base: dict, visible: np.ndarray) -> dict:
         "swap_rate": _rate(s["swap"], np.ones_like(s["swap"])),
         "swap_rate_occluded": _rate(s["swap"], ~visible[:, s["own"]]),
         "swap_strict": _rate(s["swap_strict"], np.ones_like(s["swap_strict"])),
+        "mixed_swap": _rate(s["mixed_swap"], np.ones_like(s["mixed_swap"])),
         "implausible_limbs": _rate(s["bad_limb"], s["limb_scored"]),
         "fixed": _rate(s["correct"], ~base["correct"]),
         "broken": _rate(~s["correct"], base["correct"]),
@@ -93,7 +100,7 @@ def bootstrap_deltas(s: dict, base: dict, visible: np.ndarray, resamples: int, s
     """95% paired bootstrap intervals (resampling figures) of decoder-minus-unary differences."""
     rng = np.random.default_rng(seed)
     n = visible.shape[0]
-    keys = ("pck", "pck_visible", "pck_occluded", "swap_rate", "swap_strict", "implausible_limbs")
+    keys = ("pck", "pck_visible", "pck_occluded", "swap_rate", "swap_strict", "mixed_swap", "implausible_limbs")
     draws = {k: [] for k in keys}
     for _ in range(resamples):
         idx = rng.integers(0, n, n)
@@ -107,7 +114,9 @@ def bootstrap_deltas(s: dict, base: dict, visible: np.ndarray, resamples: int, s
 def format_table(rows: dict) -> str:
     """The summary as a Markdown table, one row per decoder (rates in %)."""
     cols = [("pck", "PCK all"), ("pck_visible", "PCK vis"), ("pck_occluded", "PCK occ"), ("swap_rate", "L/R swap"),
-            ("swap_rate_occluded", "swap occ"), ("swap_strict", "swap strict"), ("implausible_limbs", "bad limb"), ("fixed", "fixed"),
+            ("swap_rate_occluded", "swap occ"), ("swap_facing_camera", "swap front"),
+            ("swap_facing_away", "swap back"), ("swap_strict", "swap strict"),
+            ("mixed_swap", "mixed swap"), ("implausible_limbs", "bad limb"), ("fixed", "fixed"),
             ("broken", "broken"), ("fixed_occluded", "fixed occ"), ("broken_occluded", "broken occ")]
     lines = ["| decoder | " + " | ".join(c for _, c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, row in rows.items():
@@ -135,11 +144,16 @@ def main(argv=None) -> dict:
     visible = gt[..., 2] == 2  # (N, K); every synthetic joint is labelled, v=1 where hidden
     scores = {name: structure_scores(p["pred"], gt, box, skeleton, args.alpha) for name, p in preds.items()}
     rows = {name: summarise(s, scores["unary"], visible) for name, s in scores.items()}
+    front = np.array([test[i]["meta"]["facing"] > 0 for i in preds["unary"]["index"]])  # (N,) faces the camera
+    for name, s in scores.items():
+        rows[name]["swap_facing_camera"] = float(s["swap"][front].mean())
+        rows[name]["swap_facing_away"] = float(s["swap"][~front].mean())
     intervals = {name: bootstrap_deltas(scores[name], scores["unary"], visible, args.bootstrap)
                  for name in DECODERS if name != "unary"}
     result = {
         "checkpoint": checkpoint, "config": config_summary(config), "test": {"length": args.test_length,
-        "seed": args.test_seed, "occluded_fraction": float((~visible).mean())}, "alpha": args.alpha,
+        "seed": args.test_seed, "occluded_fraction": float((~visible).mean()),
+        "facing_camera_fraction": float(front.mean())}, "alpha": args.alpha,
         "rows": rows, "delta_vs_unary_95ci": intervals,
         "seconds": {"train": trained - started, "evaluate": time.time() - trained},
     }
