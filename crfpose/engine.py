@@ -163,14 +163,16 @@ def load_model(checkpoint: Union[str, os.PathLike, dict]) -> tuple[nn.Module, Co
 
 def _load_init(model: nn.Module, path: str) -> bool:
     """Load ``train.init_checkpoint`` (a :func:`train` checkpoint or a bare state dict) into ``model``;
-    a backbone-only state goes into a PoseCRF's backbone. Returns whether the pairwise was loaded."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("model", state)
+    a backbone-only state goes into a PoseCRF's backbone. Returns whether a *fitted* pairwise was
+    loaded: not from a checkpoint written while only the heatmaps trained (e.g. ``stage1_heatmap.pt``),
+    whose pairwise is still at its initial value."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.get("model", checkpoint)
     if isinstance(model, PoseCRF) and not any(k.startswith("backbone.") for k in state):
         model.backbone.load_state_dict(state)
         return False
     model.load_state_dict(state)
-    return isinstance(model, PoseCRF)
+    return isinstance(model, PoseCRF) and checkpoint.get("stage_name", "crf") != "heatmap"
 
 
 # ----------------------------------------------------------------------------- distributed and seeds

@@ -122,6 +122,16 @@ def test_joint_can_start_from_a_unary_checkpoint(tmp_path):
         assert torch.equal(model.backbone.state_dict()[key], value)
 
 
+def test_joint_from_a_stage1_checkpoint_still_fits_the_pairwise(tmp_path):
+    """A separate run's stage-1 checkpoint holds a PoseCRF whose pairwise never trained: joint
+    training from it must fit the pairwise to the data, while a finished CRF stage counts as fitted."""
+    separate = tiny(tmp_path / "s", "separate")
+    train(separate)
+    config = tiny(tmp_path / "j", "joint", f"train.init_checkpoint={tmp_path / 's' / 'stage1_heatmap.pt'}")
+    assert engine._load_init(build_model_from_config(config), config.train.init_checkpoint) is False
+    assert engine._load_init(build_model_from_config(config), str(tmp_path / "s" / "last.pt")) is True
+
+
 def test_errors(tmp_path):
     with pytest.raises(TypeError, match="config: expected a crfpose.config.Config"):
         train({"train": {}})
