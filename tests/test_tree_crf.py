@@ -63,12 +63,13 @@ def test_matches_brute_force_on_random_trees(k, h, w, radius, batch, per_image, 
     assert torch.allclose(log_p.T, truth["scores"] - truth["log_z"][:, None], atol=1e-9)
 
 
-@pytest.mark.parametrize("radius", [4, 7])
+@pytest.mark.parametrize("radius,size", [(4, (8, 8)), (7, (8, 8)), (8, (4, 14)), (6, (13, 5))])
 @pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 2e-6)])
-def test_fft_path_matches_brute_force(radius, dtype, atol):
-    """Wide windows on an 8 x 8 grid take the FFT path (taps and cells both above the direct limit)."""
+def test_fft_path_matches_brute_force(radius, size, dtype, atol):
+    """Wide windows take the FFT path (taps and cells both above the direct limit), windows wider
+    than the grid included."""
     gen = torch.Generator().manual_seed(radius)
-    unary = torch.randn(2, 3, 8, 8, generator=gen, dtype=torch.float64) * 3
+    unary = torch.randn(2, 3, *size, generator=gen, dtype=torch.float64) * 3
     pairwise = torch.randn(2, 2, 2 * radius + 1, 2 * radius + 1, generator=gen, dtype=torch.float64)
     assert_matches_brute_force(TreeCRF(unary.to(dtype), pairwise.to(dtype), chain(3)), atol=atol)
 

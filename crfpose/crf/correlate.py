@@ -32,9 +32,8 @@ _FFT_SAFETY = 16.0  # margin on the FFT rounding-error bound (observed errors ar
 _GATHER_BUDGET = 1 << 22  # elements per chunk in the exact fallback
 
 
-def _output_size(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> tuple[int, int]:
-    ho = x.shape[-2] + 2 * pad[0] - k.shape[-2] + 1
-    wo = x.shape[-1] + 2 * pad[1] - k.shape[-1] + 1
+def _output_size(x_hw: tuple[int, int], k_hw: tuple[int, int], pad: tuple[int, int]) -> tuple[int, int]:
+    ho, wo = x_hw[0] + 2 * pad[0] - k_hw[0] + 1, x_hw[1] + 2 * pad[1] - k_hw[1] + 1
     assert ho > 0 and wo > 0, "kernel larger than the padded input"
     return ho, wo
 
@@ -58,27 +57,31 @@ def _fast_size(n: int) -> int:
 
 
 class _Correlator:
-    """Linear-domain correlation of padded non-negative maps with one kernel, and its error bound.
+    """Linear-domain correlation of non-negative maps with one kernel, and its error bound.
 
-    kern (..., Hk, Wk); calls take xp (..., Hp, Wp) and return values (..., Ho, Wo) and an absolute
-    error bound (..., 1, 1). Direct when the loop is short, else FFT with the kernel's spectrum kept.
+    kern (..., Hk, Wk); calls take x (..., Hx, Wx) (zero outside) and return values (..., Ho, Wo)
+    and an absolute error bound (..., 1, 1). Direct when the loop is short, else FFT with the
+    kernel's spectrum kept. The FFT length is only max(Hx + pad, Hk, Ho) per axis: with x padded
+    in front only, every wrapped-around index lands in that front padding.
     """
 
-    def __init__(self, kern: torch.Tensor, padded_hw: tuple[int, int], out_hw: tuple[int, int], direct: bool = False):
-        self.kern, self.out_hw = kern, out_hw
+    def __init__(self, kern: torch.Tensor, x_hw: tuple[int, int], pad: tuple[int, int], direct: bool = False):
+        self.kern, self.pad = kern, pad
         hk, wk = kern.shape[-2:]
-        self.direct = direct or min(hk * wk, out_hw[0] * out_hw[1]) <= _DIRECT_MAX_STEPS
+        self.out_hw = _output_size(x_hw, (hk, wk), pad)
+        self.direct = direct or min(hk * wk, self.out_hw[0] * self.out_hw[1]) <= _DIRECT_MAX_STEPS
         if not self.direct:
-            self.size = (_fast_size(padded_hw[0]), _fast_size(padded_hw[1]))
+            self.size = tuple(_fast_size(max(n + p, k, o)) for n, p, k, o in zip(x_hw, pad, (hk, wk), self.out_hw))
             self.spectrum = torch.fft.rfft2(kern, s=self.size).conj()
             eps = torch.finfo(kern.dtype).eps
             self.error_scale = _FFT_SAFETY * eps * math.log2(self.size[0] * self.size[1]) * kern.flatten(-2).norm(dim=-1)
 
-    def __call__(self, xp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        (ho, wo), kern = self.out_hw, self.kern
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        (ho, wo), kern, (py, px) = self.out_hw, self.kern, self.pad
         hk, wk = kern.shape[-2:]
-        lead = torch.broadcast_shapes(xp.shape[:-2], kern.shape[:-2])
+        lead = torch.broadcast_shapes(x.shape[:-2], kern.shape[:-2])
         if self.direct:
+            xp = F.pad(x, (px, px, py, py))
             out = xp.new_zeros(*lead, ho, wo)
             if hk * wk <= ho * wo:  # loop over taps, each a shifted multiply-add of the whole output
                 for a in range(hk):
@@ -89,8 +92,9 @@ class _Correlator:
                     for j in range(wo):
                         out[..., i, j] = (xp[..., i:i + hk, j:j + wk] * kern).sum(dim=(-2, -1))
             return out, xp.new_full((*lead, 1, 1), _UNDERFLOW_LOSS * hk * wk)
-        out = torch.fft.irfft2(torch.fft.rfft2(xp, s=self.size) * self.spectrum, s=self.size)[..., :ho, :wo]
-        bound = self.error_scale * xp.flatten(-2).norm(dim=-1)  # (...)
+        spectrum = torch.fft.rfft2(F.pad(x, (px, 0, py, 0)), s=self.size) * self.spectrum
+        out = torch.fft.irfft2(spectrum, s=self.size)[..., :ho, :wo]
+        bound = self.error_scale * x.flatten(-2).norm(dim=-1)  # (...)
         return out, bound[..., None, None]
 
 
@@ -104,14 +108,11 @@ def lse_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], direct
     delta is then only the underflow floor, far below any value that matters.
     """
     x, k = x.double(), k.double()
-    out_hw = _output_size(x, k, pad)
-    padded = lambda t: F.pad(t, (pad[1], pad[1], pad[0], pad[0]))  # noqa: E731
     mx, mk = _shift(x), _shift(k)  # (..., 1, 1)
-    xp = padded(torch.exp(x - mx))
-    value, bound = _Correlator(torch.exp(k - mk), xp.shape[-2:], out_hw, direct)(xp)
+    value, bound = _Correlator(torch.exp(k - mk), x.shape[-2:], pad, direct)(torch.exp(x - mx))
     out = torch.log(value.clamp_min(0.0) + bound) + mx + mk
     if bool(torch.isinf(x).any()) or bool(torch.isinf(k).any()):
-        reach, _ = _Correlator(torch.isfinite(k).double(), xp.shape[-2:], out_hw)(padded(torch.isfinite(x).double()))
+        reach, _ = _Correlator(torch.isfinite(k).double(), x.shape[-2:], pad)(torch.isfinite(x).double())
         out = torch.where(reach > 0.5, out, -math.inf)  # integer counts: rounding error << 0.5
     return out, torch.log(bound) + mx + mk
 
@@ -147,7 +148,7 @@ def max_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> tup
 
     Exact brute force over the window, one kernel row at a time; ties go to the first tap.
     """
-    ho, wo = _output_size(x, k, pad)
+    ho, wo = _output_size(x.shape[-2:], k.shape[-2:], pad)
     hk, wk = k.shape[-2:]
     xp = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf)
     best = x.new_full((x.shape[0], ho, wo), -math.inf)
