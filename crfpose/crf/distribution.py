@@ -36,7 +36,7 @@ class _Pass:
 
     def marginals(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Node marginals (B, K, H, W) and edge displacement marginals (B, E, P, P)."""
-        if self.inference.node is None:
+        if not self.inference.feasible:
             bad = (~torch.isfinite(self.log_z)).nonzero().flatten().tolist()
             raise ValueError(f"TreeCRF: no pose has a finite score for batch element(s) {bad}; "
                              "marginals, samples and entropy are undefined")

@@ -105,19 +105,16 @@ class Inference:
     def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, tol: float):
         self.unary, self.pairwise, self.levels, self.root, self.tol = unary, pairwise, levels, root, tol
         exact: Optional[torch.Tensor] = None  # (B, E, H, W) message cells that must be exact
-        self.node: Optional[torch.Tensor] = None
-        self.edge: Optional[torch.Tensor] = None
         while True:
             self._upward(exact)
-            feasible = torch.isfinite(self.log_z)  # (B,)
-            if bool(feasible.all()):
-                flagged = self._downward()
-            else:  # log Z = -inf may be underflow: make every message of those elements exact
-                flagged = (~feasible)[:, None, None, None].expand_as(self.exact).clone()
+            flagged = self._downward()
+            # log Z = -inf may be underflow: make every message of those elements exact.
+            flagged |= torch.isneginf(self.log_z)[:, None, None, None]
             flagged &= ~self.exact
             if not bool(flagged.any()):
-                return
+                break
             exact = self.exact | flagged
+        self.feasible = bool(torch.isfinite(self.log_z).all())  # else the marginals are undefined
 
     def _upward(self, exact: Optional[torch.Tensor]) -> None:
         b, _, h, w = self.unary.shape
