@@ -95,6 +95,32 @@ def test_extreme_potentials(radius, size, dtype):
     assert (crf.marginals[1, 2, :, : w // 2] == 0).all()
 
 
+@pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 2e-6)])
+def test_log_partition_alone_is_certified_by_the_upward_pass_when_messages_are_smooth(dtype, atol):
+    """Smooth potentials: every message is within a relative tol of exact, so log Z needs no
+    downward pass; the marginals, asked later, run it and still match enumeration."""
+    gen = torch.Generator().manual_seed(11)
+    unary = torch.randn(2, 3, 8, 8, generator=gen, dtype=torch.float64) * 0.3
+    pairwise = torch.randn(2, 2, 15, 15, generator=gen, dtype=torch.float64) * 0.3
+    crf = TreeCRF(unary.to(dtype), pairwise.to(dtype), chain(3))
+    log_z = crf.log_partition
+    assert not crf._state.inference.settled
+    truth = brute_force(crf.unary, crf.pairwise, crf.skeleton)
+    assert torch.allclose(log_z.double(), truth["log_z"], rtol=0, atol=atol)
+    assert torch.allclose(crf.marginals.double(), truth["marginals"], rtol=0, atol=atol)
+    assert crf._state.inference.settled
+    # A peak and a sharp deformation cost leave message cells far below their map's maximum,
+    # where the FFT's absolute error is not small relative to them: the downward pass weighs them.
+    d = torch.arange(-7, 8, dtype=torch.float64)
+    sharp = -(d[:, None] ** 2 + d[None, :] ** 2).expand(2, 15, 15)
+    spiked = unary.clone()
+    spiked[:, 1:, 0, 0] = 40.0
+    peaked = TreeCRF(spiked.to(dtype), sharp.to(dtype), chain(3))
+    truth = brute_force(peaked.unary, peaked.pairwise, peaked.skeleton)  # log Z ~ 80
+    assert torch.allclose(peaked.log_partition.double(), truth["log_z"], rtol=atol, atol=atol)
+    assert peaked._state.inference.settled
+
+
 def test_infeasible_crf_has_minus_inf_partition_and_undefined_marginals():
     unary = torch.zeros(2, 2, 6, 6, dtype=torch.float64)
     unary[1, 0, :, :3] = -INF  # image 1: joint 0 at x >= 3, joint 1 at x <= 2,

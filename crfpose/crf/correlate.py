@@ -10,12 +10,14 @@ Ho = Hx + 2 * pad_y - Hk + 1 and Wo = Wx + 2 * pad_x - Wk + 1.
 where x is -inf outside its grid. Both operands may hold -inf.
 
 The log-sum-exp is computed fast: each map and kernel is shifted by its own maximum and
-exponentiated in float64, and the correlation is taken in the linear domain, directly (a loop
-over the smaller of the kernel taps and the output cells) when that loop is short, else by FFT.
+exponentiated in float64 (values below 2^-511 flushed to 0, so no product is subnormal), and the
+correlation is taken in the linear domain, by direct sums (a grouped convolution, or a loop over
+the smaller of the kernel taps and the output cells) when that is cheap, else by FFT.
 It returns guaranteed upper bounds, value + delta, with delta a bound on the absolute error
-(FFT rounding, or underflow of direct sums), and log delta itself. The caller decides which
-cells that error could matter for and recomputes them, by direct sums (exact but for underflow)
-or with :func:`lse_correlate_cells`, which is exact in the log domain. Cells that no finite term reaches are exactly -inf.
+(FFT rounding, plus what the flushing can lose), and log delta itself. The caller decides which
+cells that error could matter for and recomputes them, by direct sums (exact to rounding, but
+for the flushing floor) or with :func:`lse_correlate_cells`, which is exact in the log domain.
+Cells that no finite term reaches are exactly -inf.
 """
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ import torch.nn.functional as F
 __all__ = ["lse_correlate", "lse_correlate_cells", "max_correlate"]
 
 _DIRECT_MAX_STEPS = 49  # loop iterations below which direct correlation beats the FFT
-_UNDERFLOW_LOSS = 1e-300  # at most what one term of a direct sum can lose to underflow
+_CONV_MAX_WINDOW = 1 << 22  # output cells x kernel taps of one map, above which im2col gets slow
+_CONV_PER_STEP = 40_000  # multiply-adds a grouped convolution does in the time of one Python loop step
+_TINY = 2.0 ** -511  # linear-domain values below this are set to 0, so that no product is subnormal
 _FFT_SAFETY = 16.0  # constant of the FFT rounding-error bound (covers the butterflies' and product's rounding)
 _GATHER_BUDGET = 1 << 22  # elements per chunk in the exact fallback
 
@@ -42,6 +46,13 @@ def _shift(t: torch.Tensor) -> torch.Tensor:
     """Per-map maximum (..., 1, 1), 0 for maps that are -inf everywhere."""
     m = t.amax(dim=(-2, -1), keepdim=True)
     return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+
+
+def _linear(t: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """exp(t - shift) with values below _TINY flushed to 0: products of two operands in [0, 1]
+    are then 0 or normal numbers (subnormal arithmetic is very slow on CPUs) and lose < _TINY each."""
+    out = torch.exp(t - shift)
+    return out.masked_fill_(out < _TINY, 0.0)
 
 
 def _fast_size(n: int) -> int:
@@ -68,6 +79,7 @@ class _Correlator:
     def __init__(self, kern: torch.Tensor, x_hw: tuple[int, int], pad: tuple[int, int], direct: bool = False):
         self.kern, self.pad = kern, pad
         hk, wk = kern.shape[-2:]
+        self.flush_loss = _TINY * hk * wk  # what flushing operands below _TINY can take from one output
         self.out_hw = _output_size(x_hw, (hk, wk), pad)
         self.direct = direct or min(hk * wk, self.out_hw[0] * self.out_hw[1]) <= _DIRECT_MAX_STEPS
         if not self.direct:
@@ -78,29 +90,43 @@ class _Correlator:
             self.kern_norms = kern.flatten(-2).norm(p=1, dim=-1), kern.flatten(-2).norm(dim=-1)  # l1, l2
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        (ho, wo), kern, (py, px) = self.out_hw, self.kern, self.pad
-        hk, wk = kern.shape[-2:]
-        lead = torch.broadcast_shapes(x.shape[:-2], kern.shape[:-2])
         if self.direct:
-            xp = F.pad(x, (px, px, py, py))
-            out = xp.new_zeros(*lead, ho, wo)
-            if hk * wk <= ho * wo:  # loop over taps, each a shifted multiply-add of the whole output
-                for a in range(hk):
-                    for b in range(wk):
-                        out += xp[..., a:a + ho, b:b + wo] * kern[..., a, b, None, None]
-            else:  # loop over output cells, each a dot product with the kernel
-                for i in range(ho):
-                    for j in range(wo):
-                        out[..., i, j] = (xp[..., i:i + hk, j:j + wk] * kern).sum(dim=(-2, -1))
-            return out, xp.new_full((*lead, 1, 1), _UNDERFLOW_LOSS * hk * wk)
+            return self._direct(x, torch.broadcast_shapes(x.shape[:-2], self.kern.shape[:-2]))
+        (ho, wo), (py, px) = self.out_hw, self.pad
         spectrum = torch.fft.rfft2(F.pad(x, (px, 0, py, 0)), s=self.size) * self.spectrum
         out = torch.fft.irfft2(spectrum, s=self.size)[..., :ho, :wo]
         # FFT convolution error: (log2 n) eps-sized rounding of a spectrum whose l2 norm is at most
         # min(|x|_2 |k|_1, |x|_1 |k|_2) (Young's inequality).
         flat = x.flatten(-2)
         norms = torch.minimum(flat.norm(dim=-1) * self.kern_norms[0], flat.norm(p=1, dim=-1) * self.kern_norms[1])
-        bound = self.error_scale * norms  # (...)
+        bound = self.error_scale * norms + self.flush_loss  # (...)
         return out, bound[..., None, None]
+
+    def _direct(self, x: torch.Tensor, lead: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        """Direct sums of non-negative terms (relative rounding only): one grouped convolution
+        when its unfolded input is small, else a loop over the kernel taps or the output cells.
+        """
+        (ho, wo), kern, (py, px) = self.out_hw, self.kern, self.pad
+        hk, wk = kern.shape[-2:]
+        maps = math.prod(lead)
+        floor = x.new_full((*lead, 1, 1), self.flush_loss)
+        window = ho * wo * hk * wk
+        loop = min(hk * wk, ho * wo)
+        if window <= _CONV_MAX_WINDOW and maps * window < _CONV_PER_STEP * loop:
+            xs = x.expand(*lead, *x.shape[-2:]).reshape(1, maps, *x.shape[-2:])
+            weights = kern.expand(*lead, hk, wk).reshape(maps, 1, hk, wk)
+            return F.conv2d(xs, weights, padding=(py, px), groups=maps).view(*lead, ho, wo), floor
+        xp = F.pad(x, (px, px, py, py))
+        out = xp.new_zeros(*lead, ho, wo)
+        if hk * wk <= ho * wo:  # loop over taps, each a shifted multiply-add of the whole output
+            for a in range(hk):
+                for b in range(wk):
+                    out += xp[..., a:a + ho, b:b + wo] * kern[..., a, b, None, None]
+        else:  # loop over output cells, each a dot product with the kernel
+            for i in range(ho):
+                for j in range(wo):
+                    out[..., i, j] = (xp[..., i:i + hk, j:j + wk] * kern).sum(dim=(-2, -1))
+        return out, floor
 
 
 def lse_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], direct: bool = False
@@ -110,11 +136,11 @@ def lse_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], direct
     Returns an upper bound on each value, (..., Ho, Wo), and the log of delta (..., 1, 1) such
     that ``exact <= exp(out) <= exact + 2 delta`` cell by cell. Cells that no finite term reaches
     are exactly -inf. ``direct=True`` forces direct sums (no FFT): slower for wide windows, but
-    delta is then only the underflow floor, far below any value that matters.
+    delta is then only the flushing floor (2^-511 per kernel tap, relative to the maxima).
     """
     x, k = x.double(), k.double()
     mx, mk = _shift(x), _shift(k)  # (..., 1, 1)
-    value, bound = _Correlator(torch.exp(k - mk), x.shape[-2:], pad, direct)(torch.exp(x - mx))
+    value, bound = _Correlator(_linear(k, mk), x.shape[-2:], pad, direct)(_linear(x, mx))
     out = torch.log(value.clamp_min(0.0) + bound) + mx + mk
     if bool(torch.isinf(x).any()) or bool(torch.isinf(k).any()):
         reach, _ = _Correlator(torch.isfinite(k).double(), x.shape[-2:], pad)(torch.isfinite(x).double())

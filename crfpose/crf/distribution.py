@@ -32,15 +32,36 @@ class _Pass:
 
     def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, tol: float):
         self.inference = Inference(unary, pairwise, levels, root, tol)
-        self.pairwise, self.log_z, self.beliefs = pairwise, self.inference.log_z, self.inference.beliefs
+        self.pairwise = pairwise
 
-    def marginals(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Node marginals (B, K, H, W) and edge displacement marginals (B, E, P, P)."""
+    @property
+    def log_z(self) -> torch.Tensor:
+        return self.inference.log_z
+
+    @property
+    def beliefs(self) -> torch.Tensor:
+        return self.inference.beliefs
+
+    def _check_feasible(self) -> None:
         if not self.inference.feasible:
             bad = (~torch.isfinite(self.log_z)).nonzero().flatten().tolist()
             raise ValueError(f"TreeCRF: no pose has a finite score for batch element(s) {bad}; "
                              "marginals, samples and entropy are undefined")
-        return self.inference.node, self.inference.edge
+
+    def node_marginals(self) -> torch.Tensor:
+        """(B, K, H, W)."""
+        self._check_feasible()
+        self.inference.settle()
+        return self.inference.node
+
+    @lazy_property
+    def _edge(self) -> torch.Tensor:
+        return self.inference.edge_marginals()
+
+    def edge_marginals(self) -> torch.Tensor:
+        """(B, E, P, P): displacement marginals, computed on the first request."""
+        self._check_feasible()
+        return self._edge
 
 
 class _LogPartition(torch.autograd.Function):
@@ -55,12 +76,16 @@ class _LogPartition(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        node, edge = ctx.state.marginals()
         g = grad.double()[:, None, None, None]
-        grad_pairwise = g * edge
-        if ctx.shared:
-            grad_pairwise = grad_pairwise.sum(dim=0, keepdim=True)
-        return (g * node).to(ctx.dtypes[0]), grad_pairwise.to(ctx.dtypes[1]), None
+        grad_unary = grad_pairwise = None
+        if ctx.needs_input_grad[0]:
+            grad_unary = (g * ctx.state.node_marginals()).to(ctx.dtypes[0])
+        if ctx.needs_input_grad[1]:
+            grad_pairwise = g * ctx.state.edge_marginals()
+            if ctx.shared:
+                grad_pairwise = grad_pairwise.sum(dim=0, keepdim=True)
+            grad_pairwise = grad_pairwise.to(ctx.dtypes[1])
+        return grad_unary, grad_pairwise, None
 
 
 def _check_finite_or_neg_inf(name: str, t: torch.Tensor) -> None:
@@ -130,12 +155,12 @@ class TreeCRF(Distribution):
     @lazy_property
     def marginals(self) -> torch.Tensor:
         """p(y_k = cell), (B, K, H, W); each joint's map sums to 1. Not differentiable."""
-        return self._state.marginals()[0].to(self._dtype)
+        return self._state.node_marginals().to(self._dtype)
 
     @lazy_property
     def edge_marginals(self) -> torch.Tensor:
         """p(y_c - y_p = d) of each edge, (B, E, 2R+1, 2R+1) indexed [R + dy, R + dx]. Not differentiable."""
-        return self._state.marginals()[1].to(self._dtype)
+        return self._state.edge_marginals().to(self._dtype)
 
     @lazy_property
     def argmax(self) -> torch.Tensor:
@@ -175,7 +200,7 @@ class TreeCRF(Distribution):
         """Exact ancestral samples, (*sample_shape, B, K, 2) long (x, y)."""
         shape = torch.Size(sample_shape)
         state = self._state
-        node, _ = state.marginals()
+        node = state.node_marginals()
         b, k, h, w = self.unary.shape
         n = shape.numel()
         r, p = self.radius, 2 * self.radius + 1
@@ -201,7 +226,7 @@ class TreeCRF(Distribution):
     def entropy(self) -> torch.Tensor:
         """H(p) = log Z - E[s(y)], (B,). Not differentiable."""
         state = self._state
-        node, edge = state.marginals()
+        node, edge = state.node_marginals(), state.edge_marginals()
         expected = _expected(node, self.unary.double()).sum(dim=(1, 2, 3)) + _expected(edge, state.pairwise).sum(dim=(1, 2, 3))
         return (state.log_z - expected).to(self._dtype)
 

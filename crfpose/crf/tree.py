@@ -39,6 +39,7 @@ __all__ = ["Level", "schedule", "upward", "Inference", "map_pose"]
 
 _LOG2 = math.log(2.0)
 _DIRECT_MARGIN = math.log(1e10)  # direct sums this far above their underflow floor are exact to 2e-10
+_GATHER_COST = 8.0  # one cell summed in the log domain costs about as much as this many by direct sums
 
 
 @dataclass(frozen=True)
@@ -76,106 +77,145 @@ def _fix_cells(values: torch.Tensor, flagged: torch.Tensor, x: torch.Tensor, k: 
                pad: tuple[int, int]) -> torch.Tensor:
     """values (..., Ho, Wo) with the flagged cells (bool, same shape) made exact.
 
-    The maps holding flagged cells are recomputed by direct sums, which have no rounding
-    cancellation; the few flagged cells that those leave near the underflow floor are
-    recomputed in the log domain.
+    A few flagged cells are recomputed one by one in the log domain. When they are many, the maps
+    holding them are recomputed by direct sums, which have no rounding cancellation, and only
+    the flagged cells that those leave near the underflow floor go to the log domain.
     """
-    maps = flagged.flatten(-2).any(dim=-1).nonzero()  # (M, D - 2)
-    if maps.shape[0] == 0:
+    cells = flagged.nonzero()  # (F, D)
+    if cells.shape[0] == 0:
         return values
-    lead = values.shape[:-2]
-    pick = lambda t: t.expand(*lead, *t.shape[-2:])[maps.unbind(1)]  # noqa: E731  (M, h, w)
-    direct, err = lse_correlate(pick(x), pick(k), pad, direct=True)  # (M, Ho, Wo), (M, 1, 1)
     values = values.clone()
-    values[maps.unbind(1)] = direct
-    near_floor = torch.zeros_like(flagged)
-    near_floor[maps.unbind(1)] = direct - err < _DIRECT_MARGIN
-    cells = (flagged & near_floor).nonzero()
+    maps = flagged.flatten(-2).any(dim=-1).nonzero()  # (M, D - 2)
+    if cells.shape[0] * _GATHER_COST > maps.shape[0] * values.shape[-2] * values.shape[-1]:
+        lead = values.shape[:-2]
+        pick = lambda t: t.expand(*lead, *t.shape[-2:])[maps.unbind(1)]  # noqa: E731  (M, h, w)
+        direct, err = lse_correlate(pick(x), pick(k), pad, direct=True)  # (M, Ho, Wo), (M, 1, 1)
+        values[maps.unbind(1)] = direct
+        near_floor = torch.zeros_like(flagged)
+        near_floor[maps.unbind(1)] = direct - err < _DIRECT_MARGIN
+        cells = (flagged & near_floor).nonzero()
     if cells.shape[0]:
         values[cells.unbind(1)] = lse_correlate_cells(x, k, pad, cells)
     return values
 
 
+def _over_budget(impact: torch.Tensor, log_tol: float) -> torch.Tensor:
+    """The cells (..., H, W) to make exact so that each map's summed impact stays within tol.
+
+    impact is the log of each cell's possible effect (relative to Z). A map whose cells sum to at
+    most tol needs nothing; in any other map, the cells above tol / (H W) are flagged, which
+    leaves at most tol.
+    """
+    cells = impact.shape[-2] * impact.shape[-1]
+    total = torch.logsumexp(impact.flatten(-2), dim=-1)[..., None, None]
+    return (total > log_tol) & (impact > log_tol - math.log(cells))
+
+
 class Inference:
-    """Sum-product inference on one batch, exact to ``tol``: log Z, marginals, edge marginals.
+    """Sum-product inference on one batch, exact to ``tol``: log Z, node marginals, and edge
+    marginals on request.
 
     unary (B, K, H, W) and pairwise (B', E, P, P) float64.
     """
 
     def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, tol: float):
         self.unary, self.pairwise, self.levels, self.root, self.tol = unary, pairwise, levels, root, tol
-        exact: Optional[torch.Tensor] = None  # (B, E, H, W) message cells that must be exact
-        while True:
-            self._upward(exact)
+        self._upward(None)
+        # log Z alone is certified when each message is within a relative tol of its exact value
+        # at every cell: computed messages are upper bounds, so Z is then within (1 + tol)^E.
+        relative_ok = bool((self.message_gap >= math.log1p(1.0 / tol)).all())
+        self.settled = False
+        if not (relative_ok and self.feasible):
+            self.settle()
+
+    @property
+    def feasible(self) -> bool:
+        """Whether every batch element has a pose of finite score (else the marginals are undefined)."""
+        return bool(torch.isfinite(self.log_z).all())
+
+    def settle(self) -> None:
+        """Run the downward pass (node marginals), making the message cells whose error could
+        matter exact and passing again until none is left."""
+        while not self.settled:
             flagged = self._downward()
             # log Z = -inf may be underflow: make every message of those elements exact.
             flagged |= torch.isneginf(self.log_z)[:, None, None, None]
             flagged &= ~self.exact
-            if not bool(flagged.any()):
-                break
-            exact = self.exact | flagged
-        self.feasible = bool(torch.isfinite(self.log_z).all())  # else the marginals are undefined
+            self.settled = not bool(flagged.any())
+            if not self.settled:
+                self._upward(self.exact | flagged)
 
     def _upward(self, exact: Optional[torch.Tensor]) -> None:
         b, _, h, w = self.unary.shape
         e = self.pairwise.shape[1]
         self.messages = self.unary.new_empty(b, e, h, w)
         self.message_error = self.unary.new_empty(b, e, h, w)  # log of 2 delta; -inf where exact
+        self.message_gap = self.unary.new_empty(b, e)  # min over cells of log(message / (2 delta))
         self.exact = exact if exact is not None else torch.zeros(b, e, h, w, dtype=torch.bool, device=self.unary.device)
         self.beliefs = upward(self.unary, self.pairwise, self.levels, self._message)
         self.log_z = torch.logsumexp(self.beliefs[:, self.root].flatten(1), dim=1)  # (B,)
-        # Children's messages per parent as a finite sum and a count of -inf, so that any one
-        # child's contribution can be taken out exactly.
-        parents = torch.zeros(e, dtype=torch.long, device=self.unary.device)  # (E,) parent of each edge
-        for level in self.levels:
-            parents[level.edges] = level.parents
-        finite = torch.isfinite(self.messages)
-        self.finite_sum = torch.zeros_like(self.unary).index_add_(1, parents, torch.where(finite, self.messages, 0.0))
-        self.neg_inf = torch.zeros_like(self.unary).index_add_(1, parents, (~finite).double())
 
     def _message(self, level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         """Log-sum-exp messages of one level, exact at the cells marked exact; records their errors."""
         msg, err = lse_correlate(beliefs, kernels, _pad(kernels))  # (B, n, H, W), (B, n, 1, 1)
         exact = self.exact[:, level.edges]
         msg = _fix_cells(msg, exact, beliefs, kernels, _pad(kernels))
+        error = torch.where(exact, -math.inf, err + _LOG2)
         self.messages[:, level.edges] = msg
-        self.message_error[:, level.edges] = torch.where(exact, -math.inf, err + _LOG2)
+        self.message_error[:, level.edges] = error
+        self.message_gap[:, level.edges] = torch.where(exact | torch.isneginf(msg), math.inf, msg - error).amin(dim=(-2, -1))
         return msg
 
-    def _rest(self, level: Level, outside: torch.Tensor) -> torch.Tensor:
-        """The parents' scores without each edge's subtree, (B, n, H, W)."""
+    def _rest(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor
+              ) -> torch.Tensor:
+        """The parents' scores without each edge's subtree, (B, n, H, W), from the children's
+        messages per parent as a finite sum and a count of -inf (so that one child's contribution
+        can be taken out exactly)."""
         p, msg = level.parents, self.messages[:, level.edges]
         finite = torch.isfinite(msg)
-        others_inf = self.neg_inf[:, p] - (~finite).double() > 0.5
-        others = self.finite_sum[:, p] - torch.where(finite, msg, 0.0)
+        others_inf = neg_inf[:, p] - (~finite).double() > 0.5
+        others = finite_sum[:, p] - torch.where(finite, msg, 0.0)
         return torch.where(others_inf, -math.inf, self.unary[:, p] + others) + outside[:, p]
 
     def _downward(self) -> torch.Tensor:
-        """Outside scores, node and edge marginals; returns the message cells that must be exact."""
-        b, k, h, w = self.unary.shape
+        """Outside scores and node marginals; returns the message cells that must be exact."""
         pairwise, pad = self.pairwise, _pad(self.pairwise)
         z = self.log_z[:, None, None, None]
-        cell_tol = math.log(self.tol / (h * w))
+        log_tol = math.log(self.tol)
         outside = torch.zeros_like(self.unary)  # log score of everything outside joint k's subtree
-        edge_log = pairwise.new_empty(b, *pairwise.shape[1:])
+        parents = torch.zeros(self.pairwise.shape[1], dtype=torch.long, device=self.unary.device)  # (E,)
+        for level in self.levels:
+            parents[level.edges] = level.parents
+        finite = torch.isfinite(self.messages)
+        finite_sum = torch.zeros_like(self.unary).index_add_(1, parents, torch.where(finite, self.messages, 0.0))
+        neg_inf = torch.zeros_like(self.unary).index_add_(1, parents, (~finite).double())
+        self.rests: list[torch.Tensor] = []
         flagged = torch.zeros_like(self.exact)
         for level in self.levels:
-            kernels = pairwise[:, level.edges]  # (B', n, P, P)
-            rest = self._rest(level, outside)  # (B, n, H, W)
+            kernels = pairwise[:, level.edges].flip(-2, -1)  # (B', n, P, P)
+            rest = self._rest(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
+            self.rests.append(rest)
             # Message cells whose error, weighted by everything around them, could reach tol.
-            impact = rest + self.message_error[:, level.edges] - z
-            flagged[:, level.edges] = impact > cell_tol
-            child_belief = self.beliefs[:, level.children]
-            out, err = lse_correlate(rest, kernels.flip(-2, -1), pad)
-            out = _fix_cells(out, child_belief + err + _LOG2 - z > cell_tol, rest, kernels.flip(-2, -1), pad)
-            outside[:, level.children] = out
-            pair, err = lse_correlate(child_belief, rest, pad)  # (B, n, P, P)
-            pair_tol = math.log(self.tol / pair.shape[-1] ** 2)
-            pair = _fix_cells(pair, kernels + err + _LOG2 - z > pair_tol, child_belief, rest, pad)
-            edge_log[:, level.edges] = pair + kernels - z
+            flagged[:, level.edges] = _over_budget(rest + self.message_error[:, level.edges] - z, log_tol)
+            out, err = lse_correlate(rest, kernels, pad)
+            impact = self.beliefs[:, level.children] + err + _LOG2 - z
+            outside[:, level.children] = _fix_cells(out, _over_budget(impact, log_tol), rest, kernels, pad)
         self.node = torch.exp(self.beliefs + outside - z)
-        self.edge = torch.exp(edge_log)
         return flagged
+
+    def edge_marginals(self) -> torch.Tensor:
+        """p(y_c - y_p = d) of each edge, (B, E, P, P): each level's rest scores correlated with
+        the children's beliefs, checked like the outside scores."""
+        self.settle()
+        pairwise, pad = self.pairwise, _pad(self.pairwise)
+        z = self.log_z[:, None, None, None]
+        edge_log = pairwise.new_empty(self.unary.shape[0], *pairwise.shape[1:])
+        for level, rest in zip(self.levels, self.rests):
+            kernels, child_belief = pairwise[:, level.edges], self.beliefs[:, level.children]
+            pair, err = lse_correlate(child_belief, rest, pad)  # (B, n, P, P)
+            pair = _fix_cells(pair, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, rest, pad)
+            edge_log[:, level.edges] = pair + kernels - z
+        return torch.exp(edge_log)
 
 
 def upward(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level],
