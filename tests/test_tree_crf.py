@@ -109,16 +109,32 @@ def test_log_partition_alone_is_certified_by_the_upward_pass_when_messages_are_s
     assert torch.allclose(log_z.double(), truth["log_z"], rtol=0, atol=atol)
     assert torch.allclose(crf.marginals.double(), truth["marginals"], rtol=0, atol=atol)
     assert crf._state.inference.settled
-    # A peak and a sharp deformation cost leave message cells far below their map's maximum,
-    # where the FFT's absolute error is not small relative to them: the downward pass weighs them.
+    # A peak and a sharp (non-separable) deformation cost leave message cells far below their
+    # map's maximum, where the FFT's absolute error is not small relative to them: the downward
+    # pass weighs them.
     d = torch.arange(-7, 8, dtype=torch.float64)
-    sharp = -(d[:, None] ** 2 + d[None, :] ** 2).expand(2, 15, 15)
+    sharp = -(d[:, None] ** 2 + d[None, :] ** 2 + d[:, None] * d[None, :]).expand(2, 15, 15)
     spiked = unary.clone()
     spiked[:, 1:, 0, 0] = 40.0
     peaked = TreeCRF(spiked.to(dtype), sharp.to(dtype), chain(3))
     truth = brute_force(peaked.unary, peaked.pairwise, peaked.skeleton)  # log Z ~ 80
     assert torch.allclose(peaked.log_partition.double(), truth["log_z"], rtol=atol, atol=atol)
     assert peaked._state.inference.settled
+
+
+def test_separable_kernels_take_the_matrix_product_path_and_match_brute_force():
+    """Diagonal Gaussians (a pictorial-structures deformation cost) are separable: every message is
+    then accurate relative to each cell, so log Z needs only the upward pass."""
+    gen = torch.Generator().manual_seed(13)
+    unary = torch.randn(2, 3, 7, 8, generator=gen, dtype=torch.float64) * 3
+    unary[1, 2, 0] = -INF
+    d = torch.arange(-6, 7, dtype=torch.float64)
+    mean = torch.randn(2, 2, generator=gen, dtype=torch.float64)
+    pairwise = -((d[:, None] - mean[:, None, None, 0]) ** 2 / 4 + (d[None, :] - mean[:, None, None, 1]) ** 2 / 9)
+    crf = TreeCRF(unary, pairwise, chain(3))
+    crf.log_partition
+    assert not crf._state.inference.settled
+    assert_matches_brute_force(crf, atol=1e-10)
 
 
 def test_infeasible_crf_has_minus_inf_partition_and_undefined_marginals():

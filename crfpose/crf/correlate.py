@@ -22,16 +22,20 @@ Cells that no finite term reaches are exactly -inf.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["lse_correlate", "lse_correlate_cells", "max_correlate"]
+__all__ = ["Separable", "lse_correlate", "lse_correlate_cells", "max_correlate", "separable_factors"]
 
 _DIRECT_MAX_STEPS = 49  # loop iterations below which direct correlation beats the FFT
 _CONV_MAX_WINDOW = 1 << 22  # output cells x kernel taps of one map, above which im2col gets slow
 _CONV_PER_STEP = 40_000  # multiply-adds a grouped convolution does in the time of one Python loop step
 _TINY = 2.0 ** -511  # linear-domain values below this are set to 0, so that no product is subnormal
+_TINY_SEPARABLE = 2.0 ** -340  # the same for the separable path's products of three
+_LOG_TINY_SEPARABLE = 340 * math.log(2.0)
+_SEPARABLE_RESIDUAL = 1e-13  # largest log-domain residual for which a kernel is taken as separable
 _FFT_SAFETY = 16.0  # constant of the FFT rounding-error bound (covers the butterflies' and product's rounding)
 _GATHER_BUDGET = 1 << 22  # elements per chunk in the exact fallback
 
@@ -48,11 +52,12 @@ def _shift(t: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
 
 
-def _linear(t: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """exp(t - shift) with values below _TINY flushed to 0: products of two operands in [0, 1]
-    are then 0 or normal numbers (subnormal arithmetic is very slow on CPUs) and lose < _TINY each."""
+def _linear(t: torch.Tensor, shift: torch.Tensor, tiny: float = _TINY) -> torch.Tensor:
+    """exp(t - shift) with values below ``tiny`` flushed to 0: products of two (three) operands in
+    [0, 1] are then 0 or normal numbers (subnormal arithmetic is very slow on CPUs), and each
+    loses less than ``tiny``."""
     out = torch.exp(t - shift)
-    return out.masked_fill_(out < _TINY, 0.0)
+    return out.masked_fill_(out < tiny, 0.0)
 
 
 def _fast_size(n: int) -> int:
@@ -129,23 +134,120 @@ class _Correlator:
         return out, floor
 
 
-def lse_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], direct: bool = False
+class Separable:
+    """Log-kernels k[..., a, b] = f[..., a] + g[..., b], exact to within rho (float64), with what
+    the separable correlation needs precomputed: the factors shifted to a maximum of 0 and
+    exponentiated (values below 2^-340 flushed), and their banded matrices per input size."""
+
+    def __init__(self, f: torch.Tensor, g: torch.Tensor, rho: float):
+        self.f, self.g, self.rho = f, g, rho  # (..., Hk), (..., Wk)
+        top_f, top_g = f.amax(dim=-1, keepdim=True), g.amax(dim=-1, keepdim=True)
+        self.shift = (top_f + top_g)[..., None]  # (..., 1, 1)
+        self.f_linear = _linear(f, top_f, _TINY_SEPARABLE)
+        self.g_linear = _linear(g, top_g, _TINY_SEPARABLE)
+        self.span = _span(f, top_f) + _span(g, top_g)
+        self._matrices: dict = {}
+
+    def __getitem__(self, index) -> "Separable":
+        """The kernels at leading index ``index`` (precomputed matrices included)."""
+        part = object.__new__(Separable)
+        part.f, part.g, part.rho, part.span = self.f[index], self.g[index], self.rho, self.span
+        part.shift, part.f_linear, part.g_linear = self.shift[index], self.f_linear[index], self.g_linear[index]
+        part._matrices = {key: (rows[index], cols[index]) for key, (rows, cols) in self._matrices.items()}
+        return part
+
+    def flip(self) -> "Separable":
+        """The kernels flipped in both axes, k[..., ::-1, ::-1]."""
+        return Separable(self.f.flip(-1), self.g.flip(-1), self.rho)
+
+    def matrices(self, x_hw: tuple[int, int], pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """T_f (..., Ho, Hx) and T_g^T (..., Wx, Wo) with T[i, i'] = factor[i' - i + pad]."""
+        key = (tuple(x_hw), tuple(pad))
+        if key not in self._matrices:
+            ho, wo = _output_size(x_hw, (self.f.shape[-1], self.g.shape[-1]), pad)
+            self._matrices[key] = (_toeplitz(self.f_linear, x_hw[0], ho, pad[0]),
+                                   _toeplitz(self.g_linear, x_hw[1], wo, pad[1]).transpose(-2, -1))
+        return self._matrices[key]
+
+
+def separable_factors(k: torch.Tensor) -> Optional[Separable]:
+    """The factors of log-kernels k (..., Hk, Wk) when all are finite and separable to within
+    _SEPARABLE_RESIDUAL (a Gaussian with a diagonal precision, for one); else None."""
+    k = k.double()
+    if k.numel() == 0 or not bool(torch.isfinite(k).all()):
+        return None
+    wk = k.shape[-1]
+    top = k.flatten(-2).argmax(dim=-1, keepdim=True)  # (..., 1)
+    f = k.gather(-1, (top % wk)[..., None].expand(*k.shape[:-1], 1))[..., 0]  # the column through the maximum
+    g = k.gather(-2, (top // wk)[..., None].expand(*k.shape[:-2], 1, wk))[..., 0, :]  # the row through it
+    g = g - g.amax(dim=-1, keepdim=True)
+    residual = (k - f[..., :, None] - g[..., None, :]).abs().amax().item()
+    # the residual's own rounding: a few ulps of the largest magnitude involved
+    rho = residual + 4 * torch.finfo(torch.float64).eps * (k.abs().amax().item() + 1.0)
+    return Separable(f, g, rho) if rho <= _SEPARABLE_RESIDUAL else None
+
+
+def _toeplitz(factor: torch.Tensor, n_in: int, n_out: int, pad: int) -> torch.Tensor:
+    """(..., n_out, n_in) matrix T[i, i'] = factor[i' - i + pad] (0 outside), for factor (..., L)."""
+    taps = factor.shape[-1]
+    index = torch.arange(n_in, device=factor.device)[None, :] - torch.arange(n_out, device=factor.device)[:, None] + pad
+    inside = (index >= 0) & (index < taps)
+    return torch.where(inside, factor[..., index.clamp(0, taps - 1)], 0.0)
+
+
+def _separable_correlate(x: torch.Tensor, k: Separable, pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-sum-exp correlation with a separable kernel f[a] + g[b] (+ a residual within rho) as
+    two matrix products of non-negative terms, T_f @ exp(x) @ T_g^T: a relative error at every
+    cell. Returns the upper bound and log delta per cell (..., Ho, Wo)."""
+    hx, wx = x.shape[-2:]
+    rows, cols = k.matrices((hx, wx), pad)
+    mx = _shift(x)
+    value = rows @ _linear(x, mx, _TINY_SEPARABLE) @ cols
+    # Each term's relative error: the residual, the rounding of t - max(t) (u |t - max(t)| for
+    # each factor, at most 340 log 2 for x) and of the exponentials; the sums add at most Hx + Wx
+    # roundings. Absolute: the flushing. Then exact <= value (1 + 2 rel) + flush and
+    # value (1 + 2 rel) + flush - exact <= 3 rel value + flush = 2 delta.
+    rel = k.rho + torch.finfo(torch.float64).eps * (_LOG_TINY_SEPARABLE + k.span + hx + wx + 8)
+    flush = _TINY_SEPARABLE * k.f.shape[-1] * k.g.shape[-1]
+    shift = mx + k.shift
+    out = torch.log(value * (1 + 2 * rel) + flush) + shift
+    if bool((value.amin() * rel >= flush).all()):  # the flushing is within the relative error:
+        return out, out + math.log(2 * rel / (1 + 2 * rel))  # delta <= 2 rel value <= that
+    return out, torch.log(1.5 * rel * value + flush / 2) + shift
+
+
+def _span(t: torch.Tensor, top: torch.Tensor) -> float:
+    """The largest t_max - t of the values that the separable path does not flush."""
+    return min(_LOG_TINY_SEPARABLE, (top - t).nan_to_num(posinf=_LOG_TINY_SEPARABLE).amax().item())
+
+
+def lse_correlate(x: torch.Tensor, k: torch.Tensor | Separable, pad: tuple[int, int], direct: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fast log-sum-exp correlation of x (..., Hx, Wx) with kernels k (..., Hk, Wk), in float64.
 
-    Returns an upper bound on each value, (..., Ho, Wo), and the log of delta (..., 1, 1) such
-    that ``exact <= exp(out) <= exact + 2 delta`` cell by cell. Cells that no finite term reaches
-    are exactly -inf. ``direct=True`` forces direct sums (no FFT): slower for wide windows, but
-    delta is then only the flushing floor (2^-511 per kernel tap, relative to the maxima).
+    Returns an upper bound on each value, (..., Ho, Wo), and the log of delta, (..., 1, 1) or per
+    cell (..., Ho, Wo), such that ``exact <= exp(out) <= exact + 2 delta`` cell by cell. Cells
+    that no finite term reaches are exactly -inf. Kernels given as :class:`Separable` factors take
+    two matrix products, with delta relative to each cell. ``direct=True`` forces direct sums (no
+    FFT): slower for wide windows, but delta is then only the flushing floor (2^-511 per kernel
+    tap, relative to the maxima).
     """
-    x, k = x.double(), k.double()
-    mx, mk = _shift(x), _shift(k)  # (..., 1, 1)
-    value, bound = _Correlator(_linear(k, mk), x.shape[-2:], pad, direct)(_linear(x, mx))
-    out = torch.log(value.clamp_min(0.0) + bound) + mx + mk
-    if bool(torch.isinf(x).any()) or bool(torch.isinf(k).any()):
-        reach, _ = _Correlator(torch.isfinite(k).double(), x.shape[-2:], pad)(torch.isfinite(x).double())
+    x = x.double()
+    if isinstance(k, Separable):
+        out, log_delta = _separable_correlate(x, k, pad)
+        k_finite = torch.ones(1, 1, dtype=torch.float64, device=x.device).expand(k.f.shape[-1], k.g.shape[-1])
+        k_inf = False
+    else:
+        k = k.double()
+        mx, mk = _shift(x), _shift(k)  # (..., 1, 1)
+        value, bound = _Correlator(_linear(k, mk), x.shape[-2:], pad, direct)(_linear(x, mx))
+        out = torch.log(value.clamp_min(0.0) + bound) + mx + mk
+        log_delta = torch.log(bound) + mx + mk
+        k_finite, k_inf = torch.isfinite(k).double(), bool(torch.isinf(k).any())
+    if k_inf or bool(torch.isinf(x).any()):
+        reach, _ = _Correlator(k_finite, x.shape[-2:], pad)(torch.isfinite(x).double())
         out = torch.where(reach > 0.5, out, -math.inf)  # integer counts: rounding error << 0.5
-    return out, torch.log(bound) + mx + mk
+    return out, log_delta
 
 
 def lse_correlate_cells(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], cells: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from typing import Callable, Optional
 
 import torch
 
-from crfpose.crf.correlate import lse_correlate, lse_correlate_cells
+from crfpose.crf.correlate import lse_correlate, lse_correlate_cells, separable_factors
 from crfpose.crf.maxplus import max_correlate_fast
 from crfpose.skeletons import Skeleton
 
@@ -120,6 +120,12 @@ class Inference:
 
     def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, tol: float):
         self.unary, self.pairwise, self.levels, self.root, self.tol = unary, pairwise, levels, root, tol
+        # The pairwise as factors when it is separable, per level (the downward ones on request).
+        self.separable = separable_factors(pairwise)
+        self.up_factors = self.down_factors = None
+        if self.separable is not None:
+            self.separable.matrices(unary.shape[-2:], _pad(pairwise))
+            self.up_factors = {id(level): self.separable[:, level.edges] for level in levels}
         self._upward(None)
         # log Z alone is certified when each message is within a relative tol of its exact value
         # at every cell: computed messages are upper bounds, so Z is then within (1 + tol)^E.
@@ -152,18 +158,22 @@ class Inference:
         self.message_error = self.unary.new_empty(b, e, h, w)  # log of 2 delta; -inf where exact
         self.message_gap = self.unary.new_empty(b, e)  # min over cells of log(message / (2 delta))
         self.exact = exact if exact is not None else torch.zeros(b, e, h, w, dtype=torch.bool, device=self.unary.device)
+        self.any_exact = exact is not None
         self.beliefs = upward(self.unary, self.pairwise, self.levels, self._message)
         self.log_z = torch.logsumexp(self.beliefs[:, self.root].flatten(1), dim=1)  # (B,)
 
     def _message(self, level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         """Log-sum-exp messages of one level, exact at the cells marked exact; records their errors."""
-        msg, err = lse_correlate(beliefs, kernels, _pad(kernels))  # (B, n, H, W), (B, n, 1, 1)
-        exact = self.exact[:, level.edges]
-        msg = _fix_cells(msg, exact, beliefs, kernels, _pad(kernels))
-        error = torch.where(exact, -math.inf, err + _LOG2)
+        factors = kernels if self.up_factors is None else self.up_factors[id(level)]
+        msg, err = lse_correlate(beliefs, factors, _pad(kernels))  # (B, n, H, W), (B, n, 1 | H, 1 | W)
+        error, settled_cells = err + _LOG2, torch.isneginf(msg)
+        if self.any_exact:
+            exact = self.exact[:, level.edges]
+            msg = _fix_cells(msg, exact, beliefs, kernels, _pad(kernels))
+            error, settled_cells = torch.where(exact, -math.inf, error), settled_cells | exact
         self.messages[:, level.edges] = msg
         self.message_error[:, level.edges] = error
-        self.message_gap[:, level.edges] = torch.where(exact | torch.isneginf(msg), math.inf, msg - error).amin(dim=(-2, -1))
+        self.message_gap[:, level.edges] = torch.where(settled_cells, math.inf, msg - error).amin(dim=(-2, -1))
         return msg
 
     def _rest(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor
@@ -191,13 +201,18 @@ class Inference:
         neg_inf = torch.zeros_like(self.unary).index_add_(1, parents, (~finite).double())
         self.rests: list[torch.Tensor] = []
         flagged = torch.zeros_like(self.exact)
+        if self.separable is not None and self.down_factors is None:
+            flipped = self.separable.flip()
+            flipped.matrices(self.unary.shape[-2:], pad)
+            self.down_factors = {id(level): flipped[:, level.edges] for level in self.levels}
         for level in self.levels:
             kernels = pairwise[:, level.edges].flip(-2, -1)  # (B', n, P, P)
+            factors = kernels if self.down_factors is None else self.down_factors[id(level)]
             rest = self._rest(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
             self.rests.append(rest)
             # Message cells whose error, weighted by everything around them, could reach tol.
             flagged[:, level.edges] = _over_budget(rest + self.message_error[:, level.edges] - z, log_tol)
-            out, err = lse_correlate(rest, kernels, pad)
+            out, err = lse_correlate(rest, factors, pad)
             impact = self.beliefs[:, level.children] + err + _LOG2 - z
             outside[:, level.children] = _fix_cells(out, _over_budget(impact, log_tol), rest, kernels, pad)
         self.node = torch.exp(self.beliefs + outside - z)
