@@ -3,7 +3,8 @@
 Prints, in one run:
 1. log-partition + marginals (one certified sum-product pass) and the MAP pose, for radius 15 and
    for full-range kernels, on three kinds of unaries: flat (untrained), peaked at a plausible pose
-   (trained), and peaked at random places (every joint contradicting the deformation model);
+   (trained), and peaked at random places (every joint contradicting the deformation model); the
+   sum-product with the Gaussian table in float32 (FFT path) and in float64 (separable path);
 2. the same linear-chain problem (a shared full-range kernel over 24 x 32 = 768 states) solved by
    TreeCRF and by pytorch-crf's forward algorithm, in float64 and float32, for a separable
    (diagonal Gaussian) and a non-separable (rotated Gaussian) kernel: times, their ratio, and
@@ -23,8 +24,8 @@ from crfpose import COCO17, Skeleton, TreeCRF
 
 
 def gaussian_kernel(radius: int, sigma: float) -> torch.Tensor:
-    d = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    return -(d[:, None] ** 2 + d[None, :] ** 2) / (2 * sigma ** 2)  # (P, P), [R + dy, R + dx]
+    d = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    return -(d[:, None] ** 2 + d[None, :] ** 2) / (2 * sigma ** 2)  # (P, P) float64, [R + dy, R + dx]
 
 
 def unaries(kind: str, batch: int, skeleton: Skeleton, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
@@ -59,16 +60,19 @@ def best_time(fn, repeats: int) -> float:
 def coco_table(repeats: int) -> None:
     gen = torch.Generator().manual_seed(0)
     b, h, w = 32, 64, 48
-    print(f"COCO17, {h}x{w} grid, batch {b}, float32 (ms, best of {repeats})")
-    print(f"{'unaries':<10}{'radius':>8}{'log Z + marginals':>20}{'MAP':>10}")
+    print(f"COCO17, {h}x{w} grid, batch {b}, float32 unaries, isotropic Gaussian pairwise (ms, best of {repeats});")
+    print("log Z + marginals with the table in float32 (FFT path) and in float64 (separable path)")
+    print(f"{'unaries':<10}{'radius':>8}{'float32 table':>15}{'float64 table':>15}{'MAP':>10}")
     for kind in ("flat", "pose", "conflict"):
         unary = unaries(kind, b, COCO17, h, w, gen)
         for radius in (15, max(h, w) - 1):
-            pairwise = gaussian_kernel(radius, 4.0).expand(COCO17.num_edges, -1, -1)
+            exact_table = gaussian_kernel(radius, 4.0).expand(COCO17.num_edges, -1, -1)
+            pairwise = exact_table.float()
             sum_product = best_time(lambda: TreeCRF(unary, pairwise, COCO17).marginals, repeats)
+            separable = best_time(lambda: TreeCRF(unary, exact_table, COCO17).marginals, repeats)
             map_pose = best_time(lambda: TreeCRF(unary, pairwise, COCO17).argmax, repeats)
             label = "full" if radius == max(h, w) - 1 else str(radius)
-            print(f"{kind:<10}{label:>8}{sum_product:>20.0f}{map_pose:>10.0f}")
+            print(f"{kind:<10}{label:>8}{sum_product:>15.0f}{separable:>15.0f}{map_pose:>10.0f}")
 
 
 def chain_comparison(repeats: int) -> None:

@@ -35,7 +35,7 @@ _CONV_PER_STEP = 40_000  # multiply-adds a grouped convolution does in the time 
 _TINY = 2.0 ** -511  # linear-domain values below this are set to 0, so that no product is subnormal
 _TINY_SEPARABLE = 2.0 ** -340  # the same for the separable path's products of three
 _LOG_TINY_SEPARABLE = 340 * math.log(2.0)
-_SEPARABLE_RESIDUAL = 1e-13  # largest log-domain residual for which a kernel is taken as separable
+_SEPARABLE_RESIDUAL = 2e-13  # largest log-domain residual for which a kernel is taken as separable
 _FFT_SAFETY = 16.0  # constant of the FFT rounding-error bound (covers the butterflies' and product's rounding)
 _GATHER_BUDGET = 1 << 22  # elements per chunk in the exact fallback
 
@@ -182,8 +182,8 @@ def separable_factors(k: torch.Tensor) -> Optional[Separable]:
     g = k.gather(-2, (top // wk)[..., None].expand(*k.shape[:-2], 1, wk))[..., 0, :]  # the row through it
     g = g - g.amax(dim=-1, keepdim=True)
     residual = (k - f[..., :, None] - g[..., None, :]).abs().amax().item()
-    # the residual's own rounding: a few ulps of the largest magnitude involved
-    rho = residual + 4 * torch.finfo(torch.float64).eps * (k.abs().amax().item() + 1.0)
+    # the residual's own rounding: two subtractions, an ulp of the largest magnitude each
+    rho = residual + 2 * torch.finfo(torch.float64).eps * (k.abs().amax().item() + 1.0)
     return Separable(f, g, rho) if rho <= _SEPARABLE_RESIDUAL else None
 
 
@@ -204,10 +204,10 @@ def _separable_correlate(x: torch.Tensor, k: Separable, pad: tuple[int, int]) ->
     mx = _shift(x)
     value = rows @ _linear(x, mx, _TINY_SEPARABLE) @ cols
     # Each term's relative error: the residual, the rounding of t - max(t) (u |t - max(t)| for
-    # each factor, at most 340 log 2 for x) and of the exponentials; the sums add at most Hx + Wx
-    # roundings. Absolute: the flushing. Then exact <= value (1 + 2 rel) + flush and
+    # each factor) and of the exponentials; the sums add at most Hx + Wx roundings. Absolute:
+    # the flushing. Then exact <= value (1 + 2 rel) + flush and
     # value (1 + 2 rel) + flush - exact <= 3 rel value + flush = 2 delta.
-    rel = k.rho + torch.finfo(torch.float64).eps * (_LOG_TINY_SEPARABLE + k.span + hx + wx + 8)
+    rel = k.rho + torch.finfo(torch.float64).eps * (_span(x, mx) + k.span + hx + wx + 8)
     flush = _TINY_SEPARABLE * k.f.shape[-1] * k.g.shape[-1]
     shift = mx + k.shift
     out = torch.log(value * (1 + 2 * rel) + flush) + shift

@@ -17,10 +17,12 @@ Exactness: every fast correlation returns an upper bound within 2 delta of the e
 (``crfpose.crf.correlate``), so beliefs, rest scores and outside scores are upper bounds too.
 The effect of a cell's error on Z and on the marginals is at most 2 delta times the score of
 everything around it (rest_e for a message, the child's belief for an outside score, the kernel
-for an edge marginal), divided by Z. Cells where that could exceed tol / (number of cells) are
-recomputed exactly in the log domain, so each edge moves log Z and the marginals by at most
-about tol. Message cells found this way are fixed by re-running the upward pass with them
-exact, until none is left.
+for an edge marginal), divided by Z. In each map whose cells' summed effect could exceed tol,
+the cells above tol / (number of cells) are recomputed exactly, so each edge moves log Z and
+the marginals by at most about tol. Message cells found this way are fixed by re-running the
+upward pass with them exact, until none is left. When every message is within a relative tol
+of its exact value at every cell (always so for separable kernels), the upward pass alone
+certifies log Z and the downward pass waits until marginals are asked for.
 All functions work in float64 and build no autograd graph.
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ from crfpose.skeletons import Skeleton
 __all__ = ["Level", "schedule", "upward", "Inference", "map_pose"]
 
 _LOG2 = math.log(2.0)
-_DIRECT_MARGIN = math.log(1e10)  # direct sums this far above their underflow floor are exact to 2e-10
+_DIRECT_MARGIN = math.log(1e10)  # direct sums this far above their flushing floor are exact to 2e-10
 _GATHER_COST = 8.0  # one cell summed in the log domain costs about as much as this many by direct sums
 
 
@@ -79,7 +81,7 @@ def _fix_cells(values: torch.Tensor, flagged: torch.Tensor, x: torch.Tensor, k: 
 
     A few flagged cells are recomputed one by one in the log domain. When they are many, the maps
     holding them are recomputed by direct sums, which have no rounding cancellation, and only
-    the flagged cells that those leave near the underflow floor go to the log domain.
+    the flagged cells that those leave near the flushing floor go to the log domain.
     """
     cells = flagged.nonzero()  # (F, D)
     if cells.shape[0] == 0:
@@ -144,7 +146,7 @@ class Inference:
         matter exact and passing again until none is left."""
         while not self.settled:
             flagged = self._downward()
-            # log Z = -inf may be underflow: make every message of those elements exact.
+            # log Z = -inf could be the flushing: make every message of those elements exact.
             flagged |= torch.isneginf(self.log_z)[:, None, None, None]
             flagged &= ~self.exact
             self.settled = not bool(flagged.any())
