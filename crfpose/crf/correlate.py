@@ -48,8 +48,7 @@ def _output_size(x_hw: tuple[int, int], k_hw: tuple[int, int], pad: tuple[int, i
 
 def _shift(t: torch.Tensor) -> torch.Tensor:
     """Per-map maximum (..., 1, 1), 0 for maps that are -inf everywhere."""
-    m = t.amax(dim=(-2, -1), keepdim=True)
-    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return t.amax(dim=(-2, -1), keepdim=True).nan_to_num_(neginf=0.0)  # inputs hold no NaN or +inf
 
 
 def _linear(t: torch.Tensor, shift: torch.Tensor, tiny: float = _TINY) -> torch.Tensor:
@@ -209,20 +208,21 @@ def _separable_correlate(x: torch.Tensor, k: Separable, pad: tuple[int, int]) ->
     # value (1 + 2 rel) + flush - exact <= 3 rel value + flush = 2 delta.
     rel = k.rho + torch.finfo(torch.float64).eps * (_span(x, mx) + k.span + hx + wx + 8)
     flush = _TINY_SEPARABLE * k.f.shape[-1] * k.g.shape[-1]
-    shift = mx + k.shift
-    out = torch.log(value * (1 + 2 * rel) + flush) + shift
-    if bool((value.amin() * rel >= flush).all()):  # the flushing is within the relative error:
+    shift = mx + k.shift  # (..., 1, 1)
+    if value.amin().item() * rel >= flush:  # the flushing is within the relative error:
+        out = torch.log(value.mul_(1 + 2 * rel)).add_(shift)
         return out, out + math.log(2 * rel / (1 + 2 * rel))  # delta <= 2 rel value <= that
+    out = torch.log(value * (1 + 2 * rel) + flush) + shift
     return out, torch.log(1.5 * rel * value + flush / 2) + shift
 
 
 def _span(t: torch.Tensor, top: torch.Tensor) -> float:
     """The largest t_max - t of the values that the separable path does not flush."""
-    return min(_LOG_TINY_SEPARABLE, (top - t).nan_to_num(posinf=_LOG_TINY_SEPARABLE).amax().item())
+    return min(_LOG_TINY_SEPARABLE, (top - t).amax().item())  # top is finite: no NaN, and inf -> the cap
 
 
-def lse_correlate(x: torch.Tensor, k: torch.Tensor | Separable, pad: tuple[int, int], direct: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def lse_correlate(x: torch.Tensor, k: torch.Tensor | Separable, pad: tuple[int, int], direct: bool = False,
+                  finite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Fast log-sum-exp correlation of x (..., Hx, Wx) with kernels k (..., Hk, Wk), in float64.
 
     Returns an upper bound on each value, (..., Ho, Wo), and the log of delta, (..., 1, 1) or per
@@ -230,23 +230,25 @@ def lse_correlate(x: torch.Tensor, k: torch.Tensor | Separable, pad: tuple[int, 
     that no finite term reaches are exactly -inf. Kernels given as :class:`Separable` factors take
     two matrix products, with delta relative to each cell. ``direct=True`` forces direct sums (no
     FFT): slower for wide windows, but delta is then only the flushing floor (2^-511 per kernel
-    tap, relative to the maxima).
+    tap, relative to the maxima). ``finite=True`` promises that x and k hold no -inf (skips the
+    check for unreachable cells).
     """
     x = x.double()
     if isinstance(k, Separable):
         out, log_delta = _separable_correlate(x, k, pad)
-        k_finite = torch.ones(1, 1, dtype=torch.float64, device=x.device).expand(k.f.shape[-1], k.g.shape[-1])
-        k_inf = False
     else:
         k = k.double()
         mx, mk = _shift(x), _shift(k)  # (..., 1, 1)
         value, bound = _Correlator(_linear(k, mk), x.shape[-2:], pad, direct)(_linear(x, mx))
         out = torch.log(value.clamp_min(0.0) + bound) + mx + mk
         log_delta = torch.log(bound) + mx + mk
-        k_finite, k_inf = torch.isfinite(k).double(), bool(torch.isinf(k).any())
-    if k_inf or bool(torch.isinf(x).any()):
-        reach, _ = _Correlator(k_finite, x.shape[-2:], pad)(torch.isfinite(x).double())
-        out = torch.where(reach > 0.5, out, -math.inf)  # integer counts: rounding error << 0.5
+    if not finite:
+        k_support = torch.isfinite(k).double() if isinstance(k, torch.Tensor) else None  # separable: finite
+        if (k_support is not None and not bool(k_support.all())) or bool(torch.isinf(x).any()):
+            if k_support is None:
+                k_support = x.new_ones(k.f.shape[-1], k.g.shape[-1])
+            reach, _ = _Correlator(k_support, x.shape[-2:], pad)(torch.isfinite(x).double())
+            out = torch.where(reach > 0.5, out, -math.inf)  # integer counts: rounding error << 0.5
     return out, log_delta
 
 

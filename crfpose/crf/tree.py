@@ -51,6 +51,14 @@ class Level:
     edges: torch.Tensor  # (n,) edge indices
     parents: torch.Tensor  # (n,) parent joint of each edge
     children: torch.Tensor  # (n,) child joint of each edge
+    edge_at: slice | torch.Tensor  # edges as a slice when they are consecutive (a cheaper index)
+    child_at: slice | torch.Tensor  # children likewise
+
+
+def _consecutive_or_tensor(values: list[int], device: torch.device) -> slice | torch.Tensor:
+    if values == list(range(values[0], values[0] + len(values))):
+        return slice(values[0], values[0] + len(values))
+    return torch.tensor(values, dtype=torch.long, device=device)
 
 
 def schedule(skeleton: Skeleton, device: torch.device) -> list[Level]:
@@ -62,10 +70,13 @@ def schedule(skeleton: Skeleton, device: torch.device) -> list[Level]:
     for depth in sorted(by_depth):
         edges = by_depth[depth]
         as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
+        children = [skeleton.edges[e][1] for e in edges]
         levels.append(Level(
             edges=as_tensor(edges),
             parents=as_tensor([skeleton.edges[e][0] for e in edges]),
-            children=as_tensor([skeleton.edges[e][1] for e in edges]),
+            children=as_tensor(children),
+            edge_at=_consecutive_or_tensor(edges, device),
+            child_at=_consecutive_or_tensor(children, device),
         ))
     return levels
 
@@ -109,8 +120,11 @@ def _over_budget(impact: torch.Tensor, log_tol: float) -> torch.Tensor:
     leaves at most tol.
     """
     cells = impact.shape[-2] * impact.shape[-1]
+    above = impact > log_tol - math.log(cells)
+    if not bool(above.any()):  # then no map can sum to more than tol
+        return above
     total = torch.logsumexp(impact.flatten(-2), dim=-1)[..., None, None]
-    return (total > log_tol) & (impact > log_tol - math.log(cells))
+    return above & (total > log_tol)
 
 
 class Inference:
@@ -123,11 +137,13 @@ class Inference:
     def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, tol: float):
         self.unary, self.pairwise, self.levels, self.root, self.tol = unary, pairwise, levels, root, tol
         # The pairwise as factors when it is separable, per level (the downward ones on request).
+        # With finite potentials every score below is finite: no -inf bookkeeping is needed.
+        self.finite = not (bool(torch.isinf(unary).any()) or bool(torch.isinf(pairwise).any()))
         self.separable = separable_factors(pairwise)
         self.up_factors = self.down_factors = None
         if self.separable is not None:
             self.separable.matrices(unary.shape[-2:], _pad(pairwise))
-            self.up_factors = {id(level): self.separable[:, level.edges] for level in levels}
+            self.up_factors = {id(level): self.separable[:, level.edge_at] for level in levels}
         self._upward(None)
         # log Z alone is certified when each message is within a relative tol of its exact value
         # at every cell: computed messages are upper bounds, so Z is then within (1 + tol)^E.
@@ -167,15 +183,18 @@ class Inference:
     def _message(self, level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         """Log-sum-exp messages of one level, exact at the cells marked exact; records their errors."""
         factors = kernels if self.up_factors is None else self.up_factors[id(level)]
-        msg, err = lse_correlate(beliefs, factors, _pad(kernels))  # (B, n, H, W), (B, n, 1 | H, 1 | W)
-        error, settled_cells = err + _LOG2, torch.isneginf(msg)
-        if self.any_exact:
-            exact = self.exact[:, level.edges]
-            msg = _fix_cells(msg, exact, beliefs, kernels, _pad(kernels))
-            error, settled_cells = torch.where(exact, -math.inf, error), settled_cells | exact
-        self.messages[:, level.edges] = msg
-        self.message_error[:, level.edges] = error
-        self.message_gap[:, level.edges] = torch.where(settled_cells, math.inf, msg - error).amin(dim=(-2, -1))
+        msg, err = lse_correlate(beliefs, factors, _pad(kernels), finite=self.finite)  # (B, n, H, W), (B, n, 1 | H, 1 | W)
+        error = err + _LOG2
+        gap = msg - error
+        if self.any_exact or not self.finite:
+            exact = self.exact[:, level.edge_at]
+            if self.any_exact:
+                msg = _fix_cells(msg, exact, beliefs, kernels, _pad(kernels))
+                error = torch.where(exact, -math.inf, error)
+            gap = torch.where(exact | torch.isneginf(msg), math.inf, msg - error)  # exact cells have no error
+        self.messages[:, level.edge_at] = msg
+        self.message_error[:, level.edge_at] = error
+        self.message_gap[:, level.edge_at] = gap.amin(dim=(-2, -1))
         return msg
 
     def _rest(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor
@@ -183,7 +202,7 @@ class Inference:
         """The parents' scores without each edge's subtree, (B, n, H, W), from the children's
         messages per parent as a finite sum and a count of -inf (so that one child's contribution
         can be taken out exactly)."""
-        p, msg = level.parents, self.messages[:, level.edges]
+        p, msg = level.parents, self.messages[:, level.edge_at]
         finite = torch.isfinite(msg)
         others_inf = neg_inf[:, p] - (~finite).double() > 0.5
         others = finite_sum[:, p] - torch.where(finite, msg, 0.0)
@@ -206,17 +225,17 @@ class Inference:
         if self.separable is not None and self.down_factors is None:
             flipped = self.separable.flip()
             flipped.matrices(self.unary.shape[-2:], pad)
-            self.down_factors = {id(level): flipped[:, level.edges] for level in self.levels}
+            self.down_factors = {id(level): flipped[:, level.edge_at] for level in self.levels}
         for level in self.levels:
-            kernels = pairwise[:, level.edges].flip(-2, -1)  # (B', n, P, P)
+            kernels = pairwise[:, level.edge_at].flip(-2, -1)  # (B', n, P, P)
             factors = kernels if self.down_factors is None else self.down_factors[id(level)]
             rest = self._rest(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
             self.rests.append(rest)
             # Message cells whose error, weighted by everything around them, could reach tol.
-            flagged[:, level.edges] = _over_budget(rest + self.message_error[:, level.edges] - z, log_tol)
-            out, err = lse_correlate(rest, factors, pad)
-            impact = self.beliefs[:, level.children] + err + _LOG2 - z
-            outside[:, level.children] = _fix_cells(out, _over_budget(impact, log_tol), rest, kernels, pad)
+            flagged[:, level.edge_at] = _over_budget(rest + self.message_error[:, level.edge_at] - z, log_tol)
+            out, err = lse_correlate(rest, factors, pad, finite=self.finite)
+            impact = self.beliefs[:, level.child_at] + err + _LOG2 - z
+            outside[:, level.child_at] = _fix_cells(out, _over_budget(impact, log_tol), rest, kernels, pad)
         self.node = torch.exp(self.beliefs + outside - z)
         return flagged
 
@@ -228,10 +247,10 @@ class Inference:
         z = self.log_z[:, None, None, None]
         edge_log = pairwise.new_empty(self.unary.shape[0], *pairwise.shape[1:])
         for level, rest in zip(self.levels, self.rests):
-            kernels, child_belief = pairwise[:, level.edges], self.beliefs[:, level.children]
+            kernels, child_belief = pairwise[:, level.edge_at], self.beliefs[:, level.child_at]
             pair, err = lse_correlate(child_belief, rest, pad)  # (B, n, P, P)
             pair = _fix_cells(pair, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, rest, pad)
-            edge_log[:, level.edges] = pair + kernels - z
+            edge_log[:, level.edge_at] = pair + kernels - z
         return torch.exp(edge_log)
 
 
@@ -244,7 +263,7 @@ def upward(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level],
     """
     beliefs = unary.clone()
     for level in reversed(levels):
-        msg = message(level, beliefs[:, level.children], pairwise[:, level.edges])
+        msg = message(level, beliefs[:, level.child_at], pairwise[:, level.edge_at])
         beliefs.index_add_(1, level.parents, msg)
     return beliefs
 
