@@ -202,11 +202,11 @@ def _separable_correlate(x: torch.Tensor, k: Separable, pad: tuple[int, int]) ->
     rows, cols = k.matrices((hx, wx), pad)
     mx = _shift(x)
     value = rows @ _linear(x, mx, _TINY_SEPARABLE) @ cols
-    # Each term's relative error: the residual, the rounding of t - max(t) (u |t - max(t)| for
-    # each factor) and of the exponentials; the sums add at most Hx + Wx roundings. Absolute:
-    # the flushing. Then exact <= value (1 + 2 rel) + flush and
-    # value (1 + 2 rel) + flush - exact <= 3 rel value + flush = 2 delta.
-    rel = k.rho + torch.finfo(torch.float64).eps * (_span(x, mx) + k.span + hx + wx + 8)
+    # Each term's relative error (u = eps / 2): the residual, the rounding of t - max(t)
+    # (u |t - max(t)| for each factor), the exponentials (1 ulp each) and two products; the sums
+    # add at most Hx + Wx roundings; 8 u more cover the second-order terms. Absolute: the
+    # flushing. Then exact <= value (1 + 2 rel) + flush <= exact + 3 rel value + flush = exact + 2 delta.
+    rel = k.rho + torch.finfo(torch.float64).eps * (_span(x, mx) + k.span + hx + wx + 16)
     flush = _TINY_SEPARABLE * k.f.shape[-1] * k.g.shape[-1]
     shift = mx + k.shift  # (..., 1, 1)
     if value.amin().item() * rel >= flush:  # the flushing is within the relative error:
