@@ -119,7 +119,9 @@ class _Correlator:
         if window <= _CONV_MAX_WINDOW and maps * window < _CONV_PER_STEP * loop:
             xs = x.expand(*lead, *x.shape[-2:]).reshape(1, maps, *x.shape[-2:])
             weights = kern.expand(*lead, hk, wk).reshape(maps, 1, hk, wk)
-            return F.conv2d(xs, weights, padding=(py, px), groups=maps).view(*lead, ho, wo), floor
+            with torch.backends.cudnn.flags(enabled=False):  # no FFT or Winograd algorithms: plain sums
+                out = F.conv2d(xs, weights, padding=(py, px), groups=maps)
+            return out.view(*lead, ho, wo), floor
         xp = F.pad(x, (px, px, py, py))
         out = xp.new_zeros(*lead, ho, wo)
         if hk * wk <= ho * wo:  # loop over taps, each a shifted multiply-add of the whole output
