@@ -245,11 +245,10 @@ def lse_correlate(x: torch.Tensor, k: torch.Tensor | Separable, pad: tuple[int, 
         out = torch.log(value.clamp_min(0.0) + bound) + mx + mk
         log_delta = torch.log(bound) + mx + mk
     if not finite:
-        k_support = torch.isfinite(k).double() if isinstance(k, torch.Tensor) else None  # separable: finite
-        if (k_support is not None and not bool(k_support.all())) or bool(torch.isinf(x).any()):
-            if k_support is None:
-                k_support = x.new_ones(k.f.shape[-1], k.g.shape[-1])
-            reach, _ = _Correlator(k_support, x.shape[-2:], pad)(torch.isfinite(x).double())
+        # separable kernels are finite everywhere
+        support = x.new_ones(k.f.shape[-1], k.g.shape[-1]) if isinstance(k, Separable) else torch.isfinite(k).double()
+        if not bool(support.all()) or bool(torch.isinf(x).any()):
+            reach, _ = _Correlator(support, x.shape[-2:], pad)(torch.isfinite(x).double())
             out = torch.where(reach > 0.5, out, -math.inf)  # integer counts: rounding error << 0.5
     return out, log_delta
 

@@ -136,9 +136,10 @@ class Inference:
 
     def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, tol: float):
         self.unary, self.pairwise, self.levels, self.root, self.tol = unary, pairwise, levels, root, tol
-        # The pairwise as factors when it is separable, per level (the downward ones on request).
         # With finite potentials every score below is finite: no -inf bookkeeping is needed.
         self.finite = not (bool(torch.isinf(unary).any()) or bool(torch.isinf(pairwise).any()))
+        # The pairwise as factors when it is separable, per level (the downward ones on request);
+        # the banded matrices are built once for all edges, before the per-level slices take them.
         self.separable = separable_factors(pairwise)
         self.up_factors = self.down_factors = None
         if self.separable is not None:
@@ -185,13 +186,14 @@ class Inference:
         factors = kernels if self.up_factors is None else self.up_factors[id(level)]
         msg, err = lse_correlate(beliefs, factors, _pad(kernels), finite=self.finite)  # (B, n, H, W), (B, n, 1 | H, 1 | W)
         error = err + _LOG2
-        gap = msg - error
         if self.any_exact or not self.finite:
             exact = self.exact[:, level.edge_at]
             if self.any_exact:
                 msg = _fix_cells(msg, exact, beliefs, kernels, _pad(kernels))
                 error = torch.where(exact, -math.inf, error)
             gap = torch.where(exact | torch.isneginf(msg), math.inf, msg - error)  # exact cells have no error
+        else:
+            gap = msg - error
         self.messages[:, level.edge_at] = msg
         self.message_error[:, level.edge_at] = error
         self.message_gap[:, level.edge_at] = gap.amin(dim=(-2, -1))
