@@ -10,6 +10,7 @@ Under ``torchrun --nproc_per_node N -m crfpose train ...`` training runs with Di
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from typing import Optional, Sequence
@@ -21,7 +22,12 @@ from crfpose.fileio import atomic_write
 from crfpose.engine import NonFiniteLoss, load_model, make_dataset, train
 from crfpose.evaluate import evaluate
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+# Commands beyond train/eval: name -> (module, one-line help). Each module has
+# ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
+COMMANDS: dict[str, tuple[str, str]] = {
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--normalizer", choices=CHOICES["eval.normalizer"], help="PCK normaliser; default: the config's")
     ev.add_argument("--batch-size", type=int, help="evaluation batch size; default: the config's eval.batch_size")
     ev.add_argument("--out", metavar="FILE", help="write the metrics as JSON here (atomically)")
+    for name, (module, summary) in COMMANDS.items():
+        importlib.import_module(module).add_arguments(commands.add_parser(name, help=summary, description=summary))
     return parser
 
 
@@ -102,6 +110,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     training stopped on a NaN/inf loss (the last good checkpoint is kept)."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command in COMMANDS:
+            return importlib.import_module(COMMANDS[args.command][0]).run(args)
         return _train(args) if args.command == "train" else _eval(args)
     except ValueError as err:
         print(f"crfpose {args.command}: error: {err}", file=sys.stderr)
