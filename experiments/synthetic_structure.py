@@ -25,15 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from crfpose import engine, metrics
+from crfpose import engine
 from crfpose.config import load_config
 from crfpose.data.synthetic import SyntheticDataset
 from crfpose.evaluate import predict_dataset
-from crfpose.skeletons import Skeleton, get_skeleton
+from crfpose.skeletons import get_skeleton
+from crfpose.structure import bootstrap_deltas, structure_scores, summarise
 
 DECODERS = ("unary", "marginals", "map")
 BASE_CONFIG = Path(__file__).parent / "configs" / "synthetic_separate.yaml"
-MIN_LIMB_PX = 2.0  # ground-truth limbs shorter than this (foreshortened) are not scored for plausibility
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,68 +47,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=0.2, help="PCK threshold (fraction of max(box w, h))")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     return p.parse_args(argv)
-
-
-def structure_scores(pred: np.ndarray, gt: np.ndarray, box: np.ndarray, skeleton: Skeleton, alpha: float) -> dict:
-    """Per-joint and per-limb indicator arrays of one decoder's predictions (original pixels)."""
-    errors, _ = metrics.normalized_errors(pred, gt, "bbox", boxes=box, all_joints=True)  # (N, K)
-    correct = errors <= alpha  # (N, K)
-    own, partner = zip(*[(a, b) for a, b in skeleton.flip_pairs] + [(b, a) for a, b in skeleton.flip_pairs])
-    own, partner = list(own), list(partner)
-    d_own = np.linalg.norm(pred[:, own, :2] - gt[:, own, :2], axis=-1)  # (N, P)
-    d_partner = np.linalg.norm(pred[:, own, :2] - gt[:, partner, :2], axis=-1)  # (N, P)
-    parent, child = (list(x) for x in zip(*skeleton.edges))
-    gt_len = np.linalg.norm(gt[:, child, :2] - gt[:, parent, :2], axis=-1)  # (N, E)
-    pred_len = np.linalg.norm(pred[:, child, :2] - pred[:, parent, :2], axis=-1)  # (N, E)
-    ratio = pred_len / np.maximum(gt_len, 1e-9)
-    swap = np.zeros(correct.shape, bool)  # (N, K)
-    swap[:, own] = d_partner < d_own
-    paired = [(a, b) for a, b in skeleton.edges if a in own and b in own]  # limbs with both ends in flip pairs
-    scale = alpha * np.maximum(box[:, 2:4].max(-1), 1e-9)[:, None]  # (N, 1) the PCK radius in pixels
-    return {
-        "correct": correct, "swap": swap[:, own], "own": own,
-        "mixed_swap": swap[:, [a for a, _ in paired]] != swap[:, [b for _, b in paired]],  # (N, limbs)
-        "swap_strict": (d_own > scale) & (d_partner <= scale),
-        "bad_limb": (ratio > 2.0) | (ratio < 0.5), "limb_scored": gt_len >= MIN_LIMB_PX,
-    }
-
-
-def _rate(values: np.ndarray, mask: np.ndarray) -> float:
-    return float(values[mask].mean()) if mask.any() else float("nan")
-
-
-def summarise(s: dict, base: dict, visible: np.ndarray) -> dict:
-    """Headline rates of one decoder (``s``) and its fix/break rates against the unary decoder (``base``)."""
-    everything = np.ones_like(visible)
-    return {
-        "pck": _rate(s["correct"], everything),
-        "pck_visible": _rate(s["correct"], visible),
-        "pck_occluded": _rate(s["correct"], ~visible),
-        "swap_rate": _rate(s["swap"], np.ones_like(s["swap"])),
-        "swap_rate_occluded": _rate(s["swap"], ~visible[:, s["own"]]),
-        "swap_strict": _rate(s["swap_strict"], np.ones_like(s["swap_strict"])),
-        "mixed_swap": _rate(s["mixed_swap"], np.ones_like(s["mixed_swap"])),
-        "implausible_limbs": _rate(s["bad_limb"], s["limb_scored"]),
-        "fixed": _rate(s["correct"], ~base["correct"]),
-        "broken": _rate(~s["correct"], base["correct"]),
-        "fixed_occluded": _rate(s["correct"], ~base["correct"] & ~visible),
-        "broken_occluded": _rate(~s["correct"], base["correct"] & ~visible),
-    }
-
-
-def bootstrap_deltas(s: dict, base: dict, visible: np.ndarray, resamples: int, seed: int = 0) -> dict:
-    """95% paired bootstrap intervals (resampling figures) of decoder-minus-unary differences."""
-    rng = np.random.default_rng(seed)
-    n = visible.shape[0]
-    keys = ("pck", "pck_visible", "pck_occluded", "swap_rate", "swap_strict", "mixed_swap", "implausible_limbs")
-    draws = {k: [] for k in keys}
-    for _ in range(resamples):
-        idx = rng.integers(0, n, n)
-        sub = lambda d: {k: (v[idx] if isinstance(v, np.ndarray) else v) for k, v in d.items()}  # noqa: E731
-        a, b = summarise(sub(s), sub(base), visible[idx]), summarise(sub(base), sub(base), visible[idx])
-        for k in keys:
-            draws[k].append(a[k] - b[k])
-    return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in draws.items()}
 
 
 def format_table(rows: dict) -> str:
@@ -142,13 +80,14 @@ def main(argv=None) -> dict:
     preds = {name: predict_dataset(model, test, decoder=name) for name in DECODERS}
     gt, box = preds["unary"]["gt"], preds["unary"]["box"]
     visible = gt[..., 2] == 2  # (N, K); every synthetic joint is labelled, v=1 where hidden
-    scores = {name: structure_scores(p["pred"], gt, box, skeleton, args.alpha) for name, p in preds.items()}
-    rows = {name: summarise(s, scores["unary"], visible) for name, s in scores.items()}
+    scores = {name: structure_scores(p["pred"], gt, skeleton, alpha=args.alpha, normalizer="bbox", boxes=box)
+              for name, p in preds.items()}
+    rows = {name: summarise(s, scores["unary"]) for name, s in scores.items()}
     front = np.array([test[i]["meta"]["facing"] > 0 for i in preds["unary"]["index"]])  # (N,) faces the camera
     for name, s in scores.items():
         rows[name]["swap_facing_camera"] = float(s["swap"][front].mean())
         rows[name]["swap_facing_away"] = float(s["swap"][~front].mean())
-    intervals = {name: bootstrap_deltas(scores[name], scores["unary"], visible, args.bootstrap)
+    intervals = {name: bootstrap_deltas(scores[name], scores["unary"], resamples=args.bootstrap)
                  for name in DECODERS if name != "unary"}
     result = {
         "checkpoint": checkpoint, "config": config_summary(config), "test": {"length": args.test_length,
