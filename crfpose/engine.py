@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from crfpose.codec import input_to_heatmap
 from crfpose.config import Config, from_dict, save_config, to_dict
-from crfpose.fileio import atomic_write
+from crfpose.fileio import atomic_write, load_torch_file
 from crfpose.crf.pairwise import FreePairwise, GaussianPairwise, MixturePairwise
 from crfpose.data import TopDownTransform, build_dataset
 from crfpose.evaluate import compute_metrics, merge_predictions, predict_dataset
@@ -145,19 +145,40 @@ def save_checkpoint(path: Union[str, os.PathLike], state: dict) -> Path:
     return atomic_write(path, lambda f: torch.save(state, f), binary=True)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays and paths turned into plain Python values, so that the
+    checkpoint holding it loads with ``torch.load(weights_only=True)``."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
 def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
-    """A checkpoint written by :func:`train`, on the CPU."""
-    if not Path(path).is_file():
-        raise ValueError(f"checkpoint: file not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint written by :func:`train`, on the CPU, read with ``weights_only=True`` (a file that
+    carries code is refused, never run). Anything else gives a one-line ValueError naming the file."""
+    state = load_torch_file(path, "checkpoint")
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("config"), dict):
+        got = f"a dict with keys {sorted(map(str, state))[:6]}" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise ValueError(f"checkpoint {path}: not a crfpose checkpoint (expected a dict with 'model' and 'config', got {got})")
+    return state
 
 
 def load_model(checkpoint: Union[str, os.PathLike, dict]) -> tuple[nn.Module, Config]:
     """The model of a :func:`train` checkpoint (weights loaded, eval mode) and its config."""
     state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    name = "checkpoint" if isinstance(checkpoint, dict) else f"checkpoint {checkpoint}"
     config = from_dict(state["config"])
     model = build_model_from_config(config)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{name}: its weights do not fit the model its config describes ({str(err).splitlines()[0]})") from None
     return model.eval(), config
 
 
@@ -166,7 +187,9 @@ def _load_init(model: nn.Module, path: str) -> bool:
     a backbone-only state goes into a PoseCRF's backbone. Returns whether a *fitted* pairwise was
     loaded: not from a checkpoint written while only the heatmaps trained (e.g. ``stage1_heatmap.pt``),
     whose pairwise is still at its initial value."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_torch_file(path, "train.init_checkpoint")
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"train.init_checkpoint {path}: expected a crfpose checkpoint or a state dict, got a {type(checkpoint).__name__}")
     state = checkpoint.get("model", checkpoint)
     if isinstance(model, PoseCRF) and not any(k.startswith("backbone.") for k in state):
         model.backbone.load_state_dict(state)
@@ -478,7 +501,7 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
                 checkpoint = {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(), "stage": index, "stage_name": stage.name, "epoch": epoch + 1,
-                    "config": to_dict(config), "metrics": metrics, "best": best,
+                    "config": _plain(to_dict(config)), "metrics": _plain(metrics), "best": float(best),
                 }
                 written["last"] = save_checkpoint(paths["last"], checkpoint)
                 if improved:

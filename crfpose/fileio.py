@@ -1,12 +1,14 @@
-"""Atomic file output: readers see the old file or the new one, never a partial one."""
+"""Atomic file output (readers see the old file or the new one, never a partial one) and safe
+reading of torch files (tensors, containers and plain values only: never code)."""
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
-from typing import IO, Callable, Union
+from typing import IO, Any, Callable, Union
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "load_torch_file"]
 
 
 def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO], None], binary: bool = False) -> Path:
@@ -28,3 +30,32 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO], None], bin
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def load_torch_file(path: Union[str, os.PathLike], what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors, containers and plain values only.
+
+    A pickle that would build other Python objects (and could run code while doing so) is refused
+    without executing any of it. Every failure is a one-line ``ValueError`` naming ``what``, the file
+    and the problem: missing, refused (holds code or arbitrary objects), or not a readable torch file
+    (text, truncated, corrupt).
+    """
+    import torch  # only the readers of torch files pay for the import
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what}: file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "global" in str(err).lower():  # a reference to a callable or class: what code execution needs
+            raise ValueError(
+                f"{what} {path}: refused: it holds Python objects other than tensors and plain values, "
+                "which could run code when loaded (only tensors, containers and plain values are read)"
+            ) from None
+        raise ValueError(f"{what} {path}: not a torch file (unreadable pickle data)") from None
+    except (KeyError, UnicodeDecodeError, IndexError, TypeError):
+        raise ValueError(f"{what} {path}: not a torch file (unreadable pickle data)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{what} {path}: not a readable torch file, truncated or corrupt ({reason})") from None

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from crfpose.fileio import load_torch_file
 from crfpose.models.hrnet import HRNet, STAGES
 
 __all__ = ["read_state_dict", "config_from_state_dict", "load_official_checkpoint"]
@@ -19,11 +20,12 @@ __all__ = ["read_state_dict", "config_from_state_dict", "load_official_checkpoin
 
 def read_state_dict(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
     """Load a .pth file as a flat state dict: a raw state dict or ``{'state_dict': ...}``,
-    with any ``module.`` prefix (DataParallel) removed."""
+    with any ``module.`` prefix (DataParallel) removed. Read with ``weights_only=True``: a file that
+    carries code is refused with a ValueError, never run."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint path {str(path)!r} is not a file")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_torch_file(path, "official checkpoint")
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
