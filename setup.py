@@ -26,6 +26,9 @@ setup(
     ],
     entry_points={"console_scripts": ["crfpose=crfpose.cli:main"]},
     extras_require={
-        "dev": ["pytest>=7.4", "hypothesis>=6.80", "pytest-xdist>=3.3"],
+        # the web demo (crfpose app); gradio_client and playwright (with the system's Chromium) test it
+        "app": ["gradio>=5.0"],
+        "dev": ["pytest>=7.4", "hypothesis>=6.80", "pytest-xdist>=3.3", "gradio>=5.0", "gradio_client>=1.0",
+                "playwright>=1.40"],
     },
 )
