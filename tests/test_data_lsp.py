@@ -60,3 +60,11 @@ def test_lsp_errors(tmp_path, lsp_root):
         ds = LSPDataset(tmp_path, "all", on_error="skip")
     assert [s["record"] for s in ds.skipped] == ["image 2", "image 3"]
     assert "image file not found" in ds.skipped[1]["reason"]
+
+
+def test_validation_split_is_carved_from_train_and_disjoint_from_test(lsp_root):
+    fit, val, test = (LSPDataset(lsp_root, s) for s in ("fit", "val", "test"))
+    ids = [{r.image_id for r in d.records} for d in (fit, val, test)]
+    assert len(ids[0]) == 900 and len(ids[1]) == 100
+    assert ids[0] | ids[1] == {r.image_id for r in LSPDataset(lsp_root, "train").records}
+    assert not ids[0] & ids[1] and not (ids[0] | ids[1]) & ids[2]

@@ -8,7 +8,8 @@ Shape legend: K = 14 joints, N images.
 - coordinates are 1-based MATLAB pixels in the file; we subtract 1 to get 0-based pixel centres;
 - the flag is 1 for OCCLUDED and 0 for visible (original LSP release); every joint is labelled,
   so occluded -> v = 1 and visible -> v = 2;
-- standard split: images 1-1000 ``"train"``, 1001-2000 ``"test"`` (``"all"``: every image);
+- standard split: images 1-1000 ``"train"``, 1001-2000 ``"test"`` (``"all"``: every image); for model
+  selection without touching test, ``"train"`` divides into ``"fit"`` (1-900) and ``"val"`` (901-1000);
 - the person box is the tight box of the 14 joints (the transform's padding adds the margin).
 
 ``image_id`` is the 1-based image number.
@@ -26,7 +27,7 @@ from crfpose.skeletons import LSP14
 
 __all__ = ["LSPDataset", "SPLITS", "load_lsp_joints"]
 
-SPLITS = {"train": (1, 1000), "test": (1001, 2000), "all": (1, None)}
+SPLITS = {"train": (1, 1000), "fit": (1, 900), "val": (901, 1000), "test": (1001, 2000), "all": (1, None)}
 
 
 def load_lsp_joints(path: Union[str, Path]) -> np.ndarray:
@@ -48,7 +49,8 @@ class LSPDataset(PoseDataset):
 
     Args:
         root: folder with ``joints.mat`` and ``images/``.
-        split: ``"train"`` (1-1000), ``"test"`` (1001-2000) or ``"all"``.
+        split: ``"train"`` (1-1000), ``"fit"`` (1-900) and ``"val"`` (901-1000) of it, ``"test"``
+            (1001-2000) or ``"all"``.
         transform, on_error, check_images: see :class:`~crfpose.data.base.PoseDataset`.
     """
 
