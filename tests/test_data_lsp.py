@@ -41,7 +41,7 @@ def test_drawn_sample_joints_land_where_joints_mat_says(lsp_root):
 
 def test_lsp_errors(tmp_path, lsp_root):
     with pytest.raises(ValueError, match="split must be one of"):
-        LSPDataset(lsp_root, "val")
+        LSPDataset(lsp_root, "validation")
     with pytest.raises(ValueError, match="cannot read LSP joints"):
         load_lsp_joints(tmp_path / "joints.mat")
     scipy.io.savemat(str(tmp_path / "joints.mat"), {"joints": np.zeros((14, 3, 5))})
