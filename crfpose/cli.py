@@ -27,6 +27,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 # Commands beyond train/eval: name -> (module, one-line help). Each module has
 # ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "viz": ("crfpose.viz_cli", "figures: overlays, heatmaps vs marginals, kernels, samples, PCK curves, training curves"),
     "demo": ("crfpose.demo", "the main job: CNN alone vs CNN + tree CRF on synthetic figures (or LSP): tables, figures, a model"),
 }
 

@@ -12,6 +12,7 @@ Colours come from the skeleton: left green, right orange, centre blue (:func:`jo
 width, fonts and line widths of every figure alike.
 """
 from crfpose.viz._base import FORMATS, SIDE_COLORS, STYLES, Style, as_image, joint_colors, joint_sides, link_colors, save
+from crfpose.viz.curves import load_log, load_result, plot_joint_pck, plot_pck_curves, plot_training
 from crfpose.viz.distributions import (
     chain_mean_pose, displacement_moments, ellipse, map_moments, plot_deformation, plot_heatmaps, plot_pairwise,
     plot_samples,
@@ -20,6 +21,7 @@ from crfpose.viz.poses import most_different, plot_gallery, plot_poses, pose_err
 
 __all__ = [
     "plot_poses", "plot_gallery", "plot_heatmaps", "plot_pairwise", "plot_deformation", "plot_samples",
-    "displacement_moments", "map_moments", "ellipse", "chain_mean_pose", "pose_errors", "most_different", "joint_colors", "link_colors", "joint_sides",
-    "as_image", "save", "Style", "STYLES", "SIDE_COLORS", "FORMATS",
+    "plot_pck_curves", "plot_joint_pck", "plot_training", "save", "joint_colors", "link_colors", "joint_sides",
+    "load_result", "load_log", "displacement_moments", "map_moments", "ellipse", "chain_mean_pose", "pose_errors",
+    "most_different", "as_image", "Style", "STYLES", "SIDE_COLORS", "FORMATS",
 ]

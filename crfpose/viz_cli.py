@@ -1,0 +1,155 @@
+"""``crfpose viz``: the figure set of a model on a dataset, of a training log, or comparing results.
+
+Shape legend: N poses evaluated, K joints.
+
+    crfpose viz CHECKPOINT --data NAME [--split S] [--set key=value ...] [--num N] [--limit M] --out DIR
+    crfpose viz --log RUN/log.jsonl --out DIR
+    crfpose viz --results a.json b.json [--labels A B] --out DIR
+
+Every form takes ``--format png|pdf|svg`` and ``--style screen|paper|paper-wide``. Figures are drawn
+headless (Agg); matplotlib is imported only when the command runs.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crfpose.config import CHOICES
+
+__all__ = ["add_arguments", "run", "checkpoint_figures"]
+
+FORMATS = ("png", "pdf", "svg")
+STYLE_NAMES = ("screen", "paper", "paper-wide")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``crfpose viz``."""
+    parser.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
+                        help="a checkpoint written by 'crfpose train': draws overlays (ground truth, CNN, CNN + CRF), "
+                             "heatmaps vs marginals, pairwise kernels, the deformation model, CRF samples, PCK curves "
+                             "and per-joint bars (and the training curves when log.jsonl lies beside it)")
+    parser.add_argument("--data", choices=CHOICES["data.name"], help="dataset name (with CHECKPOINT)")
+    parser.add_argument("--split", help="dataset split; default: the config's validation options")
+    parser.add_argument("--set", dest="options", action="append", default=[], metavar="key=value",
+                        help="dataset option (repeatable), value parsed as YAML, e.g. --set root=/data/lsp")
+    parser.add_argument("--num", type=int, default=4, metavar="N",
+                        help="images in the overlay gallery (those where CNN and CNN + CRF differ most); default 4")
+    parser.add_argument("--limit", type=int, metavar="M", help="evaluate only the first M poses (default: all)")
+    parser.add_argument("--log", metavar="LOG", help="a run's log.jsonl: draws loss, learning rate and validation PCK")
+    parser.add_argument("--results", nargs="+", metavar="JSON",
+                        help="result files of 'crfpose eval --out': draws their PCK curves and per-joint bars")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per --results file; default: file names")
+    parser.add_argument("--format", choices=FORMATS, default="png", help="output format; default png")
+    parser.add_argument("--style", choices=STYLE_NAMES, default="screen",
+                        help="figure size and fonts: screen (default), paper (one column), paper-wide (text width)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder receiving the figures")
+
+
+def _denormalised(image: Any, dataset: Any) -> np.ndarray:
+    """An item's crop as (H, W, 3) uint8, undoing the ImageNet normalisation when the dataset applied it."""
+    from crfpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    normalised = getattr(dataset, "normalize", None)
+    if normalised is None:
+        normalised = getattr(getattr(dataset, "transform", None), "normalize", False)
+    chw = image.detach().cpu().double().numpy()
+    if normalised:
+        chw = chw * np.array(IMAGENET_STD)[:, None, None] + np.array(IMAGENET_MEAN)[:, None, None]
+    return np.round(np.clip(chw.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
+
+
+def checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: str) -> list[Path]:
+    """The figure set of ``args.checkpoint`` on ``args.data``; returns the files written."""
+    import torch
+
+    from crfpose import viz
+    from crfpose.cli import _options
+    from crfpose.config import from_dict, to_dict
+    from crfpose.crf import TreeCRF
+    from crfpose.data.transforms import affine_points
+    from crfpose.engine import load_model, make_dataset
+    from crfpose.evaluate import compute_metrics, predict_dataset
+    from crfpose.models.pose_crf import PoseCRF
+
+    if args.data is None:
+        raise ValueError("--data: expected a dataset name with CHECKPOINT, got none")
+    if args.num < 1 or (args.limit is not None and args.limit < 1):
+        raise ValueError(f"--num and --limit: expected positive ints, got {args.num} and {args.limit}")
+    model, config = load_model(args.checkpoint)
+    data = to_dict(config)
+    val = dict(data["data"]["val"]) if args.data == config.data.name else {}
+    if args.split is not None:
+        val["split"] = args.split
+    data["data"] |= {"name": args.data, "val": val | _options(args.options)}
+    dataset = make_dataset(from_dict(data), "val", train=False)
+    skeleton = dataset.skeleton
+    indices = range(min(len(dataset), args.limit or len(dataset)))
+    if not len(indices):
+        raise ValueError(f"--data: the dataset {args.data!r} has no poses")
+    e = config.eval
+    crf = isinstance(model, PoseCRF)
+    decoders = {"CNN": "unary"} | ({"CNN + CRF": e.decoder if e.decoder != "unary" else "marginals"} if crf else {})
+    predictions = {label: predict_dataset(model, dataset, decoder=d, refine=e.refine, batch_size=e.batch_size,
+                                          indices=indices) for label, d in decoders.items()}
+    results = {label: compute_metrics(p, skeleton, alpha=e.alpha, normalizer=e.normalizer, all_joints=e.all_joints)
+               for label, p in predictions.items()}
+    gt = next(iter(predictions.values()))["gt"]
+    chosen = viz.most_different(gt, {k: p["pred"] for k, p in predictions.items()}, skeleton, min(args.num, len(gt)))
+    items = [dataset[int(predictions["CNN"]["index"][i])] for i in chosen]
+    crops = [_denormalised(item["image"], dataset) for item in items]
+    affines = [item["meta"]["affine"] for item in items]
+    in_crop = {label: np.stack([affine_points(p["pred"][i], a) for i, a in zip(chosen, affines)])
+               for label, p in predictions.items()}
+    gt_crop = np.stack([affine_points(gt[i], a) for i, a in zip(chosen, affines)])
+    figures = {
+        "overlays": viz.plot_gallery(crops, gt_crop, in_crop, skeleton, num=len(chosen), style=style),
+        "pck_curves": viz.plot_pck_curves(list(results.values()), list(results), style=style),
+        "joint_pck": viz.plot_joint_pck(list(results.values()), list(results), style=style),
+    }
+    if crf:
+        with torch.no_grad():
+            maps = model.backbone(items[0]["image"][None])  # (1, K, H, W)
+            unary, pairwise = model.unary(maps), model.pairwise(maps)
+        distribution = TreeCRF(unary, pairwise, skeleton)
+        marginals = distribution.marginals[0]
+        figures |= {
+            "heatmaps": viz.plot_heatmaps(crops[0], unary[0], marginals, skeleton, style=style),
+            "heatmaps_top": viz.plot_heatmaps(crops[0], unary[0], marginals, skeleton,
+                                              top=min(4, skeleton.num_joints), style=style),
+            "pairwise": viz.plot_pairwise(pairwise, skeleton, style=style),
+            "deformation": viz.plot_deformation(pairwise, skeleton, style=style),
+            "samples": viz.plot_samples(crops[0], distribution, skeleton, 20, ellipses=True, style=style),
+        }
+    log = Path(args.checkpoint).parent / "log.jsonl"
+    if log.is_file():
+        figures["training"] = viz.plot_training(log, style=style)
+    return [viz.save(fig, out / f"{name}.{fmt}") for name, fig in figures.items()]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the requested figures into ``args.out``; prints one path per line."""
+    from crfpose import viz
+
+    if args.checkpoint is None and args.log is None and args.results is None:
+        raise ValueError("expected CHECKPOINT (with --data), --log or --results, got none of them")
+    if args.labels is not None and args.results is None:
+        raise ValueError("--labels: expected with --results, got no --results")
+    out, fmt, style = Path(args.out), args.format, args.style
+    written: list[Path] = []
+    if args.checkpoint is not None:
+        written += checkpoint_figures(args, out, fmt, style)
+    if args.log is not None:
+        written.append(viz.save(viz.plot_training(args.log, style=style), out / f"training.{fmt}"))
+    if args.results is not None:
+        labels = args.labels or [Path(r).stem for r in args.results]
+        if len(labels) != len(args.results):
+            raise ValueError(f"--labels: expected {len(args.results)} labels, one per --results file, got {len(labels)}")
+        results = [viz.load_result(r, "--results") for r in args.results]
+        written.append(viz.save(viz.plot_pck_curves(results, labels, style=style), out / f"compare_pck_curves.{fmt}"))
+        written.append(viz.save(viz.plot_joint_pck(results, labels, style=style), out / f"compare_joint_pck.{fmt}"))
+    for path in written:
+        print(path)
+    return 0
