@@ -28,6 +28,8 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 # ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
 COMMANDS: dict[str, tuple[str, str]] = {
     "viz": ("crfpose.viz_cli", "figures: overlays, heatmaps vs marginals, kernels, samples, PCK curves, training curves"),
+    "predict": ("crfpose.predict_cli", "poses for images, folders and videos: JSON per image/video, COCO results, overlays"),
+    "import-official": ("crfpose.import_official", "an official HRNet checkpoint + a tree CRF -> a crfpose checkpoint"),
     "demo": ("crfpose.demo", "the main job: CNN alone vs CNN + tree CRF on synthetic figures (or LSP): tables, figures, a model"),
 }
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from crfpose.codec import input_to_heatmap
 from crfpose.config import Config, from_dict, save_config, to_dict
 from crfpose.fileio import atomic_write, load_torch_file
-from crfpose.crf.pairwise import FreePairwise, GaussianPairwise, MixturePairwise
+from crfpose.crf.pairwise import FlatPairwise, FreePairwise, GaussianPairwise, MixturePairwise
 from crfpose.data import TopDownTransform, build_dataset
 from crfpose.evaluate import compute_metrics, merge_predictions, predict_dataset
 from crfpose.losses import crf_nll, heatmap_mse
@@ -46,6 +46,7 @@ from crfpose.skeletons import get_skeleton
 
 __all__ = [
     "Stage", "plan_stages", "build_model_from_config", "make_dataset", "build_datasets", "init_pairwise_from_data",
+    "fit_pairwise",
     "save_checkpoint", "load_checkpoint", "load_model", "train", "NonFiniteLoss",
 ]
 
@@ -77,7 +78,8 @@ def build_model_from_config(config: Config) -> nn.Module:
     crf = None
     if config.train.mode != "unary":
         c = config.crf
-        crf = {"pairwise": c.pairwise, "radius": c.radius, "unary": c.unary, "num_types": c.num_types, "init_scale": c.init_scale}
+        crf = {"pairwise": c.pairwise, "radius": c.radius, "unary": c.unary, "num_types": c.num_types,
+               "init_scale": c.init_scale, "pool": c.pool}
     return build_model(config.model.name, skeleton=get_skeleton(config.skeleton), crf=crf, **config.model.options)
 
 
@@ -123,10 +125,18 @@ def init_pairwise_from_data(model: PoseCRF, config: Config) -> int:
     subset = Subset(dataset, range(min(len(dataset), config.crf.init_samples)))
     loader = DataLoader(subset, batch_size=64, num_workers=config.train.workers)
     keypoints = torch.cat([batch["keypoints"] for batch in loader])  # (N, K, 3) crop pixels
-    keypoints = input_to_heatmap(keypoints, _stride(config))  # (N, K, 3) grid cells
-    skeleton, radius, pairwise = model.skeleton, config.crf.radius, model.pairwise
+    fit_pairwise(model, input_to_heatmap(keypoints, _stride(config)), config.crf.radius)
+    return len(keypoints)
+
+
+def fit_pairwise(model: PoseCRF, keypoints: torch.Tensor, radius: int) -> None:
+    """Set ``model.pairwise`` from the displacement statistics of ``keypoints`` (N, K, 3) in grid cells."""
+    skeleton, pairwise = model.skeleton, model.pairwise
+    if isinstance(pairwise, FlatPairwise):
+        return len(keypoints)
     if isinstance(pairwise, MixturePairwise):
-        fitted = MixturePairwise.from_keypoints(pairwise.in_channels, keypoints, skeleton, radius, pairwise.num_types)
+        fitted = MixturePairwise.from_keypoints(pairwise.in_channels, keypoints, skeleton, radius, pairwise.num_types,
+                                                pool=pairwise.pool)
     elif isinstance(pairwise, GaussianPairwise):
         fitted = GaussianPairwise.from_keypoints(keypoints, skeleton, radius)
     elif isinstance(pairwise, FreePairwise):
@@ -134,7 +144,6 @@ def init_pairwise_from_data(model: PoseCRF, config: Config) -> int:
     else:
         raise TypeError(f"model.pairwise: expected a crfpose pairwise module, got {type(pairwise).__name__}")
     pairwise.load_state_dict(fitted.state_dict())
-    return len(keypoints)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -267,10 +276,9 @@ class _Forward(nn.Module):
     def forward(self, images: torch.Tensor):
         if not isinstance(self.model, PoseCRF):
             return self.model(images), None, None
-        maps = self.model.backbone(images)  # (B, K, H, W)
         if self.loss == "mse":
-            return maps, None, None
-        return maps, self.model.unary(maps), self.model.pairwise(maps)
+            return self.model.backbone(images), None, None
+        return self.model.outputs(images)  # (maps, unary, pairwise)
 
 
 def _set_trainable(model: nn.Module, stage: Stage) -> list[nn.Parameter]:
@@ -328,13 +336,20 @@ class _Trainer:
         self.stride = _stride(config)
         self.amp = config.train.amp and ctx.device.type == "cuda"
         self.train_set, self.val_set = build_datasets(config)
+        held_out = config.train.mode == "separate" and config.crf.fit_split == "val"
+        self.crf_set = make_dataset(config, "val", train=True) if held_out else self.train_set
         self.history: list[dict] = []
 
-    def loader(self, epoch: int) -> DataLoader:
-        sampler = DistributedSampler(self.train_set, self.ctx.world, self.ctx.rank, shuffle=True, seed=self.config.train.seed)
+    def dataset(self, stage: Stage) -> Dataset:
+        """The stage's training data: ``crf.fit_split`` for the CRF stage of ``separate``, else the training set."""
+        return self.crf_set if stage.trains == "crf" else self.train_set
+
+    def loader(self, stage: Stage, epoch: int) -> DataLoader:
+        dataset = self.dataset(stage)
+        sampler = DistributedSampler(dataset, self.ctx.world, self.ctx.rank, shuffle=True, seed=self.config.train.seed)
         sampler.set_epoch(epoch)
         generator = torch.Generator().manual_seed(_seed_value(self.config.train.seed, epoch + 1, self.ctx.rank))
-        return DataLoader(self.train_set, self.config.train.batch_size, sampler=sampler, generator=generator,
+        return DataLoader(dataset, self.config.train.batch_size, sampler=sampler, generator=generator,
                           num_workers=self.config.train.workers, pin_memory=self.ctx.device.type == "cuda")
 
     def loss(self, outputs, batch: dict, stage: Stage) -> torch.Tensor:
@@ -356,7 +371,7 @@ class _Trainer:
         """One pass over the training set; returns the epoch's mean loss and speed."""
         cfg, ctx = self.config.train, self.ctx
         _set_modes(model, stage, cfg.freeze_bn)
-        loader = self.loader(epoch)
+        loader = self.loader(stage, epoch)
         bar = tqdm(loader, desc=where, leave=False, disable=not ctx.main or not sys.stderr.isatty())
         total, count, images, start = 0.0, 0, 0, time.perf_counter()
         for step, batch in enumerate(bar):
@@ -470,7 +485,7 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
         net: nn.Module = _Forward(model, stage.loss)
         if ctx.world > 1:
             net = DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        steps = math.ceil(len(trainer.train_set) / ctx.world / cfg.batch_size)
+        steps = math.ceil(len(trainer.dataset(stage)) / ctx.world / cfg.batch_size)
         optimizer = _optimizer(params, config, stage.lr)
         scheduler = _schedule(optimizer, config, stage.epochs, steps)
         scaler = torch.amp.GradScaler(ctx.device.type, enabled=trainer.amp)

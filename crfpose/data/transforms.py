@@ -29,7 +29,7 @@ from crfpose.skeletons import Skeleton
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "image_to_tensor", "normalize", "box_to_center_scale", "get_affine", "invert_affine",
     "affine_points", "warp_image", "flip_keypoints", "flip_heatmaps", "color_jitter",
-    "half_body_box", "TopDownTransform",
+    "half_body_box", "crop_box", "TopDownTransform",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -222,6 +222,22 @@ def half_body_box(keypoints: np.ndarray, skeleton: Skeleton, rng: np.random.Gene
     size = np.maximum(hi - lo, 1.0) * 1.5
     centre = (lo + hi) / 2
     return np.array([centre[0] - size[0] / 2, centre[1] - size[1] / 2, size[0], size[1]])
+
+
+def crop_box(
+    image: torch.Tensor, box: Sequence[float], input_size: Sequence[int], padding: float = 1.25, normalized: bool = True
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The deterministic top-down crop of one person box, for inference (no keypoints needed).
+
+    ``image`` is ``(3, h, w)`` float RGB in ``[0, 1]`` and ``box`` ``(x, y, w, h)`` in its pixels.
+    Returns the ``(3, H_in, W_in)`` crop (ImageNet-normalised when ``normalized``) and the ``(2, 3)``
+    affine from original pixels to crop pixels, exactly as :class:`TopDownTransform` with ``train=False``.
+    """
+    input_size = _size(input_size, "input_size")
+    center, scale = box_to_center_scale(box, input_size[0] / input_size[1], padding)
+    affine = get_affine(center, scale, input_size)
+    crop = warp_image(image, affine, input_size)
+    return (normalize(crop) if normalized else crop), affine
 
 
 @dataclass

@@ -1,0 +1,205 @@
+"""Poses from one's own images: person boxes -> top-down crops -> model -> keypoints in original pixels.
+
+Shape legend: N persons, K joints, H x W heatmap grid, H_in x W_in input crop, h x w original image.
+
+    predictor = Predictor.from_checkpoint("best.pt")
+    persons = predictor("photo.jpg")            # one image -> a list of persons
+    persons[0]["keypoints"]                      # (K, 2) (x, y) in photo.jpg's pixels
+
+Crops of every image and person in a call are batched together; the decoders and the flip test are
+those of :func:`crfpose.evaluate.predict_batch`, the crop that of :func:`crfpose.data.transforms.crop_box`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from crfpose.crf import TreeCRF
+from crfpose.data.transforms import affine_points, crop_box, image_to_tensor, invert_affine
+from crfpose.evaluate import FlipAveraged, predict_batch
+from crfpose.models.pose_crf import DECODERS, PoseCRF
+from crfpose.skeletons import Skeleton
+
+__all__ = ["Predictor", "read_image", "whole_image_box"]
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+
+
+def read_image(image: ImageLike) -> torch.Tensor:
+    """A ``(3, h, w)`` float RGB tensor in ``[0, 1]`` from a path, PIL image, ``(h, w, 3)`` uint8 array
+    or ``(3, h, w)`` tensor (float in ``[0, 1]`` or uint8). An unreadable or truncated file is a
+    ValueError naming it."""
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as opened:
+                image = opened.convert("RGB")  # decodes the whole file: a truncated one fails here
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
+            raise ValueError(f"image {image}: not a readable image ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        return image_to_tensor(image)
+    if isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == 3:
+        return image.float() / 255 if image.dtype == torch.uint8 else image.float()
+    raise ValueError(
+        "image: expected a path, PIL image, (h, w, 3) uint8 array or (3, h, w) tensor, "
+        f"got {type(image).__name__} {tuple(getattr(image, 'shape', ()))}"
+    )
+
+
+def whole_image_box(image: torch.Tensor) -> np.ndarray:
+    """``(1, 5)``: the whole ``(3, h, w)`` image as one person, ``(0, 0, w, h)`` with score 1."""
+    h, w = image.shape[-2:]
+    return np.array([[0.0, 0.0, float(w), float(h), 1.0]])
+
+
+def _as_boxes(boxes: Any, index: int) -> np.ndarray:
+    """``(N, 5)`` boxes ``(x, y, w, h, score)`` from ``(N, 4)`` or ``(N, 5)`` (score 1 when absent)."""
+    array = np.asarray(boxes, dtype=np.float64)
+    if array.size == 0:
+        return np.zeros((0, 5))
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] not in (4, 5) or not np.isfinite(array).all():
+        raise ValueError(f"boxes[{index}]: expected finite (N, 4) or (N, 5) rows (x, y, w, h[, score]), got shape {array.shape}")
+    if array.shape[1] == 4:
+        array = np.concatenate([array, np.ones((len(array), 1))], axis=1)
+    return array
+
+
+class Predictor:
+    """Poses of the persons in images, in the images' own pixels.
+
+    Args:
+        model: a :class:`PoseCRF` (any decoder) or a bare backbone (``decoder="unary"``).
+        skeleton: the model's skeleton (default: ``model.skeleton``).
+        input_size: ``(W_in, H_in)`` of the crops the model was trained on.
+        decoder: ``"marginals"`` (default for a PoseCRF), ``"map"`` or ``"unary"`` (default for a backbone).
+        flip: the flip test (average with the mirrored crop's maps), as in evaluation.
+        refine: sub-pixel refinement of :func:`crfpose.codec.decode` (``"none"``, ``"quarter"``, ``"dark"``).
+        padding: the box is enlarged by this factor (after the aspect-ratio fix) before cropping.
+        normalized: apply the ImageNet mean/std to crops (as the model's training data did).
+        detector: ``image (3, h, w) -> (N, 5)`` person boxes (e.g. :class:`crfpose.detect.PersonDetector`),
+            used when no boxes are given; without one the whole image is one person.
+        batch_size: crops per forward pass.
+        device: where the model runs (default: where its parameters are).
+
+    Keypoint scores: with the ``marginals`` and ``map`` decoders they are the CRF's marginal
+    probabilities of each joint's chosen grid cell, calibrated probabilities on the grid (unlike heatmap
+    maxima, whose scale is arbitrary); with ``unary`` they are the backbone map's value there. A pose's
+    ``score`` is the mean keypoint score times the box score.
+    """
+
+    def __init__(
+        self, model: nn.Module, skeleton: Optional[Skeleton] = None, input_size: Sequence[int] = (192, 256), *,
+        decoder: Optional[str] = None, flip: bool = True, refine: str = "none", padding: float = 1.25,
+        normalized: bool = True, detector: Optional[Callable[[torch.Tensor], np.ndarray]] = None,
+        batch_size: int = 32, device: Union[str, torch.device, None] = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
+        skeleton = skeleton if skeleton is not None else getattr(model, "skeleton", None)
+        if not isinstance(skeleton, Skeleton):
+            raise ValueError("skeleton: expected a crfpose Skeleton (or a PoseCRF model, which has one), got none")
+        decoder = decoder if decoder is not None else ("marginals" if isinstance(model, PoseCRF) else "unary")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
+        if not isinstance(model, PoseCRF) and decoder != "unary":
+            raise ValueError(f"decoder: a model without a CRF supports only 'unary', got {decoder!r}")
+        if not (isinstance(batch_size, int) and batch_size > 0):
+            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+        if len(input_size) != 2 or not all(int(v) == v and v > 0 for v in input_size):
+            raise ValueError(f"input_size: expected (W, H) positive integers, got {input_size!r}")
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.skeleton, self.input_size = skeleton, (int(input_size[0]), int(input_size[1]))
+        self.decoder, self.flip, self.refine, self.padding = decoder, bool(flip), refine, float(padding)
+        self.normalized, self.detector, self.batch_size = bool(normalized), detector, batch_size
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: Union[str, os.PathLike], *, device: Union[str, torch.device, None] = None,
+        decoder: Optional[str] = None, flip: bool = True, refine: Optional[str] = None, **options: Any,
+    ) -> "Predictor":
+        """A predictor for a checkpoint of ``crfpose train`` or ``crfpose import-official`` (read with
+        ``weights_only=True``). Input size, padding and colour normalisation come from its config;
+        ``refine`` defaults to the config's ``eval.refine``. A file that is not a crfpose checkpoint is
+        a one-line ValueError naming it."""
+        from crfpose.engine import load_model
+
+        model, config = load_model(path)
+        normalized = bool(config.data.val.get("normalize", True)) if config.data.name == "synthetic" else True
+        return cls(
+            model, input_size=tuple(config.data.input_size), decoder=decoder, flip=flip,
+            refine=refine if refine is not None else config.eval.refine, padding=config.augment.padding,
+            normalized=normalized, device=device, **options,
+        )
+
+    def boxes(self, image: torch.Tensor) -> np.ndarray:
+        """``(N, 5)`` person boxes of a ``(3, h, w)`` image: the detector's, else the whole image."""
+        if self.detector is None:
+            return whole_image_box(image)
+        return _as_boxes(self.detector(image), 0)
+
+    @torch.no_grad()
+    def __call__(
+        self, images: Union[ImageLike, Sequence[ImageLike]], boxes: Any = None, *, return_maps: bool = False,
+    ) -> Union[list[dict[str, Any]], list[list[dict[str, Any]]]]:
+        """Persons in one image (a list of dicts) or in each of a list of images (a list of such lists).
+
+        Args:
+            images: a path, PIL image, ``(h, w, 3)`` uint8 array or ``(3, h, w)`` tensor, or a list of them.
+            boxes: per image, ``(N, 4)`` or ``(N, 5)`` rows ``(x, y, w, h[, score])`` in its pixels (for a list
+                of images, a list of those); default: the detector's boxes, or the whole image.
+            return_maps: add each person's ``unary`` and ``marginals`` maps ``(K, H, W)`` (``marginals`` is
+                ``None`` without a CRF), for :func:`crfpose.viz.plot_heatmaps`.
+
+        Each person: ``bbox`` ``(x, y, w, h)``, ``bbox_score``, ``keypoints`` ``(K, 2)`` float64 (x, y) in the
+        original image's pixels, ``keypoint_scores`` ``(K,)`` and ``score`` (see the class docstring).
+        """
+        single = not isinstance(images, (list, tuple))
+        images = [images] if single else list(images)
+        if boxes is not None:
+            boxes = [boxes] if single else list(boxes)
+            if len(boxes) != len(images):
+                raise ValueError(f"boxes: expected one entry per image ({len(images)}), got {len(boxes)}")
+        tensors = [read_image(image) for image in images]
+        per_image = [self.boxes(t) if boxes is None else _as_boxes(boxes[i], i) for i, t in enumerate(tensors)]
+        owners = [(i, box) for i, image_boxes in enumerate(per_image) for box in image_boxes]
+        results: list[list[dict[str, Any]]] = [[] for _ in images]
+        for start in range(0, len(owners), self.batch_size):
+            chunk = owners[start:start + self.batch_size]
+            crops, affines = zip(*(crop_box(tensors[i], box[:4], self.input_size, self.padding, self.normalized) for i, box in chunk))
+            batch = torch.stack(crops).to(self.device)  # (B, 3, H_in, W_in)
+            points = predict_batch(self.model, batch, self.skeleton, self.decoder, self.flip, self.refine)  # (B, K, 3)
+            points = points.cpu().double().numpy()
+            maps = self._maps(batch) if return_maps else None
+            for b, ((i, box), affine) in enumerate(zip(chunk, affines)):
+                xy = affine_points(points[b, :, :2], invert_affine(affine))  # (K, 2) original pixels
+                scores = points[b, :, 2]
+                person = {
+                    "bbox": box[:4].tolist(), "bbox_score": float(box[4]), "keypoints": xy,
+                    "keypoint_scores": scores, "score": float(scores.mean() * box[4]),
+                }
+                if maps is not None:
+                    person["unary"], person["marginals"] = maps[0][b], None if maps[1] is None else maps[1][b]
+                results[i].append(person)
+        return results[0] if single else results
+
+    def _maps(self, batch: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(unary, marginals)`` ``(B, K, H, W)`` on the CPU for a batch of crops (flip test included)."""
+        crf = isinstance(self.model, PoseCRF)
+        backbone = self.model.backbone if crf else self.model
+        if self.flip:
+            backbone = FlipAveraged(backbone, self.skeleton)
+        maps = backbone(batch)  # (B, K, H, W)
+        if not crf:
+            return maps.cpu(), None
+        unary = self.model.unary(maps)
+        return unary.cpu(), TreeCRF(unary, self.model.pairwise(maps), self.skeleton).marginals.cpu()

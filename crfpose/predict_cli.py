@@ -1,0 +1,377 @@
+"""``crfpose predict``: poses for image files, folders, globs and videos, written as JSON (and overlays).
+
+Shape legend: N persons, K joints; frames are ``(h, w, 3)`` uint8 RGB arrays.
+
+    crfpose predict CHECKPOINT SOURCE... [--out DIR] [--draw] [--coco-json FILE] [--detections FILE]
+                    [--annotations FILE] [--detector NAME | --detector-weights PATH] [--decoder D] ...
+
+Outputs under ``--out``: ``predictions/<stem>.json`` per image (MMPose's per-image layout: a list of
+instances ``{"keypoints": [[x, y], ...], "keypoint_scores": [...], "bbox": [[x1, y1, x2, y2]],
+"bbox_score", "score"}``; note MMPose's corner box, where :class:`~crfpose.predict.Predictor` gives
+``(x, y, w, h)``), per video one JSON ``[{"frame_id", "instances"}, ...]``; with ``--draw`` overlays in
+``visualizations/`` (PNG per image, MP4 per video). Unreadable files are named, skipped and counted; the
+exit status is non-zero only if nothing was processed. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from crfpose.fileio import atomic_write
+
+__all__ = ["add_arguments", "run", "collect_sources", "PredictionWriter", "VIDEO_SUFFIXES"]
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``crfpose predict``."""
+    from crfpose.detect import DETECTORS
+    from crfpose.models.pose_crf import DECODERS
+
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint of 'crfpose train' or 'crfpose import-official'")
+    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="image files, folders, glob patterns or video files")
+    parser.add_argument("--out", default="predictions_out", metavar="DIR", help="output folder (default: predictions_out)")
+    parser.add_argument("--draw", action="store_true", help="also write overlays: visualizations/<stem>.png, or .mp4 per video")
+    parser.add_argument("--coco-json", metavar="FILE", help="also write one COCO keypoint results file (pycocotools loadRes)")
+    parser.add_argument("--detections", metavar="FILE", help="person boxes: a COCO detection-results JSON")
+    parser.add_argument("--annotations", metavar="FILE",
+                        help="COCO-format annotation file: maps image ids to file names (for --detections and --coco-json)")
+    parser.add_argument("--detector", choices=DETECTORS,
+                        help="person boxes from this torchvision detector (pretrained weights downloaded by torchvision)")
+    parser.add_argument("--detector-weights", metavar="PATH",
+                        help="local weights file for --detector (default detector: fasterrcnn_resnet50_fpn)")
+    parser.add_argument("--score-threshold", type=float, default=0.5, help="detector: lowest person score kept (default 0.5)")
+    parser.add_argument("--max-persons", type=int, default=20, help="detector: at most this many persons per image")
+    parser.add_argument("--decoder", choices=DECODERS, help="marginals (default with a CRF), map or unary")
+    parser.add_argument("--no-flip", action="store_true", help="no flip test")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--batch-size", type=int, default=16, help="person crops per forward pass (default 16)")
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def collect_sources(sources: Sequence[str]) -> list[Path]:
+    """Files named by ``sources``: files as given, folders' files (sorted, not recursive), glob matches
+    (sorted). A source that names nothing is a ValueError."""
+    found: list[Path] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            found.append(path)
+        elif glob.has_magic(source) and (matches := sorted(glob.glob(source))):
+            found += [Path(m) for m in matches if Path(m).is_file()]
+        else:
+            raise ValueError(f"SOURCE: no such file, folder or glob match: {source}")
+    return list(dict.fromkeys(found))
+
+
+class _Progress:
+    """A tqdm bar on a terminal; elsewhere (CI, nohup, notebooks) a plain line every ``every`` seconds."""
+
+    def __init__(self, total: Optional[int], what: str, every: float = 5.0) -> None:
+        self.total, self.what, self.every, self.done = total, what, every, 0
+        self.start = self.last = time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=what, file=sys.stderr)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            rate = self.done / max(self.last - self.start, 1e-9)
+            of = f"/{self.total}" if self.total else ""
+            print(f"predict: {self.done}{of} {self.what} ({rate:.1f}/s)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _instances(persons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Persons of :class:`~crfpose.predict.Predictor` in MMPose's JSON layout (corner boxes)."""
+    out = []
+    for p in persons:
+        x, y, w, h = p["bbox"]
+        out.append({
+            "keypoints": np.round(p["keypoints"], 3).tolist(), "keypoint_scores": np.round(p["keypoint_scores"], 5).tolist(),
+            "bbox": [[x, y, x + w, y + h]], "bbox_score": p["bbox_score"], "score": p["score"],
+        })
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda f: json.dump(data, f))
+
+
+def _render(image: np.ndarray, persons: list[dict[str, Any]], skeleton) -> Any:
+    """The overlay figure of ``persons`` on ``image`` (crfpose.viz)."""
+    from crfpose.viz import plot_poses
+
+    k = skeleton.num_joints
+    keypoints = np.stack([p["keypoints"] for p in persons]) if persons else np.zeros((0, k, 2))
+    scores = np.stack([p["keypoint_scores"] for p in persons]) if persons else np.zeros((0, k))
+    boxes = np.array([p["bbox"] for p in persons]).reshape(-1, 4)
+    return plot_poses(image, keypoints, skeleton, scores=scores, boxes=boxes)
+
+
+def _figure_to_array(fig) -> np.ndarray:
+    """The ``(h, w, 3)`` uint8 pixels of a matplotlib figure drawn on the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def read_video(path: Path) -> tuple[Iterator[np.ndarray], float, Optional[int]]:
+    """``(frames, fps, count)``: the frames of a video file as ``(h, w, 3)`` uint8 RGB arrays (PyAV)."""
+    import av
+
+    try:
+        container = av.open(str(path))
+        stream = container.streams.video[0]
+    except (av.error.FFmpegError, IndexError, OSError) as err:
+        raise ValueError(f"video {path}: not a readable video ({err})") from None
+    fps = float(stream.average_rate or 25)
+    count = stream.frames or None
+
+    def frames() -> Iterator[np.ndarray]:
+        with container:
+            try:
+                for frame in container.decode(stream):
+                    yield frame.to_ndarray(format="rgb24")
+            except av.error.FFmpegError as err:
+                print(f"crfpose predict: {path}: decoding stopped early ({err})", file=sys.stderr)
+
+    return frames(), fps, count
+
+
+def write_video(path: Path, frames: Iterable[np.ndarray], fps: float) -> Path:
+    """Encode ``(h, w, 3)`` uint8 frames as an MP4 (MPEG-4 part 2, which every FFmpeg build has), atomically."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    try:
+        with av.open(str(tmp), mode="w") as container:
+            stream = None
+            for array in frames:
+                h, w = array.shape[:2]
+                array = array[: h - h % 2, : w - w % 2]  # the encoder wants even sizes
+                if stream is None:
+                    stream = container.add_stream("mpeg4", rate=max(1, round(fps)))
+                    stream.height, stream.width = array.shape[:2]
+                    stream.pix_fmt, stream.bit_rate = "yuv420p", 4_000_000
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
+                    container.mux(packet)
+            if stream is not None:
+                for packet in stream.encode():
+                    container.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+class PredictionWriter:
+    """Runs a :class:`~crfpose.predict.Predictor` over files and writes what ``crfpose predict`` writes.
+
+    ``detections`` (from :func:`crfpose.detect.load_detections`) gives the boxes per image; ``image_ids``
+    (file name -> COCO image id, from ``--annotations``) numbers the ``--coco-json`` records (else running
+    numbers, with a ``<coco-json stem>.image_ids.json`` mapping beside it).
+    """
+
+    def __init__(
+        self, predictor, out: os.PathLike, *, draw: bool = False, coco_json: Optional[os.PathLike] = None,
+        detections: Optional[dict[str, np.ndarray]] = None, image_ids: Optional[dict[str, int]] = None,
+    ) -> None:
+        self.predictor, self.out, self.draw = predictor, Path(out), draw
+        self.coco_json = Path(coco_json) if coco_json else None
+        self.detections, self.image_ids = detections, image_ids
+        self.records: list[dict[str, Any]] = []
+        self.numbers: dict[str, int] = {}
+        self.skipped: list[str] = []
+        self.processed = 0
+
+    def _skip(self, path: Path, reason: str) -> None:
+        self.skipped.append(str(path))
+        print(f"crfpose predict: skipped {path}: {reason}", file=sys.stderr)
+
+    def _boxes(self, path: Path, image) -> Optional[np.ndarray]:
+        if self.detections is None:
+            return None
+        from crfpose.detect import boxes_for
+
+        return boxes_for(self.detections, path)
+
+    def _save_overlay(self, image, persons, path: Path) -> None:
+        from crfpose.viz import save
+
+        fig = _render(image, persons, self.predictor.skeleton)
+        save(fig, path)
+
+    def images(self, paths: Sequence[Path], progress: _Progress) -> None:
+        """Predict for image files in chunks (the next chunk decodes in threads while the model runs)."""
+        from crfpose.predict import read_image
+
+        def load(path: Path):
+            try:
+                return read_image(path)
+            except ValueError as err:
+                return str(err)
+
+        chunk = max(1, self.predictor.batch_size)
+        groups = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            pending = [pool.submit(lambda g=g: [load(p) for p in g]) for g in groups[:1]]
+            for index, group in enumerate(groups):
+                loaded = pending.pop(0).result()
+                if index + 1 < len(groups):
+                    pending.append(pool.submit(lambda g=groups[index + 1]: [load(p) for p in g]))
+                good = [(p, t) for p, t in zip(group, loaded) if not isinstance(t, str)]
+                for p, t in zip(group, loaded):
+                    if isinstance(t, str):
+                        self._skip(p, t)
+                if good:
+                    boxes = None if self.detections is None else [self._boxes(p, t) for p, t in good]
+                    results = self.predictor([t for _, t in good], boxes)
+                    for (path, tensor), persons in zip(good, results):
+                        self._write_image(path, tensor, persons)
+                progress.update(len(group))
+
+    def _write_image(self, path: Path, tensor, persons: list[dict[str, Any]]) -> None:
+        _write_json(self.out / "predictions" / f"{path.stem}.json", _instances(persons))
+        if self.coco_json is not None:
+            image_id = self._image_id(path)
+            for p in persons:
+                xy = np.concatenate([p["keypoints"], p["keypoint_scores"][:, None]], axis=1)
+                self.records.append({"image_id": image_id, "keypoints": xy, "score": p["score"]})
+        if self.draw:
+            self._save_overlay(tensor, persons, self.out / "visualizations" / f"{path.stem}.png")
+        self.processed += 1
+
+    def _image_id(self, path: Path) -> int:
+        if self.image_ids is not None:
+            if path.name not in self.image_ids:
+                raise ValueError(f"--annotations: no image named {path.name!r} (needed for --coco-json)")
+            return self.image_ids[path.name]
+        return self.numbers.setdefault(str(path), len(self.numbers) + 1)
+
+    def video(self, path: Path, progress: _Progress) -> None:
+        """One JSON for the whole video (``[{"frame_id", "instances"}]``) and, with ``draw``, an MP4 overlay."""
+        frames, fps, _ = read_video(path)
+        entries: list[dict[str, Any]] = []
+        overlays: list[np.ndarray] = []
+        batch: list[np.ndarray] = []
+
+        def flush() -> None:
+            for frame, persons in zip(batch, self.predictor(list(batch))):
+                entries.append({"frame_id": len(entries), "instances": _instances(persons)})
+                if self.draw:
+                    overlays.append(_figure_to_array(_render(frame, persons, self.predictor.skeleton)))
+            progress.update(len(batch))
+            batch.clear()
+
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == self.predictor.batch_size:
+                flush()
+        if batch:
+            flush()
+        if not entries:
+            self._skip(path, "no frame could be decoded")
+            return
+        _write_json(self.out / "predictions" / f"{path.stem}.json", entries)
+        if self.draw:
+            write_video(self.out / "visualizations" / f"{path.stem}.mp4", overlays, fps)
+        self.processed += 1
+
+    def run(self, paths: Sequence[Path]) -> None:
+        """Images first (batched across files), then each video; then the COCO results file."""
+        images = [p for p in paths if not _is_video(p)]
+        progress = _Progress(len(images) or None, "images")
+        try:
+            self.images(images, progress)
+            for path in (p for p in paths if _is_video(p)):
+                try:
+                    self.video(path, progress)
+                except ValueError as err:
+                    self._skip(path, str(err))
+        finally:
+            progress.close()
+        if self.coco_json is not None:
+            self._write_coco()
+
+    def _write_coco(self) -> None:
+        from crfpose.metrics import export_coco_results
+
+        k = self.predictor.skeleton.num_joints
+        export_coco_results(
+            self.coco_json, [r["image_id"] for r in self.records],
+            np.stack([r["keypoints"] for r in self.records]) if self.records else np.zeros((0, k, 3)),
+            [r["score"] for r in self.records],
+        )
+        if self.image_ids is None:
+            mapping = {str(i): name for name, i in self.numbers.items()}
+            _write_json(self.coco_json.with_name(f"{self.coco_json.stem}.image_ids.json"), mapping)
+
+
+def _detector(args: argparse.Namespace):
+    if args.detector is None and args.detector_weights is None:
+        return None
+    from crfpose.detect import PersonDetector
+
+    name = args.detector or "fasterrcnn_resnet50_fpn"
+    weights = None if args.detector_weights else "DEFAULT"
+    return PersonDetector.from_torchvision(
+        name, weights_path=args.detector_weights, weights=weights, score_threshold=args.score_threshold,
+        max_persons=args.max_persons, device=args.device,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """``crfpose predict``: 0 when at least one file was processed, else 1 (2 for bad arguments)."""
+    import torch
+
+    from crfpose.detect import load_detections
+    from crfpose.predict import Predictor
+
+    if args.detections and (args.detector or args.detector_weights):
+        raise ValueError("--detections: give boxes from a file or from a detector, not both")
+    paths = collect_sources(args.sources)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint, device=device, decoder=args.decoder, flip=not args.no_flip, batch_size=args.batch_size,
+    )
+    predictor.detector = _detector(args)
+    image_ids = None
+    if args.annotations:
+        images = json.loads(Path(args.annotations).read_text()).get("images", [])
+        image_ids = {im["file_name"]: im["id"] for im in images}
+    detections = load_detections(args.detections, args.annotations) if args.detections else None
+    writer = PredictionWriter(predictor, args.out, draw=args.draw, coco_json=args.coco_json, detections=detections,
+                              image_ids=image_ids if args.coco_json else None)
+    writer.run(paths)
+    print(json.dumps({"processed": writer.processed, "skipped": len(writer.skipped), "out": str(writer.out)}))
+    if writer.skipped:
+        print(f"crfpose predict: {len(writer.skipped)} file(s) skipped: {', '.join(writer.skipped)}", file=sys.stderr)
+    return 0 if writer.processed else 1
