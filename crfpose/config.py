@@ -45,13 +45,20 @@ class CRFConfig:
 
     ``sigma`` is the std (grid cells) of the soft targets of the CRF loss (0 = one-hot); with
     ``init_from_data`` the pairwise starts from training-set displacement statistics (``init_samples``
-    training items at most, read without augmentation) when its first CRF stage begins.
+    training items at most, read without augmentation) when its first CRF stage begins. ``pairwise``:
+    ``flat`` (no structure, the loss control; give it a radius covering the grid), ``gaussian``,
+    ``freeform``, ``mixture`` (``num_types`` per edge weighted per image from the K maps) or
+    ``relation`` (the same from the backbone's features pooled to ``pool x pool`` cells).
+    ``fit_split``: the data of the CRF stage of ``separate`` training, ``train`` or ``val`` (held-out
+    images, on which the frozen backbone is not over-confident: a calibrated unary scale).
     """
 
     pairwise: str = "gaussian"
     radius: int = 6
     unary: str = "scaled"
     num_types: int = 3
+    pool: int = 4
+    fit_split: str = "train"
     init_scale: float = 10.0
     sigma: float = 1.0
     init_from_data: bool = True
@@ -173,7 +180,8 @@ class Config:
 
 CHOICES: dict[str, tuple] = {
     "skeleton": ("coco17", "mpii16", "lsp14"),
-    "crf.pairwise": ("freeform", "gaussian", "mixture"),
+    "crf.pairwise": ("freeform", "gaussian", "mixture", "relation", "flat"),
+    "crf.fit_split": ("train", "val"),
     "crf.unary": ("scaled", "identity"),
     "data.name": ("synthetic", "lsp", "mpii", "coco"),
     "optim.name": ("adam", "adamw"),

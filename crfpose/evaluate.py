@@ -22,7 +22,8 @@ __all__ = ["FlipAveraged", "predict_batch", "predict_dataset", "merge_prediction
 
 class FlipAveraged(nn.Module):
     """A backbone run on the crop and on its mirror image; the mirror's maps are flipped back (left and
-    right joints swapped) and the two are averaged (the flip test). ``(B, 3, H_in, W_in) -> (B, K, H, W)``."""
+    right joints swapped) and the two are averaged (the flip test). ``(B, 3, H_in, W_in) -> (B, K, H, W)``.
+    Features (for image-conditioned pairwise modules) are those of the crop itself."""
 
     def __init__(self, backbone: nn.Module, skeleton: Skeleton) -> None:
         super().__init__()
@@ -30,7 +31,14 @@ class FlipAveraged(nn.Module):
         self.num_joints = skeleton.num_joints
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        maps = self.backbone(images)  # (B, K, H, W)
+        return self._average(self.backbone(images), images)
+
+    def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(averaged maps, features of the crop)``: (B, K, H, W), (B, C, H, W)."""
+        maps, features = self.backbone.forward_features(images)
+        return self._average(maps, images), features
+
+    def _average(self, maps: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         mirrored = flip_heatmaps(self.backbone(images.flip(-1)), self.skeleton)  # (B, K, H, W)
         return 0.5 * (maps + mirrored)
 
@@ -62,7 +70,8 @@ def predict_batch(
     if flip_test:
         backbone = FlipAveraged(backbone, skeleton)
     if crf:
-        return PoseCRF(backbone, skeleton, model.pairwise, model.unary).predict(images, decoder, "input", refine)
+        flipped = PoseCRF(backbone, skeleton, model.pairwise, model.unary, model.pairwise_input)
+        return flipped.predict(images, decoder, "input", refine)
     maps = backbone(images)  # (B, K, H, W)
     stride = (images.shape[-1] / maps.shape[-1], images.shape[-2] / maps.shape[-2])
     return codec.heatmap_to_input(codec.decode(maps, refine=refine), stride)

@@ -65,6 +65,16 @@ def test_separate_stage2_leaves_the_backbone_bit_identical(tmp_path):
         assert not torch.equal(stage1["model"][key], stage2["model"][key]), key
 
 
+def test_separate_crf_stage_can_fit_on_the_held_out_split(tmp_path):
+    config = tiny(tmp_path, "separate", "crf.fit_split=val", "data.val={length: 4, seed: 1}")
+    result = train(config)
+    stages = [r for r in result["history"] if r["stage"] == "crf"]
+    assert stages and all(r["images_per_s"] > 0 for r in stages)
+    trainer = engine._Trainer(config, engine._context(config), tmp_path)
+    crf_stage = plan_stages(config)[1]
+    assert len(trainer.dataset(crf_stage)) == 4 and len(trainer.dataset(plan_stages(config)[0])) == 16
+
+
 def test_crf_stage_starts_from_displacement_statistics(tmp_path):
     config = tiny(tmp_path, "joint")
     model = build_model_from_config(config)

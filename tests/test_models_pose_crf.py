@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from crfpose.crf import TreeCRF
-from crfpose.crf.pairwise import GaussianPairwise, MixturePairwise
+from crfpose.crf.pairwise import FlatPairwise, GaussianPairwise, MixturePairwise
+from crfpose.evaluate import FlipAveraged
 from crfpose.losses import crf_nll
 from crfpose.models.cnn import cnn
 from crfpose.models.pose_crf import PoseCRF
@@ -113,6 +114,37 @@ def test_conditioned_pairwise_gets_the_backbone_maps():
     model.crf(x).log_partition.sum().backward()
     assert pairwise.head.weight.grad.abs().sum() > 0
     assert all(p.grad is not None for p in model.backbone.parameters())
+
+
+def test_relation_pairwise_reads_the_backbone_features_pooled_to_a_grid():
+    m, r, pool = 2, 2, 3
+    backbone = cnn(TINY.num_joints, width=4, depth=1)
+    pairwise = MixturePairwise(backbone.feature_channels, GaussianPairwise(TINY.num_edges * m, r), m, pool)
+    with torch.no_grad():
+        pairwise.head.weight.normal_()
+    model, x = PoseCRF(backbone, TINY, pairwise, pairwise_input="features").eval(), _images()
+    maps, features = backbone.forward_features(x)
+    assert torch.equal(maps, backbone(x)) and features.shape == (2, 4, 6, 8)
+    pooled = torch.stack([features[..., i * 2:(i + 1) * 2, j * 8 // 3:-(-(j + 1) * 8 // 3)].mean((-1, -2))
+                          for i in range(3) for j in range(3)], -1).flatten(1)  # (B, C * 9), channel-major
+    logits = pairwise.head(pooled).view(2, TINY.num_edges, m)
+    assert torch.allclose(pairwise.log_weights(features), logits.log_softmax(-1), atol=1e-6)
+    assert torch.allclose(model.potentials(x)[1], pairwise(features))
+    model.crf(x).log_partition.sum().backward()
+    assert pairwise.head.weight.grad.abs().sum() > 0
+    flipped = FlipAveraged(backbone, TINY)
+    averaged, crop_features = flipped.forward_features(x)
+    assert torch.equal(crop_features, features) and torch.allclose(averaged, flipped(x))
+
+
+def test_flat_pairwise_makes_the_marginals_per_joint_softmaxes():
+    model, x = _model(pairwise=FlatPairwise(TINY.num_edges, 7)), _images(h=16, w=16)  # 4x4 grid, R covers it
+    assert not list(model.pairwise.parameters())
+    crf = model.crf(x)
+    unary = model(x)
+    softmax = unary.flatten(2).softmax(-1).view_as(unary)
+    assert torch.allclose(crf.marginals, softmax, atol=1e-6)
+    assert torch.allclose(crf.log_partition, unary.flatten(2).logsumexp(-1).sum(-1), atol=1e-4)
 
 
 def test_scaled_unary_is_positive_and_has_only_the_scale():

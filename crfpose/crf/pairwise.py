@@ -20,6 +20,7 @@ from crfpose.skeletons import Skeleton
 
 __all__ = [
     "Pairwise",
+    "FlatPairwise",
     "FreePairwise",
     "GaussianPairwise",
     "MixturePairwise",
@@ -132,6 +133,19 @@ class Pairwise(nn.Module):
         return f"num_edges={self.num_edges}, radius={self.radius}"
 
 
+class FlatPairwise(Pairwise):
+    """No structure: zero tables and no parameters, the loss control of an ablation.
+
+    With ``R`` at least the grid's extent minus one, no displacement is cut off, so the CRF factorises:
+    its marginals are the per-joint softmax of the unary maps and its NLL is a per-joint cross-entropy.
+    """
+
+    def forward(self, features: Optional[Tensor] = None) -> Tensor:
+        """Zeros, ``(E, 2R+1, 2R+1)``; ``features`` fixes the device (float32 on the CPU without them)."""
+        device = features.device if isinstance(features, Tensor) else None
+        return torch.zeros(self.num_edges, self.window, self.window, device=device)
+
+
 class FreePairwise(Pairwise):
     """A free-form learned log-potential table per edge, ``(E, 2R+1, 2R+1)``; starts flat (zeros)."""
 
@@ -238,7 +252,8 @@ class MixturePairwise(Pairwise):
     """Image-conditioned mixture over ``M`` displacement types per edge.
 
     ``components`` is a static pairwise module with ``E * M`` tables; table ``e * M + m`` is type ``m``
-    of edge ``e``. A linear head on globally pooled features predicts per-image type weights
+    of edge ``e``. A linear head on features average-pooled to ``pool x pool`` cells (1: global
+    pooling; more keeps the coarse layout, e.g. where the arms are) predicts per-image type weights
     ``w[b, e, :]`` (a softmax), and the output is the mixture in probability space::
 
         out[b, e] = log sum_m w[b, e, m] * exp(components[e * M + m])
@@ -247,8 +262,9 @@ class MixturePairwise(Pairwise):
     (e.g. :meth:`from_keypoints`): identical types make the weights, and their gradient, irrelevant.
     """
 
-    def __init__(self, in_channels: int, components: Pairwise, num_types: int) -> None:
+    def __init__(self, in_channels: int, components: Pairwise, num_types: int, pool: int = 1) -> None:
         _check_positive_int("num_types", num_types)
+        _check_positive_int("pool", pool)
         if not isinstance(components, Pairwise):
             raise TypeError(f"components must be a Pairwise module, got {type(components).__name__}")
         if components.num_edges % num_types:
@@ -257,22 +273,22 @@ class MixturePairwise(Pairwise):
             )
         super().__init__(components.num_edges // num_types, components.radius)
         self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.num_types = num_types
+        self.num_types, self.pool = num_types, pool
         self.components = components
-        self.head = nn.Linear(in_channels, components.num_edges)
+        self.head = nn.Linear(in_channels * pool * pool, components.num_edges)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def log_weights(self, features: Tensor) -> Tensor:
-        """Per-image log type weights, ``(B, E, M)``, from features ``(B, C, h, w)`` (or pooled ``(B, C)``)."""
+        """Per-image log type weights, ``(B, E, M)``, from features ``(B, C, h, w)`` (or, with
+        ``pool=1``, globally pooled ``(B, C)``)."""
         if not isinstance(features, Tensor):
             raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
-        if features.dim() not in (2, 4) or features.shape[1] != self.in_channels:
-            raise ValueError(
-                f"features must have shape (B, {self.in_channels}, h, w) or (B, {self.in_channels}), "
-                f"got {tuple(features.shape)}"
-            )
-        pooled = features.flatten(2).mean(dim=2) if features.dim() == 4 else features  # (B, C)
+        pooled_ok = features.dim() == 2 and self.pool == 1
+        if not (features.dim() == 4 or pooled_ok) or features.shape[1] != self.in_channels:
+            pooled = f" or (B, {self.in_channels})" if self.pool == 1 else ""
+            raise ValueError(f"features must have shape (B, {self.in_channels}, h, w){pooled}, got {tuple(features.shape)}")
+        pooled = F.adaptive_avg_pool2d(features, self.pool).flatten(1) if features.dim() == 4 else features  # (B, C p p)
         logits = self.head(pooled).view(-1, self.num_edges, self.num_types)  # (B, E, M)
         return F.log_softmax(logits, dim=-1)
 
@@ -291,6 +307,7 @@ class MixturePairwise(Pairwise):
         radius: int,
         num_types: int,
         min_variance: float = 1.0,
+        pool: int = 1,
     ) -> "MixturePairwise":
         """Gaussian types from k-means clusters of each edge's labelled displacements.
 
@@ -303,7 +320,7 @@ class MixturePairwise(Pairwise):
         components = GaussianPairwise(
             num_edges * num_types, radius, mean=mean.view(-1, 2).float(), precision=precision.view(-1, 2, 2)
         )
-        return cls(in_channels, components, num_types)
+        return cls(in_channels, components, num_types, pool)
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, num_edges={self.num_edges}, num_types={self.num_types}"
+        return f"in_channels={self.in_channels}, num_edges={self.num_edges}, num_types={self.num_types}, pool={self.pool}"

@@ -46,9 +46,11 @@ class PlainCNN(Backbone):
         self.up = nn.ModuleList(nn.Sequential(*deconv_bn(channels[i], channels[i - 1])) for i in range(depth, 0, -1))
         self.merge = nn.ModuleList(BasicBlock(channels[i - 1], channels[i - 1]) for i in range(depth, 0, -1))
         self.final_layer = nn.Conv2d(width, self.num_joints, 1)
+        nn.init.normal_(self.final_layer.weight, std=0.001)  # near-zero maps at the start: MSE heatmaps
+        nn.init.zeros_(self.final_layer.bias)  # then grow peaks instead of first unlearning noise
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, K, H/4, W/4)."""
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> the decoder's output (B, width, H/4, W/4) that ``final_layer`` reads."""
         self.check_images(images)
         x = self.stem(images)  # (B, width, H/4, W/4)
         skips = []
@@ -57,7 +59,7 @@ class PlainCNN(Backbone):
             skips.append(x)
         for up, merge, skip in zip(self.up, self.merge, reversed(skips[:-1])):
             x = merge(up(x) + skip)  # one level up
-        return self.final_layer(x)  # (B, K, H/4, W/4)
+        return x  # (B, width, H/4, W/4)
 
 
 def cnn(num_joints: int = 17, width: int = 32, depth: int = 2, blocks: int = 1) -> PlainCNN:

@@ -46,13 +46,33 @@ def check_positive_int(value: object, name: str) -> int:
 class Backbone(nn.Module):
     """Base class of the feature extractors: images (B, 3, H, W) -> maps (B, K, H/4, W/4).
 
-    Subclasses set ``num_joints`` and ``input_multiple`` (H and W must be multiples of it)
-    and call :meth:`check_images` at the top of ``forward``.
+    Subclasses set ``num_joints``, ``input_multiple`` (H and W must be multiples of it) and a 1x1
+    ``final_layer`` conv, and define :meth:`features` (calling :meth:`check_images` first); the maps
+    are ``final_layer(features(images))``. Image-conditioned pairwise modules read the features.
     """
 
     stride: int = 4
     input_multiple: int = 4
     num_joints: int
+    final_layer: nn.Conv2d
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, C, H/4, W/4), the input of ``final_layer``."""
+        raise NotImplementedError
+
+    @property
+    def feature_channels(self) -> int:
+        """C, the number of feature channels."""
+        return self.final_layer.in_channels
+
+    def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(maps, features)``: (B, K, H/4, W/4) and (B, C, H/4, W/4) in one pass."""
+        features = self.features(images)
+        return self.final_layer(features), features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, K, H/4, W/4)."""
+        return self.final_layer(self.features(images))
 
     def check_images(self, images: torch.Tensor) -> None:
         """Raise TypeError/ValueError unless ``images`` is a float (B, 3, H, W) batch of a valid size."""

@@ -201,8 +201,8 @@ class HRNet(Backbone):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, K, H/4, W/4)."""
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> the highest-resolution branch (B, C, H/4, W/4) that ``final_layer`` reads."""
         self.check_images(images)
         x = self.relu(self.bn1(self.conv1(images)))  # (B, 64, H/2, W/2)
         x = self.relu(self.bn2(self.conv2(x)))  # (B, 64, H/4, W/4)
@@ -212,7 +212,7 @@ class HRNet(Backbone):
             sources = [xs[i] if i < len(xs) else xs[-1] for i in range(len(transition))]  # new branches grow from the last
             xs = [x if t is None else t(x) for x, t in zip(sources, transition)]
             xs = getattr(self, f"stage{n + 1}")(xs)
-        return self.final_layer(xs[0])  # (B, K, H/4, W/4)
+        return xs[0]  # (B, C, H/4, W/4)
 
 
 def hrnet_config(

@@ -15,10 +15,11 @@ from crfpose.crf import TreeCRF
 from crfpose.models.unary import ScaledUnary
 from crfpose.skeletons import Skeleton
 
-__all__ = ["PoseCRF", "DECODERS", "COORDS"]
+__all__ = ["PoseCRF", "DECODERS", "COORDS", "PAIRWISE_INPUTS"]
 
 DECODERS = ("marginals", "map", "unary")
 COORDS = ("heatmap", "input")
+PAIRWISE_INPUTS = ("maps", "features")
 
 
 class PoseCRF(nn.Module):
@@ -27,15 +28,18 @@ class PoseCRF(nn.Module):
     Args:
         backbone: images (B, 3, H_in, W_in) -> maps (B, K, H, W).
         skeleton: the tree over the K joints.
-        pairwise: a pairwise module; ``pairwise(features)`` returns (E, 2R+1, 2R+1) or
-            (B, E, 2R+1, 2R+1). Its features are the backbone maps (B, K, H, W), so an
-            image-conditioned module takes ``in_channels = K``; static modules ignore them.
+        pairwise: a pairwise module; ``pairwise(x)`` returns (E, 2R+1, 2R+1) or (B, E, 2R+1, 2R+1).
+            Static modules ignore ``x``; an image-conditioned one reads the backbone maps (B, K, H, W)
+            or its features (B, C, H, W), as ``pairwise_input`` says.
         unary: adapter from backbone maps to log-potentials; default :class:`ScaledUnary` (for MSE
             heatmaps); use :class:`IdentityUnary` when the backbone is trained through the CRF.
+        pairwise_input: ``"maps"`` or ``"features"`` (the input of the backbone's ``final_layer``,
+            through its ``forward_features``; image-dependent relations in the manner of Chen & Yuille).
     """
 
     def __init__(
-        self, backbone: nn.Module, skeleton: Skeleton, pairwise: nn.Module, unary: Optional[nn.Module] = None
+        self, backbone: nn.Module, skeleton: Skeleton, pairwise: nn.Module, unary: Optional[nn.Module] = None,
+        pairwise_input: str = "maps",
     ) -> None:
         super().__init__()
         if not isinstance(skeleton, Skeleton):
@@ -50,19 +54,32 @@ class PoseCRF(nn.Module):
             raise ValueError(
                 f"pairwise must have one table per edge of {skeleton.name!r} ({skeleton.num_edges}), got num_edges={pairwise.num_edges}"
             )
+        if pairwise_input not in PAIRWISE_INPUTS:
+            raise ValueError(f"pairwise_input must be one of {PAIRWISE_INPUTS}, got {pairwise_input!r}")
+        if pairwise_input == "features" and not hasattr(backbone, "forward_features"):
+            raise ValueError(f"pairwise_input 'features' needs a backbone with forward_features, got {type(backbone).__name__}")
         self.backbone = backbone
         self.unary = ScaledUnary(k) if unary is None else unary
         self.pairwise = pairwise
         self.skeleton = skeleton
+        self.pairwise_input = pairwise_input
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Unary log-potentials (B, K, H, W)."""
         return self.unary(self.backbone(images))
 
+    def outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(maps, unary, pairwise)`` in one backbone pass: the backbone maps and unary (B, K, H, W),
+        the pairwise (E, 2R+1, 2R+1) or (B, E, 2R+1, 2R+1)."""
+        if self.pairwise_input == "features":
+            maps, features = self.backbone.forward_features(images)  # (B, K, H, W), (B, C, H, W)
+        else:
+            maps = features = self.backbone(images)  # (B, K, H, W)
+        return maps, self.unary(maps), self.pairwise(features)
+
     def potentials(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(unary, pairwise)``: (B, K, H, W) and (E, 2R+1, 2R+1) or (B, E, 2R+1, 2R+1)."""
-        maps = self.backbone(images)  # (B, K, H, W)
-        return self.unary(maps), self.pairwise(maps)
+        return self.outputs(images)[1:]
 
     def crf(self, images: torch.Tensor) -> TreeCRF:
         """The CRF distribution over poses on the heatmap grid, one per image."""
@@ -90,11 +107,12 @@ class PoseCRF(nn.Module):
             raise ValueError(f"coords must be one of {COORDS}, got {coords!r}")
         if decoder == "map" and refine != "none":
             raise ValueError(f"refine must be 'none' with decoder='map' (MAP states are grid cells), got {refine!r}")
-        maps = self.backbone(images)  # (B, K, H, W)
         if decoder == "unary":
+            maps = self.backbone(images)  # (B, K, H, W)
             points = codec.decode(maps, refine=refine)
         else:
-            crf = TreeCRF(self.unary(maps), self.pairwise(maps), self.skeleton)
+            maps, unary, pairwise = self.outputs(images)
+            crf = TreeCRF(unary, pairwise, self.skeleton)
             marginals = crf.marginals  # (B, K, H, W)
             if decoder == "marginals":
                 points = codec.decode(marginals, refine=refine)

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from torch import nn
 
-from crfpose.crf.pairwise import FreePairwise, GaussianPairwise, MixturePairwise
+from crfpose.crf.pairwise import FlatPairwise, FreePairwise, GaussianPairwise, MixturePairwise
 from crfpose.models.cnn import cnn
 from crfpose.models.hrnet import hrnet, hrnet_small, hrnet_w18, hrnet_w32, hrnet_w48
 from crfpose.models.pose_crf import PoseCRF
@@ -33,11 +33,14 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "hrnet_small": hrnet_small,
 }
 
-PAIRWISE = ("freeform", "gaussian", "mixture")
+PAIRWISE = ("freeform", "gaussian", "mixture", "relation", "flat")
 UNARY = ("scaled", "identity")
 
-# crf options and their defaults; num_types is read by the mixture, init_scale by the scaled adapter.
-CRF_DEFAULTS: dict[str, Any] = {"pairwise": "gaussian", "radius": 15, "unary": "scaled", "num_types": 3, "init_scale": 10.0}
+# crf options and their defaults; num_types is read by the mixtures, pool by "relation", init_scale by
+# the scaled adapter.
+CRF_DEFAULTS: dict[str, Any] = {
+    "pairwise": "gaussian", "radius": 15, "unary": "scaled", "num_types": 3, "init_scale": 10.0, "pool": 4,
+}
 
 
 def _options(builder: Callable[..., Any]) -> list[str]:
@@ -50,18 +53,29 @@ def _check_keys(given: Mapping[str, Any], valid: list[str], what: str) -> None:
         raise ValueError(f"unknown {what} {unknown}; valid ones: {sorted(valid)}")
 
 
-def build_pairwise_for(name: str, skeleton: Skeleton, radius: int, num_types: int = 3) -> nn.Module:
+def build_pairwise_for(
+    name: str, skeleton: Skeleton, radius: int, num_types: int = 3, feature_channels: Optional[int] = None,
+    pool: int = 4,
+) -> nn.Module:
     """A pairwise module for ``skeleton``: ``"freeform"`` and ``"gaussian"`` give (E, 2R+1, 2R+1);
-    ``"mixture"`` (``num_types`` Gaussian types per edge, weights predicted from the backbone's K maps)
-    gives (B, E, 2R+1, 2R+1)."""
+    ``"flat"`` gives zeros (no structure: the loss control); ``"mixture"`` (``num_types`` Gaussian types
+    per edge, per-image weights predicted from the backbone's K maps, globally pooled) and
+    ``"relation"`` (the same, predicted from the backbone's ``feature_channels`` features pooled to
+    ``pool x pool`` cells) give (B, E, 2R+1, 2R+1)."""
     if name not in PAIRWISE:
         raise ValueError(f"crf['pairwise'] must be one of {PAIRWISE}, got {name!r}")
     e = skeleton.num_edges
+    if name == "flat":
+        return FlatPairwise(e, radius)
     if name == "freeform":
         return FreePairwise(e, radius)
     if name == "gaussian":
         return GaussianPairwise(e, radius)
-    return MixturePairwise(skeleton.num_joints, GaussianPairwise(e * num_types, radius), num_types)
+    if name == "mixture":
+        return MixturePairwise(skeleton.num_joints, GaussianPairwise(e * num_types, radius), num_types)
+    if feature_channels is None:
+        raise ValueError("feature_channels: pairwise 'relation' reads backbone features, got None")
+    return MixturePairwise(feature_channels, GaussianPairwise(e * num_types, radius), num_types, pool)
 
 
 def build_model(
@@ -104,5 +118,7 @@ def build_model(
     if cfg["unary"] not in UNARY:
         raise ValueError(f"crf['unary'] must be one of {UNARY}, got {cfg['unary']!r}")
     unary = ScaledUnary(num_joints, cfg["init_scale"]) if cfg["unary"] == "scaled" else IdentityUnary()
-    pairwise = build_pairwise_for(cfg["pairwise"], skeleton, cfg["radius"], cfg["num_types"])
-    return PoseCRF(backbone, skeleton, pairwise, unary)
+    relation = cfg["pairwise"] == "relation"
+    channels = getattr(backbone, "feature_channels", None) if relation else None
+    pairwise = build_pairwise_for(cfg["pairwise"], skeleton, cfg["radius"], cfg["num_types"], channels, cfg["pool"])
+    return PoseCRF(backbone, skeleton, pairwise, unary, "features" if relation else "maps")

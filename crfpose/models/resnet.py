@@ -54,12 +54,12 @@ class PoseResNet(Backbone):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, K, H/4, W/4)."""
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> the deconvolution head's output (B, C, H/4, W/4) that ``final_layer`` reads."""
         self.check_images(images)
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))  # (B, 64, H/4, W/4)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, C, H/32, W/32)
-        return self.final_layer(self.deconv_layers(x))  # (B, K, H/4, W/4)
+        return self.deconv_layers(x)  # (B, C, H/4, W/4)
 
 
 def resnet18(num_joints: int = 17, weights: Any = None, deconv_channels: int = 256) -> PoseResNet:
