@@ -28,7 +28,11 @@ setup(
     extras_require={
         # the web demo (crfpose app); gradio_client and playwright (with the system's Chromium) test it
         "app": ["gradio>=5.0"],
+        # crfpose predict on video files: PyAV (FFmpeg's libraries in self-contained wheels, no system
+        # ffmpeg needed; frames decode straight to numpy arrays and overlays encode to MP4)
+        "video": ["av>=12"],
         "dev": ["pytest>=7.4", "hypothesis>=6.80", "pytest-xdist>=3.3", "gradio>=5.0", "gradio_client>=1.0",
-                "playwright>=1.40"],
+                "playwright>=1.40",
+                "av>=12"],  # av: the video extra, so that CI tests crfpose predict on videos
     },
 )
