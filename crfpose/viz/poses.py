@@ -227,7 +227,6 @@ def plot_gallery(
     skeleton: Skeleton,
     *,
     num: int = 4,
-    threshold: float = 0.3,
     palette: Optional[dict] = None,
     style: Union[str, Style, None] = None,
 ) -> Figure:
@@ -238,7 +237,8 @@ def plot_gallery(
     Args:
         images: N images (anything :func:`plot_poses` takes), one person each.
         ground_truth: ``(N, K, 3)`` ``(x, y, v)`` in each image's pixels.
-        predictions: label -> ``(N, K, 2|3)`` poses, e.g. ``{"CNN": ..., "CNN + CRF": ...}``.
+        predictions: label -> ``(N, K, 2|3)`` poses, e.g. ``{"CNN": ..., "CNN + CRF": ...}``; every joint
+            is drawn opaque whatever its score (the gallery compares positions).
         skeleton: the K joints.
     """
     _check_skeleton(skeleton)
@@ -266,6 +266,6 @@ def plot_gallery(
             ax.set_title("ground truth")
             for col, (label, p) in enumerate(poses.items(), start=1):
                 ax = fig.add_subplot(grid[row, col])
-                plot_poses(px, p[i], skeleton, ground_truth=gt[i], threshold=threshold, ax=ax, palette=palette, style=st)
+                plot_poses(px, p[i, :, :2], skeleton, ground_truth=gt[i], ax=ax, palette=palette, style=st)
                 ax.set_title(f"{label}: {errors[label][i]:.1f} px")
     return fig
