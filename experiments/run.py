@@ -1,0 +1,367 @@
+"""The experiment runner: a declared grid of rows (a training config each, then evaluations on a test
+set), run in dependency order, finished rows skipped and interrupted ones resumed.
+
+Shape legend: N test poses, K joints.
+
+    python -m experiments.run experiments/lsp_ablation.yaml [--quick] [--jobs 2] [--rows a,b] [--report-only]
+
+A grid file (YAML) holds::
+
+    name: lsp_ablation
+    output: runs/lsp_ablation             # run folders, one per row (checkpoints, logs, predictions)
+    report: docs/experiments/lsp_ablation # results.json, results.md and figures
+    base: configs/lsp_cnn.yaml            # the training config every row starts from (relative to this file)
+    set: [key=value, ...]                 # overrides for every row
+    test: {name: lsp, options: {root: ../shared/data/lsp, split: test}}
+    evaluate: {flip: true, alpha: 0.2, normalizer: torso, all_joints: true, bootstrap: 1000}
+    variants: {quick: {set: [...], rows: [...]}, gpu: {set: [...]}}
+    rows:
+      - name: cnn_mse                     # a run folder <output>/<name>
+        set: [train.mode=unary, train.epochs=40]
+        decoders: [unary]                 # one result per decoder: "<row>/<decoder>"
+      - name: tree_joint
+        from: cnn_mse                     # train.init_checkpoint = that row's last.pt (it runs first)
+        set: [train.mode=joint, crf.pairwise=gaussian]
+        decoders: [marginals, map]
+        baseline: cnn_mse_cont/unary      # gain over it with a paired bootstrap interval (same test poses)
+
+A row is *finished* when ``<output>/<row>/result.json`` exists; a row with a ``last.pt`` but no result
+resumes training from it (exactly, see :func:`crfpose.engine.train`). The budget of a result is the
+training epochs and seconds of its row plus those of the rows it starts ``from``. Model selection never
+looks at the test set: every row is evaluated at its ``last.pt`` (a fixed budget); the configs'
+validation split drives the stall warning and, where a row asks for it, the CRF's calibration.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import yaml
+
+from crfpose import engine, metrics
+from crfpose.config import Config, from_dict, load_config, to_dict
+from crfpose.evaluate import predict_dataset
+from crfpose.fileio import atomic_write
+from crfpose.skeletons import get_skeleton
+from crfpose.structure import RATES, pck_gain, structure_scores, summarise
+
+__all__ = ["Grid", "Row", "load_grid", "run_row", "run_grid", "collect", "format_table", "main"]
+
+
+@dataclass
+class Row:
+    """One training run of a grid and the decoders it is evaluated with."""
+
+    name: str
+    set: list = field(default_factory=list)
+    decoders: list = field(default_factory=lambda: ["marginals"])
+    start: Optional[str] = None  # the row whose last.pt initialises this one ("from" in YAML)
+    baseline: Optional[str] = None  # "<row>/<decoder>" to compare with
+    note: str = ""
+
+
+@dataclass
+class Grid:
+    """A parsed grid file (see the module docstring)."""
+
+    name: str
+    path: Path
+    output: Path
+    report: Path
+    base: Optional[Path]
+    set: list
+    test: dict
+    evaluate: dict
+    rows: list
+
+    def row(self, name: str) -> Row:
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise ValueError(f"{self.path}: no row named {name!r}; rows: {[r.name for r in self.rows]}")
+
+    def folder(self, name: str) -> Path:
+        return self.output / name
+
+
+EVALUATE_DEFAULTS = {"flip": True, "alpha": 0.2, "normalizer": "torso", "all_joints": True, "bootstrap": 1000,
+                     "batch_size": 64}
+ROW_KEYS = {"name", "set", "decoders", "from", "baseline", "note"}
+
+
+def load_grid(path: str | os.PathLike, variant: Optional[str] = None, overrides: Sequence[str] = ()) -> Grid:
+    """The grid in YAML file ``path``; ``variant`` (e.g. ``quick``) adds its ``set`` and keeps its
+    ``rows`` only; ``overrides`` go to every row last. Errors name the file and the key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read the grid ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not data["rows"]:
+        raise ValueError(f"{path}: expected a mapping with a non-empty list 'rows'")
+    variants = data.get("variants") or {}
+    if variant is not None and variant not in variants:
+        raise ValueError(f"{path}: no variant {variant!r}; variants: {sorted(variants)}")
+    chosen = variants.get(variant) or {}
+    rows = []
+    for i, item in enumerate(data["rows"]):
+        unknown = set(item) - ROW_KEYS if isinstance(item, dict) else {"<not a mapping>"}
+        if unknown or "name" not in item:
+            raise ValueError(f"{path}: rows[{i}]: expected keys {sorted(ROW_KEYS)} with a name, got {item!r}")
+        rows.append(Row(item["name"], list(item.get("set", [])), list(item.get("decoders", ["marginals"])),
+                        item.get("from"), item.get("baseline"), item.get("note", "")))
+    if chosen.get("rows"):
+        keep = set(chosen["rows"])
+        rows = [r for r in rows if r.name in keep]
+    names = [r.name for r in rows]
+    for r in rows:
+        if r.start is not None and r.start not in names:
+            raise ValueError(f"{path}: row {r.name!r} starts from {r.start!r}, which is not a row here")
+        if r.baseline is not None and r.baseline.split("/")[0] not in names:
+            raise ValueError(f"{path}: row {r.name!r} compares with {r.baseline!r}, whose row is not here")
+    base = data.get("base")
+    return Grid(
+        name=data.get("name", path.stem), path=path,
+        output=Path(data.get("output", f"runs/{path.stem}")) / (variant or "main"),
+        report=Path(data.get("report", f"runs/{path.stem}/report")) / (variant or ""),
+        base=(path.parent / base) if base else None,
+        set=[*data.get("set", []), *chosen.get("set", []), *overrides],
+        test=dict(data.get("test") or {}), evaluate=EVALUATE_DEFAULTS | dict(data.get("evaluate") or {}),
+        rows=rows,
+    )
+
+
+def row_config(grid: Grid, row: Row) -> Config:
+    """The training config of ``row``: base file + grid overrides + the row's own + its run folder."""
+    extra = [f"output_dir={grid.folder(row.name)}"]
+    if row.start is not None:
+        extra.append(f"train.init_checkpoint={grid.folder(row.start) / 'last.pt'}")
+    return load_config(grid.base, [*grid.set, *row.set, *extra])
+
+
+def _test_set(grid: Grid, config: Config):
+    data = to_dict(config)
+    if grid.test:
+        data["data"] |= {"name": grid.test.get("name", config.data.name), "val": dict(grid.test.get("options", {}))}
+    return engine.make_dataset(from_dict(data), "val", train=False)
+
+
+def _seconds(folder: Path) -> tuple[int, float]:
+    """Training epochs and seconds recorded in a run's log.jsonl."""
+    log = folder / "log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    return len(records), float(sum(r.get("seconds", 0.0) for r in records))
+
+
+def run_row(grid: Grid, row: Row) -> dict:
+    """Train ``row`` (resuming an interrupted run), evaluate it on the test set with each decoder,
+    write ``predictions_<decoder>.npz`` and ``result.json``; returns the result. A finished row is read back."""
+    folder = grid.folder(row.name)
+    done = folder / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    config = row_config(grid, row)
+    last = folder / "last.pt"
+    engine.train(config, resume=last if last.is_file() else None)
+    model, config = engine.load_model(last)
+    skeleton = get_skeleton(config.skeleton)
+    test = _test_set(grid, config)
+    e = grid.evaluate
+    result: dict[str, Any] = {"row": row.name, "config": to_dict(config), "decoders": {}}
+    for decoder in row.decoders:
+        started = time.perf_counter()
+        p = predict_dataset(model, test, decoder=decoder, flip_test=e["flip"], batch_size=e["batch_size"])
+        atomic_write(folder / f"predictions_{decoder}.npz", lambda f: np.savez(f, **p), binary=True)
+        result["decoders"][decoder] = score(p, skeleton, e) | {"eval_seconds": time.perf_counter() - started}
+    result["epochs"], result["seconds"] = _seconds(folder)
+    atomic_write(done, lambda f: json.dump(result, f, indent=1))
+    return result
+
+
+def score(p: dict, skeleton, e: dict) -> dict:
+    """Metrics of one decoder's test predictions: PCK (mean, per joint), AUC, strict PCP, EPE, structure rates."""
+    kw = dict(skeleton=skeleton, all_joints=e["all_joints"])
+    boxes = {"boxes": p["box"]} if e["normalizer"] == "bbox" else {}
+    pck = metrics.pck(p["pred"], p["gt"], e["alpha"], e["normalizer"], **kw, **boxes)
+    curve = metrics.pck_curve(p["pred"], p["gt"], normalizer=e["normalizer"], **kw, **boxes)
+    pcp = metrics.pcp(p["pred"], p["gt"], **kw)
+    rates = summarise(structure_scores(p["pred"], p["gt"], skeleton, alpha=e["alpha"], normalizer=e["normalizer"],
+                                       all_joints=e["all_joints"], **boxes))
+    return {
+        "pck": pck.mean, "pck_per_joint": dict(zip(skeleton.joints, pck.per_item.tolist())), "auc": curve.auc,
+        "pck_curve": {"alphas": curve.alphas.tolist(), "mean": curve.mean.tolist()},
+        "pcp": pcp.mean, "epe": metrics.epe(p["pred"], p["gt"], all_joints=e["all_joints"]).mean,
+        "structure": {k: rates[k] for k in RATES if k != "pck"} | {"swap_rate_occluded": rates["swap_rate_occluded"]},
+    }
+
+
+def _ancestors(grid: Grid, row: Row) -> list[Row]:
+    chain, seen = [], {row.name}
+    while row.start is not None:
+        row = grid.row(row.start)
+        if row.name in seen:
+            raise ValueError(f"{grid.path}: rows start from each other in a cycle through {row.name!r}")
+        seen.add(row.name)
+        chain.append(row)
+    return chain
+
+
+def _load_predictions(grid: Grid, entry: str) -> dict:
+    row, decoder = entry.split("/")
+    with np.load(grid.folder(row) / f"predictions_{decoder}.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def collect(grid: Grid) -> list[dict]:
+    """One result per finished (row, decoder): name, PCK (in %), budget, and for a row with a baseline
+    its gain over it and a 95% paired bootstrap interval (in points). Unfinished rows are left out."""
+    e = grid.evaluate
+    results, raw = [], {}
+    for row in grid.rows:
+        path = grid.folder(row.name) / "result.json"
+        if path.is_file():
+            raw[row.name] = json.loads(path.read_text())
+    for row in grid.rows:
+        if row.name not in raw:
+            continue
+        family = [row, *_ancestors(grid, row)]
+        budget = {"epochs": sum(raw[r.name]["epochs"] for r in family if r.name in raw),
+                  "seconds": round(sum(raw[r.name]["seconds"] for r in family if r.name in raw), 1)}
+        skeleton = get_skeleton(raw[row.name]["config"]["skeleton"])
+        for decoder, m in raw[row.name]["decoders"].items():
+            name = f"{row.name}/{decoder}"
+            out = {"name": name, "row": row.name, "decoder": decoder, "pck": 100 * m["pck"], "auc": 100 * m["auc"],
+                   "pcp": 100 * m["pcp"], "epe": m["epe"], "budget": budget,
+                   "pck_per_joint": {j: 100 * v for j, v in m["pck_per_joint"].items()},
+                   "structure": {k: 100 * v for k, v in m["structure"].items()},
+                   "pck_curve": m["pck_curve"], "note": row.note}
+            base_row = row.baseline.split("/")[0] if row.baseline else None
+            if base_row in raw:
+                a, b = _load_predictions(grid, name), _load_predictions(grid, row.baseline)
+                if not np.array_equal(a["index"], b["index"]):
+                    raise ValueError(f"{name} and {row.baseline} were evaluated on different test poses")
+                kw = dict(alpha=e["alpha"], normalizer=e["normalizer"], all_joints=e["all_joints"])
+                kw |= {"boxes": a["box"]} if e["normalizer"] == "bbox" else {}
+                sa, sb = (structure_scores(x["pred"], x["gt"], skeleton, **kw) for x in (a, b))
+                gain = pck_gain(sa["correct"], sb["correct"], sa["counted"], resamples=e["bootstrap"])
+                out |= {"baseline": row.baseline, "gain": 100 * gain["gain"], "ci": [100 * c for c in gain["ci"]]}
+            results.append(out)
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    """The results as a Markdown table (PCK@alpha, AUC, PCP, structural error rates, budget, gain)."""
+    head = ("| result | PCK | AUC | PCP | L/R swap | mixed swap | bad limb | PCK occ | epochs | train s "
+            "| vs | gain [95% CI] |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        s = r["structure"]
+        gain = f"{r['gain']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}]" if "gain" in r else ""
+        lines.append(
+            f"| {r['name']} | {r['pck']:.1f} | {r['auc']:.1f} | {r['pcp']:.1f} | {s['swap_rate']:.1f} | "
+            f"{s['mixed_swap']:.1f} | {s['implausible_limbs']:.1f} | {s['pck_occluded']:.1f} | "
+            f"{r['budget']['epochs']} | {r['budget']['seconds']:.0f} | {r.get('baseline', '')} | {gain} |"
+        )
+    return "\n".join(lines)
+
+
+def format_joints(results: list[dict]) -> str:
+    """Per-joint PCK (%) of every result, one row per result."""
+    joints = list(results[0]["pck_per_joint"]) if results else []
+    lines = ["| result | " + " | ".join(joints) + " |", "|" + "---|" * (len(joints) + 1)]
+    for r in results:
+        lines.append(f"| {r['name']} | " + " | ".join(f"{r['pck_per_joint'][j]:.1f}" for j in joints) + " |")
+    return "\n".join(lines)
+
+
+def write_report(grid: Grid, results: list[dict]) -> None:
+    """``results.json`` (the list of results) and ``results.md`` (both tables) in the report folder."""
+    grid.report.mkdir(parents=True, exist_ok=True)
+    atomic_write(grid.report / "results.json", lambda f: json.dump(results, f, indent=1))
+    text = f"# {grid.name}: results\n\n{format_table(results)}\n\n## PCK per joint\n\n{format_joints(results)}\n"
+    atomic_write(grid.report / "results.md", lambda f: f.write(text))
+
+
+def _ready(grid: Grid, row: Row, finished: set) -> bool:
+    return row.start is None or row.start in finished
+
+
+def run_grid(grid: Grid, jobs: int = 1, rows: Optional[Sequence[str]] = None, argv: Sequence[str] = ()) -> list[dict]:
+    """Run the grid's unfinished rows (all, or ``rows`` and what they start from) in dependency order,
+    ``jobs`` at a time (each in its own process with one thread when ``jobs > 1``), then write the report."""
+    wanted = [grid.row(n) for n in rows] if rows else list(grid.rows)
+    needed = {r.name for w in wanted for r in [w, *_ancestors(grid, w)]}
+    todo = [r for r in grid.rows if r.name in needed]
+    finished = {r.name for r in todo if (grid.folder(r.name) / "result.json").is_file()}
+    pending = [r for r in todo if r.name not in finished]
+    if jobs <= 1:
+        while pending:
+            row = next(r for r in pending if _ready(grid, r, finished))
+            print(f"[{grid.name}] row {row.name}", file=sys.stderr, flush=True)
+            run_row(grid, row)
+            finished.add(row.name)
+            pending.remove(row)
+    else:
+        running: dict[str, subprocess.Popen] = {}
+        env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        while pending or running:
+            for name, proc in list(running.items()):
+                if proc.poll() is not None:
+                    del running[name]
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"row {name} failed (exit {proc.returncode}); see {grid.folder(name) / 'row.log'}")
+                    finished.add(name)
+            for row in [r for r in pending if _ready(grid, r, finished)][: jobs - len(running)]:
+                grid.folder(row.name).mkdir(parents=True, exist_ok=True)
+                log = open(grid.folder(row.name) / "row.log", "a")
+                print(f"[{grid.name}] row {row.name} (log: {log.name})", file=sys.stderr, flush=True)
+                running[row.name] = subprocess.Popen([sys.executable, "-m", "experiments.run", *argv, "--row", row.name],
+                                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+                pending.remove(row)
+            time.sleep(2)
+    results = collect(grid)
+    write_report(grid, results)
+    return results
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Run an experiment grid (see experiments/run.py's docstring).")
+    p.add_argument("grid", help="grid file (YAML)")
+    p.add_argument("--quick", action="store_true", help="the grid's 'quick' variant (small budgets)")
+    p.add_argument("--variant", help="another named variant of the grid (e.g. gpu)")
+    p.add_argument("--jobs", type=int, default=1, help="rows run at once, each a process with one thread")
+    p.add_argument("--rows", help="comma-separated rows to run (with the rows they start from)")
+    p.add_argument("--row", help=argparse.SUPPRESS)  # a worker process of --jobs: this one row
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every row")
+    p.add_argument("--report-only", action="store_true", help="only collect finished rows into the report")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
+    args = parse_args(argv)
+    variant = "quick" if args.quick else args.variant
+    grid = load_grid(args.grid, variant, args.set)
+    if args.row:
+        run_row(grid, grid.row(args.row))
+        return []
+    if args.report_only:
+        results = collect(grid)
+        write_report(grid, results)
+    else:
+        forwarded = [args.grid, *(["--variant", variant] if variant else []), *(["--set", *args.set] if args.set else [])]
+        results = run_grid(grid, args.jobs, args.rows.split(",") if args.rows else None, forwarded)
+    print(format_table(results))
+    print(f"written {grid.report / 'results.json'} and results.md", file=sys.stderr)
+    return results
+
+
+if __name__ == "__main__":
+    main()
