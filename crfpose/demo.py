@@ -35,6 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from crfpose.config import Config, load_config, to_dict
+from crfpose.crf import TreeCRF
 from crfpose.engine import load_model, make_dataset, plan_stages, save_checkpoint, train
 from crfpose.evaluate import predict_dataset
 from crfpose.fileio import atomic_write
@@ -72,10 +73,10 @@ BUDGETS = {
                         test_length=500, eval_every=3, bootstrap=1000),
     "synthetic-quick": Budget(cnn_epochs=2, crf_epochs=1, joint_epochs=1, train_length=192, val_length=32,
                               test_length=48, eval_every=1, bootstrap=100),
-    "lsp": Budget(cnn_epochs=60, crf_epochs=5, joint_epochs=10, train_length=1000, val_length=0,
-                  test_length=1000, eval_every=0, bootstrap=1000),
-    "lsp-quick": Budget(cnn_epochs=1, crf_epochs=1, joint_epochs=1, train_length=1000, val_length=0,
-                        test_length=1000, eval_every=0, bootstrap=100),
+    "lsp": Budget(cnn_epochs=60, crf_epochs=5, joint_epochs=10, train_length=900, val_length=100,
+                  test_length=1000, eval_every=10, bootstrap=1000),
+    "lsp-quick": Budget(cnn_epochs=1, crf_epochs=1, joint_epochs=1, train_length=900, val_length=100,
+                        test_length=1000, eval_every=1, bootstrap=100),
 }
 TEST_SEED = 12345  # held-out synthetic figures; training uses seed 0 and validation seed 1
 # LSP: larger crops, a wider CNN and CRF window, the LSP protocol's torso-normalised PCK on all joints.
@@ -128,25 +129,24 @@ def build_configs(data: str, budget: Budget, out: Path, seed: int, options: dict
         test_opts = {"length": budget.test_length, "seed": TEST_SEED} | options
         extra = []
     else:
-        train_opts, val_opts, test_opts = ({"split": s} | options for s in ("train", "test", "test"))
+        train_opts, val_opts, test_opts = ({"split": s} | options for s in ("fit", "val", "test"))
         extra = list(LSP_OVERRIDES)
     common = extra + [
         _override("data.train", train_opts), _override("data.val", val_opts), _override("train.seed", seed),
         _override("train.workers", workers), _override("train.batch_size", budget.batch_size),
     ]
-    every = lambda n: _override("eval.every", n if budget.val_length else 0)  # noqa: E731
     cnn = load_config(CONFIGS / "synthetic_unary.yaml", common + [
         _override("output_dir", str(runs / "cnn")), _override("train.epochs", budget.cnn_epochs),
-        every(budget.eval_every)])
+        _override("eval.every", budget.eval_every)])
     separate = load_config(CONFIGS / "synthetic_separate.yaml", common + [
         _override("output_dir", str(runs / "separate")), "train.stage1_epochs=0",
         _override("train.stage2_epochs", budget.crf_epochs), _override("train.init_checkpoint", str(runs / "cnn" / "last.pt")),
-        every(1)])
+        "eval.every=1"])
     # joint fine-tuning as in docs/experiments/synthetic_structure.md (run C): NLL + 100 x heatmap MSE
     joint_overrides = common + [
         _override("output_dir", str(runs / "joint")), "train.mode=joint", _override("train.epochs", budget.joint_epochs),
         "train.mse_weight=100.0", "train.grad_clip=10.0", "optim.lr=5.0e-4",
-        _override("train.init_checkpoint", str(runs / "separate" / "last.pt")), every(1)]
+        _override("train.init_checkpoint", str(runs / "separate" / "last.pt")), "eval.every=1"]
     joint = load_config(CONFIGS / "synthetic_separate.yaml", joint_overrides)
     test = load_config(CONFIGS / "synthetic_separate.yaml", joint_overrides + [_override("data.val", test_opts)])
     return {"cnn": cnn, "separate": separate, "joint": joint, "test": test}
@@ -331,15 +331,69 @@ def run_demo(out: Path, *, data: str = "synthetic", quick: bool = False, seed: i
     summary["figures"] = []
     if figures:
         t0 = time.perf_counter()
-        from crfpose import demo_figures  # matplotlib loads only when drawing
-
-        summary["figures"] = [str(p) for p in demo_figures.draw(out, image_format, models, test_set, predictions,
-                                                                  configs, rows)]
+        summary["figures"] = [str(p) for p in draw_figures(out, image_format, models, test_set, predictions, configs)]
         seconds["figures"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
     summary["seconds"] = seconds
     atomic_write(out / "summary.json", lambda f: json.dump(summary, f, indent=1))
     return summary
+
+
+GALLERY = {"CNN alone": "cnn/unary", "CRF separate": "separate/marginals", "CRF joint": "joint/marginals"}
+
+
+def draw_figures(out: Path, image_format: str, models: dict[str, nn.Module], dataset,
+                 predictions: dict[str, dict[str, np.ndarray]], configs: dict[str, Config]) -> list[Path]:
+    """The demo's figures (through :mod:`crfpose.viz`), one file each in ``out``: ``overlays`` (ground
+    truth vs CNN alone vs CNN + CRF where they differ most), ``heatmaps`` and ``heatmaps_top`` (CNN
+    distribution vs CRF marginal per joint), ``pairwise`` and ``deformation`` (the joint model's learned
+    kernels), ``samples`` (exact CRF samples), ``pck_curves``, ``joint_pck`` and ``training`` (the three
+    runs one after the other, stages marked)."""
+    from crfpose import viz
+    from crfpose.data.transforms import affine_points
+    from crfpose.evaluate import compute_metrics
+    from crfpose.viz_cli import _denormalised
+
+    skeleton, t = get_skeleton(configs["test"].skeleton), configs["test"].eval
+    gt = predictions["cnn/unary"]["gt"]  # (N, K, 3) original pixels
+    chosen = viz.most_different(gt, {k: predictions[v]["pred"] for k, v in list(GALLERY.items())[::2]}, skeleton,
+                                min(4, len(gt)))
+    items = [dataset[int(predictions["cnn/unary"]["index"][i])] for i in chosen]
+    crops = [_denormalised(item["image"], dataset) for item in items]
+    affines = [item["meta"]["affine"] for item in items]
+    in_crop = {label: np.stack([affine_points(predictions[name]["pred"][i], a) for i, a in zip(chosen, affines)])
+               for label, name in GALLERY.items()}
+    gt_crop = np.stack([affine_points(gt[i], a) for i, a in zip(chosen, affines)])
+    curves = {_row_label(name):
+              compute_metrics(predictions[name], skeleton, alpha=ALPHA, normalizer=t.normalizer, all_joints=True)
+              for name in ("cnn/unary", *CRF_ROWS)}
+    model = models["joint"]
+    with torch.no_grad():
+        maps = model.backbone(items[0]["image"][None])  # (1, K, H, W)
+        unary, pairwise = model.unary(maps), model.pairwise(maps)  # (1, K, H, W), (E, 2R+1, 2R+1)
+    crf = TreeCRF(unary, pairwise, skeleton)
+    figures = {
+        "overlays": viz.plot_gallery(crops, gt_crop, in_crop, skeleton, num=len(chosen)),
+        "heatmaps": viz.plot_heatmaps(crops[0], unary[0], crf.marginals[0], skeleton),
+        "heatmaps_top": viz.plot_heatmaps(crops[0], unary[0], crf.marginals[0], skeleton, top=4),
+        "pairwise": viz.plot_pairwise(pairwise, skeleton),
+        "deformation": viz.plot_deformation(pairwise, skeleton),
+        "samples": viz.plot_samples(crops[0], crf, skeleton, 20, ellipses=True),
+        "pck_curves": viz.plot_pck_curves(list(curves.values()), list(curves)),
+        "joint_pck": viz.plot_joint_pck(list(curves.values()), list(curves)),
+        "training": viz.plot_training(_training_log(configs)),
+    }
+    return [viz.save(fig, out / f"{name}.{image_format}") for name, fig in figures.items()]
+
+
+def _training_log(configs: dict[str, Config]) -> list[dict]:
+    """The three runs' log records one after the other (epochs renumbered), for one training figure."""
+    records, offset = [], 0
+    for name in MODELS:
+        run = [json.loads(line) for line in (Path(configs[name].output_dir) / "log.jsonl").read_text().splitlines()]
+        records += [r | {"global_epoch": r["global_epoch"] + offset} for r in run]
+        offset += len(run)
+    return records
 
 
 def save_final_model(model: nn.Module, config: Config, path: Path, rows: dict) -> Path:

@@ -1,0 +1,168 @@
+"""``crfpose app CHECKPOINT``: a web demo (Gradio) over :class:`crfpose.predict.Predictor` and :mod:`crfpose.viz`.
+
+Shape legend: K joints, H x W heatmap grid, h x w the uploaded image.
+
+Upload an image (or take a webcam picture), choose the decoder (CNN alone, CRF marginals, CRF MAP)
+and the drawing threshold; the page shows the poses over the image, each joint's CNN distribution
+beside its CRF marginal, and the predictions as JSON (MMPose's per-image layout, as ``crfpose
+predict`` writes) with a download. The whole image is one person (single-person photos).
+
+Offline by design: no analytics, system fonts only (nothing fetched from the internet), bound to
+127.0.0.1 unless told otherwise. A file that is not an image gets a message in the page; the log
+names no uploaded file.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from crfpose.fileio import atomic_write
+from crfpose.models.pose_crf import PoseCRF
+from crfpose.predict import Predictor, read_image
+
+__all__ = ["DECODER_CHOICES", "build_app", "add_arguments", "run"]
+
+DECODER_CHOICES = {"CNN alone": "unary", "CRF marginals": "marginals", "CRF MAP": "map"}
+NO_CHECKPOINT = (
+    "crfpose app: needs a checkpoint (it trains nothing). 'crfpose demo' trains one in about 5 minutes on a "
+    "CPU and writes it to ./crfpose-demo/model.pt; then run: crfpose app crfpose-demo/model.pt "
+    "(any checkpoint of 'crfpose train' or 'crfpose import-official' works too)."
+)
+
+
+def _offline_gradio():
+    """Import gradio with its analytics and version check off (set before the import reads them)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import gradio as gr
+    except ImportError:
+        raise ValueError("crfpose app needs gradio: pip install -e '.[app]'") from None
+    return gr
+
+
+class _Session:
+    """The predictors (one per decoder, sharing one model) and where the per-request files go."""
+
+    def __init__(self, predictor: Predictor, workdir: Path) -> None:
+        self.skeleton = predictor.skeleton
+        decoders = DECODER_CHOICES.values() if isinstance(predictor.model, PoseCRF) else ("unary",)
+        self.predictors = {d: copy.copy(predictor) for d in decoders}
+        for decoder, p in self.predictors.items():
+            p.decoder = decoder
+        self.workdir = workdir
+        self.count = 0
+
+    def predict(self, upload: Optional[str], webcam: Optional[np.ndarray], decoder_label: str, threshold: float):
+        """One request: ``(overlay path, marginals path, JSON dict, JSON file path, message)``."""
+        from crfpose.predict_cli import _instances
+        from crfpose.viz import plot_heatmaps, plot_poses, save
+
+        nothing = (None, None, None, None)
+        if upload is None and webcam is None:
+            return *nothing, "Upload an image (or take a webcam picture), then press **Estimate poses**."
+        decoder = DECODER_CHOICES.get(decoder_label)
+        if decoder not in self.predictors:
+            return *nothing, f"Unknown decoder {decoder_label!r}: expected one of {list(self.predictors)}."
+        try:
+            image = read_image(upload if upload is not None else np.ascontiguousarray(webcam[..., :3]))
+        except ValueError:
+            name = Path(upload).name if upload is not None else "the webcam picture"
+            return *nothing, f"**{name}** is not an image that can be read (JPEG, PNG, BMP, ...): nothing was predicted."
+        persons = self.predictors[decoder](image, return_maps=True)
+        self.count += 1
+        folder = self.workdir / f"{self.count:06d}"
+        k = self.skeleton.num_joints
+        keypoints = np.stack([p["keypoints"] for p in persons]).reshape(-1, k, 2)  # (N, K, 2)
+        scores = np.stack([p["keypoint_scores"] for p in persons]).reshape(-1, k)  # (N, K)
+        overlay = save(plot_poses(image, keypoints, self.skeleton, scores=scores, threshold=threshold,
+                                  boxes=np.array([p["bbox"] for p in persons]).reshape(-1, 4)), folder / "poses.png")
+        marginals = None
+        if persons and persons[0]["marginals"] is not None:
+            figure = plot_heatmaps(None, persons[0]["unary"], persons[0]["marginals"], self.skeleton)
+            marginals = str(save(figure, folder / "marginals.png"))
+        record = {"skeleton": self.skeleton.name, "keypoint_names": list(self.skeleton.joints), "decoder": decoder,
+                  "image_size": [int(image.shape[-1]), int(image.shape[-2])], "instances": _instances(persons)}
+        json_path = atomic_write(folder / "predictions.json", lambda f: json.dump(record, f, indent=1))
+        message = (f"{len(persons)} person(s), decoder **{decoder_label}**: {int((scores >= threshold).sum())} of "
+                   f"{scores.size} joints scored at or above the threshold {threshold:.2f} are drawn.")
+        return str(overlay), marginals, record, str(json_path), message
+
+
+def build_app(predictor: Predictor, workdir: Optional[Path] = None):
+    """The Gradio Blocks page for ``predictor`` (its decoder is switched per request). Its prediction
+    endpoint is ``/predict``: ``(image file, webcam picture, decoder label, threshold)`` ->
+    ``(overlay, marginals, JSON, JSON file, message)``."""
+    gr = _offline_gradio()
+    session = _Session(predictor, Path(workdir or tempfile.mkdtemp(prefix="crfpose-app-")))
+    choices = [label for label, d in DECODER_CHOICES.items() if d in session.predictors]
+    default = next(label for label, d in DECODER_CHOICES.items() if d == predictor.decoder)
+    with gr.Blocks(analytics_enabled=False, title="crfpose: poses with a tree CRF") as app:
+        gr.Markdown("## crfpose: human pose with an exact tree CRF\nUpload a photo of one person (the whole image is "
+                    "the person's box), choose the decoder and press **Estimate poses**.")
+        with gr.Row():
+            with gr.Column():
+                with gr.Tab("Upload"):
+                    upload = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="upload")
+                with gr.Tab("Webcam"):
+                    webcam = gr.Image(label="Webcam picture", sources=["webcam"], type="numpy", elem_id="webcam")
+                decoder = gr.Radio(choices, value=default, label="Decoder", elem_id="decoder")
+                threshold = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Score threshold (joints drawn)",
+                                      elem_id="threshold")
+                button = gr.Button("Estimate poses", variant="primary", elem_id="run")
+                message = gr.Markdown(elem_id="message")
+            with gr.Column():
+                overlay = gr.Image(label="Poses", type="filepath", interactive=False, elem_id="overlay")
+                marginals = gr.Image(label="Per joint: CNN distribution | CRF marginal", type="filepath",
+                                     interactive=False, elem_id="marginals")
+                predictions = gr.JSON(label="Predictions", elem_id="predictions")
+                download = gr.File(label="Download JSON", interactive=False, elem_id="download")
+        button.click(session.predict, inputs=[upload, webcam, decoder, threshold],
+                     outputs=[overlay, marginals, predictions, download, message], api_name="predict")
+    return app
+
+
+def launch(app, host: str = "127.0.0.1", port: Optional[int] = None, block: bool = True):
+    """Serve ``app`` on ``host:port`` (loopback by default) with system fonts only and no share link."""
+    gr = _offline_gradio()
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])
+    return app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block, quiet=True,
+                      ssr_mode=False, theme=theme, footer_links=[], show_error=False)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``crfpose app``."""
+    parser.description = ("A web page to try a model on your own photos: upload or webcam, decoder (CNN alone / "
+                          "CRF marginals / CRF MAP), threshold; shows the poses, the per-joint CRF marginals and the "
+                          "predictions as JSON. Needs the 'app' extra: pip install -e '.[app]'. " + NO_CHECKPOINT)
+    parser.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
+                        help="a crfpose checkpoint, e.g. crfpose-demo/model.pt written by 'crfpose demo'")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``crfpose app``: serve until interrupted; without a checkpoint, say how to get one (exit 2)."""
+    import sys
+
+    if args.checkpoint is None:
+        print(NO_CHECKPOINT, file=sys.stderr)
+        return 2
+    if not Path(args.checkpoint).is_file():
+        raise ValueError(f"CHECKPOINT: file not found: {args.checkpoint}. {NO_CHECKPOINT}")
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=device)
+    print(f"crfpose app: serving {args.checkpoint} on http://{args.host}:{args.port} (Ctrl+C stops)", file=sys.stderr)
+    launch(build_app(predictor), args.host, args.port)
+    return 0
