@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("crfpose.predict_cli", "poses for images, folders and videos: JSON per image/video, COCO results, overlays"),
     "import-official": ("crfpose.import_official", "an official HRNet checkpoint + a tree CRF -> a crfpose checkpoint"),
     "demo": ("crfpose.demo", "the main job: CNN alone vs CNN + tree CRF on synthetic figures (or LSP): tables, figures, a model"),
+    "app": ("crfpose.app", "a web demo (Gradio, offline, 127.0.0.1): upload or webcam, decoder, overlay, CRF marginals, JSON"),
 }
 
 
