@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="image files, folders, glob patterns or video files")
     parser.add_argument("--out", default="predictions_out", metavar="DIR", help="output folder (default: predictions_out)")
     parser.add_argument("--draw", action="store_true", help="also write overlays: visualizations/<stem>.png, or .mp4 per video")
+    parser.add_argument("--draw-threshold", type=float, default=0.3,
+                        help="overlays leave out joints whose score (a CRF marginal probability) is below this (default 0.3)")
     parser.add_argument("--coco-json", metavar="FILE", help="also write one COCO keypoint results file (pycocotools loadRes)")
     parser.add_argument("--detections", metavar="FILE", help="person boxes: a COCO detection-results JSON")
     parser.add_argument("--annotations", metavar="FILE",
@@ -122,15 +124,15 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda f: json.dump(data, f))
 
 
-def _render(image: np.ndarray, persons: list[dict[str, Any]], skeleton) -> Any:
-    """The overlay figure of ``persons`` on ``image`` (crfpose.viz)."""
+def _render(image: np.ndarray, persons: list[dict[str, Any]], skeleton, threshold: float = 0.3) -> Any:
+    """The overlay figure of ``persons`` on ``image`` (crfpose.viz); joints scored under ``threshold`` are not drawn."""
     from crfpose.viz import plot_poses
 
     k = skeleton.num_joints
     keypoints = np.stack([p["keypoints"] for p in persons]) if persons else np.zeros((0, k, 2))
     scores = np.stack([p["keypoint_scores"] for p in persons]) if persons else np.zeros((0, k))
     boxes = np.array([p["bbox"] for p in persons]).reshape(-1, 4)
-    return plot_poses(image, keypoints, skeleton, scores=scores, boxes=boxes)
+    return plot_poses(image, keypoints, skeleton, scores=scores, boxes=boxes, threshold=threshold)
 
 
 def _figure_to_array(fig) -> np.ndarray:
@@ -203,8 +205,9 @@ class PredictionWriter:
     def __init__(
         self, predictor, out: os.PathLike, *, draw: bool = False, coco_json: Optional[os.PathLike] = None,
         detections: Optional[dict[str, np.ndarray]] = None, image_ids: Optional[dict[str, int]] = None,
+        draw_threshold: float = 0.3,
     ) -> None:
-        self.predictor, self.out, self.draw = predictor, Path(out), draw
+        self.predictor, self.out, self.draw, self.draw_threshold = predictor, Path(out), draw, draw_threshold
         self.coco_json = Path(coco_json) if coco_json else None
         self.detections, self.image_ids = detections, image_ids
         self.records: list[dict[str, Any]] = []
@@ -226,7 +229,7 @@ class PredictionWriter:
     def _save_overlay(self, image, persons, path: Path) -> None:
         from crfpose.viz import save
 
-        fig = _render(image, persons, self.predictor.skeleton)
+        fig = _render(image, persons, self.predictor.skeleton, self.draw_threshold)
         save(fig, path)
 
     def images(self, paths: Sequence[Path], progress: _Progress) -> None:
@@ -287,7 +290,7 @@ class PredictionWriter:
             for frame, persons in zip(batch, self.predictor(list(batch))):
                 entries.append({"frame_id": len(entries), "instances": _instances(persons)})
                 if self.draw:
-                    overlays.append(_figure_to_array(_render(frame, persons, self.predictor.skeleton)))
+                    overlays.append(_figure_to_array(_render(frame, persons, self.predictor.skeleton, self.draw_threshold)))
             progress.update(len(batch))
             batch.clear()
 
@@ -369,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
         image_ids = {im["file_name"]: im["id"] for im in images}
     detections = load_detections(args.detections, args.annotations) if args.detections else None
     writer = PredictionWriter(predictor, args.out, draw=args.draw, coco_json=args.coco_json, detections=detections,
-                              image_ids=image_ids if args.coco_json else None)
+                              image_ids=image_ids if args.coco_json else None, draw_threshold=args.draw_threshold)
     writer.run(paths)
     print(json.dumps({"processed": writer.processed, "skipped": len(writer.skipped), "out": str(writer.out)}))
     if writer.skipped:
