@@ -8,8 +8,8 @@ Shape legend: N test poses, K joints.
 A grid file (YAML) holds::
 
     name: lsp_ablation
-    output: runs/lsp_ablation             # run folders, one per row (checkpoints, logs, predictions)
-    report: docs/experiments/lsp_ablation # results.json, results.md and figures
+    output: runs/lsp_ablation             # run folders <output>/<variant or main>/<row> (checkpoints, logs, predictions)
+    report: docs/experiments/lsp_ablation # results.json, results.md and figures (a variant's go to its run folder)
     base: configs/lsp_cnn.yaml            # the training config every row starts from (relative to this file)
     set: [key=value, ...]                 # overrides for every row
     test: {name: lsp, options: {root: ../shared/data/lsp, split: test}}
@@ -128,10 +128,11 @@ def load_grid(path: str | os.PathLike, variant: Optional[str] = None, overrides:
         if r.baseline is not None and r.baseline.split("/")[0] not in names:
             raise ValueError(f"{path}: row {r.name!r} compares with {r.baseline!r}, whose row is not here")
     base = data.get("base")
+    output = Path(data.get("output", f"runs/{path.stem}")) / (variant or "main")
     return Grid(
         name=data.get("name", path.stem), path=path,
-        output=Path(data.get("output", f"runs/{path.stem}")) / (variant or "main"),
-        report=Path(data.get("report", f"runs/{path.stem}/report")) / (variant or ""),
+        output=output,
+        report=Path(data.get("report", output / "report")) if variant is None else output / "report",
         base=(path.parent / base) if base else None,
         set=[*data.get("set", []), *chosen.get("set", []), *overrides],
         test=dict(data.get("test") or {}), evaluate=EVALUATE_DEFAULTS | dict(data.get("evaluate") or {}),

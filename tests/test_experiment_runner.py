@@ -72,6 +72,7 @@ def test_quick_variant_and_bad_grids(grid_file, tmp_path):
     quick = runner.load_grid(grid_file, "quick")
     assert [r.name for r in quick.rows] == ["mse", "control"] and "train.epochs=1" in quick.set
     assert quick.output != runner.load_grid(grid_file).output  # the variants never share run folders
+    assert quick.report == quick.output / "report"  # nor write into the main report
     with pytest.raises(ValueError, match="no variant 'huge'"):
         runner.load_grid(grid_file, "huge")
     data = yaml.safe_load(grid_file.read_text())
