@@ -221,3 +221,23 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="SOURCE: no such file"):
         collect_sources(["/nonexistent/*.jpg"])
     assert predictor(np.zeros((20, 20, 3), np.uint8), np.zeros((0, 4))) == []
+
+
+def test_predict_command_end_to_end_and_on_a_bad_checkpoint(scenes, tmp_path, capsys):
+    from crfpose.cli import main
+    from test_checkpoint_safety import tiny_checkpoint
+
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    assert main(["predict", str(checkpoint), str(scenes[0][0].parent / "*.png"), "--out", str(out), "--device", "cpu",
+                 "--coco-json", str(tmp_path / "coco.json")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"processed": 4, "skipped": 0, "out": str(out)}
+    instances = json.loads((out / "predictions" / f"{scenes[1][0].stem}.json").read_text())
+    assert len(instances) == 1 and np.array(instances[0]["keypoints"]).shape[1] == 2
+    ids = json.loads((tmp_path / "coco.image_ids.json").read_text())
+    assert sorted(ids.values()) == sorted(str(p) for p, _ in scenes)
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    assert main(["predict", str(tmp_path / "notes.pt"), str(scenes[0][0])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{tmp_path / 'notes.pt'}: not a torch file" in err
+    assert main(["predict", str(checkpoint), str(tmp_path / "nothing.txt"), "--out", str(out)]) == 2
