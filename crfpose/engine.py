@@ -22,6 +22,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -45,7 +46,7 @@ from crfpose.models import PoseCRF, build_model
 from crfpose.skeletons import get_skeleton
 
 __all__ = [
-    "Stage", "plan_stages", "build_model_from_config", "make_dataset", "build_datasets", "init_pairwise_from_data",
+    "TrainingStalled", "stall_message", "Stage", "plan_stages", "build_model_from_config", "make_dataset", "build_datasets", "init_pairwise_from_data",
     "fit_pairwise",
     "save_checkpoint", "load_checkpoint", "load_model", "train", "NonFiniteLoss",
 ]
@@ -323,6 +324,29 @@ def _schedule(optimizer: torch.optim.Optimizer, config: Config, epochs: int, ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class TrainingStalled(UserWarning):
+    """Validation PCK stays near chance, or MSE heatmaps collapse towards zero: the run is not learning."""
+
+
+STALL_PCK = 0.05  # validation PCK under this after STALL_EPOCHS epochs of a stage: near chance
+STALL_PEAK = 0.05  # mean heatmap maximum under this (targets peak at 1): MSE output collapsing to zero
+STALL_EPOCHS = 3
+
+
+def stall_message(record: dict, stage_epoch: int) -> Optional[str]:
+    """Why an epoch's log ``record`` (``val``, ``peak``) looks stalled ``stage_epoch`` epochs into a stage, or None."""
+    if stage_epoch < STALL_EPOCHS:
+        return None
+    pck = record.get("val", {}).get("pck")
+    if pck is not None and pck < STALL_PCK:
+        return (f"validation PCK is {100 * pck:.1f}% after {stage_epoch} epochs of stage {record['stage']!r} "
+                f"(near chance): check the learning rate, data.sigma and the labels")
+    if record.get("peak") is not None and record["peak"] < STALL_PEAK:
+        return (f"heatmap maxima average {record['peak']:.3f} after {stage_epoch} epochs (targets peak at 1): "
+                f"the MSE output is collapsing to zero; try a larger data.sigma or learning rate")
+    return None
+
+
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite; the run stopped, its last good checkpoint kept."""
 
@@ -373,7 +397,7 @@ class _Trainer:
         _set_modes(model, stage, cfg.freeze_bn)
         loader = self.loader(stage, epoch)
         bar = tqdm(loader, desc=where, leave=False, disable=not ctx.main or not sys.stderr.isatty())
-        total, count, images, start = 0.0, 0, 0, time.perf_counter()
+        total, count, images, peak, start = 0.0, 0, 0, 0.0, time.perf_counter()
         for step, batch in enumerate(bar):
             with torch.autocast(ctx.device.type, enabled=self.amp):
                 outputs = net(batch["image"].to(ctx.device, non_blocking=True))
@@ -393,10 +417,13 @@ class _Trainer:
             scaler.update()
             scheduler.step()
             total, count = total + value, count + 1
+            if stage.loss == "mse":
+                peak += float(outputs[0].detach().float().amax(dim=(2, 3)).mean())
             images += len(batch["image"]) * ctx.world
             bar.set_postfix(loss=f"{value:.4f}", img_s=f"{images / (time.perf_counter() - start):.1f}")
         seconds = time.perf_counter() - start
-        return {"loss": total / max(count, 1), "images_per_s": images / seconds, "seconds": seconds}
+        out = {"loss": total / max(count, 1), "images_per_s": images / seconds, "seconds": seconds}
+        return out | ({"peak": peak / max(count, 1)} if stage.loss == "mse" else {})
 
     def validate(self, model: nn.Module, stage: Stage) -> dict:
         """Validation metrics over every rank's shard, computed on each rank from the gathered predictions."""
@@ -511,6 +538,11 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
                 record["val"] = {k: metrics[k] for k in ("pck", "auc", "epe")} | ({"coco": metrics["coco"]} if "coco" in metrics else {})
                 improved = not math.isnan(metrics["pck"]) and metrics["pck"] > best
                 best = metrics["pck"] if improved else best
+            stalled = stall_message(record, epoch + 1)
+            if stalled and not any("stalled" in r for r in trainer.history if r["stage"] == stage.name):
+                record["stalled"] = stalled
+                if ctx.main:
+                    warnings.warn(f"{where}: {stalled}", TrainingStalled, stacklevel=2)
             trainer.log(record)
             if ctx.main:
                 checkpoint = {

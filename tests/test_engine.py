@@ -164,3 +164,19 @@ def test_dataset_skeleton_must_match(lsp_root, tmp_path):
     config = tiny(tmp_path, "unary", "skeleton=coco17", "data.name=lsp", f"data.train={{root: '{lsp_root}'}}")
     with pytest.raises(ValueError, match="skeleton: dataset 'lsp' has skeleton 'lsp14', config says 'coco17'"):
         engine.build_datasets(config)
+
+
+def test_stall_messages_name_the_cause():
+    from crfpose.engine import stall_message
+    assert stall_message({"stage": "heatmap", "val": {"pck": 0.01}, "peak": 0.5}, 2) is None  # too early to tell
+    assert "validation PCK is 1.0% after 3 epochs" in stall_message({"stage": "heatmap", "val": {"pck": 0.01}}, 3)
+    assert "collapsing to zero" in stall_message({"stage": "heatmap", "peak": 0.01}, 4)
+    assert stall_message({"stage": "heatmap", "val": {"pck": 0.3}, "peak": 0.6}, 9) is None
+
+
+def test_a_run_that_does_not_learn_warns_once(tmp_path):
+    config = tiny(tmp_path, "unary", "train.epochs=4", "optim.lr=1e-12", "schedule.warmup_epochs=0")
+    with pytest.warns(engine.TrainingStalled, match="after 3 epochs"):
+        result = train(config)
+    assert sum("stalled" in r for r in result["history"]) == 1
+    assert all(r["peak"] < 0.05 for r in result["history"])  # the near-zero initial maps never grew
