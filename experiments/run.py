@@ -52,6 +52,7 @@ from crfpose.evaluate import predict_dataset
 from crfpose.fileio import atomic_write
 from crfpose.skeletons import get_skeleton
 from crfpose.structure import RATES, pck_gain, structure_scores, summarise
+from experiments import figures
 
 __all__ = ["Grid", "Row", "load_grid", "run_row", "run_grid", "collect", "format_table", "main"]
 
@@ -93,7 +94,7 @@ class Grid:
 
 
 EVALUATE_DEFAULTS = {"flip": True, "alpha": 0.2, "normalizer": "torso", "all_joints": True, "bootstrap": 1000,
-                     "batch_size": 64}
+                     "batch_size": 64, "focus": []}  # focus: results drawn per joint and in the gallery
 ROW_KEYS = {"name", "set", "decoders", "from", "baseline", "note"}
 
 
@@ -284,8 +285,13 @@ def format_joints(results: list[dict]) -> str:
 
 
 def write_report(grid: Grid, results: list[dict]) -> None:
-    """``results.json`` (the list of results) and ``results.md`` (both tables) in the report folder."""
+    """``results.json`` (the list of results), ``results.md`` (both tables) and the figures
+    (:mod:`experiments.figures`) in the report folder."""
     grid.report.mkdir(parents=True, exist_ok=True)
+    if results:
+        config = from_dict(json.loads((grid.folder(results[0]["row"]) / "result.json").read_text())["config"])
+        figures.draw(grid, results, lambda name: _load_predictions(grid, name), lambda: _test_set(grid, config),
+                     focus=grid.evaluate.get("focus", ()))
     atomic_write(grid.report / "results.json", lambda f: json.dump(results, f, indent=1))
     text = f"# {grid.name}: results\n\n{format_table(results)}\n\n## PCK per joint\n\n{format_joints(results)}\n"
     atomic_write(grid.report / "results.md", lambda f: f.write(text))

@@ -60,6 +60,9 @@ def test_grid_runs_skips_finished_rows_and_resumes_an_interrupted_one(grid_file,
     again = runner.run_grid(grid)  # everything finished: nothing trains, the same results
     assert calls == [] and again == json.loads((grid.report / "results.json").read_text())
     assert stamps == {n: (grid.folder(n) / "result.json").stat().st_mtime_ns for n in stamps}
+    figures = sorted(p.name for p in (grid.report / "figures").iterdir())
+    assert figures == ["deformation_tree.png", "gallery_mse-unary_vs_tree-map.png", "joint_pck.png", "kernels_tree.png",
+                       "pck_curves.png"]
     table = (grid.report / "results.md").read_text()
     for r in again:  # the Markdown table shows what the JSON holds
         line = next(x for x in table.splitlines() if x.startswith(f"| {r['name']} |"))
