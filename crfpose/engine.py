@@ -194,7 +194,7 @@ def load_model(checkpoint: Union[str, os.PathLike, dict]) -> tuple[nn.Module, Co
 
 def _load_init(model: nn.Module, path: str) -> bool:
     """Load ``train.init_checkpoint`` (a :func:`train` checkpoint or a bare state dict) into ``model``;
-    a backbone-only state goes into a PoseCRF's backbone. Returns whether a *fitted* pairwise was
+    a backbone-only state goes into a PoseCRF's backbone, a PoseCRF's backbone into a bare one. Returns whether a *fitted* pairwise was
     loaded: not from a checkpoint written while only the heatmaps trained (e.g. ``stage1_heatmap.pt``),
     whose pairwise is still at its initial value."""
     checkpoint = load_torch_file(path, "train.init_checkpoint")
@@ -204,6 +204,8 @@ def _load_init(model: nn.Module, path: str) -> bool:
     if isinstance(model, PoseCRF) and not any(k.startswith("backbone.") for k in state):
         model.backbone.load_state_dict(state)
         return False
+    if not isinstance(model, PoseCRF) and any(k.startswith("backbone.") for k in state):  # a PoseCRF's backbone
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     model.load_state_dict(state)
     return isinstance(model, PoseCRF) and checkpoint.get("stage_name", "crf") != "heatmap"
 

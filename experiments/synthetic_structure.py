@@ -30,7 +30,8 @@ from crfpose.config import load_config
 from crfpose.data.synthetic import SyntheticDataset
 from crfpose.evaluate import predict_dataset
 from crfpose.skeletons import get_skeleton
-from crfpose.structure import bootstrap_deltas, structure_scores, summarise
+from crfpose.models import PoseCRF
+from crfpose.structure import bootstrap_deltas, pck_gain, structure_scores, summarise
 
 DECODERS = ("unary", "marginals", "map")
 BASE_CONFIG = Path(__file__).parent / "configs" / "synthetic_separate.yaml"
@@ -46,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--test-seed", type=int, default=12345, help="seed of the held-out set (not a training seed)")
     p.add_argument("--alpha", type=float, default=0.2, help="PCK threshold (fraction of max(box w, h))")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--baseline", metavar="CHECKPOINT:DECODER",
+                   help="also compare every decoder with another model's (e.g. the loss control's) on the same figures")
     return p.parse_args(argv)
 
 
@@ -77,7 +80,8 @@ def main(argv=None) -> dict:
     d = config.data
     test = SyntheticDataset(skeleton, length=args.test_length, seed=args.test_seed,
                             input_size=d.input_size, heatmap_size=d.heatmap_size, sigma=d.sigma)
-    preds = {name: predict_dataset(model, test, decoder=name) for name in DECODERS}
+    decoders = DECODERS if isinstance(model, PoseCRF) else ("unary",)
+    preds = {name: predict_dataset(model, test, decoder=name) for name in decoders}
     gt, box = preds["unary"]["gt"], preds["unary"]["box"]
     visible = gt[..., 2] == 2  # (N, K); every synthetic joint is labelled, v=1 where hidden
     scores = {name: structure_scores(p["pred"], gt, skeleton, alpha=args.alpha, normalizer="bbox", boxes=box)
@@ -88,12 +92,19 @@ def main(argv=None) -> dict:
         rows[name]["swap_facing_camera"] = float(s["swap"][front].mean())
         rows[name]["swap_facing_away"] = float(s["swap"][~front].mean())
     intervals = {name: bootstrap_deltas(scores[name], scores["unary"], resamples=args.bootstrap)
-                 for name in DECODERS if name != "unary"}
+                 for name in decoders if name != "unary"}
+    versus = {}
+    if args.baseline:
+        path, decoder = args.baseline.rsplit(":", 1)
+        other = predict_dataset(engine.load_model(path)[0], test, decoder=decoder)
+        base = structure_scores(other["pred"], gt, skeleton, alpha=args.alpha, normalizer="bbox", boxes=box)
+        versus = {name: pck_gain(s["correct"], base["correct"], s["counted"], resamples=args.bootstrap)
+                  for name, s in scores.items()}
     result = {
         "checkpoint": checkpoint, "config": config_summary(config), "test": {"length": args.test_length,
         "seed": args.test_seed, "occluded_fraction": float((~visible).mean()),
         "facing_camera_fraction": float(front.mean())}, "alpha": args.alpha,
-        "rows": rows, "delta_vs_unary_95ci": intervals,
+        "rows": rows, "delta_vs_unary_95ci": intervals, "baseline": args.baseline, "pck_gain_vs_baseline": versus,
         "seconds": {"train": trained - started, "evaluate": time.time() - trained},
     }
     output.mkdir(parents=True, exist_ok=True)
@@ -102,6 +113,8 @@ def main(argv=None) -> dict:
     print("95% CI of (decoder - unary), percentage points:")
     for name, ci in intervals.items():
         print(f"  {name}: " + ", ".join(f"{k} [{100 * lo:+.1f}, {100 * hi:+.1f}]" for k, (lo, hi) in ci.items()))
+    for name, g in versus.items():
+        print(f"PCK gain of {name} over {args.baseline}: {100 * g['gain']:+.1f} [{100 * g['ci'][0]:+.1f}, {100 * g['ci'][1]:+.1f}]")
     print(f"occluded joints: {100 * result['test']['occluded_fraction']:.1f}% of {visible.size}; "
           f"train {result['seconds']['train']:.0f}s, evaluate {result['seconds']['evaluate']:.0f}s; "
           f"written {output / 'structure.json'}")

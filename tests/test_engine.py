@@ -132,6 +132,15 @@ def test_joint_can_start_from_a_unary_checkpoint(tmp_path):
         assert torch.equal(model.backbone.state_dict()[key], value)
 
 
+def test_unary_can_continue_from_a_crf_checkpoint_backbone(tmp_path):
+    first = train(tiny(tmp_path / "a", "separate"))
+    result = train(tiny(tmp_path / "b", "unary", "train.epochs=1", f"train.init_checkpoint={first['last']}",
+                        "optim.lr=1e-12"))
+    before, after = load_checkpoint(first["last"])["model"], load_checkpoint(result["last"])["model"]
+    key = "final_layer.weight"
+    assert torch.allclose(before["backbone." + key], after[key], atol=1e-8)  # loaded, then (almost) not moved
+
+
 def test_joint_from_a_stage1_checkpoint_still_fits_the_pairwise(tmp_path):
     """A separate run's stage-1 checkpoint holds a PoseCRF whose pairwise never trained: joint
     training from it must fit the pairwise to the data, while a finished CRF stage counts as fitted."""
