@@ -352,14 +352,14 @@ def draw_figures(out: Path, image_format: str, models: dict[str, nn.Module], dat
     from crfpose import viz
     from crfpose.data.transforms import affine_points
     from crfpose.evaluate import compute_metrics
-    from crfpose.viz_cli import _denormalised
+    from crfpose.viz_cli import crop_pixels
 
     skeleton, t = get_skeleton(configs["test"].skeleton), configs["test"].eval
     gt = predictions["cnn/unary"]["gt"]  # (N, K, 3) original pixels
     chosen = viz.most_different(gt, {k: predictions[v]["pred"] for k, v in list(GALLERY.items())[::2]}, skeleton,
                                 min(4, len(gt)))
     items = [dataset[int(predictions["cnn/unary"]["index"][i])] for i in chosen]
-    crops = [_denormalised(item["image"], dataset) for item in items]
+    crops = [crop_pixels(item["image"], dataset) for item in items]
     affines = [item["meta"]["affine"] for item in items]
     in_crop = {label: np.stack([affine_points(predictions[name]["pred"][i], a) for i, a in zip(chosen, affines)])
                for label, name in GALLERY.items()}
@@ -432,19 +432,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="figure file format (default png)")
     parser.add_argument("--quick", action="store_true", help="a reduced run (tiny data, 1-2 epochs) to check the set-up")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the run is deterministic for a seed)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="data-loading worker processes drawing the figures (default 1)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's default, one per core)")
-    parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
+                        help="torch CPU threads (default: the cores left by --workers, at least 1; on 2 cores, 1 "
+                             "thread + 1 worker keep both busy without two thread pools competing)")
 
 
 def run(args: argparse.Namespace) -> int:
     """``crfpose demo``: print the report and where the files went; 0 on success."""
     from crfpose.cli import _options
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads: expected an int >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if args.workers < 0 or (args.threads is not None and args.threads < 1):
+        raise ValueError(f"--workers, --threads: expected ints >= 0 and >= 1, got {args.workers} and {args.threads}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or max(1, cores - args.workers))
     summary = run_demo(Path(args.out), data=args.data, quick=args.quick, seed=args.seed,
                        options=_options(args.options), image_format=args.image_format, workers=args.workers)
     print(summary["report"])
