@@ -19,7 +19,7 @@ import numpy as np
 
 from crfpose.config import CHOICES
 
-__all__ = ["add_arguments", "run", "checkpoint_figures"]
+__all__ = ["add_arguments", "run", "checkpoint_figures", "crop_pixels"]
 
 FORMATS = ("png", "pdf", "svg")
 STYLE_NAMES = ("screen", "paper", "paper-wide")
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder receiving the figures")
 
 
-def _denormalised(image: Any, dataset: Any) -> np.ndarray:
+def crop_pixels(image: Any, dataset: Any) -> np.ndarray:
     """An item's crop as (H, W, 3) uint8, undoing the ImageNet normalisation when the dataset applied it."""
     from crfpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -99,7 +99,7 @@ def checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: str
     gt = next(iter(predictions.values()))["gt"]
     chosen = viz.most_different(gt, {k: p["pred"] for k, p in predictions.items()}, skeleton, min(args.num, len(gt)))
     items = [dataset[int(predictions["CNN"]["index"][i])] for i in chosen]
-    crops = [_denormalised(item["image"], dataset) for item in items]
+    crops = [crop_pixels(item["image"], dataset) for item in items]
     affines = [item["meta"]["affine"] for item in items]
     in_crop = {label: np.stack([affine_points(p["pred"][i], a) for i, a in zip(chosen, affines)])
                for label, p in predictions.items()}

@@ -269,7 +269,7 @@ def test_pairwise_panels_and_moments_of_a_gaussian():
     assert np.allclose(mean, [1, -2], atol=1e-6) and np.allclose(covariance, cov, rtol=1e-4)
     fig = viz.plot_pairwise(tables, TOY)
     panels = [ax for ax in fig.axes if ax.get_title()]
-    assert [ax.get_title() for ax in panels] == ["root → l1", "root → r1", "l1 → l2", "r1 → r2"]
+    assert [ax.get_title() for ax in panels] == ["root\n→ l1", "root\n→ r1", "l1\n→ l2", "r1\n→ r2"]
     shown = panels[0].images[0].get_array()
     assert shown.sum() == pytest.approx(1.0) and shown.shape == (37, 37)
     assert np.unravel_index(np.argmax(shown), shown.shape) == (18 - 2, 18 + 1)  # [R + dy, R + dx]

@@ -87,9 +87,10 @@ def get_style(style: Union[str, Style, None]) -> Style:
     raise ValueError(f"style: expected a Style or one of {sorted(STYLES)}, got {style!r}")
 
 
-def new_figure(style: Style, height: float, width: Optional[float] = None) -> Figure:
-    """An empty figure of ``style`` (``width`` defaults to the style's) with an Agg canvas."""
-    fig = Figure(figsize=(width or style.width, height), dpi=style.dpi)
+def new_figure(style: Style, height: float, width: Optional[float] = None, layout: Optional[str] = None) -> Figure:
+    """An empty figure of ``style`` (``width`` defaults to the style's) with an Agg canvas; ``layout`` as
+    matplotlib's (``"constrained"`` fits labels and legends into the figure)."""
+    fig = Figure(figsize=(width or style.width, height), dpi=style.dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 

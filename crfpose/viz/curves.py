@@ -83,8 +83,8 @@ def plot_pck_curves(
     normalizer = next((r.get("normalizer") for r in runs if isinstance(r, dict) and r.get("normalizer")), None)
     with styled(st):
         if ax is None:
-            fig = new_figure(st, st.width * 0.62)
-            ax = fig.add_axes((0.12, 0.16, 0.84, 0.8))
+            fig = new_figure(st, st.width * 0.62, layout="constrained")
+            ax = fig.add_subplot()
         else:
             fig, ax = axes_for(ax, st, 1.0)
         for i, ((alphas, mean), name) in enumerate(zip(curves, names)):
@@ -122,8 +122,8 @@ def plot_joint_pck(
     width = 0.8 / len(runs)
     with styled(st):
         if ax is None:
-            fig = new_figure(st, st.width * 0.45)
-            ax = fig.add_axes((0.09, 0.3, 0.89, 0.62))
+            fig = new_figure(st, st.width * 0.5, layout="constrained")
+            ax = fig.add_subplot()
         else:
             fig, ax = axes_for(ax, st, 1.0)
         x = np.arange(len(groups))
@@ -175,8 +175,8 @@ def plot_training(log: Any, *, style: Union[str, Style, None] = None) -> Figure:
             stages.append((r["stage"], []))
         stages[-1][1].append(r)
     with styled(st):
-        fig = new_figure(st, st.width * 0.85)
-        axes = [fig.add_axes((0.13, 0.1 + 0.29 * (2 - i), 0.83, 0.24)) for i in range(3)]
+        fig = new_figure(st, st.width * 0.85, layout="constrained")
+        axes = list(fig.subplots(3, 1, sharex=True))
         loss_ax, lr_ax, val_ax = axes
         for s, (name, rs) in enumerate(stages):
             colour = COLORS[s % len(COLORS)]
@@ -206,6 +206,4 @@ def plot_training(log: Any, *, style: Union[str, Style, None] = None) -> Figure:
         for ax in axes:
             ax.set_xlim(first - 0.6, last + 0.6)
             ax.grid(alpha=0.3, linewidth=0.5)
-        for ax in axes[:2]:
-            ax.tick_params(labelbottom=False)
     return fig

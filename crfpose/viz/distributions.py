@@ -140,7 +140,7 @@ def plot_heatmaps(
     skeleton: Skeleton,
     *,
     top: Optional[int] = None,
-    columns: int = 4,
+    columns: Optional[int] = None,
     gamma: float = 0.5,
     style: Union[str, Style, None] = None,
 ) -> Figure:
@@ -154,7 +154,7 @@ def plot_heatmaps(
         skeleton: the K joints (panel titles are joint names).
         top: the compact variant: only the ``top`` joints the CRF moved most (largest total-variation
             distance between the two distributions), one column per joint, backbone above CRF.
-        columns: joint pairs per row of the full variant.
+        columns: joint pairs per row of the full variant; default: about one per 1.7 inches of width.
         gamma: the shared colour scale is a power law ``(p / p_max) ** gamma`` (0.5 shows the tails).
     """
     _check_skeleton(skeleton)
@@ -167,9 +167,10 @@ def plot_heatmaps(
         raise ValueError("marginals: expected finite non-negative probabilities")
     if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= k):
         raise ValueError(f"top: expected an int in [1, {k}], got {top!r}")
-    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+    if columns is not None and (isinstance(columns, bool) or not isinstance(columns, int) or columns < 1):
         raise ValueError(f"columns: expected a positive int, got {columns!r}")
     st = get_style(style)
+    columns = columns or max(1, round(st.width / 1.7))
     moved = _total_variation(q, p)
     joints = list(np.argsort(-moved, kind="stable")[:top]) if top is not None else list(range(k))
     pixels = as_image(image) if image is not None else None
@@ -185,7 +186,7 @@ def plot_heatmaps(
     ratios = [0.0 if top is None and c % 3 == 2 else 1.0 for c in range(cols)]
     ratios = [r or 0.2 for r in ratios]
     cell_w = st.width * 0.88 / sum(ratios)
-    title_in = 1.6 * st.font_size / 72
+    title_in = (1.6 if top is None else 2.8) * st.font_size / 72
     height = rows * (cell_w * h / w + title_in) + 0.1
     fig = new_figure(st, height)
     norm = PowerNorm(gamma, vmin=0.0, vmax=float(max(p[joints].max(), q[joints].max(), 1e-12)))
@@ -195,7 +196,7 @@ def plot_heatmaps(
         shown = None
         for j, (a, b) in zip(joints, cells):
             name = skeleton.joints[j]
-            header = name if top is None else f"{name} (TV {moved[j]:.2f})"
+            header = name if top is None else f"{name}\nTV {moved[j]:.2f}"
             for (r, c), maps, label in ((a, q, "backbone"), (b, p, "CRF")):
                 ax = fig.add_subplot(grid[r, c])
                 if pixels is not None:
@@ -224,7 +225,7 @@ def plot_pairwise(
     skeleton: Skeleton,
     *,
     index: int = 0,
-    columns: int = 6,
+    columns: Optional[int] = None,
     gamma: float = 0.5,
     style: Union[str, Style, None] = None,
 ) -> Figure:
@@ -235,18 +236,19 @@ def plot_pairwise(
         pairwise: ``(E, 2R+1, 2R+1)`` log tables (``model.pairwise(maps)``), or ``(B, E, 2R+1, 2R+1)``
             image-conditioned ones, of which item ``index`` is drawn.
         skeleton: the tree whose ``edges`` the tables follow.
-        columns: panels per row.
+        columns: panels per row; default: as many as fit at about 0.95 inches each.
     """
     _check_skeleton(skeleton)
     p = _normalised(_tables(pairwise, skeleton, index))  # (E, P, P)
-    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+    if columns is not None and (isinstance(columns, bool) or not isinstance(columns, int) or columns < 1):
         raise ValueError(f"columns: expected a positive int, got {columns!r}")
     st = get_style(style)
     e, r = p.shape[0], (p.shape[-1] - 1) // 2
+    columns = columns or max(1, int(st.width * 0.86 / 0.95))
     cols = min(columns, e) if e else 1
     rows = max(math.ceil(e / cols), 1)
     cell = st.width * 0.88 / cols
-    title_in = 1.5 * st.font_size / 72
+    title_in = 2.6 * (st.font_size - 1) / 72
     height = rows * (cell + title_in) + 0.1
     fig = new_figure(st, height)
     norm = PowerNorm(gamma, vmin=0.0, vmax=float(max(p.max(), 1e-12)) if e else 1.0)
@@ -262,7 +264,7 @@ def plot_pairwise(
             ax.axvline(0, color="white", lw=0.4, alpha=0.6)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{skeleton.joints[parent]} → {skeleton.joints[child]}", fontsize=st.font_size - 2, pad=2)
+            ax.set_title(f"{skeleton.joints[parent]}\n→ {skeleton.joints[child]}", fontsize=st.font_size - 1, pad=2)
         if shown is not None:
             bar = fig.add_axes((0.875, 0.05 / height + 0.02, 0.02, 1 - title_in / height - 0.05 / height - 0.04))
             fig.colorbar(shown, cax=bar, label="p(displacement)")
@@ -275,7 +277,7 @@ def plot_deformation(
     mean_pose: Any = None,
     *,
     index: int = 0,
-    n_std: float = 2.0,
+    n_std: float = 1.0,
     ax: Optional[Axes] = None,
     palette: Optional[dict] = None,
     style: Union[str, Style, None] = None,
@@ -330,14 +332,15 @@ def plot_samples(
     *,
     index: int = 0,
     ellipses: bool = False,
-    n_std: float = 2.0,
+    n_std: float = 1.0,
     seed: Optional[int] = 0,
     ax: Optional[Axes] = None,
     palette: Optional[dict] = None,
     style: Union[str, Style, None] = None,
 ) -> Figure:
     """Exact samples from a :class:`~crfpose.crf.TreeCRF` as faint skeletons, with the MAP pose (solid
-    limbs, filled markers) and the marginal arg-max pose (white-edged diamonds) marked differently.
+    limbs, filled markers) and the marginal arg-max pose (white-edged diamonds) marked differently. The
+    image is shown at half contrast so that the samples stand out.
 
     Args:
         image: the crop the CRF was computed on (grid cells are scaled to its pixels), or None to draw on
@@ -362,6 +365,7 @@ def plot_samples(
     pixels = as_image(image) if image is not None else None
     h, w = pixels.shape[:2] if pixels is not None else (gh, gw)
     scale = np.array([w / gw, h / gh])
+    background = np.full((h, w, 3), 255, np.uint8) if pixels is None else (pixels // 2 + 128).astype(np.uint8)
 
     def to_image(cells: np.ndarray) -> np.ndarray:  # grid cells -> image pixels (pixel-centre convention)
         return (cells + 0.5) * scale - 0.5
@@ -377,8 +381,7 @@ def plot_samples(
     lc = link_colors(skeleton, palette)
     with styled(st):
         fig, ax = axes_for(ax, st, h / w)
-        plot_poses(pixels, map_pose, skeleton, ax=ax, palette=palette, style=st) if pixels is not None else \
-            plot_poses(np.full((h, w, 3), 255, np.uint8), map_pose, skeleton, ax=ax, palette=palette, style=st)
+        plot_poses(background, map_pose, skeleton, ax=ax, palette=palette, style=st)
         width = 0.5 * st.line_width
         for s, pose in enumerate(to_image(samples)):
             segments = [pose[[a, c]] for a, c in skeleton.links]
