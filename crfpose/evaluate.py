@@ -133,7 +133,8 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """Metrics of :func:`predict_dataset` output: PCK@alpha (mean and per joint), the PCK curve (alpha 0
     to 0.5; ``pck_curve`` holds its ``alphas`` and pooled ``mean``) and its AUC, EPE in original pixels,
-    and COCO AP/AR when ``coco`` (a pycocotools COCO of the ground truth) is given. Also ``table``, the per-joint PCK/EPE table as text."""
+    and COCO AP/AR when ``coco`` (a pycocotools COCO of the ground truth) is given. Also ``table``, the
+    per-joint PCK/EPE table as text."""
     pred, gt = predictions["pred"], predictions["gt"]
     kw = dict(skeleton=skeleton, all_joints=all_joints)
     if normalizer == "bbox":

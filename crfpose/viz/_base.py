@@ -242,8 +242,6 @@ def save(fig: Figure, path: Union[str, os.PathLike], dpi: Optional[float] = None
         if fmt == "pdf" else {"Date": None, "Creator": None}
     with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none",
                                 "svg.hashsalt": "crfpose"}):
-        if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
-            FigureCanvasAgg(fig)
         fig.savefig(buffer, format=fmt, dpi=dpi or fig.dpi, metadata=metadata)
     return atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True)
 

@@ -124,10 +124,6 @@ def _maps(maps: Any, name: str, k: Optional[int] = None) -> np.ndarray:
     return m
 
 
-def _softmax_maps(unary: np.ndarray) -> np.ndarray:
-    return _normalised(unary)
-
-
 def _total_variation(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """``(K,)`` total-variation distance 0.5 sum |p - q| between per-joint maps."""
     return 0.5 * np.abs(p - q).sum((-2, -1))
@@ -159,7 +155,7 @@ def plot_heatmaps(
     """
     _check_skeleton(skeleton)
     k = skeleton.num_joints
-    q = _softmax_maps(_maps(unary, "unary", k))  # (K, H, W)
+    q = _normalised(_maps(unary, "unary", k))  # (K, H, W)
     p = _maps(marginals, "marginals", k)
     if p.shape != q.shape:
         raise ValueError(f"marginals: expected the shape of unary {q.shape}, got {p.shape}")
