@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shlex
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
 
+from crfpose import __version__
 from crfpose.config import CHOICES, from_dict, load_config, to_dict
 from crfpose.fileio import atomic_write
 from crfpose.engine import NonFiniteLoss, load_model, make_dataset, train
@@ -38,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``crfpose`` (every option documented in ``--help``)."""
     parser = argparse.ArgumentParser(prog="crfpose", description="Human pose estimation with an exact tree CRF.")
+    parser.add_argument("--version", action="version", version=f"crfpose {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     tr = commands.add_parser("train", help="train a model from a YAML config",
@@ -45,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(output_dir) receives config.yaml, log.jsonl, last.pt and best.pt.")
     tr.add_argument("config", metavar="CONFIG", help="YAML config file")
     tr.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                    help="config overrides, values parsed as YAML, e.g. optim.lr=1e-3 train.mode=joint")
+                    help="config overrides, values parsed as YAML, e.g. optim.lr=1e-3 train.mode=joint "
+                         "(before or after the options)")
     tr.add_argument("--resume", metavar="CKPT", help="continue exactly from this checkpoint (a run's last.pt)")
     tr.add_argument("--max-epochs", type=int, metavar="N", help="stop after N epochs in this call (resume later)")
 
@@ -73,10 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    result = train(config, resume=args.resume, max_epochs=args.max_epochs)
-    print(json.dumps({k: (str(v) if v is not None else None) for k, v in result.items() if k in ("last", "best")}
-                     | {"best_pck": result["best_pck"]}))
+    try:
+        result = train(config, resume=args.resume, max_epochs=args.max_epochs)
+    except KeyboardInterrupt:
+        print(f"crfpose train: interrupted; {_resume_hint(args, Path(config.output_dir) / 'last.pt')}", file=sys.stderr)
+        return 130
+    if result["rank"] != 0:  # under torchrun, rank 0 speaks for the run
+        return 0
+    if result["complete"] and not result["history"]:
+        print(f"crfpose train: {args.resume} is a finished run: every epoch of mode {config.train.mode!r} is done; "
+              "raise train.epochs (or train.stage2_epochs) to train longer", file=sys.stderr)
+        return 0
+    print(json.dumps({k: (str(result[k]) if result[k] is not None else None) for k in ("last", "best")}
+                     | {"best_pck": result["best_pck"]}, allow_nan=False))
     return 0
+
+
+def _resume_hint(args: argparse.Namespace, last: Path) -> str:
+    """Where the last checkpoint is and the command that resumes from it."""
+    if not last.is_file():
+        return f"no epoch had finished, so there is no checkpoint to resume from ({last} does not exist)"
+    command = shlex.join(["crfpose", "train", args.config, *args.overrides, "--resume", str(last)])
+    return f"the last checkpoint is {last}; resume with: {command}"
 
 
 def _options(items: Sequence[str]) -> dict:
@@ -112,8 +135,14 @@ def _eval(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``crfpose`` command; returns the exit status: 2 for a bad config or argument, 1 when
-    training stopped on a NaN/inf loss (the last good checkpoint is kept)."""
-    args = build_parser().parse_args(argv)
+    training stopped on a NaN/inf loss (the last good checkpoint is kept), 130 when training was
+    interrupted (Ctrl-C; the message says how to resume)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "train" and all("=" in item and not item.startswith("-") for item in extra):
+        args.overrides += extra  # overrides after an option: CONFIG --resume X key=value
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command in COMMANDS:
             return importlib.import_module(COMMANDS[args.command][0]).run(args)

@@ -185,11 +185,31 @@ def load_model(checkpoint: Union[str, os.PathLike, dict]) -> tuple[nn.Module, Co
     name = "checkpoint" if isinstance(checkpoint, dict) else f"checkpoint {checkpoint}"
     config = from_dict(state["config"])
     model = build_model_from_config(config)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise ValueError(f"{name}: its weights do not fit the model its config describes ({str(err).splitlines()[0]})") from None
+    _load_weights(model, state, name)
     return model.eval(), config
+
+
+def _load_weights(model: nn.Module, state: dict, name: str, config: Optional[Config] = None) -> None:
+    """``model.load_state_dict(state["model"])``, or a one-line ValueError naming ``name`` and the first
+    mismatch (missing/unexpected key, tensor shape), plus the model settings of ``config`` that differ
+    from the checkpoint's."""
+    ours, theirs = model.state_dict(), state["model"]
+    problems = [f"missing {k}" for k in ours if k not in theirs] + [f"unexpected {k}" for k in theirs if k not in ours]
+    problems += [f"{k} is {tuple(theirs[k].shape)} in the checkpoint, {tuple(v.shape)} in the model"
+                 for k, v in ours.items() if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)]
+    if not problems:
+        model.load_state_dict(theirs)
+        return
+    settings = ""
+    if config is not None:
+        saved, mine = state["config"], to_dict(config)
+        differ = [f"{section}.{k}: {saved.get(section, {}).get(k)!r} in the checkpoint, {v!r} here"
+                  for section in ("model", "crf") for k, v in mine[section].items() if saved.get(section, {}).get(k) != v]
+        if saved.get("skeleton") != config.skeleton:
+            differ.append(f"skeleton: {saved.get('skeleton')!r} in the checkpoint, {config.skeleton!r} here")
+        settings = f"; the config differs: {'; '.join(differ)}" if differ else ""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise ValueError(f"{name}: its weights do not fit the model ({problems[0]}{more}){settings}")
 
 
 def _load_init(model: nn.Module, path: str) -> bool:
@@ -349,6 +369,20 @@ def stall_message(record: dict, stage_epoch: int) -> Optional[str]:
     return None
 
 
+PROGRESS_SECONDS = 10.0  # without a terminal, a plain progress line at most this often within an epoch
+
+
+def _progress(line: str) -> None:
+    """One plain progress line on stderr (where no progress bar can be drawn: CI, nohup, notebooks)."""
+    print(f"crfpose train: {line}", file=sys.stderr, flush=True)
+
+
+def _epoch_line(where: str, record: dict) -> str:
+    """The plain end-of-epoch line: loss, validation PCK when computed, speed."""
+    val = f", val PCK {100 * record['val']['pck']:.1f}%" if "val" in record else ""
+    return f"{where}: loss {record['loss']:.4g}{val}, {record['images_per_s']:.1f} img/s, {record['seconds']:.1f} s"
+
+
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite; the run stopped, its last good checkpoint kept."""
 
@@ -399,17 +433,19 @@ class _Trainer:
         _set_modes(model, stage, cfg.freeze_bn)
         loader = self.loader(stage, epoch)
         bar = tqdm(loader, desc=where, leave=False, disable=not ctx.main or not sys.stderr.isatty())
+        plain = ctx.main and not sys.stderr.isatty()  # no bar: plain lines every PROGRESS_SECONDS
         total, count, images, peak, start = 0.0, 0, 0, 0.0, time.perf_counter()
+        shown = start
         for step, batch in enumerate(bar):
             with torch.autocast(ctx.device.type, enabled=self.amp):
                 outputs = net(batch["image"].to(ctx.device, non_blocking=True))
             loss = self.loss(outputs, batch, stage)  # float32 outside autocast: the CRF needs the range
             value = float(_all_mean(loss.detach().double().reshape(1), ctx))
             if not math.isfinite(value):
-                raise NonFiniteLoss(
-                    f"training loss is {value} at {where}, step {step}; the run stopped. "
-                    f"The last good checkpoint is kept: {self.output / 'last.pt'}"
-                )
+                last = self.output / "last.pt"
+                kept = (f"The last good checkpoint is kept: {last}" if last.is_file()
+                        else "No epoch had finished, so no checkpoint was written.")
+                raise NonFiniteLoss(f"training loss is {value} at {where}, step {step}; the run stopped. {kept}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:
@@ -422,7 +458,11 @@ class _Trainer:
             if stage.loss == "mse":
                 peak += float(outputs[0].detach().float().amax(dim=(2, 3)).mean())
             images += len(batch["image"]) * ctx.world
-            bar.set_postfix(loss=f"{value:.4f}", img_s=f"{images / (time.perf_counter() - start):.1f}")
+            speed = images / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{value:.4f}", img_s=f"{speed:.1f}")
+            if plain and time.perf_counter() - shown >= PROGRESS_SECONDS and step + 1 < len(loader):
+                _progress(f"{where}: step {step + 1}/{len(loader)}, loss {total / count:.4g}, {speed:.1f} img/s")
+                shown = time.perf_counter()
         seconds = time.perf_counter() - start
         out = {"loss": total / max(count, 1), "images_per_s": images / seconds, "seconds": seconds}
         return out | ({"peak": peak / max(count, 1)} if stage.loss == "mse" else {})
@@ -458,9 +498,12 @@ def train(config: Config, resume: Union[str, os.PathLike, None] = None, max_epoc
         resume: a ``last.pt`` to continue from exactly (same mode); the config given here is used.
         max_epochs: stop after this many epochs in this call (a time-limited job; resume later).
 
-    Returns ``{"output_dir", "last", "best", "history", "metrics", "best_pck"}``: checkpoint paths
-    (``None`` if not written), one record per epoch, the latest validation metrics and the best PCK.
-    Only rank 0 writes files; every rank returns the same summary.
+    Returns ``{"output_dir", "last", "best", "history", "metrics", "best_pck", "complete", "rank"}``:
+    checkpoint paths (``None`` if not written), one record per epoch of this call, the latest validation
+    metrics, the best PCK of the latest stage (``None`` before any validation), whether every stage has
+    finished (``True`` with an empty history when ``resume`` is a finished run) and this process's rank.
+    Only rank 0 writes files. Without a terminal on stderr, rank 0 prints a plain progress line per
+    epoch (and every :data:`PROGRESS_SECONDS` within one).
     """
     if not isinstance(config, Config):
         raise TypeError(f"config: expected a crfpose.config.Config, got {type(config).__name__}")
@@ -489,9 +532,11 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
         state = load_checkpoint(resume)
         if state["config"]["train"]["mode"] != cfg.mode:
             raise ValueError(f"resume: checkpoint is a {state['config']['train']['mode']!r} run, config.train.mode is {cfg.mode!r}")
-        model.load_state_dict(state["model"])
+        _load_weights(model, state, f"resume {resume}", config)
         start_stage, start_epoch, best, metrics = state["stage"], state["epoch"], state["best"], state["metrics"]
         if start_epoch >= stages[start_stage].epochs:
+            if start_stage + 1 == len(stages):  # nothing left to train
+                return _summary(output, {"last": None, "best": None}, [], metrics, best, ctx, complete=True)
             start_stage, start_epoch, best, state = start_stage + 1, 0, -math.inf, None
     elif cfg.init_checkpoint:
         pairwise_loaded = _load_init(model, cfg.init_checkpoint)
@@ -522,10 +567,14 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
+            # The rate at the resumed iteration under this config's schedule (the same value when the
+            # config is unchanged; not the finished schedule's final 0 when the stage was lengthened).
+            for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * factor(scheduler.last_epoch)
         first = start_epoch if index == start_stage else 0
         for epoch in range(first, stage.epochs):
             if max_epochs is not None and run >= max_epochs:
-                return _summary(output, written, trainer.history, metrics, best)
+                return _summary(output, written, trainer.history, metrics, best, ctx)
             global_epoch = done_before + run
             _seed(cfg.seed, global_epoch + 1, ctx.rank)
             where = f"{stage.name} epoch {epoch + 1}/{stage.epochs}"
@@ -546,6 +595,8 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
                 if ctx.main:
                     warnings.warn(f"{where}: {stalled}", TrainingStalled, stacklevel=2)
             trainer.log(record)
+            if ctx.main and not sys.stderr.isatty():
+                _progress(_epoch_line(where, record))
             if ctx.main:
                 checkpoint = {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -558,7 +609,7 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
                 if epoch + 1 == stage.epochs and index + 1 < len(stages):
                     save_checkpoint(output / f"stage{index + 1}_{stage.name}.pt", checkpoint)
         state = None
-    return _summary(output, written, trainer.history, metrics, best)
+    return _summary(output, written, trainer.history, metrics, best, ctx, complete=True)
 
 
 def _keep_log(path: Path, epochs: int) -> None:
@@ -568,8 +619,9 @@ def _keep_log(path: Path, epochs: int) -> None:
     atomic_write(path, lambda f: f.write("".join(line + "\n" for line in kept)))
 
 
-def _summary(output: Path, written: dict, history: list, metrics: dict, best: float) -> dict[str, Any]:
+def _summary(output: Path, written: dict, history: list, metrics: dict, best: float, ctx: _Context,
+             complete: bool = False) -> dict[str, Any]:
     return {
-        "output_dir": str(output), "last": written["last"], "best": written["best"],
-        "history": history, "metrics": metrics, "best_pck": best,
+        "output_dir": str(output), "last": written["last"], "best": written["best"], "history": history,
+        "metrics": metrics, "best_pck": best if math.isfinite(best) else None, "complete": complete, "rank": ctx.rank,
     }

@@ -49,6 +49,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert multi.returncode == 0, multi.stderr[-3000:]
+    assert len(multi.stdout.strip().splitlines()) == 1  # rank 0 alone prints the summary line
+    assert json.loads(multi.stdout)["last"] == str(tmp_path / "multi" / "last.pt")
     a, b = load_checkpoint(tmp_path / "single" / "last.pt"), load_checkpoint(tmp_path / "multi" / "last.pt")
     assert a["epoch"] == b["epoch"] == 2
     compared = 0

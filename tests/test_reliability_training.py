@@ -1,0 +1,141 @@
+"""Training runs seen from the command line: honest NaN and Ctrl-C messages, finished and lengthened
+resumes, strict-JSON summaries, plain progress lines without a terminal, rank-0 output, overrides
+after options, --version, and a resume into a model of another width."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import crfpose
+from crfpose import cli, engine
+from crfpose.cli import main
+from crfpose.config import load_config, save_config
+from crfpose.engine import NonFiniteLoss, load_checkpoint, train
+
+TINY = [
+    "model.options={width: 8, depth: 1}", "data.train={length: 16, seed: 0}", "data.val={length: 8, seed: 1}",
+    "data.input_size=[32, 32]", "data.heatmap_size=[8, 8]", "crf.radius=3", "train.batch_size=8",
+    "optim.lr=1e-2", "schedule.warmup_epochs=0.5", "eval.decoder=unary",
+]
+
+
+def tiny_yaml(tmp_path, *extra, name="tiny.yaml"):
+    """A unary config file (16 synthetic 32x32 figures, 2 steps per epoch) whose run goes to tmp_path/run."""
+    config = load_config(None, ["train.mode=unary", f"output_dir={tmp_path / 'run'}", *TINY, *extra])
+    return save_config(config, tmp_path / name)
+
+
+def strict_json(line):
+    def refuse(constant):
+        raise AssertionError(f"not JSON: {constant}")
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_nan_in_the_first_epoch_does_not_claim_a_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "heatmap_mse", lambda *args, **kwargs: torch.tensor(math.nan))
+    config = load_config(tiny_yaml(tmp_path))
+    with pytest.raises(NonFiniteLoss, match="No epoch had finished, so no checkpoint was written") as err:
+        train(config)
+    assert "last good checkpoint" not in str(err.value)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_ctrl_c_prints_one_line_with_the_resume_command_and_exits_130(tmp_path):
+    path = tiny_yaml(tmp_path, "train.epochs=100000", "eval.every=0")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "crfpose", "train", str(path), "optim.lr=0.005"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    last = tmp_path / "run" / "last.pt"
+    message = [line for line in err.splitlines() if line.startswith("crfpose train: interrupted")]
+    assert len(message) == 1 and "Traceback" not in err
+    assert f"the last checkpoint is {last}" in message[0]
+    assert message[0].endswith(f"resume with: crfpose train {path} optim.lr=0.005 --resume {last}")
+    assert load_checkpoint(last)["epoch"] >= 2 and out == ""
+
+
+def test_resuming_a_finished_run_says_it_is_complete(tmp_path, capsys):
+    path = tiny_yaml(tmp_path, "train.epochs=1")
+    assert main(["train", str(path)]) == 0
+    capsys.readouterr()
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    assert main(["train", str(path), "--resume", str(tmp_path / "run" / "last.pt")]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "is a finished run" in err and "raise train.epochs" in err and "-Infinity" not in err
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log  # nothing was retrained or rewritten
+
+
+def test_lengthening_a_finished_run_continues_with_the_new_schedule(tmp_path):
+    path = tiny_yaml(tmp_path, "train.epochs=2")
+    train(load_config(path))
+    resumed = train(load_config(path, ["train.epochs=4"]), resume=tmp_path / "run" / "last.pt")
+    # cosine over 4 epochs x 2 steps with 1 warm-up step: iteration 4 has progress (4 - 1) / (8 - 1)
+    expected = 1e-2 * 0.5 * (1 + math.cos(math.pi * 3 / 7))
+    assert [r["global_epoch"] for r in resumed["history"]] == [3, 4]
+    assert resumed["history"][0]["lr"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_summary_line_is_strict_json_and_progress_is_plain_without_a_terminal(tmp_path, capsys, monkeypatch):
+    path = tiny_yaml(tmp_path, "train.epochs=2", "eval.every=0")
+    assert main(["train", str(path)]) == 0
+    out, err = capsys.readouterr()
+    summary = strict_json(out.strip())
+    assert summary == {"last": str(tmp_path / "run" / "last.pt"), "best": None, "best_pck": None}
+    lines = [line for line in err.splitlines() if line.startswith("crfpose train: heatmap epoch")]
+    assert len(lines) == 2 and lines[1].startswith("crfpose train: heatmap epoch 2/2: loss ")
+    assert all("img/s" in line and "step" not in line for line in lines)
+
+    monkeypatch.setattr(engine, "PROGRESS_SECONDS", 0.0)  # a long epoch: a line every few seconds
+    assert main(["train", str(tiny_yaml(tmp_path, "train.epochs=1", "eval.every=1", f"output_dir={tmp_path / 'b'}"))]) == 0
+    out, err = capsys.readouterr()
+    assert "heatmap epoch 1/1: step 1/2, loss " in err  # the last step is reported by the epoch line
+    assert "heatmap epoch 1/1: step 2/2" not in err
+    assert 0 <= strict_json(out.strip())["best_pck"] <= 1 and "val PCK" in err
+
+
+def test_only_rank_0_prints_the_summary(tmp_path, capsys, monkeypatch):
+    path = tiny_yaml(tmp_path)
+    for rank, printed in ((1, False), (0, True)):
+        result = {"last": tmp_path / "last.pt", "best": None, "best_pck": 0.5, "complete": True, "history": [{}],
+                  "rank": rank}
+        monkeypatch.setattr(cli, "train", lambda *args, result=result, **kwargs: result)
+        assert main(["train", str(path)]) == 0
+        assert (capsys.readouterr().out != "") == printed
+
+
+def test_overrides_after_options_and_version(tmp_path, capsys):
+    path = tiny_yaml(tmp_path, "train.epochs=3")
+    assert main(["train", str(path), "--max-epochs", "1", "train.epochs=1", "optim.lr=0.02"]) == 0
+    saved = load_config(tmp_path / "run" / "config.yaml")
+    assert saved.train.epochs == 1 and saved.optim.lr == 0.02
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", str(path), "--max-epochs", "1", "not-an-override"])
+    assert exit_.value.code == 2 and "unrecognized arguments: not-an-override" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"crfpose {crfpose.__version__}"
+
+
+def test_resume_into_another_width_names_the_file_and_the_mismatch(tmp_path, capsys):
+    path = tiny_yaml(tmp_path, "train.epochs=2")
+    assert main(["train", str(path), "--max-epochs", "1"]) == 0
+    capsys.readouterr()
+    last = tmp_path / "run" / "last.pt"
+    assert main(["train", str(path), "model.options={width: 16, depth: 1}", "--resume", str(last)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert f"resume {last}: its weights do not fit the model" in err
+    assert "in the checkpoint" in err and "model.options: {'width': 8, 'depth': 1} in the checkpoint" in err
