@@ -18,74 +18,69 @@ import torch
 from torch.distributions import Distribution
 from torch.distributions.utils import lazy_property
 
-from crfpose.crf.tree import Inference, Level, map_pose, schedule
+from crfpose.crf import reference
+from crfpose.crf.tree import Inference, map_pose, schedule
 from crfpose.skeletons import Skeleton
 
 __all__ = ["TreeCRF"]
 
-_TOL = {torch.float64: 1e-12}  # bound on each edge's effect on Z (relative) and on the marginals
+_TOL = {torch.float64: 1e-12}  # default bound on each edge's effect on Z (relative) and on the marginals
 _DEFAULT_TOL = 1e-7
-
-
-class _Pass:
-    """Sum-product results shared by the distribution's queries and by the backward pass."""
-
-    def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, tol: float):
-        self.inference = Inference(unary, pairwise, levels, root, tol)
-        self.pairwise = pairwise
-
-    @property
-    def log_z(self) -> torch.Tensor:
-        return self.inference.log_z
-
-    @property
-    def beliefs(self) -> torch.Tensor:
-        return self.inference.beliefs
-
-    def _check_feasible(self) -> None:
-        if not self.inference.feasible:
-            bad = (~torch.isfinite(self.log_z)).nonzero().flatten().tolist()
-            raise ValueError(f"TreeCRF: no pose has a finite score for batch element(s) {bad}; "
-                             "marginals, samples and entropy are undefined")
-
-    def node_marginals(self) -> torch.Tensor:
-        """(B, K, H, W)."""
-        self._check_feasible()
-        self.inference.settle()
-        return self.inference.node
-
-    @lazy_property
-    def _edge(self) -> torch.Tensor:
-        return self.inference.edge_marginals()
-
-    def edge_marginals(self) -> torch.Tensor:
-        """(B, E, P, P): displacement marginals, computed on the first request."""
-        self._check_feasible()
-        return self._edge
+ENGINES = ("fast", "reference")
 
 
 class _LogPartition(torch.autograd.Function):
-    """log Z as a function of unary and pairwise; its gradient is the marginals."""
+    """log Z (B,) float64 as a function of unary and pairwise, computed by the fast engine.
+
+    Its gradient is the marginals, themselves a differentiable function (:class:`_Marginals`),
+    so log Z is differentiable twice and more.
+    """
 
     @staticmethod
-    def forward(ctx, unary: torch.Tensor, pairwise: torch.Tensor, state: _Pass) -> torch.Tensor:  # type: ignore[override]
-        ctx.state = state
-        ctx.dtypes = (unary.dtype, pairwise.dtype)
-        ctx.shared = pairwise.shape[0] == 1 and unary.shape[0] != 1
-        return state.log_z.to(torch.promote_types(unary.dtype, pairwise.dtype))
+    def forward(ctx, unary: torch.Tensor, pairwise: torch.Tensor, crf: "TreeCRF") -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(unary, pairwise)
+        ctx.crf = crf
+        return crf._inference.log_z.clone()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        unary, pairwise = ctx.saved_tensors
         g = grad.double()[:, None, None, None]
         grad_unary = grad_pairwise = None
         if ctx.needs_input_grad[0]:
-            grad_unary = (g * ctx.state.node_marginals()).to(ctx.dtypes[0])
+            grad_unary = (g * _Marginals.apply(unary, pairwise, ctx.crf, "node")).to(unary.dtype)
         if ctx.needs_input_grad[1]:
-            grad_pairwise = g * ctx.state.edge_marginals()
-            if ctx.shared:
-                grad_pairwise = grad_pairwise.sum(dim=0, keepdim=True)
-            grad_pairwise = grad_pairwise.to(ctx.dtypes[1])
+            grad_pairwise = (g * _Marginals.apply(unary, pairwise, ctx.crf, "edge")).sum(dim=0, keepdim=True) \
+                if pairwise.shape[0] == 1 else g * _Marginals.apply(unary, pairwise, ctx.crf, "edge")
+            grad_pairwise = grad_pairwise.to(pairwise.dtype)
         return grad_unary, grad_pairwise, None
+
+
+class _Marginals(torch.autograd.Function):
+    """Node (B, K, H, W) or edge (B, E, P, P) marginals, float64, by the fast engine.
+
+    Their derivative (the covariance of the sufficient statistics, applied to the incoming
+    gradient) is taken through :mod:`crfpose.crf.reference` by autograd: exact, and differentiable
+    again, but O(H W P^2) per edge in time and memory.
+    """
+
+    @staticmethod
+    def forward(ctx, unary: torch.Tensor, pairwise: torch.Tensor, crf: "TreeCRF", which: str) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(unary, pairwise)
+        ctx.crf, ctx.which = crf, which
+        return (crf._fast_node() if which == "node" else crf._fast_edge()).clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        unary, pairwise = ctx.saved_tensors
+        create_graph = torch.is_grad_enabled()  # a gradient of this gradient was asked for
+        with torch.enable_grad():
+            u = unary.double() if unary.requires_grad else unary.detach().double().requires_grad_()
+            pw = pairwise.double() if pairwise.requires_grad else pairwise.detach().double().requires_grad_()
+            node, edge = reference.marginals(u, pw, ctx.crf.skeleton)
+            out = node if ctx.which == "node" else edge
+            grads = torch.autograd.grad(out, (u, pw), grad_outputs=grad.double(), create_graph=create_graph)
+        return grads[0].to(unary.dtype), grads[1].to(pairwise.dtype), None, None
 
 
 def _check_finite_or_neg_inf(name: str, t: torch.Tensor) -> None:
@@ -101,12 +96,28 @@ class TreeCRF(Distribution):
         pairwise: (E, 2R+1, 2R+1) shared by the batch, or (B, E, 2R+1, 2R+1) per image;
             ``pairwise[e, R + dy, R + dx]`` scores d = y_child - y_parent of ``skeleton.edges[e]``.
         skeleton: the tree (K joints).
+        engine: ``"fast"`` (linear-domain correlations with certified error bounds, see
+            :mod:`crfpose.crf.tree`) or ``"reference"`` (plain log-domain message passing and
+            autograd, :mod:`crfpose.crf.reference`: simple, O(H W P^2) per edge).
+        tol: the fast engine's bound on each edge's effect on log Z and on the marginals;
+            default 1e-12 for float64 inputs, 1e-7 otherwise.
+
+    Gradients: ``log_partition`` is differentiable to any order; ``marginals``,
+    ``edge_marginals``, ``entropy()``, ``log_prob`` and ``score`` are differentiable (the
+    fast engine takes the derivatives of the marginals through the reference). ``argmax`` and
+    ``sample`` are integer poses. A batch element with no pose of finite score has
+    ``log_partition`` -inf, and every other query but ``score`` raises ``ValueError`` for it.
     """
 
     arg_constraints: dict = {}
     has_rsample = False
 
-    def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton):
+    def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton, engine: str = "fast",
+                 tol: float | None = None):
+        if engine not in ENGINES:
+            raise ValueError(f"TreeCRF: engine must be one of {ENGINES}, got {engine!r}")
+        if tol is not None and not (isinstance(tol, float) and 0 < tol < 1):
+            raise ValueError(f"TreeCRF: tol must be a float in (0, 1), got {tol!r}")
         if not isinstance(skeleton, Skeleton):
             raise TypeError(f"TreeCRF: skeleton must be a crfpose Skeleton, got {type(skeleton).__name__}")
         for name, t in (("unary", unary), ("pairwise", pairwise)):
@@ -133,40 +144,93 @@ class TreeCRF(Distribution):
         _check_finite_or_neg_inf("pairwise", pairwise)
         self.unary, self.pairwise, self.skeleton = unary, pairwise, skeleton
         self.radius = (p - 1) // 2
+        self.engine = engine
         self._pw = pw  # (B', E, P, P)
         self._levels = schedule(skeleton, unary.device)
-        self._tol = _TOL.get(torch.promote_types(unary.dtype, pairwise.dtype), _DEFAULT_TOL)
+        self._tol = tol if tol is not None else _TOL.get(self._dtype, _DEFAULT_TOL)
         super().__init__(batch_shape=unary.shape[:1], event_shape=torch.Size((k, 2)), validate_args=False)
 
     @property
     def _dtype(self) -> torch.dtype:
         return torch.promote_types(self.unary.dtype, self.pairwise.dtype)
 
+    @property
+    def _tracked(self) -> bool:
+        """Whether results must carry gradients."""
+        return torch.is_grad_enabled() and (self.unary.requires_grad or self.pairwise.requires_grad)
+
     @lazy_property
-    def _state(self) -> _Pass:
+    def _inference(self) -> Inference:
+        """The fast engine's sum-product state, on detached float64 copies."""
         with torch.no_grad():
-            return _Pass(self.unary.double(), self._pw.double(), self._levels, self.skeleton.root, self._tol)
+            return Inference(self.unary.detach().double(), self._pw.detach().double(), self._levels,
+                             self.skeleton.root, self._tol)
+
+    @lazy_property
+    def _log_z(self) -> torch.Tensor:
+        """log Z, (B,) float64, differentiable."""
+        if self.engine == "reference":
+            return reference.log_partition(self.unary.double(), self._pw.double(), self.skeleton)
+        return _LogPartition.apply(self.unary, self._pw, self)
+
+    def _require_feasible(self, log_z: torch.Tensor) -> None:
+        bad = (~torch.isfinite(log_z)).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(f"TreeCRF: no pose has a finite score for batch element(s) {bad}; "
+                             "marginals, MAP, samples, log_prob and entropy are undefined")
+
+    def _fast_node(self) -> torch.Tensor:
+        self._require_feasible(self._inference.log_z)
+        self._inference.settle()
+        return self._inference.node
+
+    @lazy_property
+    def _fast_edge_cache(self) -> torch.Tensor:
+        return self._inference.edge_marginals()
+
+    def _fast_edge(self) -> torch.Tensor:
+        self._require_feasible(self._inference.log_z)
+        return self._fast_edge_cache
+
+    @lazy_property
+    def _reference_marginals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._require_feasible(self._log_z.detach())
+        node, edge = reference.marginals(self.unary.double(), self._pw.double(), self.skeleton)
+        return (node, edge) if self._tracked else (node.detach(), edge.detach())
+
+    def _marginal(self, which: str) -> torch.Tensor:
+        """Node or edge marginals, float64; carrying gradients when the inputs need them."""
+        if self.engine == "reference":
+            return self._reference_marginals[0 if which == "node" else 1]
+        if self._tracked:
+            return _Marginals.apply(self.unary, self._pw, self, which)
+        return self._fast_node() if which == "node" else self._fast_edge()
 
     @lazy_property
     def log_partition(self) -> torch.Tensor:
-        """log Z, (B,); differentiable (its gradient w.r.t. unary is the marginals)."""
-        return _LogPartition.apply(self.unary, self._pw, self._state)
+        """log Z, (B,); differentiable to any order (its gradient w.r.t. unary is the marginals)."""
+        return self._log_z.to(self._dtype)
 
     @lazy_property
     def marginals(self) -> torch.Tensor:
-        """p(y_k = cell), (B, K, H, W); each joint's map sums to 1. Not differentiable."""
-        return self._state.node_marginals().to(self._dtype)
+        """p(y_k = cell), (B, K, H, W); each joint's map sums to 1. Differentiable."""
+        return self._marginal("node").to(self._dtype)
 
     @lazy_property
     def edge_marginals(self) -> torch.Tensor:
-        """p(y_c - y_p = d) of each edge, (B, E, 2R+1, 2R+1) indexed [R + dy, R + dx]. Not differentiable."""
-        return self._state.edge_marginals().to(self._dtype)
+        """p(y_c - y_p = d) of each edge, (B, E, 2R+1, 2R+1) indexed [R + dy, R + dx]. Differentiable."""
+        return self._marginal("edge").to(self._dtype)
 
     @lazy_property
     def argmax(self) -> torch.Tensor:
         """The MAP pose by max-product, (B, K, 2) long (x, y) cells; ties go to the first cell."""
-        with torch.no_grad():
-            return map_pose(self.unary.double(), self._pw.double(), self._levels, self.skeleton.root)[1]
+        unary, pw = self.unary.detach().double(), self._pw.detach().double()
+        if self.engine == "reference":
+            best, pose = reference.map_pose(unary, pw, self.skeleton)
+        else:
+            best, pose = map_pose(unary, pw, self._levels, self.skeleton.root)
+        self._require_feasible(best)
+        return pose
 
     @property
     def mode(self) -> torch.Tensor:
@@ -194,21 +258,27 @@ class TreeCRF(Distribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """log p(pose) for poses (..., B, K, 2) long (x, y) -> (..., B)."""
-        return self.score(value) - self.log_partition
+        score = self.score(value)
+        self._require_feasible(self._log_z.detach())
+        return score - self.log_partition
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         """Exact ancestral samples, (*sample_shape, B, K, 2) long (x, y)."""
         shape = torch.Size(sample_shape)
-        state = self._state
-        node = state.node_marginals()
         b, k, h, w = self.unary.shape
         n = shape.numel()
         r, p = self.radius, 2 * self.radius + 1
         with torch.no_grad():
+            node = self._marginal("node")
+            pw = self._pw.double()
+            if self.engine == "reference":
+                beliefs = reference.upward(self.unary.double(), pw, self.skeleton)[0]
+            else:
+                beliefs = self._inference.beliefs
             pose = torch.empty(n, b, k, 2, dtype=torch.long, device=self.unary.device)
             root = torch.multinomial(node[:, self.skeleton.root].flatten(1), n, replacement=True).T  # (n, B)
             pose[..., self.skeleton.root, 0], pose[..., self.skeleton.root, 1] = root % w, root // w
-            padded = torch.nn.functional.pad(state.beliefs, (r, r, r, r), value=-math.inf)  # (B, K, H+2R, W+2R)
+            padded = torch.nn.functional.pad(beliefs, (r, r, r, r), value=-math.inf)  # (B, K, H+2R, W+2R)
             batch = torch.arange(b, device=pose.device)
             offsets = torch.arange(p, device=pose.device)
             for level in self._levels:
@@ -217,18 +287,18 @@ class TreeCRF(Distribution):
                     rows = (py[..., None] + offsets)[..., :, None]  # (n, B, P, 1): padded row of y_p + dy
                     cols = (px[..., None] + offsets)[..., None, :]  # (n, B, 1, P)
                     window = padded[batch[:, None, None], child, rows, cols]  # (n, B, P, P)
-                    logits = window + state.pairwise[:, e].expand(b, p, p)
+                    logits = window + pw[:, e].expand(b, p, p)
                     tap = torch.multinomial(torch.softmax(logits.flatten(2), -1).flatten(0, 1), 1).view(n, b)
                     pose[:, :, child, 0] = px + tap % p - r
                     pose[:, :, child, 1] = py + tap // p - r
         return pose.view(*shape, b, k, 2)
 
     def entropy(self) -> torch.Tensor:
-        """H(p) = log Z - E[s(y)], (B,). Not differentiable."""
-        state = self._state
-        node, edge = state.node_marginals(), state.edge_marginals()
-        expected = _expected(node, self.unary.double()).sum(dim=(1, 2, 3)) + _expected(edge, state.pairwise).sum(dim=(1, 2, 3))
-        return (state.log_z - expected).to(self._dtype)
+        """H(p) = log Z - E[s(y)], (B,). Differentiable."""
+        node, edge = self._marginal("node"), self._marginal("edge")
+        expected = (_expected(node, self.unary.double()).sum(dim=(1, 2, 3))
+                    + _expected(edge, self._pw.double()).sum(dim=(1, 2, 3)))
+        return (self._log_z - expected).to(self._dtype)
 
     def _check_pose(self, pose: torch.Tensor) -> torch.Tensor:
         b, k, h, w = self.unary.shape
@@ -246,5 +316,5 @@ class TreeCRF(Distribution):
 
 
 def _expected(prob: torch.Tensor, log_potential: torch.Tensor) -> torch.Tensor:
-    """prob * log_potential with 0 * (-inf) taken as 0."""
-    return torch.where(prob > 0, prob * log_potential, torch.zeros_like(prob))
+    """prob * log_potential with 0 * (-inf) taken as 0 (gradients included: -inf cells get none)."""
+    return prob * torch.where(torch.isinf(log_potential), 0.0, log_potential)
