@@ -3,7 +3,7 @@
 Shape legend: K joints (rows of the printed per-joint table).
 
     crfpose train CONFIG [key.sub=value ...] [--resume CKPT] [--max-epochs N]
-    crfpose eval CHECKPOINT --data NAME [--split S] [--set key=value ...] [--flip] [--decoder D] [--out FILE]
+    crfpose eval CHECKPOINT --data NAME [--split S] [--set key=value ...] [--flip] [--decoder D ...] [--out FILE]
 
 Under ``torchrun --nproc_per_node N -m crfpose train ...`` training runs with DistributedDataParallel.
 """
@@ -17,13 +17,16 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import yaml
 
 from crfpose import __version__
 from crfpose.config import CHOICES, from_dict, load_config, to_dict
 from crfpose.fileio import atomic_write
 from crfpose.engine import NonFiniteLoss, load_model, make_dataset, train
-from crfpose.evaluate import evaluate
+from crfpose.evaluate import compute_metrics, predict_dataset_decoders
+from crfpose.models import PoseCRF
+from crfpose.skeletons import get_skeleton
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -63,14 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", dest="options", action="append", default=[], metavar="key=value",
                     help="dataset option (repeatable), value parsed as YAML, e.g. --set root=/data/lsp")
     ev.add_argument("--flip", action="store_true", help="flip test: average with the mirrored crop's maps")
-    ev.add_argument("--decoder", choices=CHOICES["eval.decoder"],
+    ev.add_argument("--decoder", nargs="+", choices=CHOICES["eval.decoder"], metavar="D",
                     help="marginals (arg-max of CRF marginals), map (joint MAP pose) or unary (backbone maps only); "
-                         "default: the config's eval.decoder")
+                         "several in one call share each batch's backbone pass (e.g. --decoder unary marginals map); "
+                         "default: the config's eval.decoder for a CRF model, unary for a backbone alone")
     ev.add_argument("--refine", choices=CHOICES["eval.refine"], help="sub-pixel refinement; default: the config's")
     ev.add_argument("--alpha", type=float, help="PCK threshold; default: the config's eval.alpha")
     ev.add_argument("--normalizer", choices=CHOICES["eval.normalizer"], help="PCK normaliser; default: the config's")
     ev.add_argument("--batch-size", type=int, help="evaluation batch size; default: the config's eval.batch_size")
-    ev.add_argument("--out", metavar="FILE", help="write the metrics as JSON here (atomically)")
+    ev.add_argument("--out", metavar="FILE",
+                    help="write the metrics as JSON here (one decoder: its metrics; several: {decoder: metrics}) and "
+                         "the per-pose predictions beside it as FILE.npz (index, image_id, gt, box, head_box, and "
+                         "pred_D (N, K, 3), score_D (N,) per decoder D), both atomically")
     for name, (module, summary) in COMMANDS.items():
         importlib.import_module(module).add_arguments(commands.add_parser(name, help=summary, description=summary))
     return parser
@@ -121,16 +128,38 @@ def _eval(args: argparse.Namespace) -> int:
     data["data"] |= {"name": args.data, "val": val | _options(args.options)}
     dataset = make_dataset(from_dict(data), "val", train=False)
     e = config.eval
-    result = evaluate(
-        model, dataset, flip_test=args.flip, decoder=args.decoder or e.decoder, refine=args.refine or e.refine,
-        alpha=args.alpha if args.alpha is not None else e.alpha, normalizer=args.normalizer or e.normalizer,
-        all_joints=e.all_joints, batch_size=args.batch_size or e.batch_size, workers=config.train.workers,
+    decoders = list(dict.fromkeys(args.decoder or [e.decoder if isinstance(model, PoseCRF) else "unary"]))
+    predictions = predict_dataset_decoders(
+        model, dataset, decoders=decoders, flip_test=args.flip, refine=args.refine or e.refine,
+        batch_size=args.batch_size or e.batch_size, workers=config.train.workers, progress=True,
     )
-    print(result["table"])
-    print(json.dumps({k: v for k, v in result.items() if k in ("pck", "auc", "epe", "coco", "num_poses")}))
+    results = {}
+    for decoder in decoders:
+        result = compute_metrics(
+            predictions[decoder], get_skeleton(config.skeleton),
+            alpha=args.alpha if args.alpha is not None else e.alpha, normalizer=args.normalizer or e.normalizer,
+            all_joints=e.all_joints, coco=getattr(dataset, "coco", None),
+        )
+        results[decoder] = {"decoder": decoder} | result
+        if len(decoders) > 1:
+            print(f"decoder {decoder}:")
+        print(result["table"])
+        print(json.dumps({k: results[decoder][k] for k in ("decoder", "pck", "auc", "epe", "coco", "num_poses")
+                          if k in results[decoder]}))
     if args.out:
-        atomic_write(args.out, lambda f: json.dump(result, f, indent=1))
+        atomic_write(args.out, lambda f: json.dump(results[decoders[0]] if len(decoders) == 1 else results, f, indent=1))
+        shared = predictions[decoders[0]]
+        arrays = {k: shared[k] for k in ("index", "image_id", "gt", "box", "head_box")}
+        for decoder in decoders:
+            arrays |= {f"pred_{decoder}": predictions[decoder]["pred"], f"score_{decoder}": predictions[decoder]["score"]}
+        atomic_write(_npz_path(args.out), lambda f: np.savez(f, **arrays), binary=True)
     return 0
+
+
+def _npz_path(out: str) -> Path:
+    """The predictions file beside the metrics file ``out``: ``results.json`` -> ``results.npz``."""
+    path = Path(out)
+    return path.with_suffix(".npz") if path.suffix != ".npz" else path.with_name(path.name + ".npz")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

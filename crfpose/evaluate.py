@@ -5,19 +5,25 @@ Shape legend: N poses, B batch, K joints, H x W heatmap grid, H_in x W_in input 
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+import sys
+import time
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
 
 from crfpose import codec, metrics
 from crfpose.data.transforms import affine_points, flip_heatmaps, invert_affine
 from crfpose.models.pose_crf import DECODERS, PoseCRF
 from crfpose.skeletons import Skeleton
 
-__all__ = ["FlipAveraged", "predict_batch", "predict_dataset", "merge_predictions", "compute_metrics", "evaluate"]
+__all__ = [
+    "FlipAveraged", "predict_batch", "predict_batch_decoders", "predict_dataset", "predict_dataset_decoders",
+    "merge_predictions", "compute_metrics", "evaluate",
+]
 
 
 class FlipAveraged(nn.Module):
@@ -50,6 +56,31 @@ def _skeleton_of(model: nn.Module, dataset: Dataset) -> Skeleton:
     return skeleton
 
 
+class _Fixed(nn.Module):
+    """A stand-in backbone that returns maps (and features) already computed for the batch, so that
+    several decoders share one backbone pass."""
+
+    def __init__(self, maps: torch.Tensor, features: Optional[torch.Tensor]) -> None:
+        super().__init__()
+        self.maps, self.features = maps, features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.maps
+
+    def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.maps, self.features
+
+
+def _check_decoders(model: nn.Module, decoders: Sequence[str]) -> None:
+    if isinstance(decoders, str) or not decoders:
+        raise ValueError(f"decoders: expected a non-empty sequence of names from {DECODERS}, got {decoders!r}")
+    for decoder in decoders:
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
+        if not isinstance(model, PoseCRF) and decoder != "unary":
+            raise ValueError(f"decoder: a model without a CRF supports only 'unary', got {decoder!r}")
+
+
 @torch.no_grad()
 def predict_batch(
     model: nn.Module, images: torch.Tensor, skeleton: Skeleton, decoder: str = "marginals",
@@ -61,20 +92,29 @@ def predict_batch(
     ``flip_test`` the backbone maps are averaged with those of the mirrored crop before the unary
     adapter, the pairwise module and the CRF see them.
     """
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
+    return predict_batch_decoders(model, images, skeleton, [decoder], flip_test, refine)[decoder]
+
+
+@torch.no_grad()
+def predict_batch_decoders(
+    model: nn.Module, images: torch.Tensor, skeleton: Skeleton, decoders: Sequence[str],
+    flip_test: bool = False, refine: str = "none",
+) -> dict[str, torch.Tensor]:
+    """``{decoder: keypoints (B, K, 3)}`` as :func:`predict_batch` gives them, from one backbone pass."""
+    _check_decoders(model, decoders)
     crf = isinstance(model, PoseCRF)
-    if not crf and decoder != "unary":
-        raise ValueError(f"decoder: a model without a CRF supports only 'unary', got {decoder!r}")
     backbone = model.backbone if crf else model
     if flip_test:
         backbone = FlipAveraged(backbone, skeleton)
+    if crf and model.pairwise_input == "features":
+        maps, features = backbone.forward_features(images)  # (B, K, H, W), (B, C, H, W)
+    else:
+        maps, features = backbone(images), None  # (B, K, H, W)
     if crf:
-        flipped = PoseCRF(backbone, skeleton, model.pairwise, model.unary, model.pairwise_input)
-        return flipped.predict(images, decoder, "input", refine)
-    maps = backbone(images)  # (B, K, H, W)
+        fixed = PoseCRF(_Fixed(maps, features), skeleton, model.pairwise, model.unary, model.pairwise_input)
+        return {d: fixed.predict(images, d, "input", refine) for d in decoders}
     stride = (images.shape[-1] / maps.shape[-1], images.shape[-2] / maps.shape[-2])
-    return codec.heatmap_to_input(codec.decode(maps, refine=refine), stride)
+    return {"unary": codec.heatmap_to_input(codec.decode(maps, refine=refine), stride)}
 
 
 def predict_dataset(
@@ -88,35 +128,68 @@ def predict_dataset(
     the person's detection score). Crop predictions go back through the inverse of ``meta['affine']``.
     The model runs in eval mode on its own device; its train/eval mode is restored afterwards.
     """
+    return predict_dataset_decoders(model, dataset, decoders=[decoder], flip_test=flip_test, refine=refine,
+                                    batch_size=batch_size, workers=workers, indices=indices)[decoder]
+
+
+def predict_dataset_decoders(
+    model: nn.Module, dataset: Dataset, *, decoders: Sequence[str], flip_test: bool = False,
+    refine: str = "none", batch_size: int = 32, workers: int = 0, indices: Optional[Iterable[int]] = None,
+    progress: bool = False,
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{decoder: predictions}`` as :func:`predict_dataset` gives them, the backbone run once per batch.
+    With ``progress``, a bar on a terminal, else a plain line on stderr every :data:`PROGRESS_SECONDS`."""
+    _check_decoders(model, decoders)
     skeleton = _skeleton_of(model, dataset)
     index = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
     loader = DataLoader(Subset(dataset, index), batch_size=batch_size, shuffle=False, num_workers=workers)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    parts: dict[str, list] = {k: [] for k in ("pred", "gt", "box", "head_box", "image_id", "score")}
+    parts: dict[str, list] = {k: [] for k in ("gt", "box", "head_box", "image_id", "detection")}
+    preds: dict[str, list] = {d: [] for d in decoders}
     try:
-        for batch in loader:
+        for batch in _progress(loader, "crfpose eval", progress):
             meta = batch["meta"]
-            crop = predict_batch(model, batch["image"].to(device), skeleton, decoder, flip_test, refine).cpu().double()
-            for b, affine in enumerate(meta["affine"].numpy()):
-                parts["pred"].append(affine_points(crop[b].numpy(), invert_affine(affine)))  # (K, 3)
+            crops = predict_batch_decoders(model, batch["image"].to(device), skeleton, decoders, flip_test, refine)
+            inverse = [invert_affine(affine) for affine in meta["affine"].numpy()]
+            for decoder, crop in crops.items():
+                crop = crop.cpu().double().numpy()
+                preds[decoder].extend(affine_points(c, a) for c, a in zip(crop, inverse))  # (K, 3) each
             parts["gt"].append(meta["keypoints"].numpy())
             parts["box"].append(meta["box"].numpy())
             parts["head_box"].append(meta["head_box"].numpy())
             parts["image_id"].extend(np.asarray(meta["image_id"]).tolist())
-            parts["score"].append(crop[..., 2].mean(-1).numpy() * meta["score"].double().numpy())
+            parts["detection"].append(meta["score"].double().numpy())
     finally:
         model.train(was_training)
     k = skeleton.num_joints
-    out = {
-        "index": np.asarray(index, dtype=np.int64),
-        "pred": np.stack(parts["pred"]) if parts["pred"] else np.zeros((0, k, 3)),
-        "image_id": np.asarray(parts["image_id"]),
-    }
-    for key, shape in (("gt", (0, k, 3)), ("box", (0, 4)), ("head_box", (0, 4)), ("score", (0,))):
-        out[key] = np.concatenate(parts[key]) if parts[key] else np.zeros(shape)
+    shared = {"index": np.asarray(index, dtype=np.int64), "image_id": np.asarray(parts["image_id"])}
+    for key, shape in (("gt", (0, k, 3)), ("box", (0, 4)), ("head_box", (0, 4)), ("detection", (0,))):
+        shared[key] = np.concatenate(parts[key]) if parts[key] else np.zeros(shape)
+    detection = shared.pop("detection")
+    out = {}
+    for decoder, pred in preds.items():
+        pred = np.stack(pred) if pred else np.zeros((0, k, 3))
+        out[decoder] = shared | {"pred": pred, "score": pred[..., 2].mean(-1) * detection if len(pred) else np.zeros(0)}
     return out
+
+
+PROGRESS_SECONDS = 10.0  # without a terminal, a plain progress line at most this often
+
+
+def _progress(batches: DataLoader, label: str, enabled: bool) -> Iterator:
+    """``batches``, with a bar on a terminal or plain stderr lines otherwise (when ``enabled``)."""
+    if not enabled or sys.stderr.isatty():
+        yield from tqdm(batches, desc=label, leave=False, disable=not enabled)
+        return
+    start = shown = time.perf_counter()
+    for i, batch in enumerate(batches):
+        yield batch
+        now = time.perf_counter()
+        if now - shown >= PROGRESS_SECONDS or i + 1 == len(batches):
+            print(f"{label}: batch {i + 1}/{len(batches)}, {now - start:.1f} s", file=sys.stderr, flush=True)
+            shown = now
 
 
 def merge_predictions(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
