@@ -40,7 +40,6 @@ NO_CHECKPOINT = (
 def _offline_gradio():
     """Import gradio with its analytics and version check off (set before the import reads them)."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import gradio as gr
     except ImportError:
