@@ -88,7 +88,8 @@ def marginals(unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton
     pw = pw if pw.requires_grad else pw.detach().requires_grad_()
     with torch.enable_grad():
         per_image = pw.expand(b, *pw.shape[1:])  # a gradient per image, even for a shared table
-        return torch.autograd.grad(log_partition(u, per_image, skeleton).sum(), (u, per_image), create_graph=True)
+        return torch.autograd.grad(log_partition(u, per_image, skeleton).sum(), (u, per_image), create_graph=True,
+                                   allow_unused=True, materialize_grads=True)  # unused: no edges
 
 
 def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton) -> tuple[torch.Tensor, torch.Tensor]:
