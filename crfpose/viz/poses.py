@@ -33,7 +33,7 @@ def _per_person_or_joint(scores: Any, n: int, k: int, single: bool) -> tuple[Opt
     """``(person (N,), joint (N, K))`` from ``scores``: one per person, or one per joint (the shape of the keypoints
     without their last axis)."""
     s = to_numpy(scores, "scores")
-    if single and s.shape == (k,) and k > 1 or s.shape == (n, k):
+    if s.shape == (n, k) or (n == 1 and s.shape == (k,) and k > 1):
         return None, s.reshape(n, k)
     if s.size == n and s.ndim <= 1:
         return s.reshape(n), None
@@ -57,7 +57,7 @@ def _extent(points: list[np.ndarray]) -> tuple[float, float, float, float]:
     if not len(xy):
         return -0.5, 99.5, -0.5, 99.5
     lo, hi = xy.min(0), xy.max(0)
-    pad = max(0.1 * float((hi - lo).max()), 10.0)
+    pad = max(0.1 * float((hi - lo).max()), 1.0)
     return lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad
 
 
