@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--refine", choices=CHOICES["eval.refine"], help="sub-pixel refinement; default: the config's")
     ev.add_argument("--alpha", type=float, help="PCK threshold; default: the config's eval.alpha")
     ev.add_argument("--normalizer", choices=CHOICES["eval.normalizer"], help="PCK normaliser; default: the config's")
+    ev.add_argument("--sigmas", type=float, nargs="+", metavar="S",
+                    help="OKS sigmas, one per joint, for COCO AP on COCO-format data whose skeleton has none "
+                         "(without them such data gets PCK/AUC/EPE and no AP)")
     ev.add_argument("--batch-size", type=int, help="evaluation batch size; default: the config's eval.batch_size")
     ev.add_argument("--out", metavar="FILE",
                     help="write the metrics as JSON here (one decoder: its metrics; several: {decoder: metrics}) and "
@@ -119,6 +122,9 @@ def _options(items: Sequence[str]) -> dict:
     return out
 
 
+_PRINTED = ("decoder", "pck", "auc", "epe", "coco", "coco_unavailable", "num_poses")  # the eval summary line
+
+
 def _eval(args: argparse.Namespace) -> int:
     model, config = load_model(args.checkpoint)
     data = to_dict(config)
@@ -138,14 +144,13 @@ def _eval(args: argparse.Namespace) -> int:
         result = compute_metrics(
             predictions[decoder], get_skeleton(config.skeleton),
             alpha=args.alpha if args.alpha is not None else e.alpha, normalizer=args.normalizer or e.normalizer,
-            all_joints=e.all_joints, coco=getattr(dataset, "coco", None),
+            all_joints=e.all_joints, coco=getattr(dataset, "coco", None), sigmas=args.sigmas,
         )
         results[decoder] = {"decoder": decoder} | result
         if len(decoders) > 1:
             print(f"decoder {decoder}:")
         print(result["table"])
-        print(json.dumps({k: results[decoder][k] for k in ("decoder", "pck", "auc", "epe", "coco", "num_poses")
-                          if k in results[decoder]}))
+        print(json.dumps({k: v for k, v in results[decoder].items() if k in _PRINTED}))
     if args.out:
         atomic_write(args.out, lambda f: json.dump(results[decoders[0]] if len(decoders) == 1 else results, f, indent=1))
         shared = predictions[decoders[0]]

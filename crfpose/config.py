@@ -70,7 +70,9 @@ class DataConfig:
     """Datasets by name (``synthetic``, ``lsp``, ``mpii``, ``coco``) with their options for each split.
 
     ``input_size``/``heatmap_size`` are ``(W, H)`` and ``sigma`` the heatmap target std (grid cells);
-    they go to the synthetic generator or to the top-down transform of the real datasets.
+    they go to the synthetic generator or to the top-down transform of the real datasets. Relative
+    paths in ``train``/``val`` (``root``, ``ann_file``, ``image_dir``, ``detections``, ``head_boxes``)
+    written in a config file are relative to that file's folder (see :func:`load_config`).
     """
 
     name: str = "synthetic"
@@ -306,6 +308,9 @@ def load_config(path: Union[str, os.PathLike, None] = None, overrides: Sequence[
 
     Override values are parsed as YAML (``train.lr=1e-3``, ``eval.flip_test=true``,
     ``data.input_size=[64,64]``); keys inside ``model.options``, ``data.train`` and ``data.val`` may be new.
+    Relative file and folder options of ``data.train``/``data.val`` (``root``, ``ann_file``, ...) in the
+    file are read from the file's folder and stored absolute; those given as overrides stay relative to
+    the current directory.
     """
     data: Any = {}
     if path is not None:
@@ -315,7 +320,26 @@ def load_config(path: Union[str, os.PathLike, None] = None, overrides: Sequence[
             raise ValueError(f"path: cannot read YAML config {path} ({err})") from None
     if not isinstance(data, Mapping):
         raise ValueError(f"path: {path} must hold a YAML mapping, got {type(data).__name__}")
+    if path is not None:
+        data = _resolve_data_paths(dict(data), Path(path).resolve().parent)
     return from_dict(apply_overrides(dict(data), overrides))
+
+
+def _resolve_data_paths(data: dict, folder: Path) -> dict:
+    """``data`` with the relative file options of ``data.train``/``data.val`` (:data:`crfpose.data.PATH_OPTIONS`)
+    made absolute from ``folder``, the config file's folder."""
+    from crfpose.data import PATH_OPTIONS
+
+    section = data.get("data")
+    if not isinstance(section, Mapping):
+        return data
+    section = dict(section)
+    for split in ("train", "val"):
+        options = section.get(split)
+        if isinstance(options, Mapping):
+            section[split] = {k: os.path.normpath(folder / v) if k in PATH_OPTIONS and isinstance(v, str)
+                              and not os.path.isabs(v) else v for k, v in options.items()}
+    return data | {"data": section}
 
 
 def save_config(config: Config, path: Union[str, os.PathLike]) -> Path:

@@ -103,7 +103,7 @@ def make_dataset(config: Config, split: str, train: bool) -> Dataset:
     try:
         dataset = build_dataset(d.name, **options)
     except TypeError as err:
-        raise ValueError(f"data.{split}: bad options for dataset {d.name!r}: {err}") from None
+        raise ValueError(f"data.{split}: {err}") from None
     if dataset.skeleton.name != skeleton.name:
         raise ValueError(f"skeleton: dataset {d.name!r} has skeleton {dataset.skeleton.name!r}, config says {skeleton.name!r}")
     return dataset
@@ -435,7 +435,7 @@ class _Trainer:
         bar = tqdm(loader, desc=where, leave=False, disable=not ctx.main or not sys.stderr.isatty())
         plain = ctx.main and not sys.stderr.isatty()  # no bar: plain lines every PROGRESS_SECONDS
         total, count, images, peak, start = 0.0, 0, 0, 0.0, time.perf_counter()
-        shown = start
+        shown, unreadable = start, []
         for step, batch in enumerate(bar):
             with torch.autocast(ctx.device.type, enabled=self.amp):
                 outputs = net(batch["image"].to(ctx.device, non_blocking=True))
@@ -458,6 +458,7 @@ class _Trainer:
             if stage.loss == "mse":
                 peak += float(outputs[0].detach().float().amax(dim=(2, 3)).mean())
             images += len(batch["image"]) * ctx.world
+            unreadable += [f for f in batch["meta"].get("skipped_file", []) if f]  # data.on_error="skip"
             speed = images / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{value:.4f}", img_s=f"{speed:.1f}")
             if plain and time.perf_counter() - shown >= PROGRESS_SECONDS and step + 1 < len(loader):
@@ -465,6 +466,12 @@ class _Trainer:
                 shown = time.perf_counter()
         seconds = time.perf_counter() - start
         out = {"loss": total / max(count, 1), "images_per_s": images / seconds, "seconds": seconds}
+        skipped = round(float(_all_mean(torch.tensor([float(len(unreadable))], dtype=torch.float64), ctx)) * ctx.world)
+        if skipped:
+            out["skipped_images"] = skipped
+            if ctx.main:
+                warnings.warn(f"{where}: skipped {skipped} unreadable image(s) (data on_error='skip'), "
+                              f"e.g. {sorted(set(unreadable))[:3]}", UserWarning, stacklevel=2)
         return out | ({"peak": peak / max(count, 1)} if stage.loss == "mse" else {})
 
     def validate(self, model: nn.Module, stage: Stage) -> dict:

@@ -202,12 +202,13 @@ def merge_predictions(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.nd
 
 def compute_metrics(
     predictions: dict[str, np.ndarray], skeleton: Skeleton, *, alpha: float = 0.2, normalizer: str = "bbox",
-    all_joints: bool = False, coco: Any = None,
+    all_joints: bool = False, coco: Any = None, sigmas: Optional[Sequence[float]] = None,
 ) -> dict[str, Any]:
     """Metrics of :func:`predict_dataset` output: PCK@alpha (mean and per joint), the PCK curve (alpha 0
     to 0.5; ``pck_curve`` holds its ``alphas`` and pooled ``mean``) and its AUC, EPE in original pixels,
-    and COCO AP/AR when ``coco`` (a pycocotools COCO of the ground truth) is given. Also ``table``, the
-    per-joint PCK/EPE table as text."""
+    and COCO AP/AR when ``coco`` (a pycocotools COCO of the ground truth) is given, with OKS ``sigmas``
+    (K,) or else the skeleton's; without either, ``coco_unavailable`` says why instead of ``coco``.
+    Also ``table``, the per-joint PCK/EPE table as text."""
     pred, gt = predictions["pred"], predictions["gt"]
     kw = dict(skeleton=skeleton, all_joints=all_joints)
     if normalizer == "bbox":
@@ -231,11 +232,14 @@ def compute_metrics(
         "epe_per_joint": dict(zip(joints, error.per_item.tolist())),
     }
     if coco is not None and len(pred):
-        records = [
-            {"image_id": int(i), "category_id": 1, "keypoints": p.ravel().tolist(), "score": float(s)}
-            for i, p, s in zip(predictions["image_id"], pred, predictions["score"])
-        ]
-        out["coco"] = metrics.coco_ap(coco, records, skeleton)
+        if sigmas is None and skeleton.sigmas is None:
+            out["coco_unavailable"] = f"skeleton {skeleton.name!r} has no OKS sigmas; give {skeleton.num_joints} sigmas"
+        else:
+            records = [
+                {"image_id": int(i), "category_id": 1, "keypoints": p.ravel().tolist(), "score": float(s)}
+                for i, p, s in zip(predictions["image_id"], pred, predictions["score"])
+            ]
+            out["coco"] = metrics.coco_ap(coco, records, skeleton if sigmas is None else sigmas)
     out["table"] = metrics.format_joint_table(
         {f"PCK@{alpha:g}": 100 * score.per_item, "EPE": error.per_item}, skeleton,
         means={f"PCK@{alpha:g}": 100 * score.mean, "EPE": error.mean},

@@ -156,8 +156,9 @@ def test_errors(tmp_path):
         train({"train": {}})
     with pytest.raises(ValueError, match="checkpoint: file not found"):
         load_checkpoint(tmp_path / "none.pt")
-    with pytest.raises(ValueError, match=r"data\.train: bad options for dataset 'synthetic'"):
-        train(tiny(tmp_path, "unary", "data.train.bogus=1"))
+    with pytest.raises(ValueError, match=r"data\.train: unknown option 'lenght'; valid options of dataset "
+                                         r"'synthetic': \[.*'length', 'seed'"):
+        train(tiny(tmp_path, "unary", "data.train.lenght=1"))
     train(tiny(tmp_path / "u", "unary", "train.epochs=1"))
     with pytest.raises(ValueError, match="resume: checkpoint is a 'unary' run, config.train.mode is 'joint'"):
         train(tiny(tmp_path / "u", "joint"), resume=tmp_path / "u" / "last.pt")

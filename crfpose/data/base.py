@@ -11,7 +11,8 @@ Every item is a dict::
     target         (K, H, W) float32 Gaussian heatmaps;  target_weight (K,) float32
     meta           dict: image_id, file, record, box (4,), center (2,), scale (2,), rotation,
                    flipped, affine (2, 3) original -> crop, keypoints (K, 3) original,
-                   image_size (2,), score, bbox_size, torso_size, head_size, head_box (4,)
+                   image_size (2,), score, bbox_size, torso_size, head_size, head_box (4,),
+                   skipped_file (an unreadable image this item stands in for, or "")
 
 PCK normalisers in ``meta`` (original pixels, NaN where undefined): ``bbox_size`` = the larger side
 of the person box; ``torso_size`` = distance from the left shoulder to the right hip (the LSP
@@ -20,6 +21,8 @@ otherwise the head-top to (upper) neck distance. ``head_box`` is ``(x1, y1, x2, 
 
 Bad input raises ``ValueError`` naming the file and record; with ``on_error="skip"`` the record is
 left out, listed in ``dataset.skipped`` (dicts with file, record, reason) and a warning says how many.
+An image that passes the header check but cannot be decoded when an item is read is skipped then
+(``meta["skipped_file"]`` names it; see :meth:`PoseDataset.__getitem__`).
 """
 from __future__ import annotations
 
@@ -200,8 +203,26 @@ class PoseDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
-        rec = self.records[index]
-        image = load_image(rec.file, rec.record)
+        """The item of record ``index``. With ``on_error="skip"``, an image that cannot be decoded (e.g.
+        truncated after a valid header) is skipped: the next readable record stands in for it, its file
+        is added to ``self.skipped`` and the item's ``meta["skipped_file"]`` names it (``""`` otherwise),
+        so that a training loop can count the skips even when the loader's workers hold the dataset."""
+        skipped = ""
+        for step in range(len(self.records)):
+            rec = self.records[(index + step) % len(self.records)]
+            try:
+                image = load_image(rec.file, rec.record)
+                break
+            except ValueError as err:
+                if self.on_error == "raise":
+                    raise
+                if not skipped:
+                    skipped = str(rec.file)
+                if not any(s["file"] == str(rec.file) and s["record"] == rec.record for s in self.skipped):
+                    self.skipped.append({"file": str(rec.file), "record": rec.record, "reason": str(err)})
+        else:
+            raise ValueError(f"{type(self).__name__}: no image of its {len(self.records)} records can be read; "
+                             f"first: {self.skipped[0]['reason']}")
         out = self.transform(image, rec.keypoints, rec.box)
         meta = {
             "image_id": rec.image_id,
@@ -218,5 +239,6 @@ class PoseDataset(Dataset):
             "score": float(rec.score),
             "head_box": rec.head_box.astype(np.float64),
             **normalisers(rec, self.skeleton),
+            "skipped_file": skipped,
         }
         return {k: out[k] for k in ("image", "keypoints", "target", "target_weight")} | {"meta": meta}
