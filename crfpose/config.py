@@ -20,7 +20,13 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import yaml
 
+from crfpose.codec import REFINEMENTS
+from crfpose.data import DATASETS, PATH_OPTIONS
 from crfpose.fileio import atomic_write
+from crfpose.metrics import DEFAULT_NORMALIZER, NORMALIZERS
+from crfpose.models.pose_crf import DECODERS
+from crfpose.models.registry import BACKBONES, CRF_DEFAULTS, PAIRWISE, UNARY
+from crfpose.skeletons import BUILTIN
 
 __all__ = [
     "Config", "ModelConfig", "CRFConfig", "DataConfig", "AugmentConfig", "OptimConfig", "ScheduleConfig",
@@ -41,7 +47,8 @@ class ModelConfig:
 
 @dataclass
 class CRFConfig:
-    """The CRF on top of the backbone (used by the ``separate`` and ``joint`` modes).
+    """The CRF on top of the backbone (used by the ``separate`` and ``joint`` modes); the defaults of
+    the model options are :data:`crfpose.models.registry.CRF_DEFAULTS` (pairwise radius 6 grid cells).
 
     ``sigma`` is the std (grid cells) of the soft targets of the CRF loss (0 = one-hot); with
     ``init_from_data`` the pairwise starts from training-set displacement statistics (``init_samples``
@@ -53,13 +60,13 @@ class CRFConfig:
     images, on which the frozen backbone is not over-confident: a calibrated unary scale).
     """
 
-    pairwise: str = "gaussian"
-    radius: int = 6
-    unary: str = "scaled"
-    num_types: int = 3
-    pool: int = 4
+    pairwise: str = CRF_DEFAULTS["pairwise"]
+    radius: int = CRF_DEFAULTS["radius"]
+    unary: str = CRF_DEFAULTS["unary"]
+    num_types: int = CRF_DEFAULTS["num_types"]
+    pool: int = CRF_DEFAULTS["pool"]
     fit_split: str = "train"
-    init_scale: float = 10.0
+    init_scale: float = CRF_DEFAULTS["init_scale"]
     sigma: float = 1.0
     init_from_data: bool = True
     init_samples: int = 1000
@@ -163,7 +170,7 @@ class EvalConfig:
     decoder: str = "marginals"
     refine: str = "none"
     alpha: float = 0.2
-    normalizer: str = "bbox"
+    normalizer: str = DEFAULT_NORMALIZER
     all_joints: bool = False
     batch_size: int = 64
 
@@ -184,19 +191,21 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+# The valid values of the fields with a fixed set, from the library's own tables where it has them.
 CHOICES: dict[str, tuple] = {
-    "skeleton": ("coco17", "mpii16", "lsp14"),
-    "crf.pairwise": ("freeform", "gaussian", "mixture", "relation", "flat"),
+    "skeleton": tuple(BUILTIN),
+    "model.name": tuple(BACKBONES),
+    "crf.pairwise": PAIRWISE,
     "crf.fit_split": ("train", "val"),
-    "crf.unary": ("scaled", "identity"),
-    "data.name": ("synthetic", "lsp", "mpii", "coco"),
+    "crf.unary": UNARY,
+    "data.name": tuple(DATASETS),
     "optim.name": ("adam", "adamw"),
     "schedule.name": ("step", "cosine"),
     "train.mode": MODES,
     "train.device": ("auto", "cpu", "cuda"),
-    "eval.decoder": ("marginals", "map", "unary"),
-    "eval.refine": ("none", "quarter", "dark"),
-    "eval.normalizer": ("bbox", "torso", "head", "headbox"),
+    "eval.decoder": DECODERS,
+    "eval.refine": REFINEMENTS,
+    "eval.normalizer": NORMALIZERS,
 }
 
 
@@ -328,8 +337,6 @@ def load_config(path: Union[str, os.PathLike, None] = None, overrides: Sequence[
 def _resolve_data_paths(data: dict, folder: Path) -> dict:
     """``data`` with the relative file options of ``data.train``/``data.val`` (:data:`crfpose.data.PATH_OPTIONS`)
     made absolute from ``folder``, the config file's folder."""
-    from crfpose.data import PATH_OPTIONS
-
     section = data.get("data")
     if not isinstance(section, Mapping):
         return data

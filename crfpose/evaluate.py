@@ -201,7 +201,7 @@ def merge_predictions(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.nd
 
 
 def compute_metrics(
-    predictions: dict[str, np.ndarray], skeleton: Skeleton, *, alpha: float = 0.2, normalizer: str = "bbox",
+    predictions: dict[str, np.ndarray], skeleton: Skeleton, *, alpha: float = 0.2, normalizer: str = metrics.DEFAULT_NORMALIZER,
     all_joints: bool = False, coco: Any = None, sigmas: Optional[Sequence[float]] = None,
 ) -> dict[str, Any]:
     """Metrics of :func:`predict_dataset` output: PCK@alpha (mean and per joint), the PCK curve (alpha 0
@@ -249,7 +249,7 @@ def compute_metrics(
 
 def evaluate(
     model: nn.Module, dataset: Dataset, *, flip_test: bool = False, decoder: str = "marginals",
-    refine: str = "none", alpha: float = 0.2, normalizer: str = "bbox", all_joints: bool = False,
+    refine: str = "none", alpha: float = 0.2, normalizer: str = metrics.DEFAULT_NORMALIZER, all_joints: bool = False,
     batch_size: int = 32, workers: int = 0,
 ) -> dict[str, Any]:
     """Predict every item of ``dataset`` and score it (see :func:`predict_dataset`, :func:`compute_metrics`);

@@ -38,7 +38,7 @@ from crfpose.fileio import atomic_write
 from crfpose.skeletons import Skeleton
 
 __all__ = [
-    "Scores", "PCKCurve", "NORMALIZERS", "COCO_STATS", "HEADBOX_FACTOR",
+    "Scores", "PCKCurve", "NORMALIZERS", "DEFAULT_NORMALIZER", "COCO_STATS", "HEADBOX_FACTOR",
     "normalizers", "normalized_errors", "pck", "pck_curve", "auc", "pcp_limbs", "pcp", "epe", "oks",
     "export_coco_results", "coco_ap", "symmetric_groups", "format_joint_table",
 ]
@@ -47,6 +47,7 @@ ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 Endpoint = Union[int, Sequence[int]]  # a joint index, or joint indices whose midpoint is meant
 
 NORMALIZERS = ("bbox", "torso", "head", "headbox")
+DEFAULT_NORMALIZER = "bbox"  # defined for every pose with a box, whatever its skeleton or visible joints
 HEADBOX_FACTOR = 0.6  # MPII's SC_BIAS: PCKh's normaliser is 0.6 x the head box diagonal
 TORSO_JOINTS = ("left_shoulder", "right_hip")  # the LSP protocol's torso: left shoulder to right hip
 HEAD_JOINTS = (("neck", "head_top"), ("upper_neck", "head_top"))  # LSP14, MPII16
@@ -225,7 +226,7 @@ def normalizers(
 def normalized_errors(
     pred: ArrayLike,
     gt: ArrayLike,
-    normalizer: Union[str, ArrayLike] = "torso",
+    normalizer: Union[str, ArrayLike] = DEFAULT_NORMALIZER,
     *,
     skeleton: Optional[Skeleton] = None,
     boxes: Optional[ArrayLike] = None,
@@ -272,7 +273,7 @@ def pck(
     pred: ArrayLike,
     gt: ArrayLike,
     alpha: float = 0.2,
-    normalizer: Union[str, ArrayLike] = "torso",
+    normalizer: Union[str, ArrayLike] = DEFAULT_NORMALIZER,
     *,
     skeleton: Optional[Skeleton] = None,
     boxes: Optional[ArrayLike] = None,
@@ -319,7 +320,7 @@ def pck_curve(
     pred: ArrayLike,
     gt: ArrayLike,
     alphas: ArrayLike = tuple(np.linspace(0.0, 0.5, 51)),
-    normalizer: Union[str, ArrayLike] = "torso",
+    normalizer: Union[str, ArrayLike] = DEFAULT_NORMALIZER,
     *,
     skeleton: Optional[Skeleton] = None,
     boxes: Optional[ArrayLike] = None,

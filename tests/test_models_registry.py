@@ -4,6 +4,7 @@ import torch
 
 from crfpose.crf.pairwise import FreePairwise, GaussianPairwise, MixturePairwise
 from crfpose.models import BACKBONES, HRNet, PlainCNN, PoseCRF, PoseResNet, build_model, hrnet_config
+from crfpose.models.registry import CRF_DEFAULTS
 from crfpose.models.unary import IdentityUnary, ScaledUnary
 from crfpose.skeletons import COCO17, LSP14
 
@@ -45,7 +46,7 @@ def test_pose_crf_by_name(crf, pairwise_cls, unary_cls):
     model = build_model("cnn", skeleton=COCO17, crf=crf, **CHEAP["cnn"])
     assert isinstance(model, PoseCRF) and model.skeleton is COCO17
     assert isinstance(model.pairwise, pairwise_cls) and isinstance(model.unary, unary_cls)
-    assert model.pairwise.radius == crf.get("radius", 15)
+    assert model.pairwise.radius == crf.get("radius", CRF_DEFAULTS["radius"])
     if not crf:
         return  # the defaults' R = 15 window is far larger than this tiny grid: nothing more to run
     out = model.crf(torch.randn(2, 3, 32, 32))

@@ -39,7 +39,7 @@ UNARY = ("scaled", "identity")
 # crf options and their defaults; num_types is read by the mixtures, pool by "relation", init_scale by
 # the scaled adapter.
 CRF_DEFAULTS: dict[str, Any] = {
-    "pairwise": "gaussian", "radius": 15, "unary": "scaled", "num_types": 3, "init_scale": 10.0, "pool": 4,
+    "pairwise": "gaussian", "radius": 6, "unary": "scaled", "num_types": 3, "init_scale": 10.0, "pool": 4,
 }
 
 

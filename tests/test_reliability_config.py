@@ -1,0 +1,61 @@
+"""One source of truth: the config's choices are the library's own tables and each value works where
+the library uses it; one default pairwise radius and one default PCK normaliser everywhere."""
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+from crfpose import codec, evaluate, metrics
+from crfpose.config import CHOICES, Config, load_config
+from crfpose.data import DATASETS, build_dataset
+from crfpose.models import build_model
+from crfpose.models.pose_crf import DECODERS
+from crfpose.models.registry import BACKBONES, CRF_DEFAULTS, PAIRWISE, UNARY
+from crfpose.skeletons import BUILTIN, LSP14, get_skeleton
+
+
+def test_choices_are_the_library_tables():
+    assert CHOICES["crf.pairwise"] == PAIRWISE and CHOICES["crf.unary"] == UNARY
+    assert CHOICES["eval.decoder"] == DECODERS and CHOICES["eval.normalizer"] == metrics.NORMALIZERS
+    assert CHOICES["eval.refine"] == codec.REFINEMENTS
+    assert set(CHOICES["model.name"]) == set(BACKBONES) and set(CHOICES["data.name"]) == set(DATASETS)
+    assert set(CHOICES["skeleton"]) == set(BUILTIN)
+
+
+@pytest.mark.parametrize("pairwise", CHOICES["crf.pairwise"])
+@pytest.mark.parametrize("unary", CHOICES["crf.unary"])
+def test_every_crf_choice_builds_and_decodes(pairwise, unary):
+    model = build_model("cnn", skeleton=LSP14, crf={"pairwise": pairwise, "unary": unary, "radius": 2},
+                        width=4, depth=1).eval()
+    images = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        for decoder in CHOICES["eval.decoder"]:
+            assert model.predict(images, decoder).shape == (1, 14, 3)
+
+
+def test_every_other_choice_is_accepted_where_it_is_used():
+    maps = torch.rand(1, 14, 8, 8)
+    for refine in CHOICES["eval.refine"]:
+        assert codec.decode(maps, refine=refine).shape == (1, 14, 3)
+    for name in CHOICES["skeleton"]:
+        assert get_skeleton(name).name == name
+    for name in CHOICES["model.name"]:
+        assert load_config(None, [f"model.name={name}"]).model.name == name
+    gt = np.concatenate([np.random.default_rng(0).uniform(0, 50, (2, 14, 2)), np.full((2, 14, 1), 2.0)], -1)
+    for normalizer in CHOICES["eval.normalizer"]:
+        values = metrics.normalizers(gt, normalizer, skeleton=LSP14, head_boxes=np.tile([0, 0, 10, 10], (2, 1)))
+        assert values.shape == (2,) and np.isfinite(values).all()
+    assert len(build_dataset("synthetic", skeleton=LSP14, length=2)) == 2
+
+
+def test_one_default_radius_and_one_default_normalizer():
+    config = Config()
+    assert config.crf.radius == CRF_DEFAULTS["radius"] == 6
+    model = build_model("cnn", skeleton=LSP14, crf={}, width=4, depth=1)
+    assert model.pairwise.radius == config.crf.radius
+    assert {k: getattr(config.crf, k) for k in CRF_DEFAULTS} == CRF_DEFAULTS
+    defaults = {f.__name__: inspect.signature(f).parameters["normalizer"].default
+                for f in (metrics.pck, metrics.pck_curve, metrics.normalized_errors, evaluate.evaluate,
+                          evaluate.compute_metrics)}
+    assert set(defaults.values()) == {config.eval.normalizer} == {metrics.DEFAULT_NORMALIZER} == {"bbox"}
