@@ -33,6 +33,7 @@ setup(
         "video": ["av>=12"],
         "dev": ["pytest>=7.4", "hypothesis>=6.80", "pytest-xdist>=3.3", "gradio>=5.0", "gradio_client>=1.0",
                 "playwright>=1.40",
-                "av>=12"],  # av: the video extra, so that CI tests crfpose predict on videos
+                "av>=12",  # av: the video extra, so that CI tests crfpose predict on videos
+                "ruff>=0.6"],  # lint, run by .ci/run (settings in ruff.toml)
     },
 )

@@ -46,8 +46,8 @@ from crfpose.models import PoseCRF, build_model
 from crfpose.skeletons import get_skeleton
 
 __all__ = [
-    "TrainingStalled", "stall_message", "Stage", "plan_stages", "build_model_from_config", "make_dataset", "build_datasets", "init_pairwise_from_data",
-    "fit_pairwise",
+    "TrainingStalled", "stall_message", "Stage", "plan_stages", "build_model_from_config", "make_dataset",
+    "build_datasets", "init_pairwise_from_data", "fit_pairwise",
     "save_checkpoint", "load_checkpoint", "load_model", "train", "NonFiniteLoss",
 ]
 

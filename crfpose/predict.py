@@ -12,7 +12,6 @@ those of :func:`crfpose.evaluate.predict_batch`, the crop that of :func:`crfpose
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -40,7 +39,8 @@ def read_image(image: ImageLike) -> torch.Tensor:
             with Image.open(image) as opened:
                 image = opened.convert("RGB")  # decodes the whole file: a truncated one fails here
         except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-            raise ValueError(f"image {image}: not a readable image ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"image {image}: not a readable image ({reason})") from None
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
     if isinstance(image, np.ndarray):

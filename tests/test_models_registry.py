@@ -62,9 +62,11 @@ def test_bad_names_and_options_list_the_valid_ones():
         build_model("vgg16", num_joints=17)
     with pytest.raises(ValueError, match=r"unknown options for 'cnn' \['widht'\]; valid ones: \['blocks', 'depth', 'width'\]"):
         build_model("cnn", num_joints=17, widht=8)
-    with pytest.raises(ValueError, match=r"unknown crf options \['kernel'\]; valid ones: \['init_scale', 'num_types', 'pairwise', 'pool', 'radius', 'unary'\]"):
+    with pytest.raises(ValueError, match=r"unknown crf options \['kernel'\]; valid ones: "
+                                         r"\['init_scale', 'num_types', 'pairwise', 'pool', 'radius', 'unary'\]"):
         build_model("cnn", skeleton=LSP14, crf={"kernel": 3})
-    with pytest.raises(ValueError, match=r"crf\['pairwise'\] must be one of \('freeform', 'gaussian', 'mixture', 'relation', 'flat'\), got 'potts'"):
+    with pytest.raises(ValueError, match=r"crf\['pairwise'\] must be one of "
+                                         r"\('freeform', 'gaussian', 'mixture', 'relation', 'flat'\), got 'potts'"):
         build_model("cnn", skeleton=LSP14, crf={"pairwise": "potts"})
     with pytest.raises(ValueError, match=r"crf\['unary'\] must be one of \('scaled', 'identity'\), got 'softmax'"):
         build_model("cnn", skeleton=LSP14, crf={"unary": "softmax"})

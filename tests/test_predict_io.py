@@ -68,7 +68,9 @@ def test_detector_keeps_persons_above_threshold_as_xywh(random_detector):
     xyxy = raw["boxes"][keep].double().numpy()
     expected = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2], raw["scores"][keep].double().numpy()[:, None]], 1)
     assert boxes.shape == (int(keep.sum()), 5)
-    by_rows = lambda a: a[np.lexsort(np.round(a, 3).T[::-1])]  # random weights tie scores: compare as sets
+    def by_rows(a):  # random weights tie scores: compare as sets
+        return a[np.lexsort(np.round(a, 3).T[::-1])]
+
     assert np.allclose(by_rows(boxes), by_rows(expected), atol=1e-4)  # (x, y, w, h, score)
     assert (np.diff(boxes[:, 4]) <= 0).all() and boxes[:, 4].min() >= threshold
     random_detector.score_threshold = 1.0

@@ -297,8 +297,10 @@ class SyntheticDataset(Dataset):
             if face:
                 eye = max(1.0, 0.015 * height)
                 for dx in (-0.35 * r, 0.35 * r):
-                    draw.ellipse([centre[0] + dx - eye, centre[1] - eye, centre[0] + dx + eye, centre[1] + eye], fill=(10, 10, 10))
-                draw.line([(centre[0] - 0.3 * r, centre[1] + 0.5 * r), (centre[0] + 0.3 * r, centre[1] + 0.5 * r)], fill=(150, 30, 30), width=1)
+                    draw.ellipse([centre[0] + dx - eye, centre[1] - eye, centre[0] + dx + eye, centre[1] + eye],
+                                 fill=(10, 10, 10))
+                draw.line([(centre[0] - 0.3 * r, centre[1] + 0.5 * r), (centre[0] + 0.3 * r, centre[1] + 0.5 * r)],
+                          fill=(150, 30, 30), width=1)
 
     @staticmethod
     def _limb(draw: ImageDraw.ImageDraw, a: np.ndarray, b: np.ndarray, wa: float, wb: float, colour: tuple) -> None:
