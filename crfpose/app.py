@@ -19,7 +19,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -57,7 +57,6 @@ class _Session:
         for decoder, p in self.predictors.items():
             p.decoder = decoder
         self.workdir = workdir
-        self.count = 0
 
     def predict(self, upload: Optional[str], webcam: Optional[np.ndarray], decoder_label: str, threshold: float):
         """One request: ``(overlay path, marginals path, JSON dict, JSON file path, message)``."""
@@ -76,8 +75,7 @@ class _Session:
             name = Path(upload).name if upload is not None else "the webcam picture"
             return *nothing, f"**{name}** is not an image that can be read (JPEG, PNG, BMP, ...): nothing was predicted."
         persons = self.predictors[decoder](image, return_maps=True)
-        self.count += 1
-        folder = self.workdir / f"{self.count:06d}"
+        folder = Path(tempfile.mkdtemp(dir=self.workdir))  # this request's files
         k = self.skeleton.num_joints
         keypoints = np.stack([p["keypoints"] for p in persons]).reshape(-1, k, 2)  # (N, K, 2)
         scores = np.stack([p["keypoint_scores"] for p in persons]).reshape(-1, k)  # (N, K)
@@ -103,7 +101,7 @@ def build_app(predictor: Predictor, workdir: Optional[Path] = None):
     session = _Session(predictor, Path(workdir or tempfile.mkdtemp(prefix="crfpose-app-")))
     choices = [label for label, d in DECODER_CHOICES.items() if d in session.predictors]
     default = next(label for label, d in DECODER_CHOICES.items() if d == predictor.decoder)
-    with gr.Blocks(analytics_enabled=False, title="crfpose: poses with a tree CRF") as app:
+    with gr.Blocks(analytics_enabled=False, title="crfpose: poses with a tree CRF", delete_cache=(3600, 3600)) as app:
         gr.Markdown("## crfpose: human pose with an exact tree CRF\nUpload a photo of one person (the whole image is "
                     "the person's box), choose the decoder and press **Estimate poses**.")
         with gr.Row():

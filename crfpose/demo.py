@@ -71,8 +71,8 @@ class Budget:
 BUDGETS = {
     "synthetic": Budget(cnn_epochs=10, crf_epochs=2, joint_epochs=2, train_length=2500, val_length=200,
                         test_length=500, eval_every=3, bootstrap=1000),
-    "synthetic-quick": Budget(cnn_epochs=2, crf_epochs=1, joint_epochs=1, train_length=192, val_length=32,
-                              test_length=48, eval_every=1, bootstrap=100),
+    "synthetic-quick": Budget(cnn_epochs=2, crf_epochs=1, joint_epochs=1, train_length=128, val_length=16,
+                              test_length=32, eval_every=1, bootstrap=100),
     "lsp": Budget(cnn_epochs=60, crf_epochs=5, joint_epochs=10, train_length=900, val_length=100,
                   test_length=1000, eval_every=10, bootstrap=1000),
     "lsp-quick": Budget(cnn_epochs=1, crf_epochs=1, joint_epochs=1, train_length=900, val_length=100,
@@ -181,7 +181,8 @@ class ReplayBackbone(nn.Module):
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
-        self.num_joints = getattr(backbone, "num_joints", None)
+        if hasattr(backbone, "num_joints"):
+            self.num_joints = backbone.num_joints
         self.seen: dict[bytes, torch.Tensor] = {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -191,7 +192,7 @@ class ReplayBackbone(nn.Module):
         return self.seen[key]
 
 
-def predict_all(models: dict[str, nn.Module], dataset, phase: Phase) -> dict[str, dict[str, np.ndarray]]:
+def predict_all(models: dict[str, nn.Module], dataset, phase: Phase, workers: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """``{"model/decoder": predict_dataset(...)}``: the unary decoder for every model, the CRF
     decoders for the PoseCRF models (one backbone pass per model)."""
     out = {}
@@ -200,7 +201,7 @@ def predict_all(models: dict[str, nn.Module], dataset, phase: Phase) -> dict[str
         if crf:
             model = PoseCRF(ReplayBackbone(model.backbone), model.skeleton, model.pairwise, model.unary).eval()
         for decoder in DECODERS if crf else ("unary",):
-            out[f"{name}/{decoder}"] = predict_dataset(model, dataset, decoder=decoder, batch_size=64)
+            out[f"{name}/{decoder}"] = predict_dataset(model, dataset, decoder=decoder, batch_size=64, workers=workers)
             phase.step(f"{name}/{decoder}")
     return out
 
@@ -260,8 +261,10 @@ def format_report(summary: dict) -> str:
             cells = [f"{_pct(row[key])} ({_delta(gains[name][key]['delta'], gains[name][key]['ci'])})" for key, _ in rates]
             cells += [_pct(row["fixed"]), _pct(row["broken"])]
         lines.append(f"| {_row_label(name)} | " + " | ".join(cells) + " |")
-    lines += ["", "Budgets differ: the joint model trained for more epochs than the CNN alone, so part of its "
-                  "gain may be the extra training; the equal-budget comparison is the ablation in experiments/."]
+    epochs = {model: budgets[model]["epochs"] for model in MODELS}
+    lines += ["", f"Budgets differ (epochs in all: CNN alone {epochs['cnn']}, separate {epochs['separate']}, joint "
+                  f"{epochs['joint']}): part of the joint model's gain may be its extra training; the equal-budget "
+                  "comparison is the ablation in experiments/."]
     return "\n".join(lines)
 
 
@@ -273,9 +276,9 @@ def _row_label(name: str) -> str:
 # ----------------------------------------------------------------------------- the whole run
 
 
-def _budget_text(config: Config, budget: Budget, data: str) -> dict:
-    per_epoch = f" x {budget.train_length} figures" if data == "synthetic" else " x LSP train"
-    cnn = f"{budget.cnn_epochs} ep heatmap{per_epoch}"
+def _budget_text(budget: Budget, data: str) -> dict:
+    """Each model's training budget, as printed and in epochs over the training set."""
+    cnn = f"{budget.cnn_epochs} ep heatmap x {budget.train_length} {'figures' if data == 'synthetic' else 'LSP images'}"
     return {
         "cnn": {"text": cnn, "epochs": budget.cnn_epochs},
         "separate": {"text": f"same CNN + {budget.crf_epochs} ep CRF (CNN frozen)",
@@ -311,14 +314,14 @@ def run_demo(out: Path, *, data: str = "synthetic", quick: bool = False, seed: i
     skeleton = get_skeleton(configs["test"].skeleton)
     normalizer = configs["test"].eval.normalizer
     with Phase("evaluate", 2 * len(DECODERS) + 1) as phase:
-        predictions = predict_all(models, test_set, phase)
+        predictions = predict_all(models, test_set, phase, workers)
     rows, intervals = score_all(predictions, skeleton, normalizer, budget.bootstrap, seed)
     seconds["evaluate"] = time.perf_counter() - t0
     gt = predictions["cnn/unary"]["gt"]
     description = (f"synthetic figures, seed {TEST_SEED}" if data == "synthetic" else "LSP test split")
     summary: dict[str, Any] = {
         "data": data, "quick": quick, "seed": seed, "threads": torch.get_num_threads(), "workers": workers,
-        "budget": asdict(budget), "budgets": _budget_text(configs["cnn"], budget, data),
+        "budget": asdict(budget), "budgets": _budget_text(budget, data),
         "test": {"poses": int(len(gt)), "description": description, "normalizer": normalizer, "alpha": ALPHA,
                  "occluded_fraction": float((gt[..., 2] == 1).sum() / max((gt[..., 2] > 0).sum(), 1))},
         "rows": rows,
@@ -421,7 +424,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"held-out figures. --quick: {q.cnn_epochs}/{q.crf_epochs}/{q.joint_epochs} epochs on {q.train_length} "
         f"figures. LSP budget (--data lsp --set root=PATH): CNN {lsp.cnn_epochs} epochs on LSP's 900 'fit' images "
         f"(its 100 'val' images for the training curves), CRF {lsp.crf_epochs}, joint {lsp.joint_epochs} epochs, "
-        "96x128 crops (a longer run: about an hour on 2 CPU cores), scored on the 1000 test images "
+        "96x128 crops (a longer run: roughly half an hour to an hour on 2 CPU cores), scored on the 1000 test images "
         "(PCK@0.2, torso).")
     parser.add_argument("--data", default="synthetic", choices=("synthetic", "lsp"),
                         help="synthetic figures (embedded, no files) or the real LSP images (needs --set root=PATH)")
@@ -453,5 +456,6 @@ def run(args: argparse.Namespace) -> int:
     print(summary["report"])
     print(f"\nwritten: {Path(args.out) / 'summary.json'}, {len(summary['figures'])} figures in {args.out}; "
           f"joint model: {summary['checkpoint']} (try: crfpose app {summary['checkpoint']}); "
-          f"{summary['seconds']['total']:.0f} s with {summary['threads']} threads")
+          f"{summary['seconds']['total']:.0f} s with {summary['threads']} torch thread(s) and "
+          f"{summary['workers']} data worker(s)")
     return 0

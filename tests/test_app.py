@@ -2,7 +2,6 @@
 in a real browser (Playwright driving Debian's Chromium), against a server on a free loopback port."""
 import json
 import os
-import shutil
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
