@@ -235,10 +235,7 @@ def compute_metrics(
         if sigmas is None and skeleton.sigmas is None:
             out["coco_unavailable"] = f"skeleton {skeleton.name!r} has no OKS sigmas; give {skeleton.num_joints} sigmas"
         else:
-            records = [
-                {"image_id": int(i), "category_id": 1, "keypoints": p.ravel().tolist(), "score": float(s)}
-                for i, p, s in zip(predictions["image_id"], pred, predictions["score"])
-            ]
+            records = metrics.coco_results(predictions["image_id"], pred, predictions["score"])
             out["coco"] = metrics.coco_ap(coco, records, skeleton if sigmas is None else sigmas)
     out["table"] = metrics.format_joint_table(
         {f"PCK@{alpha:g}": 100 * score.per_item, "EPE": error.per_item}, skeleton,

@@ -40,7 +40,7 @@ from crfpose.skeletons import Skeleton
 __all__ = [
     "Scores", "PCKCurve", "NORMALIZERS", "DEFAULT_NORMALIZER", "COCO_STATS", "HEADBOX_FACTOR",
     "normalizers", "normalized_errors", "pck", "pck_curve", "auc", "pcp_limbs", "pcp", "epe", "oks",
-    "export_coco_results", "coco_ap", "symmetric_groups", "format_joint_table",
+    "coco_results", "export_coco_results", "coco_ap", "symmetric_groups", "format_joint_table",
 ]
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
@@ -478,23 +478,14 @@ def _sigmas(sigmas: Union[Skeleton, ArrayLike], k: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- COCO AP
 
 
-def export_coco_results(
-    path: Union[str, os.PathLike],
-    image_ids: ArrayLike,
-    keypoints: ArrayLike,
-    scores: ArrayLike,
-    *,
-    category_id: int = 1,
-) -> Path:
-    """Write predictions as a COCO keypoint results JSON, atomically (temp file + rename).
+def coco_results(image_ids: ArrayLike, keypoints: ArrayLike, scores: ArrayLike, *, category_id: int = 1) -> list[dict]:
+    """COCO keypoint result records ``{"image_id", "category_id", "keypoints", "score"}``, checked.
 
     Args:
         image_ids: (N,) COCO image id of each pose.
         keypoints: (N, K, 2) or (N, K, 3) ``(x, y[, score])`` in original-image pixels; the third
             value written per keypoint is the given score, or 1 when absent (COCOeval ignores it).
         scores: (N,) pose confidences (COCOeval ranks detections by them).
-
-    Returns the path written: a list of ``{"image_id", "category_id", "keypoints", "score"}``.
     """
     ids, kp, sc = _array(image_ids, "image_ids"), _array(keypoints, "keypoints"), _array(scores, "scores")
     if kp.ndim != 3 or kp.shape[2] not in (2, 3) or not np.isfinite(kp).all():
@@ -506,11 +497,24 @@ def export_coco_results(
         raise ValueError(f"scores: expected ({n},) finite pose scores, got shape {tuple(sc.shape)}")
     if kp.shape[2] == 2:
         kp = np.concatenate([kp, np.ones(kp.shape[:2] + (1,))], axis=2)
-    records = [
+    return [
         {"image_id": int(i), "category_id": int(category_id), "keypoints": [float(v) for v in pose.ravel()],
          "score": float(s)}
         for i, pose, s in zip(ids, kp, sc)
     ]
+
+
+def export_coco_results(
+    path: Union[str, os.PathLike],
+    image_ids: ArrayLike,
+    keypoints: ArrayLike,
+    scores: ArrayLike,
+    *,
+    category_id: int = 1,
+) -> Path:
+    """Write :func:`coco_results` records as a COCO keypoint results JSON, atomically (temp file + rename).
+    Returns the path written."""
+    records = coco_results(image_ids, keypoints, scores, category_id=category_id)
     return atomic_write(path, lambda f: json.dump(records, f))
 
 

@@ -6,6 +6,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from crfpose.data import BadRecord, PersonRecord, PoseDataset, SyntheticDataset, build_dataset, load_image
+from crfpose.metrics import normalizers
 from crfpose.skeletons import LSP14
 
 
@@ -68,9 +69,10 @@ def test_items_batch_with_the_default_collate(tmp_path):
     assert batch["image"].shape == (2, 3, 256, 192) and batch["meta"]["affine"].shape == (2, 2, 3)
     assert batch["meta"]["record"] == ["r1", "r2"]
     step = np.sqrt(2) * 18 / 13  # neighbouring joints of _record lie one diagonal step apart
-    assert batch["meta"]["head_size"].tolist() == pytest.approx([step, step])  # head top - neck
-    assert batch["meta"]["torso_size"].tolist() == pytest.approx([7 * step, 7 * step])  # left shoulder - right hip
-    assert batch["meta"]["bbox_size"].tolist() == [18.0, 18.0]
+    gt, boxes = batch["meta"]["keypoints"].numpy(), batch["meta"]["box"].numpy()
+    assert normalizers(gt, "head", skeleton=LSP14).tolist() == pytest.approx([step, step])  # head top - neck
+    assert normalizers(gt, "torso", skeleton=LSP14).tolist() == pytest.approx([7 * step, 7 * step])  # l. shoulder - r. hip
+    assert normalizers(gt, "bbox", boxes=boxes).tolist() == [18.0, 18.0]
     synthetic = next(iter(DataLoader(SyntheticDataset(length=4), batch_size=4)))
     assert synthetic["keypoints"].shape == (4, 14, 3) and synthetic["meta"]["angles"].shape == (4, 13)
 

@@ -43,7 +43,6 @@ def test_sample_keypoints_are_the_affine_of_the_annotation(coco_mini_root):
         assert np.allclose(item["keypoints"].numpy()[labelled, :2], expected[labelled, :2], atol=1e-3)
         assert item["image"].shape == (3, 256, 192) and item["target"].shape == (17, 64, 48)
         assert (item["target_weight"].numpy()[~labelled] == 0).all()
-        assert meta["bbox_size"] == pytest.approx(max(meta["box"][2], meta["box"][3]))
 
 
 def test_detections_replace_boxes(coco_mini_root, tmp_path):

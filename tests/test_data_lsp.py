@@ -7,6 +7,8 @@ from PIL import Image
 from crfpose.data import LSPDataset, build_dataset
 from crfpose.data.lsp import load_lsp_joints
 from crfpose.data.transforms import affine_points, invert_affine
+from crfpose.metrics import normalizers
+from crfpose.skeletons import LSP14
 
 
 def test_standard_split_and_visibility(lsp_root):
@@ -35,7 +37,7 @@ def test_drawn_sample_joints_land_where_joints_mat_says(lsp_root):
         assert 0 <= x < 192 and 0 <= y < 256  # on the crop: the person fills it
     back = affine_points(item["keypoints"].double().numpy(), invert_affine(a))
     assert np.abs(back[:, :2] - orig).max() < 1e-3
-    assert item["meta"]["torso_size"] == pytest.approx(np.hypot(*(orig[9] - orig[2])))
+    assert normalizers(item["meta"]["keypoints"][None], "torso", skeleton=LSP14) == pytest.approx([np.hypot(*(orig[9] - orig[2]))])
     assert item["target_weight"].sum() == 14
 
 

@@ -11,13 +11,11 @@ Every item is a dict::
     target         (K, H, W) float32 Gaussian heatmaps;  target_weight (K,) float32
     meta           dict: image_id, file, record, box (4,), center (2,), scale (2,), rotation,
                    flipped, affine (2, 3) original -> crop, keypoints (K, 3) original,
-                   image_size (2,), score, bbox_size, torso_size, head_size, head_box (4,),
+                   image_size (2,), score, head_box (4,),
                    skipped_file (an unreadable image this item stands in for, or "")
 
-PCK normalisers in ``meta`` (original pixels, NaN where undefined): ``bbox_size`` = the larger side
-of the person box; ``torso_size`` = distance from the left shoulder to the right hip (the LSP
-protocol); ``head_size`` = 0.6 x the head-box diagonal when a head box is known (MPII's PCKh),
-otherwise the head-top to (upper) neck distance. ``head_box`` is ``(x1, y1, x2, y2)`` or NaNs.
+``head_box`` is ``(x1, y1, x2, y2)`` or NaNs (MPII's PCKh). The PCK normalisers are computed from
+``keypoints``, ``box`` and ``head_box`` by :func:`crfpose.metrics.normalizers`.
 
 Bad input raises ``ValueError`` naming the file and record; with ``on_error="skip"`` the record is
 left out, listed in ``dataset.skipped`` (dicts with file, record, reason) and a warning says how many.
@@ -40,7 +38,7 @@ from torch.utils.data import Dataset
 from crfpose.data.transforms import TopDownTransform, image_to_tensor
 from crfpose.skeletons import Skeleton
 
-__all__ = ["PersonRecord", "BadRecord", "PoseDataset", "load_image", "normalisers", "read_json_list", "ON_ERROR"]
+__all__ = ["PersonRecord", "BadRecord", "PoseDataset", "load_image", "read_json_list", "ON_ERROR"]
 
 ON_ERROR = ("raise", "skip")
 _NAN4 = np.full(4, np.nan)
@@ -119,28 +117,6 @@ def _image_size(path: Path, record: str) -> tuple[int, int]:
             return im.size
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{path}: record {record}: cannot read image ({err})") from None
-
-
-def _distance(kp: np.ndarray, skeleton: Skeleton, a: str, b: str) -> float:
-    if a not in skeleton.joints or b not in skeleton.joints:
-        return float("nan")
-    pa, pb = kp[skeleton.index(a)], kp[skeleton.index(b)]
-    if pa[2] <= 0 or pb[2] <= 0:
-        return float("nan")
-    return float(np.hypot(*(pa[:2] - pb[:2])))
-
-
-def normalisers(rec: PersonRecord, skeleton: Skeleton) -> dict:
-    """PCK normaliser sizes of a record (see the module docstring)."""
-    head = 0.6 * float(np.hypot(rec.head_box[2] - rec.head_box[0], rec.head_box[3] - rec.head_box[1]))
-    if not np.isfinite(head):
-        neck = "upper_neck" if "upper_neck" in skeleton.joints else "neck"
-        head = _distance(rec.keypoints, skeleton, "head_top", neck)
-    return {
-        "bbox_size": float(max(rec.box[2], rec.box[3])),
-        "torso_size": _distance(rec.keypoints, skeleton, "left_shoulder", "right_hip"),
-        "head_size": head,
-    }
 
 
 class PoseDataset(Dataset):
@@ -238,7 +214,6 @@ class PoseDataset(Dataset):
             "image_size": np.asarray(rec.image_size if rec.image_size else image.shape[:0:-1], dtype=np.float64),
             "score": float(rec.score),
             "head_box": rec.head_box.astype(np.float64),
-            **normalisers(rec, self.skeleton),
             "skipped_file": skipped,
         }
         return {k: out[k] for k in ("image", "keypoints", "target", "target_weight")} | {"meta": meta}

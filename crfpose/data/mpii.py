@@ -14,8 +14,8 @@ Head boxes (for PCKh) are not in HRNet's JSON; they come from MPII's ``.mat`` an
 (``annolist.annorect.x1, y1, x2, y2``). Give them either per record, as a ``"head_box":
 [x1, y1, x2, y2]`` field (1-based, as in the ``.mat``), or as ``head_boxes=`` a file aligned with
 the JSON records: HRNet's ``gt_valid.mat`` (variable ``headboxes_src``, shape (2, 2, N)), or a
-``.json``/``.npy`` array of shape (N, 4) ``x1, y1, x2, y2``. Without them ``meta["head_size"]``
-falls back to the head-top to upper-neck distance.
+``.json``/``.npy`` array of shape (N, 4) ``x1, y1, x2, y2``. Without them ``meta["head_box"]`` is
+NaN and PCKh can use the ``"head"`` normaliser (head top to upper neck) instead.
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
 from crfpose.codec import encode, input_to_heatmap
-from crfpose.data.base import PersonRecord, normalisers
+from crfpose.data.base import PersonRecord
 from crfpose.data.transforms import image_to_tensor, normalize
 from crfpose.skeletons import LSP14, Skeleton
 
@@ -210,7 +210,7 @@ class SyntheticDataset(Dataset):
             "center": np.array([(w - 1) / 2, (h - 1) / 2]), "scale": np.array([float(w), float(h)]),
             "rotation": 0.0, "flipped": False, "affine": np.array([[1.0, 0, 0], [0, 1.0, 0]]),
             "keypoints": keypoints, "image_size": np.array([float(w), float(h)]), "score": 1.0,
-            "head_box": rec.head_box, **normalisers(rec, self.skeleton),
+            "head_box": rec.head_box,
             "angles": angles, "lengths": lengths, "facing": facing,
         }
         return {
