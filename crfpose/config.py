@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import yaml
 
 from crfpose.codec import REFINEMENTS
-from crfpose.data import DATASETS, PATH_OPTIONS
+from crfpose.data import DATASETS, PATH_OPTIONS, TopDownTransform
 from crfpose.fileio import atomic_write
 from crfpose.metrics import DEFAULT_NORMALIZER, NORMALIZERS
 from crfpose.models.pose_crf import DECODERS
@@ -90,18 +90,23 @@ class DataConfig:
     sigma: float = 1.5
 
 
+_TRANSFORM = {f.name: f.default for f in dataclasses.fields(TopDownTransform)}
+
+
 @dataclass
 class AugmentConfig:
-    """Training augmentation of the top-down datasets (the synthetic generator draws fresh figures)."""
+    """Training augmentation of the top-down datasets (the synthetic generator draws fresh figures):
+    ``enabled``, then options of :class:`~crfpose.data.TopDownTransform` with its defaults
+    (``padding`` also applies to evaluation crops)."""
 
     enabled: bool = True
-    scale_factor: float = 0.35
-    rotation_factor: float = 45.0
-    rotation_prob: float = 0.6
-    flip_prob: float = 0.5
-    half_body_prob: float = 0.0
-    color_jitter: float = 0.2
-    padding: float = 1.25
+    scale_factor: float = _TRANSFORM["scale_factor"]
+    rotation_factor: float = _TRANSFORM["rotation_factor"]
+    rotation_prob: float = _TRANSFORM["rotation_prob"]
+    flip_prob: float = _TRANSFORM["flip_prob"]
+    half_body_prob: float = _TRANSFORM["half_body_prob"]
+    color_jitter: float = _TRANSFORM["color_jitter"]
+    padding: float = _TRANSFORM["padding"]
 
 
 @dataclass

@@ -91,12 +91,11 @@ def make_dataset(config: Config, split: str, train: bool) -> Dataset:
     if d.name == "synthetic":
         options.update(skeleton=skeleton, input_size=d.input_size, heatmap_size=d.heatmap_size, sigma=d.sigma)
     else:
-        a = config.augment
-        augment = dict(scale_factor=a.scale_factor, rotation_factor=a.rotation_factor, rotation_prob=a.rotation_prob,
-                       flip_prob=a.flip_prob, half_body_prob=a.half_body_prob, color_jitter=a.color_jitter)
+        augment = to_dict(config)["augment"]
+        enabled, padding = augment.pop("enabled"), augment.pop("padding")
         options["transform"] = TopDownTransform(
-            skeleton, tuple(d.input_size), tuple(d.heatmap_size), d.sigma, a.padding,
-            train=train and a.enabled, **(augment if train and a.enabled else {}),
+            skeleton, tuple(d.input_size), tuple(d.heatmap_size), d.sigma, padding,
+            train=train and enabled, **(augment if train and enabled else {}),
         )
         if d.name == "coco":
             options["skeleton"] = skeleton

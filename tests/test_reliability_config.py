@@ -1,14 +1,18 @@
 """One source of truth: the config's choices are the library's own tables and each value works where
 the library uses it; one default pairwise radius and one default PCK normaliser everywhere."""
 import inspect
+import json
+from dataclasses import fields
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from crfpose import codec, evaluate, metrics
-from crfpose.config import CHOICES, Config, load_config
-from crfpose.data import DATASETS, build_dataset
+from crfpose.config import CHOICES, AugmentConfig, Config, load_config
+from crfpose.data import DATASETS, TopDownTransform, build_dataset
+from crfpose.engine import make_dataset
 from crfpose.models import build_model
 from crfpose.models.pose_crf import DECODERS
 from crfpose.models.registry import BACKBONES, CRF_DEFAULTS, PAIRWISE, UNARY
@@ -59,3 +63,26 @@ def test_one_default_radius_and_one_default_normalizer():
                 for f in (metrics.pck, metrics.pck_curve, metrics.normalized_errors, evaluate.evaluate,
                           evaluate.compute_metrics)}
     assert set(defaults.values()) == {config.eval.normalizer} == {metrics.DEFAULT_NORMALIZER} == {"bbox"}
+
+
+def test_augment_options_are_the_transforms_with_its_defaults(tmp_path):
+    transform = {f.name: f.default for f in fields(TopDownTransform)}
+    augment = {f.name: f.default for f in fields(AugmentConfig) if f.name != "enabled"}
+    assert augment == {k: transform[k] for k in augment}
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (40, 40)).save(tmp_path / "imgs" / "a.jpg")
+    category = {"id": 1, "name": "person", "keypoints": list(LSP14.joints),
+                "skeleton": [[a + 1, b + 1] for a, b in LSP14.links]}
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 14, "bbox": [5, 5, 20, 20],
+           "area": 400, "keypoints": [10.0, 10.0, 2.0] * 14}
+    image = {"id": 1, "file_name": "a.jpg", "width": 40, "height": 40}
+    (tmp_path / "ann.json").write_text(json.dumps({"images": [image], "annotations": [ann], "categories": [category]}))
+    options = {"ann_file": str(tmp_path / "ann.json"), "image_dir": str(tmp_path / "imgs")}
+    config = load_config(None, ["data.name=coco", f"data.train={options}", "augment.rotation_factor=12.5",
+                                "augment.half_body_prob=0.25", "augment.padding=1.5"])
+    made = make_dataset(config, "train", train=True).transform
+    assert made.train and made.rotation_factor == 12.5 and made.half_body_prob == 0.25 and made.padding == 1.5
+    assert made.flip_prob == transform["flip_prob"]
+    config = load_config(None, ["data.name=coco", f"data.val={options}", "augment.padding=1.5"])
+    plain = make_dataset(config, "val", train=False)
+    assert not plain.transform.train and plain.transform.padding == 1.5
