@@ -105,6 +105,12 @@ def test_quick_demo_numbers_agree_with_an_independent_evaluation(quick_run):
         assert result["pck"] == pytest.approx(rows[f"joint/{decoder}"]["pck"], abs=1e-12)
         for joint, value in result["pck_per_joint"].items():
             assert value == pytest.approx(rows[f"joint/{decoder}"]["pck_per_joint"][joint], abs=1e-12)
+    # crfpose predict takes the saved model: the whole 64 x 64 figure as the box, K keypoints inside it
+    figure = out / "figure.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(figure)
+    assert main(["predict", str(out / "model.pt"), str(figure), "--out", str(out / "predicted")]) == 0
+    (person,) = json.loads((out / "predicted" / "predictions" / "figure.json").read_text())
+    assert np.array(person["keypoints"]).shape == (LSP14.num_joints, 2)
     # fixed and broken are consistent with the two PCKs (every synthetic joint is labelled)
     base = rows["cnn/unary"]["pck"]
     for name in CRF_ROWS:
