@@ -35,6 +35,7 @@ import torch
 
 from crfpose.crf.correlate import lse_correlate, lse_correlate_cells, separable_factors
 from crfpose.crf.maxplus import max_correlate_fast
+from crfpose.crf.separable_max import separable_max_correlate
 from crfpose.skeletons import Skeleton
 
 __all__ = ["Level", "schedule", "upward", "Inference", "map_pose"]
@@ -272,14 +273,17 @@ def upward(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level],
 
 def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max-product: the best score (B,) and the MAP pose (B, K, 2) long, (x, y) cells."""
+    """Max-product: the best score (B,) and the MAP pose (B, K, 2) long, (x, y) cells. Messages with
+    separable kernels (diagonal Gaussians) take :mod:`crfpose.crf.separable_max`, the others
+    :mod:`crfpose.crf.maxplus`; both equal the brute force bit for bit."""
     b, _, h, w = unary.shape
     p = pairwise.shape[-1]
     taps = torch.empty(b, pairwise.shape[1], h, w, dtype=torch.long, device=unary.device)
 
     def message(level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         n = len(level.edges)
-        msg, tap = max_correlate_fast(beliefs.flatten(0, 1), kernels.expand(b, n, p, p).flatten(0, 1), _pad(kernels))
+        x, k = beliefs.flatten(0, 1), kernels.expand(b, n, p, p).flatten(0, 1)
+        msg, tap = separable_max_correlate(x, k, _pad(kernels)) or max_correlate_fast(x, k, _pad(kernels))
         taps[:, level.edges] = tap.view(b, n, h, w)
         return msg.view(b, n, h, w)
 

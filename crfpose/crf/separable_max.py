@@ -1,0 +1,140 @@
+"""Exact max-plus correlation for separable kernels (a Gaussian with a diagonal precision): the
+fast MAP message of pictorial-structures deformation costs.
+
+Shape legend: N maps, x (N, Hx, Wx), kernel k (N, Hk, Wk), output (N, Ho, Wo) with
+Ho = Hx + 2 * pad_y - Hk + 1 and Wo = Wx + 2 * pad_x - Wk + 1.
+
+    out[n, i, j] = max_{a, b} x[n, i + a - pad_y, j + b - pad_x] + k[n, a, b]      (x = -inf off the grid)
+    tap[n, i, j] = the first maximising a * Wk + b in row-major order (0 where out is -inf)
+
+exactly as the brute force :func:`crfpose.crf.correlate.max_correlate` (bit for bit, ties included).
+
+A kernel is *separable* when k[a, b] = f[a] + g[b] + r[a, b] with a small residual |r| <= rho
+(f: the column through the kernel's maximum, g: the row through it). The maximum over the
+(Hk x Wk) window then splits into two 1-D passes of O(Hk + Wk) per cell instead of O(Hk Wk):
+along x, h[i', j] = max_b x[i', j + b - pad_x] + g[b]; along y, out[i, j] = max_a h[i + a - pad_y, j] + f[a].
+Both passes keep their two best values, which gives each cell the separable best tap and the best
+value of every other tap. The separable scores differ from the brute force's single additions
+x + k by at most ``margin`` (rho plus roundings), so a cell whose best beats its second best by more
+than twice that has the separable best tap as its exact arg-max; its value is then recomputed as
+the brute force's x + k. The other cells (exact ties, near-ties) are solved by the brute force,
+cell by cell.
+
+Why not the O(H W) distance transform (lower envelope of parabolas, Felzenszwalb-Huttenlocher)?
+It gives each cell the maximum but no second best, and without one a near-tie between the
+separable scores and the table's own roundings cannot be told from a clear winner, so the result
+would not be exact. A full (rotated) precision is not separable at all: such kernels go to
+:func:`crfpose.crf.maxplus.max_correlate_fast`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["separable_max_correlate"]
+
+SEPARABLE_RESIDUAL = 1e-4  # largest residual |k - f - g| for which a kernel takes this path
+_BLOCK = 1 << 23  # elements of one pass's (maps, rows, cols, taps) block
+_GATHER_BLOCK = 1 << 22  # elements per chunk of the cell-by-cell brute force
+
+
+def _factors(k: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """f (N, Hk), g (N, Wk) and the per-map margin (N,) bounding |(x + k) - (x + g + f)| up to
+    the x term's rounding; None when any kernel is not finite or not separable."""
+    if not bool(torch.isfinite(k).all()):
+        return None
+    wk = k.shape[-1]
+    top = k.flatten(1).argmax(dim=1)
+    f = k[torch.arange(k.shape[0]), :, top % wk]  # (N, Hk): the column through the maximum
+    g = k[torch.arange(k.shape[0]), top // wk, :] - f.gather(1, (top // wk)[:, None])  # (N, Wk), g = 0 there
+    residual = (k - f[:, :, None] - g[:, None, :]).abs().flatten(1).amax(dim=1)
+    if bool((residual > SEPARABLE_RESIDUAL).any()):
+        return None
+    eps = torch.finfo(k.dtype).eps
+    size = k.abs().flatten(1).amax(dim=1) + f.abs().amax(dim=1) + g.abs().amax(dim=1)
+    return f, g, residual + 8 * eps * size
+
+
+def _top2(x: torch.Tensor, kern: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """1-D max-plus along the last axis of x (N, A, L) with kernels kern (N, T): the best value,
+    its first tap, and the best value of the other taps, each (N, A, L + 2 pad - T + 1)."""
+    taps = kern.shape[-1]
+    windows = F.pad(x, (pad, pad), value=-math.inf).unfold(-1, taps, 1)  # (N, A, Lo, T)
+    terms = windows + kern[:, None, None, :]
+    best, tap = terms.max(dim=-1)  # the first maximum
+    terms.scatter_(-1, tap[..., None], -math.inf)
+    return best, tap, terms.amax(dim=-1)
+
+
+def _passes(x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, pad: tuple[int, int]
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Separable best (N, Ho, Wo), its tap a * Wk + b, and the best of every other tap."""
+    wk = g.shape[-1]
+    h1, b1, h2 = _top2(x, g, pad[1])  # along x: (N, Hx, Wo)
+    # along y, on the transposed maps; the second pass also carries the first's arg-max and runner-up
+    best, a, second = _top2(h1.transpose(1, 2), f, pad[0])  # (N, Wo, Ho)
+    best, a, second = best.transpose(1, 2), a.transpose(1, 2), second.transpose(1, 2)  # (N, Ho, Wo)
+    rows = torch.arange(best.shape[1], device=x.device)[None, :, None] + a - pad[0]  # the source row of h1
+    inside = (rows >= 0) & (rows < x.shape[1])
+    pick = lambda t: t.gather(1, rows.clamp(0, x.shape[1] - 1))  # noqa: E731  (N, Ho, Wo)
+    f_a = f.gather(1, a.flatten(1)).view_as(a)
+    same_row = torch.where(inside, pick(h2) + f_a, -math.inf)  # tap a with another b
+    tap = a * wk + torch.where(inside, pick(b1), 0)
+    return best, tap, torch.maximum(second, same_row)
+
+
+def _brute_cells(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], cells: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The brute force's value and first arg-max tap at the listed cells (F, 3) = (n, i, j)."""
+    hk, wk = k.shape[-2:]
+    xp = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf)
+    rows_off, cols_off = torch.arange(hk, device=x.device), torch.arange(wk, device=x.device)
+    values = x.new_empty(cells.shape[0])
+    taps = torch.empty(cells.shape[0], dtype=torch.long, device=x.device)
+    step = max(1, _GATHER_BLOCK // (hk * wk))
+    for start in range(0, cells.shape[0], step):
+        n, i, j = cells[start:start + step].unbind(1)
+        window = xp[n[:, None, None], (i[:, None] + rows_off)[:, :, None], (j[:, None] + cols_off)[:, None, :]]
+        values[start:start + step], taps[start:start + step] = (window + k[n]).flatten(1).max(dim=1)
+    return values, taps
+
+
+def separable_max_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]
+                            ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """Max-plus correlation of x (N, Hx, Wx) with separable kernels k (N, Hk, Wk), identical to
+    :func:`crfpose.crf.correlate.max_correlate`; None when some kernel is not separable (or not
+    finite), for the caller to take another exact path."""
+    factors = _factors(k)
+    if factors is None:
+        return None
+    f, g, margin = factors
+    n, hx, wx = x.shape
+    hk, wk = k.shape[-2:]
+    ho, wo = hx + 2 * pad[0] - hk + 1, wx + 2 * pad[1] - wk + 1
+    finite_x = torch.where(torch.isfinite(x), x, 0.0).abs().flatten(1).amax(dim=1)
+    margin = (margin + 8 * torch.finfo(x.dtype).eps * finite_x)[:, None, None]  # (N, 1, 1)
+    best = x.new_empty(n, ho, wo)
+    tap = torch.empty(n, ho, wo, dtype=torch.long, device=x.device)
+    step = max(1, _BLOCK // (max(hx, ho) * max(wx, wo) * max(hk, wk)))
+    for start in range(0, n, step):
+        part = slice(start, start + step)
+        best[part], tap[part], second = _passes(x[part], f[part], g[part], pad)
+        # certified: the separable winner beats every other tap by more than the scores' error
+        unsure = torch.isfinite(best[part]) & ~(best[part] - second > 2 * margin[part])
+        unsure_cells = unsure.nonzero()
+        if unsure_cells.shape[0]:
+            unsure_cells[:, 0] += start
+            best[unsure_cells.unbind(1)], tap[unsure_cells.unbind(1)] = _brute_cells(x, k, pad, unsure_cells)
+    # the certified cells' values as the brute force computes them: one addition x + k
+    a, b = tap // wk, tap % wk
+    rows = torch.arange(ho, device=x.device)[None, :, None] + a - pad[0]
+    cols = torch.arange(wo, device=x.device)[None, None, :] + b - pad[1]
+    inside = (rows >= 0) & (rows < hx) & (cols >= 0) & (cols < wx)
+    maps = torch.arange(n, device=x.device)[:, None, None]
+    source = torch.where(inside, x[maps, rows.clamp(0, hx - 1), cols.clamp(0, wx - 1)], -math.inf)
+    best = source + k.flatten(1).gather(1, tap.flatten(1)).view_as(tap)
+    tap = torch.where(best == -math.inf, 0, tap)
+    return best, tap
