@@ -29,6 +29,40 @@ _DEFAULT_TOL = 1e-7
 ENGINES = ("fast", "reference")
 
 
+def _require_feasible(log_z: torch.Tensor) -> None:
+    bad = (~torch.isfinite(log_z)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"TreeCRF: no pose has a finite score for batch element(s) {bad}; "
+                         "marginals, MAP, samples, log_prob and entropy are undefined")
+
+
+class _Fast:
+    """The fast engine's sum-product state of one batch, on detached float64 copies, shared by the
+    queries and the backward passes. It holds nothing that refers back to their outputs, so the
+    autograd graph makes no reference cycle."""
+
+    def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list, skeleton: Skeleton, tol: float):
+        with torch.no_grad():
+            self.inference = Inference(unary, pairwise, levels, skeleton.root, tol)
+        self.skeleton = skeleton
+        self._edge: torch.Tensor | None = None
+
+    def node(self) -> torch.Tensor:
+        """Node marginals (B, K, H, W)."""
+        _require_feasible(self.inference.log_z)
+        with torch.no_grad():
+            self.inference.settle()
+        return self.inference.node
+
+    def edge(self) -> torch.Tensor:
+        """Edge displacement marginals (B, E, P, P), computed on the first request."""
+        _require_feasible(self.inference.log_z)
+        if self._edge is None:
+            with torch.no_grad():
+                self._edge = self.inference.edge_marginals()
+        return self._edge
+
+
 class _LogPartition(torch.autograd.Function):
     """log Z (B,) float64 as a function of unary and pairwise, computed by the fast engine.
 
@@ -37,10 +71,10 @@ class _LogPartition(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, unary: torch.Tensor, pairwise: torch.Tensor, crf: "TreeCRF") -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, unary: torch.Tensor, pairwise: torch.Tensor, fast: "_Fast") -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(unary, pairwise)
-        ctx.crf = crf
-        return crf._inference.log_z.clone()
+        ctx.fast = fast
+        return fast.inference.log_z.clone()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -48,10 +82,10 @@ class _LogPartition(torch.autograd.Function):
         g = grad.double()[:, None, None, None]
         grad_unary = grad_pairwise = None
         if ctx.needs_input_grad[0]:
-            grad_unary = (g * _Marginals.apply(unary, pairwise, ctx.crf, "node")).to(unary.dtype)
+            grad_unary = (g * _Marginals.apply(unary, pairwise, ctx.fast, "node")).to(unary.dtype)
         if ctx.needs_input_grad[1]:
-            grad_pairwise = (g * _Marginals.apply(unary, pairwise, ctx.crf, "edge")).sum(dim=0, keepdim=True) \
-                if pairwise.shape[0] == 1 else g * _Marginals.apply(unary, pairwise, ctx.crf, "edge")
+            grad_pairwise = (g * _Marginals.apply(unary, pairwise, ctx.fast, "edge")).sum(dim=0, keepdim=True) \
+                if pairwise.shape[0] == 1 else g * _Marginals.apply(unary, pairwise, ctx.fast, "edge")
             grad_pairwise = grad_pairwise.to(pairwise.dtype)
         return grad_unary, grad_pairwise, None
 
@@ -65,10 +99,10 @@ class _Marginals(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, unary: torch.Tensor, pairwise: torch.Tensor, crf: "TreeCRF", which: str) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, unary: torch.Tensor, pairwise: torch.Tensor, fast: "_Fast", which: str) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(unary, pairwise)
-        ctx.crf, ctx.which = crf, which
-        return (crf._fast_node() if which == "node" else crf._fast_edge()).clone()
+        ctx.fast, ctx.which = fast, which
+        return (fast.node() if which == "node" else fast.edge()).clone()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -77,7 +111,7 @@ class _Marginals(torch.autograd.Function):
         with torch.enable_grad():
             u = unary.double() if unary.requires_grad else unary.detach().double().requires_grad_()
             pw = pairwise.double() if pairwise.requires_grad else pairwise.detach().double().requires_grad_()
-            node, edge = reference.marginals(u, pw, ctx.crf.skeleton)
+            node, edge = reference.marginals(u, pw, ctx.fast.skeleton)
             out = node if ctx.which == "node" else edge
             grads = torch.autograd.grad(out, (u, pw), grad_outputs=grad.double(), create_graph=create_graph)
         return grads[0].to(unary.dtype), grads[1].to(pairwise.dtype), None, None
@@ -160,41 +194,19 @@ class TreeCRF(Distribution):
         return torch.is_grad_enabled() and (self.unary.requires_grad or self.pairwise.requires_grad)
 
     @lazy_property
-    def _inference(self) -> Inference:
-        """The fast engine's sum-product state, on detached float64 copies."""
-        with torch.no_grad():
-            return Inference(self.unary.detach().double(), self._pw.detach().double(), self._levels,
-                             self.skeleton.root, self._tol)
+    def _fast(self) -> _Fast:
+        return _Fast(self.unary.detach().double(), self._pw.detach().double(), self._levels, self.skeleton, self._tol)
 
     @lazy_property
     def _log_z(self) -> torch.Tensor:
         """log Z, (B,) float64, differentiable."""
         if self.engine == "reference":
             return reference.log_partition(self.unary.double(), self._pw.double(), self.skeleton)
-        return _LogPartition.apply(self.unary, self._pw, self)
-
-    def _require_feasible(self, log_z: torch.Tensor) -> None:
-        bad = (~torch.isfinite(log_z)).nonzero().flatten().tolist()
-        if bad:
-            raise ValueError(f"TreeCRF: no pose has a finite score for batch element(s) {bad}; "
-                             "marginals, MAP, samples, log_prob and entropy are undefined")
-
-    def _fast_node(self) -> torch.Tensor:
-        self._require_feasible(self._inference.log_z)
-        self._inference.settle()
-        return self._inference.node
-
-    @lazy_property
-    def _fast_edge_cache(self) -> torch.Tensor:
-        return self._inference.edge_marginals()
-
-    def _fast_edge(self) -> torch.Tensor:
-        self._require_feasible(self._inference.log_z)
-        return self._fast_edge_cache
+        return _LogPartition.apply(self.unary, self._pw, self._fast)
 
     @lazy_property
     def _reference_marginals(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self._require_feasible(self._log_z.detach())
+        _require_feasible(self._log_z.detach())
         node, edge = reference.marginals(self.unary.double(), self._pw.double(), self.skeleton)
         return (node, edge) if self._tracked else (node.detach(), edge.detach())
 
@@ -203,8 +215,8 @@ class TreeCRF(Distribution):
         if self.engine == "reference":
             return self._reference_marginals[0 if which == "node" else 1]
         if self._tracked:
-            return _Marginals.apply(self.unary, self._pw, self, which)
-        return self._fast_node() if which == "node" else self._fast_edge()
+            return _Marginals.apply(self.unary, self._pw, self._fast, which)
+        return self._fast.node() if which == "node" else self._fast.edge()
 
     @lazy_property
     def log_partition(self) -> torch.Tensor:
@@ -229,7 +241,7 @@ class TreeCRF(Distribution):
             best, pose = reference.map_pose(unary, pw, self.skeleton)
         else:
             best, pose = map_pose(unary, pw, self._levels, self.skeleton.root)
-        self._require_feasible(best)
+        _require_feasible(best)
         return pose
 
     @property
@@ -259,7 +271,7 @@ class TreeCRF(Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """log p(pose) for poses (..., B, K, 2) long (x, y) -> (..., B)."""
         score = self.score(value)
-        self._require_feasible(self._log_z.detach())
+        _require_feasible(self._log_z.detach())
         return score - self.log_partition
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
@@ -274,7 +286,7 @@ class TreeCRF(Distribution):
             if self.engine == "reference":
                 beliefs = reference.upward(self.unary.double(), pw, self.skeleton)[0]
             else:
-                beliefs = self._inference.beliefs
+                beliefs = self._fast.inference.beliefs
             pose = torch.empty(n, b, k, 2, dtype=torch.long, device=self.unary.device)
             root = torch.multinomial(node[:, self.skeleton.root].flatten(1), n, replacement=True).T  # (n, B)
             pose[..., self.skeleton.root, 0], pose[..., self.skeleton.root, 1] = root % w, root // w
