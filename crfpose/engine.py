@@ -132,8 +132,8 @@ def init_pairwise_from_data(model: PoseCRF, config: Config) -> int:
 def fit_pairwise(model: PoseCRF, keypoints: torch.Tensor, radius: int) -> None:
     """Set ``model.pairwise`` from the displacement statistics of ``keypoints`` (N, K, 3) in grid cells."""
     skeleton, pairwise = model.skeleton, model.pairwise
-    if isinstance(pairwise, FlatPairwise):
-        return len(keypoints)
+    if isinstance(pairwise, FlatPairwise):  # no parameters to fit
+        return
     if isinstance(pairwise, MixturePairwise):
         fitted = MixturePairwise.from_keypoints(pairwise.in_channels, keypoints, skeleton, radius, pairwise.num_types,
                                                 pool=pairwise.pool)
@@ -465,7 +465,8 @@ class _Trainer:
                 shown = time.perf_counter()
         seconds = time.perf_counter() - start
         out = {"loss": total / max(count, 1), "images_per_s": images / seconds, "seconds": seconds}
-        skipped = round(float(_all_mean(torch.tensor([float(len(unreadable))], dtype=torch.float64), ctx)) * ctx.world)
+        count_here = torch.tensor([float(len(unreadable))], dtype=torch.float64, device=ctx.device)  # NCCL: on the GPU
+        skipped = round(float(_all_mean(count_here, ctx)) * ctx.world)
         if skipped:
             out["skipped_images"] = skipped
             if ctx.main:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -138,7 +139,9 @@ def predict_dataset_decoders(
     progress: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """``{decoder: predictions}`` as :func:`predict_dataset` gives them, the backbone run once per batch.
-    With ``progress``, a bar on a terminal, else a plain line on stderr every :data:`PROGRESS_SECONDS`."""
+    With ``progress``, a bar on a terminal, else a plain line on stderr every :data:`PROGRESS_SECONDS`.
+    Items whose image could not be decoded (``on_error="skip"``, ``meta["skipped_file"]``) are left out,
+    with a warning."""
     _check_decoders(model, decoders)
     skeleton = _skeleton_of(model, dataset)
     index = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
@@ -146,7 +149,7 @@ def predict_dataset_decoders(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    parts: dict[str, list] = {k: [] for k in ("gt", "box", "head_box", "image_id", "detection")}
+    parts: dict[str, list] = {k: [] for k in ("gt", "box", "head_box", "image_id", "detection", "skipped")}
     preds: dict[str, list] = {d: [] for d in decoders}
     try:
         for batch in _progress(loader, "crfpose eval", progress):
@@ -161,17 +164,23 @@ def predict_dataset_decoders(
             parts["head_box"].append(meta["head_box"].numpy())
             parts["image_id"].extend(np.asarray(meta["image_id"]).tolist())
             parts["detection"].append(meta["score"].double().numpy())
+            parts["skipped"].extend(meta.get("skipped_file", [""] * len(inverse)))
     finally:
         model.train(was_training)
+    kept = np.asarray([not f for f in parts["skipped"]], dtype=bool)  # (N,)
+    if not kept.all():
+        files = sorted({f for f in parts["skipped"] if f})
+        warnings.warn(f"left out {int((~kept).sum())} item(s) whose image cannot be read (on_error='skip'), "
+                      f"e.g. {files[:3]}", UserWarning, stacklevel=2)
     k = skeleton.num_joints
-    shared = {"index": np.asarray(index, dtype=np.int64), "image_id": np.asarray(parts["image_id"])}
+    shared = {"index": np.asarray(index, dtype=np.int64)[kept], "image_id": np.asarray(parts["image_id"])[kept]}
     for key, shape in (("gt", (0, k, 3)), ("box", (0, 4)), ("head_box", (0, 4)), ("detection", (0,))):
-        shared[key] = np.concatenate(parts[key]) if parts[key] else np.zeros(shape)
+        shared[key] = np.concatenate(parts[key])[kept] if parts[key] else np.zeros(shape)
     detection = shared.pop("detection")
     out = {}
     for decoder, pred in preds.items():
-        pred = np.stack(pred) if pred else np.zeros((0, k, 3))
-        out[decoder] = shared | {"pred": pred, "score": pred[..., 2].mean(-1) * detection if len(pred) else np.zeros(0)}
+        pred = np.stack(pred)[kept] if pred else np.zeros((0, k, 3))
+        out[decoder] = shared | {"pred": pred, "score": pred[..., 2].mean(-1) * detection}
     return out
 
 

@@ -3,6 +3,7 @@ COCO-format data without OKS sigmas still scored by PCK, relative config paths r
 file's folder (command-line overrides from the current directory)."""
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from PIL import Image
 from crfpose.cli import main
 from crfpose.config import load_config
 from crfpose.data import COCODataset
-from crfpose.engine import train
+from crfpose.engine import load_model, make_dataset, train
+from crfpose.evaluate import predict_dataset
 from crfpose.skeletons import LSP14
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,11 +74,21 @@ def test_a_truncated_jpeg_is_skipped_when_read_and_reported(tmp_path):
         strict[1]
 
     path = coco_config(tmp_path / "configs", "../data")  # relative to the config file's folder
-    with pytest.warns(UserWarning, match=r"heatmap epoch 1/1: skipped 1 unreadable image\(s\).*1\.jpg"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = train(load_config(path))
+    messages = [str(w.message) for w in caught]
+    assert any(re.match(r"heatmap epoch 1/1: skipped 1 unreadable image\(s\).*1\.jpg", m) for m in messages)
+    assert any(m.startswith("left out 1 item(s) whose image cannot be read") for m in messages)  # validation
     log = [json.loads(line) for line in (tmp_path / "configs" / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["skipped_images"] for r in log] == [1] and result["history"][0]["skipped_images"] == 1
     assert result["last"].is_file()
+
+    model, config = load_model(result["last"])  # evaluation leaves the unreadable item out
+    with pytest.warns(UserWarning, match=r"left out 1 item\(s\) whose image cannot be read.*1\.jpg"):
+        predictions = predict_dataset(model, make_dataset(config, "val", train=False), decoder="unary", batch_size=3)
+    assert predictions["index"].tolist() == [0, 2, 3] and predictions["image_id"].tolist() == [1, 3, 4]
+    assert predictions["pred"].shape == (3, 14, 3) and predictions["gt"].shape == (3, 14, 3)
 
 
 def test_coco_layout_without_oks_sigmas_still_gets_pck(tmp_path, capsys):
