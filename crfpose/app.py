@@ -57,6 +57,7 @@ class _Session:
         for decoder, p in self.predictors.items():
             p.decoder = decoder
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
 
     def predict(self, upload: Optional[str], webcam: Optional[np.ndarray], decoder_label: str, threshold: float):
         """One request: ``(overlay path, marginals path, JSON dict, JSON file path, message)``."""
