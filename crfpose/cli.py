@@ -96,8 +96,9 @@ def _train(args: argparse.Namespace) -> int:
     if result["rank"] != 0:  # under torchrun, rank 0 speaks for the run
         return 0
     if result["complete"] and not result["history"]:
+        key = "train.stage2_epochs" if config.train.mode == "separate" else "train.epochs"
         print(f"crfpose train: {args.resume} is a finished run: every epoch of mode {config.train.mode!r} is done; "
-              "raise train.epochs (or train.stage2_epochs) to train longer", file=sys.stderr)
+              f"raise {key} to train longer", file=sys.stderr)
         return 0
     print(json.dumps({k: (str(result[k]) if result[k] is not None else None) for k in ("last", "best")}
                      | {"best_pck": result["best_pck"]}, allow_nan=False))
@@ -169,8 +170,8 @@ def _npz_path(out: str) -> Path:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``crfpose`` command; returns the exit status: 2 for a bad config or argument, 1 when
-    training stopped on a NaN/inf loss (the last good checkpoint is kept), 130 when training was
-    interrupted (Ctrl-C; the message says how to resume)."""
+    training stopped on a NaN/inf loss (the last good checkpoint is kept), 130 when interrupted
+    (Ctrl-C; for training, the message says how to resume)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "train" and all("=" in item and not item.startswith("-") for item in extra):
@@ -187,3 +188,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except NonFiniteLoss as err:
         print(f"crfpose {args.command}: stopped: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # train says where to resume from; the other commands have nothing to keep
+        print(f"crfpose {args.command}: interrupted", file=sys.stderr)
+        return 130
