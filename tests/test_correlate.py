@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from crfpose.crf import correlate, tree
+from crfpose.crf import correlate, tree, tuning
 from crfpose.crf.correlate import lse_correlate, lse_correlate_cells
 
 
@@ -42,7 +42,7 @@ def test_direct_sums_match_brute_force(monkeypatch, conv, x_hw, k_hw, pad, scale
     """Both direct strategies (the loop over taps and the loop over output cells included), with
     -inf entries and a dynamic range far beyond float64 (values flushed below 2^-511)."""
     if not conv:
-        monkeypatch.setattr(correlate, "_CONV_MAX_WINDOW", 0)
+        monkeypatch.setattr(tuning, "CONV_MAX_WINDOW", 0)
     x, k = operands(torch.Generator().manual_seed(len(x_hw) + k_hw[0]), 3, x_hw, k_hw, scale)
     out, log_delta = lse_correlate(x, k, pad, direct=True)
     truth = brute_correlate(x, k, pad)
@@ -71,7 +71,7 @@ def test_fft_bound_holds_and_cells_are_exact():
 
 @pytest.mark.parametrize("gather_cost", [0.0, 1e9], ids=["cells-in-log-domain", "whole-maps-direct"])
 def test_fix_cells_makes_flagged_cells_exact(monkeypatch, gather_cost):
-    monkeypatch.setattr(tree, "_GATHER_COST", gather_cost)
+    monkeypatch.setattr(tuning, "LOG_DOMAIN_CELL_COST", gather_cost)
     gen = torch.Generator().manual_seed(5)
     x, k = operands(gen, 3, (9, 8), (7, 7), 40.0)
     fast, _ = lse_correlate(x, k, (3, 3))

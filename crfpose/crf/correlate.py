@@ -27,17 +27,15 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from crfpose.crf import tuning
+
 __all__ = ["Separable", "lse_correlate", "lse_correlate_cells", "max_correlate", "separable_factors"]
 
-_DIRECT_MAX_STEPS = 49  # loop iterations below which direct correlation beats the FFT
-_CONV_MAX_WINDOW = 1 << 22  # output cells x kernel taps of one map, above which im2col gets slow
-_CONV_PER_STEP = 40_000  # multiply-adds a grouped convolution does in the time of one Python loop step
 _TINY = 2.0 ** -511  # linear-domain values below this are set to 0, so that no product is subnormal
 _TINY_SEPARABLE = 2.0 ** -340  # the same for the separable path's products of three
 _LOG_TINY_SEPARABLE = 340 * math.log(2.0)
 _SEPARABLE_RESIDUAL = 2e-13  # largest log-domain residual for which a kernel is taken as separable
 _FFT_SAFETY = 16.0  # constant of the FFT rounding-error bound (covers the butterflies' and product's rounding)
-_GATHER_BUDGET = 1 << 22  # elements per chunk in the exact fallback
 
 
 def _output_size(x_hw: tuple[int, int], k_hw: tuple[int, int], pad: tuple[int, int]) -> tuple[int, int]:
@@ -85,7 +83,7 @@ class _Correlator:
         hk, wk = kern.shape[-2:]
         self.flush_loss = _TINY * hk * wk  # what flushing operands below _TINY can take from one output
         self.out_hw = _output_size(x_hw, (hk, wk), pad)
-        self.direct = direct or min(hk * wk, self.out_hw[0] * self.out_hw[1]) <= _DIRECT_MAX_STEPS
+        self.direct = direct or min(hk * wk, self.out_hw[0] * self.out_hw[1]) <= tuning.DIRECT_MAX_STEPS
         if not self.direct:
             self.size = tuple(_fast_size(max(n + p, k, o)) for n, p, k, o in zip(x_hw, pad, (hk, wk), self.out_hw))
             self.spectrum = torch.fft.rfft2(kern, s=self.size).conj()
@@ -116,7 +114,7 @@ class _Correlator:
         floor = x.new_full((*lead, 1, 1), self.flush_loss)
         window = ho * wo * hk * wk
         loop = min(hk * wk, ho * wo)
-        if window <= _CONV_MAX_WINDOW and maps * window < _CONV_PER_STEP * loop:
+        if window <= tuning.CONV_MAX_WINDOW and maps * window < tuning.CONV_PER_STEP * loop:
             xs = x.expand(*lead, *x.shape[-2:]).reshape(1, maps, *x.shape[-2:])
             weights = kern.expand(*lead, hk, wk).reshape(maps, 1, hk, wk)
             with torch.backends.cudnn.flags(enabled=False):  # no FFT or Winograd algorithms: plain sums
@@ -267,7 +265,7 @@ def lse_correlate_cells(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], 
     rows_off = torch.arange(hk, device=x.device)
     cols_off = torch.arange(wk, device=x.device)
     out = x.new_empty(cells.shape[0])
-    step = max(1, _GATHER_BUDGET // (hk * wk))
+    step = max(1, tuning.GATHER_BLOCK // (hk * wk))
     for start in range(0, cells.shape[0], step):
         chunk = cells[start:start + step]
         index = tuple(c[:, None, None] for c in chunk[:, :-2].unbind(1))
@@ -289,7 +287,7 @@ def max_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> tup
     xp = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf)
     best = x.new_full((x.shape[0], ho, wo), -math.inf)
     best_tap = torch.zeros(best.shape, dtype=torch.long, device=x.device)
-    step = max(1, _GATHER_BUDGET // (ho * wo * wk))
+    step = max(1, tuning.GATHER_BLOCK // (ho * wo * wk))
     for start in range(0, x.shape[0], step):
         maps = slice(start, start + step)
         for a in range(hk):

@@ -27,14 +27,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from crfpose.crf import tuning
 from crfpose.crf.correlate import max_correlate
 
 __all__ = ["max_correlate_fast"]
 
-_GATHER_BUDGET = 1 << 21  # elements per gathered block
-_GATHER_COST = 4.0  # one pruned (gathered) tap-cell costs about this many brute-force tap-cells
-_PRUNE_BUDGET = 1.0  # share of a map's brute-force cost that pruning may spend before giving up
-_MIN_TAPS = 25  # kernels this small go straight to the brute force
 
 
 def _check(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> tuple[int, int]:
@@ -152,7 +149,7 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
     n, hx, wx = x.shape
     hk, wk = k.shape[-2:]
     taps = hk * wk
-    if taps < _MIN_TAPS or n == 0 or x.dtype != k.dtype:  # mixed dtypes round like the brute force
+    if taps < tuning.PRUNE_MIN_TAPS or n == 0 or x.dtype != k.dtype:  # mixed dtypes round like the brute force
         return max_correlate(x, k, pad)
     dev = x.device
     m = min(high, hx * wx)
@@ -195,7 +192,7 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
     start, size = 0, 1
     while active.numel() and start < taps:
         stop = min(taps, start + size)
-        step = max(1, _GATHER_BUDGET // (stop - start))
+        step = max(1, tuning.PRUNE_BLOCK // (stop - start))
         for s in range(0, active.numel(), step):
             cells = active[s:s + step]
             maps = cell_map.index_select(0, cells)
@@ -212,7 +209,7 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
         # Maps whose next round would take pruning past its budget go to the brute force.
         count = torch.bincount(cell_map[active], minlength=n).to(torch.float64)
         spent += count * min(size, taps - start)
-        costly = _GATHER_COST * spent > _PRUNE_BUDGET * ho * wo * taps
+        costly = tuning.PRUNED_TAP_COST * spent > tuning.PRUNE_BUDGET * ho * wo * taps
         if bool(costly.any()):
             dense |= costly
             active = active[~costly[cell_map[active]]]

@@ -34,11 +34,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from crfpose.crf import tuning
+
 __all__ = ["separable_max_correlate"]
 
-SEPARABLE_RESIDUAL = 1e-4  # largest residual |k - f - g| for which a kernel takes this path
-_BLOCK = 1 << 23  # elements of one pass's (maps, rows, cols, taps) block
-_GATHER_BLOCK = 1 << 22  # elements per chunk of the cell-by-cell brute force
 
 
 def _factors(k: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -51,7 +50,7 @@ def _factors(k: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor, torc
     f = k[torch.arange(k.shape[0]), :, top % wk]  # (N, Hk): the column through the maximum
     g = k[torch.arange(k.shape[0]), top // wk, :] - f.gather(1, (top // wk)[:, None])  # (N, Wk), g = 0 there
     residual = (k - f[:, :, None] - g[:, None, :]).abs().flatten(1).amax(dim=1)
-    if bool((residual > SEPARABLE_RESIDUAL).any()):
+    if bool((residual > tuning.SEPARABLE_MAX_RESIDUAL).any()):
         return None
     eps = torch.finfo(k.dtype).eps
     size = k.abs().flatten(1).amax(dim=1) + f.abs().amax(dim=1) + g.abs().amax(dim=1)
@@ -94,7 +93,7 @@ def _brute_cells(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], cells: 
     rows_off, cols_off = torch.arange(hk, device=x.device), torch.arange(wk, device=x.device)
     values = x.new_empty(cells.shape[0])
     taps = torch.empty(cells.shape[0], dtype=torch.long, device=x.device)
-    step = max(1, _GATHER_BLOCK // (hk * wk))
+    step = max(1, tuning.GATHER_BLOCK // (hk * wk))
     for start in range(0, cells.shape[0], step):
         n, i, j = cells[start:start + step].unbind(1)
         window = xp[n[:, None, None], (i[:, None] + rows_off)[:, :, None], (j[:, None] + cols_off)[:, None, :]]
@@ -118,7 +117,7 @@ def separable_max_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, in
     margin = (margin + 8 * torch.finfo(x.dtype).eps * finite_x)[:, None, None]  # (N, 1, 1)
     best = x.new_empty(n, ho, wo)
     tap = torch.empty(n, ho, wo, dtype=torch.long, device=x.device)
-    step = max(1, _BLOCK // (max(hx, ho) * max(wx, wo) * max(hk, wk)))
+    step = max(1, tuning.SEPARABLE_MAX_BLOCK // (max(hx, ho) * max(wx, wo) * max(hk, wk)))
     for start in range(0, n, step):
         part = slice(start, start + step)
         best[part], tap[part], second = _passes(x[part], f[part], g[part], pad)

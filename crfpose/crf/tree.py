@@ -33,6 +33,7 @@ from typing import Callable, Optional
 
 import torch
 
+from crfpose.crf import tuning
 from crfpose.crf.correlate import lse_correlate, lse_correlate_cells, separable_factors
 from crfpose.crf.maxplus import max_correlate_fast
 from crfpose.crf.separable_max import separable_max_correlate
@@ -42,7 +43,6 @@ __all__ = ["Level", "schedule", "upward", "Inference", "map_pose"]
 
 _LOG2 = math.log(2.0)
 _DIRECT_MARGIN = math.log(1e10)  # direct sums this far above their flushing floor are exact to 2e-10
-_GATHER_COST = 8.0  # one cell summed in the log domain costs about as much as this many by direct sums
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def _fix_cells(values: torch.Tensor, flagged: torch.Tensor, x: torch.Tensor, k: 
         return values
     values = values.clone()
     maps = flagged.flatten(-2).any(dim=-1).nonzero()  # (M, D - 2)
-    if cells.shape[0] * _GATHER_COST > maps.shape[0] * values.shape[-2] * values.shape[-1]:
+    if cells.shape[0] * tuning.LOG_DOMAIN_CELL_COST > maps.shape[0] * values.shape[-2] * values.shape[-1]:
         lead = values.shape[:-2]
         pick = lambda t: t.expand(*lead, *t.shape[-2:])[maps.unbind(1)]  # noqa: E731  (M, h, w)
         direct, err = lse_correlate(pick(x), pick(k), pad, direct=True)  # (M, Ho, Wo), (M, 1, 1)
