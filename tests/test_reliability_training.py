@@ -64,7 +64,7 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_and_exits_130(tmp_path):
     assert len(message) == 1 and "Traceback" not in err
     assert f"the last checkpoint is {last}" in message[0]
     assert message[0].endswith(f"resume with: crfpose train {path} optim.lr=0.005 --resume {last}")
-    assert load_checkpoint(last)["epoch"] >= 2 and out == ""
+    assert load_checkpoint(last)["epoch"] >= 1 and out == ""  # epoch 2 is logged just before its checkpoint
 
 
 def test_resuming_a_finished_run_says_it_is_complete(tmp_path, capsys):
