@@ -359,8 +359,8 @@ def draw_figures(out: Path, image_format: str, models: dict[str, nn.Module], dat
 
     skeleton, t = get_skeleton(configs["test"].skeleton), configs["test"].eval
     gt = predictions["cnn/unary"]["gt"]  # (N, K, 3) original pixels
-    chosen = viz.most_different(gt, {k: predictions[v]["pred"] for k, v in list(GALLERY.items())[::2]}, skeleton,
-                                min(4, len(gt)))
+    compared = {label: predictions[GALLERY[label]]["pred"] for label in ("CNN alone", "CRF joint")}
+    chosen = viz.most_different(gt, compared, skeleton, min(4, len(gt)))  # where the two differ most
     items = [dataset[int(predictions["cnn/unary"]["index"][i])] for i in chosen]
     crops = [crop_pixels(item["image"], dataset) for item in items]
     affines = [item["meta"]["affine"] for item in items]
@@ -375,18 +375,23 @@ def draw_figures(out: Path, image_format: str, models: dict[str, nn.Module], dat
         maps = model.backbone(items[0]["image"][None])  # (1, K, H, W)
         unary, pairwise = model.unary(maps), model.pairwise(maps)  # (1, K, H, W), (E, 2R+1, 2R+1)
     crf = TreeCRF(unary, pairwise, skeleton)
-    figures = {
-        "overlays": viz.plot_gallery(crops, gt_crop, in_crop, skeleton, num=len(chosen)),
-        "heatmaps": viz.plot_heatmaps(crops[0], unary[0], crf.marginals[0], skeleton),
-        "heatmaps_top": viz.plot_heatmaps(crops[0], unary[0], crf.marginals[0], skeleton, top=4),
-        "pairwise": viz.plot_pairwise(pairwise, skeleton),
-        "deformation": viz.plot_deformation(pairwise, skeleton),
-        "samples": viz.plot_samples(crops[0], crf, skeleton, 20, ellipses=True),
-        "pck_curves": viz.plot_pck_curves(list(curves.values()), list(curves)),
-        "joint_pck": viz.plot_joint_pck(list(curves.values()), list(curves)),
-        "training": viz.plot_training(_training_log(configs)),
+    draw = {
+        "overlays": lambda: viz.plot_gallery(crops, gt_crop, in_crop, skeleton, num=len(chosen)),
+        "heatmaps": lambda: viz.plot_heatmaps(crops[0], unary[0], crf.marginals[0], skeleton),
+        "heatmaps_top": lambda: viz.plot_heatmaps(crops[0], unary[0], crf.marginals[0], skeleton, top=4),
+        "pairwise": lambda: viz.plot_pairwise(pairwise, skeleton),
+        "deformation": lambda: viz.plot_deformation(pairwise, skeleton),
+        "samples": lambda: viz.plot_samples(crops[0], crf, skeleton, 20, ellipses=True),
+        "pck_curves": lambda: viz.plot_pck_curves(list(curves.values()), list(curves)),
+        "joint_pck": lambda: viz.plot_joint_pck(list(curves.values()), list(curves)),
+        "training": lambda: viz.plot_training(_training_log(configs)),
     }
-    return [viz.save(fig, out / f"{name}.{image_format}") for name, fig in figures.items()]
+    written = []
+    with Phase("figures", len(draw)) as phase:
+        for name, figure in draw.items():
+            written.append(viz.save(figure(), out / f"{name}.{image_format}"))
+            phase.step(written[-1].name)
+    return written
 
 
 def _training_log(configs: dict[str, Config]) -> list[dict]:
