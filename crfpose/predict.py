@@ -91,8 +91,9 @@ class Predictor:
         device: where the model runs (default: where its parameters are).
 
     Keypoint scores: with the ``marginals`` and ``map`` decoders they are the CRF's marginal
-    probabilities of each joint's chosen grid cell, calibrated probabilities on the grid (unlike heatmap
-    maxima, whose scale is arbitrary); with ``unary`` they are the backbone map's value there. A pose's
+    probability that the joint lies within one grid cell of the reported one (the 3 x 3 block around
+    it), a calibrated probability (unlike heatmap maxima, whose scale is arbitrary); with ``unary``
+    they are the backbone map's value there. A pose's
     ``score`` is the mean keypoint score times the box score.
     """
 
@@ -198,8 +199,8 @@ class Predictor:
         backbone = self.model.backbone if crf else self.model
         if self.flip:
             backbone = FlipAveraged(backbone, self.skeleton)
-        maps = backbone(batch)  # (B, K, H, W)
         if not crf:
-            return maps.cpu(), None
-        unary = self.model.unary(maps)
-        return unary.cpu(), TreeCRF(unary, self.model.pairwise(maps), self.skeleton).marginals.cpu()
+            return backbone(batch).cpu(), None
+        m = self.model
+        _, unary, pairwise = PoseCRF(backbone, self.skeleton, m.pairwise, m.unary, m.pairwise_input).outputs(batch)
+        return unary.cpu(), TreeCRF(unary, pairwise, self.skeleton).marginals.detach().cpu()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from crfpose import codec
@@ -93,9 +94,11 @@ class PoseCRF(nn.Module):
 
         Args:
             images: (B, 3, H_in, W_in). The module's train/eval mode is left as it is.
-            decoder: ``"marginals"``: each joint at the arg-max of its CRF marginal, score = that
-                probability; ``"map"``: the jointly most probable pose, score = each joint's marginal
-                there; ``"unary"``: the arg-max of the backbone maps alone (ablation), score = the map value.
+            decoder: ``"marginals"``: each joint at the arg-max of its CRF marginal; ``"map"``: the
+                jointly most probable pose; for both, the score is the CRF's probability that the joint
+                lies within one grid cell of that cell (its marginal summed over the 3 x 3 block: a
+                calibrated probability, where one cell's mass is spread thin by the grid);
+                ``"unary"``: the arg-max of the backbone maps alone (ablation), score = the map value.
             coords: ``"heatmap"`` (grid pixels) or ``"input"`` (pixels of ``images``, via
                 :func:`crfpose.codec.heatmap_to_input`).
             refine: sub-pixel refinement of :func:`crfpose.codec.decode` (``"none"``, ``"quarter"``,
@@ -114,14 +117,14 @@ class PoseCRF(nn.Module):
             maps, unary, pairwise = self.outputs(images)
             crf = TreeCRF(unary, pairwise, self.skeleton)
             marginals = crf.marginals  # (B, K, H, W)
-            if decoder == "marginals":
-                points = codec.decode(marginals, refine=refine)
-            else:
-                cells = crf.argmax  # (B, K, 2) (x, y)
-                width = marginals.shape[-1]
-                index = (cells[..., 1] * width + cells[..., 0])[..., None]  # (B, K, 1)
-                score = marginals.flatten(2).gather(-1, index)  # (B, K, 1)
-                points = torch.cat([cells.to(score.dtype), score], dim=-1)
+            points = codec.decode(marginals, refine=refine) if decoder == "marginals" else None
+            cells = crf.argmax if decoder == "map" else codec.decode(marginals, refine="none")[..., :2].long()
+            width = marginals.shape[-1]
+            index = (cells[..., 1] * width + cells[..., 0])[..., None]  # (B, K, 1)
+            block = 9 * F.avg_pool2d(marginals, 3, stride=1, padding=1)  # (B, K, H, W) mass of each 3 x 3 block
+            score = block.flatten(2).gather(-1, index).to(marginals.dtype)  # (B, K, 1)
+            xy = cells.to(score.dtype) if points is None else points[..., :2].to(score.dtype)
+            points = torch.cat([xy, score], dim=-1)
         points = points.to(maps.dtype)
         if coords == "input":
             stride = (images.shape[-1] / maps.shape[-1], images.shape[-2] / maps.shape[-2])
