@@ -1,16 +1,18 @@
 """TreeCRF speed on CPU: COCO17 at 64x48 (batch 32), and a chain problem against pytorch-crf.
 
 Prints, in one run:
-1. log-partition + marginals (one certified sum-product pass) and the MAP pose, for radius 15 and
-   for full-range kernels, on three kinds of unaries: flat (untrained), peaked at a plausible pose
-   (trained), and peaked at random places (every joint contradicting the deformation model); the
-   sum-product with the Gaussian table in float32 (FFT path) and in float64 (separable path);
+1. log-partition + marginals (one certified sum-product pass) next to the MAP pose, for radius 15
+   and for full-range kernels, on three kinds of unaries: flat (untrained), peaked at a plausible
+   pose (trained), and peaked at random places (every joint contradicting the deformation model);
+   with an isotropic Gaussian table in float32 (as GaussianPairwise makes it; separable MAP path,
+   FFT sum-product), the same in float64 (separable sum-product too) and a free-form random table
+   (pruned max-plus MAP);
 2. the same linear-chain problem (a shared full-range kernel over 24 x 32 = 768 states) solved by
    TreeCRF and by pytorch-crf's forward algorithm, in float64 and float32, for a separable
    (diagonal Gaussian) and a non-separable (rotated Gaussian) kernel: times, their ratio, and
    the largest difference between the two log-partitions.
 
-    python benchmarks/crf_speed.py [--threads N] [--repeats N]
+    python benchmarks/crf_speed.py [--threads N] [--repeats N] [--batch B] [--device cuda] [--kinds ...] [--skip-chain]
 """
 from __future__ import annotations
 
@@ -57,22 +59,32 @@ def best_time(fn, repeats: int) -> float:
     return min(times) * 1e3
 
 
-def coco_table(repeats: int) -> None:
+def coco_tables(radius: int, gen: torch.Generator, device: str) -> dict[str, torch.Tensor]:
+    """The pairwise tables of the COCO table: (E, P, P) on ``device``."""
+    e, p = COCO17.num_edges, 2 * radius + 1
+    gaussian = gaussian_kernel(radius, 4.3).expand(e, -1, -1)  # 4.3: not a power of two, so float32 rounds it
+    return {
+        "gaussian32": gaussian.float().to(device),  # as GaussianPairwise computes it (float32; not separable to 1e-13)
+        "gaussian64": gaussian.to(device),  # float64: separable to 1e-13, the sum-product's matrix-product path
+        "free": torch.randn(e, p, p, generator=gen).to(device),  # a free-form (random) table
+    }
+
+
+def coco_table(repeats: int, batch: int, device: str, kinds: list[str]) -> None:
     gen = torch.Generator().manual_seed(0)
-    b, h, w = 32, 64, 48
-    print(f"COCO17, {h}x{w} grid, batch {b}, float32 unaries, isotropic Gaussian pairwise (ms, best of {repeats});")
-    print("log Z + marginals with the table in float32 (FFT path) and in float64 (separable path)")
-    print(f"{'unaries':<10}{'radius':>8}{'float32 table':>15}{'float64 table':>15}{'MAP':>10}")
-    for kind in ("flat", "pose", "conflict"):
-        unary = unaries(kind, b, COCO17, h, w, gen)
+    h, w = 64, 48
+    print(f"COCO17, {h}x{w} grid, batch {batch}, float32 unaries on {device} (ms, best of {repeats});")
+    print("log Z + marginals (one certified sum-product pass) and the MAP pose (max-product), per table kind")
+    print(f"{'unaries':<10}{'radius':>7}{'table':>12}{'marginals':>11}{'MAP':>9}{'MAP/marg':>10}")
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for kind in kinds:
+        unary = unaries(kind, batch, COCO17, h, w, gen).to(device)
         for radius in (15, max(h, w) - 1):
-            exact_table = gaussian_kernel(radius, 4.0).expand(COCO17.num_edges, -1, -1)
-            pairwise = exact_table.float()
-            sum_product = best_time(lambda: TreeCRF(unary, pairwise, COCO17).marginals, repeats)
-            separable = best_time(lambda: TreeCRF(unary, exact_table, COCO17).marginals, repeats)
-            map_pose = best_time(lambda: TreeCRF(unary, pairwise, COCO17).argmax, repeats)
-            label = "full" if radius == max(h, w) - 1 else str(radius)
-            print(f"{kind:<10}{label:>8}{sum_product:>15.0f}{separable:>15.0f}{map_pose:>10.0f}")
+            for name, table in coco_tables(radius, gen, device).items():
+                marginals = best_time(lambda: (TreeCRF(unary, table, COCO17).marginals, sync()), repeats)
+                map_pose = best_time(lambda: (TreeCRF(unary, table, COCO17).argmax, sync()), repeats)
+                label = "full" if radius == max(h, w) - 1 else str(radius)
+                print(f"{kind:<10}{label:>7}{name:>12}{marginals:>11.0f}{map_pose:>9.0f}{map_pose / marginals:>10.1f}")
 
 
 def chain_comparison(repeats: int) -> None:
@@ -116,11 +128,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per figure (best is kept)")
+    parser.add_argument("--batch", type=int, default=32, help="batch size of the COCO table")
+    parser.add_argument("--device", default="cpu", help="device of the COCO table (the chain comparison stays on the CPU)")
+    parser.add_argument("--kinds", nargs="+", default=["flat", "pose", "conflict"], choices=["flat", "pose", "conflict"],
+                        help="unaries of the COCO table")
+    parser.add_argument("--skip-chain", action="store_true", help="only the COCO table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)\n")
-    coco_table(args.repeats)
-    chain_comparison(args.repeats)
+    coco_table(args.repeats, args.batch, args.device, args.kinds)
+    if not args.skip_chain:
+        chain_comparison(args.repeats)
 
 
 if __name__ == "__main__":
