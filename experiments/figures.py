@@ -21,6 +21,8 @@ from crfpose.skeletons import get_skeleton
 
 __all__ = ["draw"]
 
+GALLERY_DPI = 72  # photographs compress poorly: keep the gallery small enough to commit
+
 
 def _images(dataset, indices: Sequence[int]) -> list:
     """Each test pose's original image: the file of a record, or (synthetic data, identity affine) the crop."""
@@ -30,7 +32,7 @@ def _images(dataset, indices: Sequence[int]) -> list:
     return [(dataset[i]["image"] * std + mean).clamp(0, 1) for i in indices]
 
 
-def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[str] = (), gallery: int = 4) -> list[Path]:
+def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[str] = (), gallery: int = 3) -> list[Path]:
     """Write the report's figures into ``grid.report / "figures"``; returns their paths.
 
     ``load_predictions(name)`` gives a result's saved predictions; ``test_set()`` the test dataset;
@@ -41,6 +43,8 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
         return []
     out = grid.report / "figures"
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.png"):  # figures of results that changed name or are gone
+        stale.unlink()
     names = [r["name"] for r in results]
     focus = [n for n in focus if n in names] or [names[0], *[r["name"] for r in results if "gain" in r][-1:]]
     chosen = [r for r in results if r["name"] in focus]
@@ -57,7 +61,7 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
         figure = viz.plot_gallery(_images(dataset, [int(a["index"][i]) for i in pick]), a["gt"][pick],
                                   {focus[0]: a["pred"][pick, :, :2], focus[1]: b["pred"][pick, :, :2]}, skeleton,
                                   num=len(pick))
-        written.append(viz.save(figure, out / f"gallery_{_slug(focus[0])}_vs_{_slug(focus[1])}.png"))
+        written.append(viz.save(figure, out / f"gallery_{_slug(focus[0])}_vs_{_slug(focus[1])}.png", dpi=GALLERY_DPI))
     for r in chosen:
         row = r["row"]
         checkpoint = grid.folder(row) / "last.pt"

@@ -375,8 +375,12 @@ def test_gallery_shows_where_the_models_differ_most():
     b[2] += [3.0, 0.0]
     fig = viz.plot_gallery([white(), white(), white()], gt, {"CNN": b, "CRF": a}, TOY, num=2)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["ground truth", "CNN: 10.0 px", "CRF: 1.0 px", "ground truth", "CNN: 3.0 px", "CRF: 1.0 px"]
+    assert titles == ["ground truth\n", "CNN\n10.0 px", "CRF\n1.0 px", "ground truth\n", "CNN\n3.0 px", "CRF\n1.0 px"]
     assert viz.most_different(gt, {"CNN": b, "CRF": a}, TOY, 3) == [1, 2, 0]
+    tall = np.full((80, 40, 3), 255, np.uint8)  # rows take the height of their own image: no empty bands
+    fig = viz.plot_gallery([white(), tall, white()], gt, {"CNN": b, "CRF": a}, TOY, num=2)
+    heights = [ax.get_position().height for ax in fig.axes[::3]]
+    assert heights[0] / heights[1] == pytest.approx(80 / 40 / (white().shape[0] / white().shape[1]), rel=0.02)
 
 
 def test_import_crfpose_does_not_import_matplotlib():

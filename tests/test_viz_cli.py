@@ -48,7 +48,7 @@ def test_checkpoint_figure_set(trained, tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     assert sorted(printed) == sorted(str(out / f"{name}.svg") for name in CHECKPOINT_FIGURES)
     overlays = (out / "overlays.svg").read_text()
-    assert overlays.count(">ground truth<") == 3 and "CNN + CRF: " in overlays  # --num rows, errors in titles
+    assert overlays.count(">ground truth<") == 3 and ">CNN + CRF<" in overlays  # --num rows, errors in titles
     assert ">→ head_top<" in (out / "pairwise.svg").read_text()  # lsp14 edge titles: neck -> head_top
 
 

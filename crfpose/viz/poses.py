@@ -251,21 +251,23 @@ def plot_gallery(
     pixels = [as_image(images[i], f"images[{i}]") for i in chosen]
     st = get_style(style)
     cols = 1 + len(predictions)
-    aspect = max(p.shape[0] / p.shape[1] for p in pixels) if pixels else 1.0
-    title_in = 2.2 * st.font_size / 72
+    aspects = [p.shape[0] / p.shape[1] for p in pixels] or [1.0]  # each row as tall as its own image
+    title_in = 3.4 * st.font_size / 72  # two title lines: the label, then the error
     cell_w = st.width / cols
-    height = len(chosen) * (cell_w * aspect + title_in) + 0.05
+    rows_in = [cell_w * a for a in aspects]
+    height = sum(rows_in) + len(chosen) * title_in + 0.05
     fig = new_figure(st, height)
     with styled(st):
-        grid = fig.add_gridspec(len(chosen), cols, left=0.01, right=0.99, bottom=0.05 / height,
-                                top=1 - title_in / height, wspace=0.04, hspace=title_in / (cell_w * aspect))
+        grid = fig.add_gridspec(max(len(chosen), 1), cols, left=0.01, right=0.99, bottom=0.05 / height,
+                                top=1 - title_in / height, wspace=0.04, height_ratios=aspects,
+                                hspace=title_in / (sum(rows_in) / len(rows_in)))
         for row, (i, px) in enumerate(zip(chosen, pixels)):
             ax = fig.add_subplot(grid[row, 0])
             plot_poses(px, np.zeros((0, skeleton.num_joints, 3)), skeleton, ground_truth=gt[i], ax=ax,
                        palette=palette, style=st)
-            ax.set_title("ground truth")
+            ax.set_title("ground truth\n")
             for col, (label, p) in enumerate(poses.items(), start=1):
                 ax = fig.add_subplot(grid[row, col])
                 plot_poses(px, p[i, :, :2], skeleton, ground_truth=gt[i], ax=ax, palette=palette, style=st)
-                ax.set_title(f"{label}: {errors[label][i]:.1f} px")
+                ax.set_title(f"{label}\n{errors[label][i]:.1f} px")
     return fig
