@@ -3,8 +3,8 @@ predictions and checkpoints (nothing is re-run but the CRF of one kernel figure)
 
 Shape legend: N test poses, K joints.
 
-* ``pck_curves.png``: PCK against alpha for every result;
-* ``joint_pck.png``: per-joint PCK of the results named in ``focus`` (the MSE CNN, the control, the best tree);
+* ``pck_curves.png`` and ``joint_pck.png``: PCK against alpha, and per joint, of the results named in
+  ``focus`` (e.g. the MSE CNN, the control, the trees);
 * ``gallery_<a>_vs_<b>.png``: the test images where two results differ most, ground truth and both;
 * ``kernels_<row>.png`` / ``deformation_<row>.png``: a structured row's learned pairwise.
 """
@@ -49,8 +49,8 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
     focus = [n for n in focus if n in names] or [names[0], *[r["name"] for r in results if "gain" in r][-1:]]
     chosen = [r for r in results if r["name"] in focus]
     written = [
-        viz.save(viz.plot_pck_curves([r | {"normalizer": grid.evaluate["normalizer"]} for r in results], names),
-                 out / "pck_curves.png"),
+        viz.save(viz.plot_pck_curves([r | {"normalizer": grid.evaluate["normalizer"]} for r in chosen],
+                                     [r["name"] for r in chosen]), out / "pck_curves.png"),
         viz.save(viz.plot_joint_pck([_fractions(r) for r in chosen], [r["name"] for r in chosen]), out / "joint_pck.png"),
     ]
     if len(focus) >= 2:

@@ -137,7 +137,8 @@ def plot_joint_pck(
         ax.set_ylim(0, 100)
         ax.set_ylabel(f"PCK@{alpha:g} (%)" if isinstance(alpha, (int, float)) else "PCK (%)")
         ax.grid(axis="y", alpha=0.3, linewidth=0.5)
-        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=min(len(runs), 4), frameon=False, borderaxespad=0.2)
+        columns = max(1, min(len(runs), 4, int(80 // max(len(n) + 6 for n in names))))  # long labels: fewer columns
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=columns, frameon=False, borderaxespad=0.2)
     return fig
 
 
