@@ -24,6 +24,7 @@ A grid file (YAML) holds::
         set: [train.mode=joint, crf.pairwise=gaussian]
         decoders: [marginals, map]
         baseline: cnn_mse_cont/unary      # gain over it with a paired bootstrap interval (same test poses)
+        also: [cnn_mse/unary]             # more such comparisons, under "also" in results.json
 
 A row is *finished* when ``<output>/<row>/result.json`` exists; a row with a ``last.pt`` but no result
 resumes training from it (exactly, see :func:`crfpose.engine.train`). The budget of a result is the
@@ -66,6 +67,7 @@ class Row:
     decoders: list = field(default_factory=lambda: ["marginals"])
     start: Optional[str] = None  # the row whose last.pt initialises this one ("from" in YAML)
     baseline: Optional[str] = None  # "<row>/<decoder>" to compare with
+    also: list = field(default_factory=list)  # further "<row>/<decoder>" comparisons, reported under "also"
     note: str = ""
 
 
@@ -95,7 +97,7 @@ class Grid:
 
 EVALUATE_DEFAULTS = {"flip": True, "alpha": 0.2, "normalizer": "torso", "all_joints": True, "bootstrap": 1000,
                      "batch_size": 64, "focus": []}  # focus: results drawn per joint and in the gallery
-ROW_KEYS = {"name", "set", "decoders", "from", "baseline", "note"}
+ROW_KEYS = {"name", "set", "decoders", "from", "baseline", "also", "note"}
 
 
 def load_grid(path: str | os.PathLike, variant: Optional[str] = None, overrides: Sequence[str] = ()) -> Grid:
@@ -118,7 +120,7 @@ def load_grid(path: str | os.PathLike, variant: Optional[str] = None, overrides:
         if unknown or "name" not in item:
             raise ValueError(f"{path}: rows[{i}]: expected keys {sorted(ROW_KEYS)} with a name, got {item!r}")
         rows.append(Row(item["name"], list(item.get("set", [])), list(item.get("decoders", ["marginals"])),
-                        item.get("from"), item.get("baseline"), item.get("note", "")))
+                        item.get("from"), item.get("baseline"), list(item.get("also", [])), item.get("note", "")))
     if chosen.get("rows"):
         keep = set(chosen["rows"])
         rows = [r for r in rows if r.name in keep]
@@ -126,8 +128,9 @@ def load_grid(path: str | os.PathLike, variant: Optional[str] = None, overrides:
     for r in rows:
         if r.start is not None and r.start not in names:
             raise ValueError(f"{path}: row {r.name!r} starts from {r.start!r}, which is not a row here")
-        if r.baseline is not None and r.baseline.split("/")[0] not in names:
-            raise ValueError(f"{path}: row {r.name!r} compares with {r.baseline!r}, whose row is not here")
+        for b in [r.baseline, *r.also] if r.baseline is not None else r.also:
+            if b.split("/")[0] not in names:
+                raise ValueError(f"{path}: row {r.name!r} compares with {b!r}, whose row is not here")
     base = data.get("base")
     output = Path(data.get("output", f"runs/{path.stem}")) / (variant or "main")
     return Grid(
@@ -225,7 +228,6 @@ def _load_predictions(grid: Grid, entry: str) -> dict:
 def collect(grid: Grid) -> list[dict]:
     """One result per finished (row, decoder): name, PCK (in %), budget, and for a row with a baseline
     its gain over it and a 95% paired bootstrap interval (in points). Unfinished rows are left out."""
-    e = grid.evaluate
     results, raw = [], {}
     for row in grid.rows:
         path = grid.folder(row.name) / "result.json"
@@ -245,18 +247,28 @@ def collect(grid: Grid) -> list[dict]:
                    "pck_per_joint": {j: 100 * v for j, v in m["pck_per_joint"].items()},
                    "structure": {k: 100 * v for k, v in m["structure"].items()},
                    "pck_curve": m["pck_curve"], "note": row.note}
-            base_row = row.baseline.split("/")[0] if row.baseline else None
-            if base_row in raw:
-                a, b = _load_predictions(grid, name), _load_predictions(grid, row.baseline)
-                if not np.array_equal(a["index"], b["index"]):
-                    raise ValueError(f"{name} and {row.baseline} were evaluated on different test poses")
-                kw = dict(alpha=e["alpha"], normalizer=e["normalizer"], all_joints=e["all_joints"])
-                kw |= {"boxes": a["box"]} if e["normalizer"] == "bbox" else {}
-                sa, sb = (structure_scores(x["pred"], x["gt"], skeleton, **kw) for x in (a, b))
-                gain = pck_gain(sa["correct"], sb["correct"], sa["counted"], resamples=e["bootstrap"])
-                out |= {"baseline": row.baseline, "gain": 100 * gain["gain"], "ci": [100 * c for c in gain["ci"]]}
+            if row.baseline and row.baseline.split("/")[0] in raw:
+                gain = _gain(grid, name, row.baseline, skeleton)
+                out |= {"baseline": row.baseline, "gain": gain["gain"], "ci": gain["ci"]}
+            extra = {b: _gain(grid, name, b, skeleton) for b in row.also if b.split("/")[0] in raw}
+            if extra:
+                out["also"] = extra
             results.append(out)
     return results
+
+
+def _gain(grid: Grid, name: str, baseline: str, skeleton) -> dict:
+    """PCK of result ``name`` minus that of ``baseline`` on the same test poses, with its 95% paired
+    bootstrap interval, in points."""
+    e = grid.evaluate
+    a, b = _load_predictions(grid, name), _load_predictions(grid, baseline)
+    if not np.array_equal(a["index"], b["index"]):
+        raise ValueError(f"{name} and {baseline} were evaluated on different test poses")
+    kw = dict(alpha=e["alpha"], normalizer=e["normalizer"], all_joints=e["all_joints"])
+    kw |= {"boxes": a["box"]} if e["normalizer"] == "bbox" else {}
+    sa, sb = (structure_scores(x["pred"], x["gt"], skeleton, **kw) for x in (a, b))
+    gain = pck_gain(sa["correct"], sb["correct"], sa["counted"], resamples=e["bootstrap"])
+    return {"gain": 100 * gain["gain"], "ci": [100 * c for c in gain["ci"]]}
 
 
 def format_table(results: list[dict]) -> str:

@@ -29,7 +29,7 @@ def grid_file(tmp_path):
             {"name": "control", "from": "mse", "set": ["train.mode=joint", "train.epochs=2", "crf.pairwise=flat",
                                                        "crf.radius=7"], "baseline": "mse/unary"},
             {"name": "tree", "from": "mse", "set": ["train.mode=joint", "train.epochs=2"],
-             "decoders": ["marginals", "map"], "baseline": "control/marginals"},
+             "decoders": ["marginals", "map"], "baseline": "control/marginals", "also": ["mse/unary"]},
         ],
         "variants": {"quick": {"set": ["train.epochs=1"], "rows": ["mse", "control"]}},
     }
@@ -55,6 +55,7 @@ def test_grid_runs_skips_finished_rows_and_resumes_an_interrupted_one(grid_file,
     assert results[2]["baseline"] == "control/marginals" and results[2]["ci"][0] <= results[2]["gain"] <= results[2]["ci"][1]
     # the gain is the difference of the two rows' PCKs on the same test poses
     assert results[2]["gain"] == pytest.approx(results[2]["pck"] - results[1]["pck"])
+    assert results[2]["also"]["mse/unary"]["gain"] == pytest.approx(results[2]["pck"] - results[0]["pck"])
     stamps = {n: (grid.folder(n) / "result.json").stat().st_mtime_ns for n in ("mse", "control", "tree")}
     calls.clear()
     again = runner.run_grid(grid)  # everything finished: nothing trains, the same results
