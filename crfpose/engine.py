@@ -213,9 +213,10 @@ def _load_weights(model: nn.Module, state: dict, name: str, config: Optional[Con
 
 def _load_init(model: nn.Module, path: str) -> bool:
     """Load ``train.init_checkpoint`` (a :func:`train` checkpoint or a bare state dict) into ``model``;
-    a backbone-only state goes into a PoseCRF's backbone, a PoseCRF's backbone into a bare one. Returns whether a *fitted* pairwise was
-    loaded: not from a checkpoint written while only the heatmaps trained (e.g. ``stage1_heatmap.pt``),
-    whose pairwise is still at its initial value."""
+    a backbone-only state goes into a PoseCRF's backbone, a PoseCRF's backbone into a bare one, and a
+    PoseCRF with another kind of pairwise gives its backbone and unary adapter only. Returns whether a
+    *fitted* pairwise was loaded: not from a checkpoint written while only the heatmaps trained (e.g.
+    ``stage1_heatmap.pt``), whose pairwise is still at its initial value."""
     checkpoint = load_torch_file(path, "train.init_checkpoint")
     if not isinstance(checkpoint, dict):
         raise ValueError(f"train.init_checkpoint {path}: expected a crfpose checkpoint or a state dict, got a {type(checkpoint).__name__}")
@@ -225,8 +226,18 @@ def _load_init(model: nn.Module, path: str) -> bool:
         return False
     if not isinstance(model, PoseCRF) and any(k.startswith("backbone.") for k in state):  # a PoseCRF's backbone
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    if isinstance(model, PoseCRF) and _pairwise_shapes(state) != _pairwise_shapes(model.state_dict()):
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("pairwise.")}, strict=False)
+        missing = [k for k in model.state_dict() if not k.startswith("pairwise.") and k not in state]
+        if missing:
+            raise ValueError(f"train.init_checkpoint {path}: missing {missing[:3]} for this model")
+        return False
     model.load_state_dict(state)
     return isinstance(model, PoseCRF) and checkpoint.get("stage_name", "crf") != "heatmap"
+
+
+def _pairwise_shapes(state: dict) -> dict:
+    return {k: tuple(v.shape) for k, v in state.items() if k.startswith("pairwise.")}
 
 
 # ----------------------------------------------------------------------------- distributed and seeds

@@ -141,6 +141,20 @@ def test_unary_can_continue_from_a_crf_checkpoint_backbone(tmp_path):
     assert torch.allclose(before["backbone." + key], after[key], atol=1e-8)  # loaded, then (almost) not moved
 
 
+def test_joint_with_another_pairwise_takes_backbone_and_unary_of_the_init_checkpoint(tmp_path):
+    first = train(tiny(tmp_path / "a", "separate"))
+    config = tiny(tmp_path / "b", "joint", "crf.pairwise=flat", "crf.radius=7", f"train.init_checkpoint={first['last']}")
+    model = build_model_from_config(config)
+    assert engine._load_init(model, first["last"]) is False  # its Gaussian pairwise does not fit a flat one
+    before = load_checkpoint(first["last"])["model"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # everything but the pairwise came from the checkpoint
+    bad = {k: v for k, v in before.items() if k != "unary.log_scale"}
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"missing \['unary.log_scale'\]"):
+        engine._load_init(build_model_from_config(config), tmp_path / "bad.pt")
+
+
 def test_joint_from_a_stage1_checkpoint_still_fits_the_pairwise(tmp_path):
     """A separate run's stage-1 checkpoint holds a PoseCRF whose pairwise never trained: joint
     training from it must fit the pairwise to the data, while a finished CRF stage counts as fitted."""
