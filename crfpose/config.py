@@ -53,7 +53,7 @@ class CRFConfig:
     ``sigma`` is the std (grid cells) of the soft targets of the CRF loss (0 = one-hot); with
     ``init_from_data`` the pairwise starts from training-set displacement statistics (``init_samples``
     training items at most, read without augmentation) when its first CRF stage begins. ``pairwise``:
-    ``flat`` (no structure, the loss control; give it a radius covering the grid), ``gaussian``,
+    ``flat`` (no structure, the loss control; its window always covers the grid), ``gaussian``,
     ``freeform``, ``mixture`` (``num_types`` per edge weighted per image from the K maps) or
     ``relation`` (the same from the backbone's features pooled to ``pool x pool`` cells).
     ``fit_split``: the data of the CRF stage of ``separate`` training, ``train`` or ``val`` (held-out

@@ -11,10 +11,10 @@ A grid file (YAML) holds::
     output: runs/lsp_ablation             # run folders <output>/<variant or main>/<row> (checkpoints, logs, predictions)
     report: docs/experiments/lsp_ablation # results.json, results.md and figures (a variant's go to its run folder)
     base: configs/lsp_cnn.yaml            # the training config every row starts from (relative to this file)
-    set: [key=value, ...]                 # overrides for every row
+    set: [key=value, ...]                 # overrides for every row (a row's own come after them)
     test: {name: lsp, options: {root: ../shared/data/lsp, split: test}}
     evaluate: {flip: true, alpha: 0.2, normalizer: torso, all_joints: true, bootstrap: 1000}
-    variants: {quick: {set: [...], rows: [...]}, gpu: {set: [...]}}
+    variants: {quick: {set: [...], rows: [...]}, gpu: {set: [...]}}   # a variant's set comes after the rows' own
     rows:
       - name: cnn_mse                     # a run folder <output>/<name>
         set: [train.mode=unary, train.epochs=40]
@@ -80,7 +80,8 @@ class Grid:
     output: Path
     report: Path
     base: Optional[Path]
-    set: list
+    set: list  # overrides before each row's own
+    late: list  # overrides after each row's own: the variant's and the command line's
     test: dict
     evaluate: dict
     rows: list
@@ -138,18 +139,19 @@ def load_grid(path: str | os.PathLike, variant: Optional[str] = None, overrides:
         output=output,
         report=Path(data.get("report", output / "report")) if variant is None else output / "report",
         base=(path.parent / base) if base else None,
-        set=[*data.get("set", []), *chosen.get("set", []), *overrides],
+        set=list(data.get("set", [])), late=[*chosen.get("set", []), *overrides],
         test=dict(data.get("test") or {}), evaluate=EVALUATE_DEFAULTS | dict(data.get("evaluate") or {}),
         rows=rows,
     )
 
 
 def row_config(grid: Grid, row: Row) -> Config:
-    """The training config of ``row``: base file + grid overrides + the row's own + its run folder."""
+    """The training config of ``row``: base file, the grid's overrides, the row's own, the variant's and
+    the command line's, and its run folder."""
     extra = [f"output_dir={grid.folder(row.name)}"]
     if row.start is not None:
         extra.append(f"train.init_checkpoint={grid.folder(row.start) / 'last.pt'}")
-    return load_config(grid.base, [*grid.set, *row.set, *extra])
+    return load_config(grid.base, [*grid.set, *row.set, *grid.late, *extra])
 
 
 def _test_set(grid: Grid, config: Config):

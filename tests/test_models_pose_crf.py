@@ -148,8 +148,9 @@ def test_relation_pairwise_reads_the_backbone_features_pooled_to_a_grid():
 
 
 def test_flat_pairwise_makes_the_marginals_per_joint_softmaxes():
-    model, x = _model(pairwise=FlatPairwise(TINY.num_edges, 7)), _images(h=16, w=16)  # 4x4 grid, R covers it
+    model, x = _model(pairwise=FlatPairwise(TINY.num_edges, 1)), _images(h=16, w=16)  # 4x4 grid: R = 3 is used
     assert not list(model.pairwise.parameters())
+    assert model.pairwise(torch.zeros(2, 4, 5, 7)).shape == (3, 13, 13)
     crf = model.crf(x)
     unary = model(x)
     softmax = unary.flatten(2).softmax(-1).view_as(unary)

@@ -136,14 +136,17 @@ class Pairwise(nn.Module):
 class FlatPairwise(Pairwise):
     """No structure: zero tables and no parameters, the loss control of an ablation.
 
-    With ``R`` at least the grid's extent minus one, no displacement is cut off, so the CRF factorises:
-    its marginals are the per-joint softmax of the unary maps and its NLL is a per-joint cross-entropy.
+    Given the maps or features ``(B, C, H, W)`` it reads, its window covers their grid (radius
+    ``max(H, W) - 1``, whatever ``radius`` says), so no displacement is cut off and the CRF factorises:
+    its marginals are the per-joint softmax of the unary maps and its NLL a per-joint cross-entropy.
     """
 
     def forward(self, features: Optional[Tensor] = None) -> Tensor:
-        """Zeros, ``(E, 2R+1, 2R+1)``; ``features`` fixes the device (float32 on the CPU without them)."""
-        device = features.device if isinstance(features, Tensor) else None
-        return torch.zeros(self.num_edges, self.window, self.window, device=device)
+        """Zeros, ``(E, 2r+1, 2r+1)`` with ``r = max(H, W) - 1`` for 4-D ``features`` (else ``radius``)."""
+        if isinstance(features, Tensor) and features.dim() == 4:
+            window = 2 * max(features.shape[-2:]) - 1
+            return torch.zeros(self.num_edges, window, window, device=features.device)
+        return torch.zeros(self.num_edges, self.window, self.window)
 
 
 class FreePairwise(Pairwise):
