@@ -61,7 +61,7 @@ class _Session:
 
     def predict(self, upload: Optional[str], webcam: Optional[np.ndarray], decoder_label: str, threshold: float):
         """One request: ``(overlay path, marginals path, JSON dict, JSON file path, message)``."""
-        from crfpose.predict_cli import _instances
+        from crfpose.predict_cli import mmpose_instances
         from crfpose.viz import plot_heatmaps, plot_poses, save
 
         nothing = (None, None, None, None)
@@ -87,7 +87,7 @@ class _Session:
             figure = plot_heatmaps(None, persons[0]["unary"], persons[0]["marginals"], self.skeleton)
             marginals = str(save(figure, folder / "marginals.png"))
         record = {"skeleton": self.skeleton.name, "keypoint_names": list(self.skeleton.joints), "decoder": decoder,
-                  "image_size": [int(image.shape[-1]), int(image.shape[-2])], "instances": _instances(persons)}
+                  "image_size": [int(image.shape[-1]), int(image.shape[-2])], "instances": mmpose_instances(persons)}
         json_path = atomic_write(folder / "predictions.json", lambda f: json.dump(record, f, indent=1))
         message = (f"{len(persons)} person(s), decoder **{decoder_label}**: {int((scores >= threshold).sum())} of "
                    f"{scores.size} joints scored at or above the threshold {threshold:.2f} are drawn.")

@@ -21,14 +21,14 @@ import numpy as np
 import yaml
 
 from crfpose import __version__
-from crfpose.config import CHOICES, from_dict, load_config, to_dict
+from crfpose.config import CHOICES, load_config
 from crfpose.fileio import atomic_write
-from crfpose.engine import NonFiniteLoss, load_model, make_dataset, train
+from crfpose.engine import NonFiniteLoss, evaluation_dataset, load_model, train
 from crfpose.evaluate import compute_metrics, predict_dataset_decoders
 from crfpose.models import PoseCRF
 from crfpose.skeletons import get_skeleton
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "parse_set_options", "COMMANDS"]
 
 # Commands beyond train/eval: name -> (module, one-line help). Each module has
 # ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
@@ -113,7 +113,8 @@ def _resume_hint(args: argparse.Namespace, last: Path) -> str:
     return f"the last checkpoint is {last}; resume with: {command}"
 
 
-def _options(items: Sequence[str]) -> dict:
+def parse_set_options(items: Sequence[str]) -> dict:
+    """``--set key=value`` items as a dict, values parsed as YAML."""
     out = {}
     for item in items:
         if "=" not in item:
@@ -128,12 +129,7 @@ _PRINTED = ("decoder", "pck", "auc", "epe", "coco", "coco_unavailable", "num_pos
 
 def _eval(args: argparse.Namespace) -> int:
     model, config = load_model(args.checkpoint)
-    data = to_dict(config)
-    val = dict(data["data"]["val"]) if args.data == config.data.name else {}
-    if args.split is not None:
-        val["split"] = args.split
-    data["data"] |= {"name": args.data, "val": val | _options(args.options)}
-    dataset = make_dataset(from_dict(data), "val", train=False)
+    dataset = evaluation_dataset(config, args.data, args.split, parse_set_options(args.options))
     e = config.eval
     decoders = list(dict.fromkeys(args.decoder or [e.decoder if isinstance(model, PoseCRF) else "unary"]))
     predictions = predict_dataset_decoders(

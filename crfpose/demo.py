@@ -450,14 +450,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``crfpose demo``: print the report and where the files went; 0 on success."""
-    from crfpose.cli import _options
+    from crfpose.cli import parse_set_options
 
     if args.workers < 0 or (args.threads is not None and args.threads < 1):
         raise ValueError(f"--workers, --threads: expected ints >= 0 and >= 1, got {args.workers} and {args.threads}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(args.threads or max(1, cores - args.workers))
     summary = run_demo(Path(args.out), data=args.data, quick=args.quick, seed=args.seed,
-                       options=_options(args.options), image_format=args.image_format, workers=args.workers)
+                       options=parse_set_options(args.options), image_format=args.image_format, workers=args.workers)
     print(summary["report"])
     print(f"\nwritten: {Path(args.out) / 'summary.json'}, {len(summary['figures'])} figures in {args.out}; "
           f"joint model: {summary['checkpoint']} (try: crfpose app {summary['checkpoint']}); "

@@ -47,7 +47,7 @@ from crfpose.skeletons import get_skeleton
 
 __all__ = [
     "TrainingStalled", "stall_message", "Stage", "plan_stages", "build_model_from_config", "make_dataset",
-    "build_datasets", "init_pairwise_from_data", "fit_pairwise",
+    "evaluation_dataset", "build_datasets", "init_pairwise_from_data", "fit_pairwise",
     "save_checkpoint", "load_checkpoint", "load_model", "train", "NonFiniteLoss",
 ]
 
@@ -106,6 +106,17 @@ def make_dataset(config: Config, split: str, train: bool) -> Dataset:
     if dataset.skeleton.name != skeleton.name:
         raise ValueError(f"skeleton: dataset {d.name!r} has skeleton {dataset.skeleton.name!r}, config says {skeleton.name!r}")
     return dataset
+
+
+def evaluation_dataset(config: Config, name: str, split: Optional[str] = None, options: Optional[dict] = None) -> Dataset:
+    """Dataset ``name`` prepared as ``config`` prepares its validation data (input size, grid, skeleton):
+    the config's own validation options when ``name`` is its dataset, then ``split`` and ``options``."""
+    data = to_dict(config)
+    val = dict(data["data"]["val"]) if name == config.data.name else {}
+    if split is not None:
+        val["split"] = split
+    data["data"] |= {"name": name, "val": val | dict(options or {})}
+    return make_dataset(from_dict(data), "val", train=False)
 
 
 def build_datasets(config: Config) -> tuple[Dataset, Dataset]:

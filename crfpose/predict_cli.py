@@ -28,7 +28,7 @@ import numpy as np
 
 from crfpose.fileio import atomic_write
 
-__all__ = ["add_arguments", "run", "collect_sources", "PredictionWriter", "VIDEO_SUFFIXES"]
+__all__ = ["add_arguments", "run", "collect_sources", "mmpose_instances", "PredictionWriter", "VIDEO_SUFFIXES"]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -108,7 +108,7 @@ class _Progress:
             self.bar.close()
 
 
-def _instances(persons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def mmpose_instances(persons: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Persons of :class:`~crfpose.predict.Predictor` in MMPose's JSON layout (corner boxes)."""
     out = []
     for p in persons:
@@ -262,7 +262,7 @@ class PredictionWriter:
                 progress.update(len(group))
 
     def _write_image(self, path: Path, tensor, persons: list[dict[str, Any]]) -> None:
-        _write_json(self.out / "predictions" / f"{path.stem}.json", _instances(persons))
+        _write_json(self.out / "predictions" / f"{path.stem}.json", mmpose_instances(persons))
         if self.coco_json is not None:
             image_id = self._image_id(path)
             for p in persons:
@@ -288,7 +288,7 @@ class PredictionWriter:
 
         def flush() -> None:
             for frame, persons in zip(batch, self.predictor(list(batch))):
-                entries.append({"frame_id": len(entries), "instances": _instances(persons)})
+                entries.append({"frame_id": len(entries), "instances": mmpose_instances(persons)})
                 if self.draw:
                     overlays.append(_figure_to_array(_render(frame, persons, self.predictor.skeleton, self.draw_threshold)))
             progress.update(len(batch))

@@ -66,11 +66,10 @@ def checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: str
     import torch
 
     from crfpose import viz
-    from crfpose.cli import _options
-    from crfpose.config import from_dict, to_dict
+    from crfpose.cli import parse_set_options
     from crfpose.crf import TreeCRF
     from crfpose.data.transforms import affine_points
-    from crfpose.engine import load_model, make_dataset
+    from crfpose.engine import evaluation_dataset, load_model
     from crfpose.evaluate import compute_metrics, predict_dataset
     from crfpose.models.pose_crf import PoseCRF
 
@@ -79,12 +78,7 @@ def checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: str
     if args.num < 1 or (args.limit is not None and args.limit < 1):
         raise ValueError(f"--num and --limit: expected positive ints, got {args.num} and {args.limit}")
     model, config = load_model(args.checkpoint)
-    data = to_dict(config)
-    val = dict(data["data"]["val"]) if args.data == config.data.name else {}
-    if args.split is not None:
-        val["split"] = args.split
-    data["data"] |= {"name": args.data, "val": val | _options(args.options)}
-    dataset = make_dataset(from_dict(data), "val", train=False)
+    dataset = evaluation_dataset(config, args.data, args.split, parse_set_options(args.options))
     skeleton = dataset.skeleton
     indices = range(min(len(dataset), args.limit or len(dataset)))
     if not len(indices):

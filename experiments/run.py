@@ -155,10 +155,8 @@ def row_config(grid: Grid, row: Row) -> Config:
 
 
 def _test_set(grid: Grid, config: Config):
-    data = to_dict(config)
-    if grid.test:
-        data["data"] |= {"name": grid.test.get("name", config.data.name), "val": dict(grid.test.get("options", {}))}
-    return engine.make_dataset(from_dict(data), "val", train=False)
+    """The grid's test set, prepared as the row's config prepares its validation data."""
+    return engine.evaluation_dataset(config, grid.test.get("name", config.data.name), options=grid.test.get("options"))
 
 
 def _seconds(folder: Path) -> tuple[int, float]:
