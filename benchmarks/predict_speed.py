@@ -2,7 +2,7 @@
 
 Shape legend: K joints; images are random (h, w, 3) JPEGs with one whole-image person each.
 
-    python benchmarks/predict_speed.py [--model hrnet_w32] [--images 32] [--batch-sizes 1 16] [--threads N]
+    python benchmarks/predict_speed.py [--model hrnet_w32] [--images 32] [--batch-sizes 1 16] [--threads N] [--radius R]
 
 Compares the backbone alone (``unary`` decoder, no CRF) with backbone + tree CRF (``marginals``), random
 weights (speed does not depend on them), flip test off. Prints one line per setting and the CRF's share.
@@ -31,10 +31,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(192, 256), metavar=("W", "H"), help="crop size")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=(1, 16))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--radius", type=int, default=15, help="pairwise radius (grid cells) of the Gaussian tree")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = build_model(args.model, skeleton=COCO17, crf={})
+    model = build_model(args.model, skeleton=COCO17, crf={"radius": args.radius})
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
