@@ -50,8 +50,11 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_and_exits_130(tmp_path):
     path = tiny_yaml(tmp_path, "train.epochs=100000", "eval.every=0")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
+    # Python turns SIGINT into KeyboardInterrupt only if its parent left SIGINT at the default: a test
+    # runner's worker may ignore it, and the child would inherit that; restore the default in the child.
     proc = subprocess.Popen([sys.executable, "-m", "crfpose", "train", str(path), "optim.lr=0.005"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = tmp_path / "run" / "log.jsonl"
     deadline = time.monotonic() + 120
     while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
