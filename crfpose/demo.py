@@ -20,7 +20,6 @@ checkpoint (``model.pt``) for ``crfpose predict`` and ``crfpose app``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -37,7 +36,7 @@ from tqdm import tqdm
 from crfpose.config import Config, load_config, to_dict
 from crfpose.crf import TreeCRF
 from crfpose.engine import load_model, make_dataset, plan_stages, save_checkpoint, train
-from crfpose.evaluate import predict_dataset
+from crfpose.evaluate import predict_dataset_decoders
 from crfpose.fileio import atomic_write
 from crfpose.models.pose_crf import PoseCRF
 from crfpose.skeletons import get_skeleton
@@ -174,34 +173,15 @@ def train_phase(config: Config, title: str) -> Path:
 # ----------------------------------------------------------------------------- evaluation
 
 
-class ReplayBackbone(nn.Module):
-    """A backbone that runs once per distinct batch of images and replays its maps when the same
-    batch comes again, so that several decoders over one dataset cost one backbone pass."""
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        if hasattr(backbone, "num_joints"):
-            self.num_joints = backbone.num_joints
-        self.seen: dict[bytes, torch.Tensor] = {}
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        key = hashlib.blake2b(images.detach().cpu().numpy().tobytes(), digest_size=16).digest()
-        if key not in self.seen:
-            self.seen[key] = self.backbone(images)  # (B, K, H, W)
-        return self.seen[key]
-
-
 def predict_all(models: dict[str, nn.Module], dataset, phase: Phase, workers: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """``{"model/decoder": predict_dataset(...)}``: the unary decoder for every model, the CRF
-    decoders for the PoseCRF models (one backbone pass per model)."""
+    """``{"model/decoder": predictions}``: the unary decoder for every model, the CRF decoders for the
+    PoseCRF models, from one backbone pass per model (:func:`crfpose.evaluate.predict_dataset_decoders`)."""
     out = {}
     for name, model in models.items():
-        crf = isinstance(model, PoseCRF)
-        if crf:
-            model = PoseCRF(ReplayBackbone(model.backbone), model.skeleton, model.pairwise, model.unary).eval()
-        for decoder in DECODERS if crf else ("unary",):
-            out[f"{name}/{decoder}"] = predict_dataset(model, dataset, decoder=decoder, batch_size=64, workers=workers)
+        decoders = list(DECODERS) if isinstance(model, PoseCRF) else ["unary"]
+        predictions = predict_dataset_decoders(model, dataset, decoders=decoders, batch_size=64, workers=workers)
+        for decoder in decoders:
+            out[f"{name}/{decoder}"] = predictions[decoder]
             phase.step(f"{name}/{decoder}")
     return out
 
@@ -372,8 +352,7 @@ def draw_figures(out: Path, image_format: str, models: dict[str, nn.Module], dat
               for name in ("cnn/unary", *CRF_ROWS)}
     model = models["joint"]
     with torch.no_grad():
-        maps = model.backbone(items[0]["image"][None])  # (1, K, H, W)
-        unary, pairwise = model.unary(maps), model.pairwise(maps)  # (1, K, H, W), (E, 2R+1, 2R+1)
+        _, unary, pairwise = model.outputs(items[0]["image"][None])  # (1, K, H, W), (E or 1 x E, 2R+1, 2R+1)
     crf = TreeCRF(unary, pairwise, skeleton)
     draw = {
         "overlays": lambda: viz.plot_gallery(crops, gt_crop, in_crop, skeleton, num=len(chosen)),

@@ -105,8 +105,7 @@ def checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: str
     }
     if crf:
         with torch.no_grad():
-            maps = model.backbone(items[0]["image"][None])  # (1, K, H, W)
-            unary, pairwise = model.unary(maps), model.pairwise(maps)
+            _, unary, pairwise = model.outputs(items[0]["image"][None])  # (1, K, H, W), pairwise tables
         distribution = TreeCRF(unary, pairwise, skeleton)
         marginals = distribution.marginals[0]
         figures |= {
