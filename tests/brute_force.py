@@ -12,6 +12,15 @@ import torch
 from crfpose.skeletons import Skeleton
 
 
+def random_tree(k: int, gen: torch.Generator) -> Skeleton:
+    """A random tree on k joints with a random root and random joint numbering."""
+    order = torch.randperm(k, generator=gen).tolist()
+    parents = [-1] * k
+    for i in range(1, k):
+        parents[order[i]] = order[int(torch.randint(i, (1,), generator=gen))]
+    return Skeleton(f"random{k}", [f"j{i}" for i in range(k)], parents)
+
+
 def all_poses(k: int, h: int, w: int) -> torch.Tensor:
     """Every pose, (S, K, 2) long (x, y)."""
     cells = [(x, y) for y in range(h) for x in range(w)]

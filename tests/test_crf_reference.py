@@ -9,17 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brute_force import brute_force
+from brute_force import brute_force, random_tree
 from crfpose import COCO17, Skeleton, TreeCRF
 from crfpose.crf import reference
-
-
-def random_tree(k: int, gen: torch.Generator) -> Skeleton:
-    order = torch.randperm(k, generator=gen).tolist()
-    parents = [-1] * k
-    for i in range(1, k):
-        parents[order[i]] = order[int(torch.randint(i, (1,), generator=gen))]
-    return Skeleton(f"random{k}", [f"j{i}" for i in range(k)], parents)
 
 
 @settings(max_examples=30, deadline=None, derandomize=True)

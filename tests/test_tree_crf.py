@@ -9,19 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchcrf import CRF
 
-from brute_force import brute_force
+from brute_force import brute_force, random_tree
 from crfpose import COCO17, LSP14, Skeleton, TreeCRF
 
 INF = math.inf
-
-
-def random_tree(k: int, gen: torch.Generator) -> Skeleton:
-    """A random tree on k joints with a random root and random joint numbering."""
-    order = torch.randperm(k, generator=gen).tolist()
-    parents = [-1] * k
-    for i in range(1, k):
-        parents[order[i]] = order[int(torch.randint(i, (1,), generator=gen))]
-    return Skeleton(f"random{k}", [f"j{i}" for i in range(k)], parents)
 
 
 def chain(k: int) -> Skeleton:
