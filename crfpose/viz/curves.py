@@ -71,6 +71,14 @@ def _curve(result: Any, i: int) -> tuple[np.ndarray, np.ndarray]:
     return alphas, mean
 
 
+def _single_axes(ax: Optional[Axes], st: Style, aspect: float) -> tuple[Figure, Axes]:
+    """``ax`` and its figure, or a new figure ``aspect`` times as tall as wide with one axes."""
+    if ax is not None:
+        return axes_for(ax, st, 1.0)
+    fig = new_figure(st, st.width * aspect, layout="constrained")
+    return fig, fig.add_subplot()
+
+
 def plot_pck_curves(
     results: Any, labels: Optional[Sequence[str]] = None, *, ax: Optional[Axes] = None,
     style: Union[str, Style, None] = None,
@@ -82,11 +90,7 @@ def plot_pck_curves(
     st = get_style(style)
     normalizer = next((r.get("normalizer") for r in runs if isinstance(r, dict) and r.get("normalizer")), None)
     with styled(st):
-        if ax is None:
-            fig = new_figure(st, st.width * 0.62, layout="constrained")
-            ax = fig.add_subplot()
-        else:
-            fig, ax = axes_for(ax, st, 1.0)
+        fig, ax = _single_axes(ax, st, 0.62)
         for i, ((alphas, mean), name) in enumerate(zip(curves, names)):
             ok = np.isfinite(mean)
             area = float(metrics.auc(alphas[ok], mean[ok])) if ok.sum() >= 2 else math.nan
@@ -121,11 +125,7 @@ def plot_joint_pck(
     groups = joints + ["mean"]
     width = 0.8 / len(runs)
     with styled(st):
-        if ax is None:
-            fig = new_figure(st, st.width * 0.5, layout="constrained")
-            ax = fig.add_subplot()
-        else:
-            fig, ax = axes_for(ax, st, 1.0)
+        fig, ax = _single_axes(ax, st, 0.5)
         x = np.arange(len(groups))
         for i, (r, name) in enumerate(zip(runs, names)):
             values = [r["pck_per_joint"][j] for j in joints] + [r.get("pck", math.nan)]

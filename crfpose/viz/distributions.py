@@ -129,6 +129,12 @@ def _total_variation(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(p - q).sum((-2, -1))
 
 
+def _colorbar(fig: Figure, shown: Any, height: float, title_in: float, label: str) -> None:
+    """The shared colour scale of a panel grid, in a bar at the right edge below the titles."""
+    bar = fig.add_axes((0.875, 0.05 / height + 0.02, 0.02, 1 - title_in / height - 0.05 / height - 0.04))
+    fig.colorbar(shown, cax=bar, label=label)
+
+
 def plot_heatmaps(
     image: Any,
     unary: Any,
@@ -208,8 +214,7 @@ def plot_heatmaps(
                 if label == "backbone":  # the pair's title: centred over both panels (compact: over the column)
                     x = 1.02 if top is None else 0.5
                     ax.text(x, 1.03, header, transform=ax.transAxes, ha="center", va="bottom", fontsize=st.font_size - 1)
-        bar = fig.add_axes((0.875, 0.05 / height + 0.02, 0.02, 1 - title_in / height - 0.05 / height - 0.04))
-        fig.colorbar(shown, cax=bar, label="probability per cell")
+        _colorbar(fig, shown, height, title_in, "probability per cell")
     return fig
 
 
@@ -262,8 +267,7 @@ def plot_pairwise(
             ax.set_yticks([])
             ax.set_title(f"{skeleton.joints[parent]}\n→ {skeleton.joints[child]}", fontsize=st.font_size - 1, pad=2)
         if shown is not None:
-            bar = fig.add_axes((0.875, 0.05 / height + 0.02, 0.02, 1 - title_in / height - 0.05 / height - 0.04))
-            fig.colorbar(shown, cax=bar, label="p(displacement)")
+            _colorbar(fig, shown, height, title_in, "p(displacement)")
     return fig
 
 
