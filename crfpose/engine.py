@@ -38,7 +38,7 @@ from tqdm import tqdm
 from crfpose.codec import input_to_heatmap
 from crfpose.config import Config, from_dict, save_config, to_dict
 from crfpose.fileio import atomic_write, load_torch_file
-from crfpose.crf.pairwise import FlatPairwise, FreePairwise, GaussianPairwise, MixturePairwise
+from crfpose.crf.pairwise import FreePairwise, GaussianPairwise, MixturePairwise
 from crfpose.data import TopDownTransform, build_dataset
 from crfpose.evaluate import compute_metrics, merge_predictions, predict_dataset
 from crfpose.losses import crf_nll, heatmap_mse
@@ -131,7 +131,10 @@ def _stride(config: Config) -> tuple[float, float]:
 
 def init_pairwise_from_data(model: PoseCRF, config: Config) -> int:
     """Set ``model.pairwise`` from the displacement statistics (heatmap-grid units) of up to
-    ``crf.init_samples`` training items read without augmentation; returns the number of poses used."""
+    ``crf.init_samples`` training items read without augmentation; returns the number of poses used
+    (0 for a pairwise without parameters, e.g. the flat control: no data is read)."""
+    if not _fittable(model.pairwise):
+        return 0
     dataset = make_dataset(config, "train", train=False)
     subset = Subset(dataset, range(min(len(dataset), config.crf.init_samples)))
     loader = DataLoader(subset, batch_size=64, num_workers=config.train.workers)
@@ -143,7 +146,7 @@ def init_pairwise_from_data(model: PoseCRF, config: Config) -> int:
 def fit_pairwise(model: PoseCRF, keypoints: torch.Tensor, radius: int) -> None:
     """Set ``model.pairwise`` from the displacement statistics of ``keypoints`` (N, K, 3) in grid cells."""
     skeleton, pairwise = model.skeleton, model.pairwise
-    if isinstance(pairwise, FlatPairwise):  # no parameters to fit
+    if not _fittable(pairwise):
         return
     if isinstance(pairwise, MixturePairwise):
         fitted = MixturePairwise.from_keypoints(pairwise.in_channels, keypoints, skeleton, radius, pairwise.num_types,
@@ -155,6 +158,11 @@ def fit_pairwise(model: PoseCRF, keypoints: torch.Tensor, radius: int) -> None:
     else:
         raise TypeError(f"model.pairwise: expected a crfpose pairwise module, got {type(pairwise).__name__}")
     pairwise.load_state_dict(fitted.state_dict())
+
+
+def _fittable(pairwise: nn.Module) -> bool:
+    """Whether a pairwise module has parameters that displacement statistics could set."""
+    return any(True for _ in pairwise.parameters())
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -117,13 +117,16 @@ class PoseCRF(nn.Module):
             maps, unary, pairwise = self.outputs(images)
             crf = TreeCRF(unary, pairwise, self.skeleton)
             marginals = crf.marginals  # (B, K, H, W)
-            points = codec.decode(marginals, refine=refine) if decoder == "marginals" else None
-            cells = crf.argmax if decoder == "map" else codec.decode(marginals, refine="none")[..., :2].long()
             width = marginals.shape[-1]
-            index = (cells[..., 1] * width + cells[..., 0])[..., None]  # (B, K, 1)
+            if decoder == "map":
+                cells = crf.argmax  # (B, K, 2) (x, y)
+                index = cells[..., 1] * width + cells[..., 0]  # (B, K)
+                xy = cells.to(marginals.dtype)
+            else:
+                index = marginals.flatten(2).argmax(-1)  # (B, K), the cell codec.decode refines
+                xy = codec.decode(marginals, refine=refine)[..., :2].to(marginals.dtype)
             block = 9 * F.avg_pool2d(marginals, 3, stride=1, padding=1)  # (B, K, H, W) mass of each 3 x 3 block
-            score = block.flatten(2).gather(-1, index).to(marginals.dtype)  # (B, K, 1)
-            xy = cells.to(score.dtype) if points is None else points[..., :2].to(score.dtype)
+            score = block.flatten(2).gather(-1, index[..., None])  # (B, K, 1)
             points = torch.cat([xy, score], dim=-1)
         points = points.to(maps.dtype)
         if coords == "input":
