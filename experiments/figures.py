@@ -62,11 +62,9 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
                                   {focus[0]: a["pred"][pick, :, :2], focus[1]: b["pred"][pick, :, :2]}, skeleton,
                                   num=len(pick))
         written.append(viz.save(figure, out / f"gallery_{_slug(focus[0])}_vs_{_slug(focus[1])}.png", dpi=GALLERY_DPI))
-    for r in chosen:
-        row = r["row"]
-        checkpoint = grid.folder(row) / "last.pt"
-        model, config = engine.load_model(checkpoint)
-        if not hasattr(model, "pairwise") or config.crf.pairwise == "flat" or any(p.name.startswith(f"kernels_{row}") for p in written):
+    for row in dict.fromkeys(r["row"] for r in chosen):  # a row's kernels once, whatever its decoders
+        model, config = engine.load_model(grid.folder(row) / "last.pt")
+        if not hasattr(model, "pairwise") or config.crf.pairwise == "flat":
             continue
         skeleton = get_skeleton(config.skeleton)
         with torch.no_grad():
