@@ -25,7 +25,7 @@ from crfpose.data import DATASETS, PATH_OPTIONS, TopDownTransform
 from crfpose.fileio import atomic_write
 from crfpose.metrics import DEFAULT_NORMALIZER, NORMALIZERS
 from crfpose.models.pose_crf import DECODERS
-from crfpose.models.registry import BACKBONES, CRF_DEFAULTS, PAIRWISE, UNARY
+from crfpose.models.registry import BACKBONES, CRF_DEFAULTS, PAIRWISE, STRUCTURES, UNARY
 from crfpose.skeletons import BUILTIN
 
 __all__ = [
@@ -58,6 +58,9 @@ class CRFConfig:
     ``relation`` (the same from the backbone's features pooled to ``pool x pool`` cells).
     ``fit_split``: the data of the CRF stage of ``separate`` training, ``train`` or ``val`` (held-out
     images, on which the frozen backbone is not over-confident: a calibrated unary scale).
+    ``structure``: ``tree`` (the kinematic tree with the pairwise above) or ``chain`` (the linear-chain
+    baseline on pytorch-crf: joints in depth-first order, one transition matrix between coarse cells of
+    ``cell x cell`` grid pixels shared by all links; the pairwise options are not used).
     """
 
     pairwise: str = CRF_DEFAULTS["pairwise"]
@@ -66,6 +69,8 @@ class CRFConfig:
     num_types: int = CRF_DEFAULTS["num_types"]
     pool: int = CRF_DEFAULTS["pool"]
     fit_split: str = "train"
+    structure: str = CRF_DEFAULTS["structure"]
+    cell: int = CRF_DEFAULTS["cell"]
     init_scale: float = CRF_DEFAULTS["init_scale"]
     sigma: float = 1.0
     init_from_data: bool = True
@@ -201,6 +206,7 @@ CHOICES: dict[str, tuple] = {
     "skeleton": tuple(BUILTIN),
     "model.name": tuple(BACKBONES),
     "crf.pairwise": PAIRWISE,
+    "crf.structure": STRUCTURES,
     "crf.fit_split": ("train", "val"),
     "crf.unary": UNARY,
     "data.name": tuple(DATASETS),
@@ -273,7 +279,7 @@ def _check_consistency(config: Config) -> None:
         section, name = key.split(".")
         if getattr(getattr(config, section), name) < 0:
             raise ValueError(f"{key}: expected an int >= 0, got {getattr(getattr(config, section), name)}")
-    for key in ("train.batch_size", "eval.batch_size", "crf.init_samples"):
+    for key in ("train.batch_size", "eval.batch_size", "crf.init_samples", "crf.cell"):
         section, name = key.split(".")
         if getattr(getattr(config, section), name) < 1:
             raise ValueError(f"{key}: expected an int >= 1, got {getattr(getattr(config, section), name)}")

@@ -38,10 +38,9 @@ from tqdm import tqdm
 from crfpose.codec import input_to_heatmap
 from crfpose.config import Config, from_dict, save_config, to_dict
 from crfpose.fileio import atomic_write, load_torch_file
-from crfpose.crf.pairwise import FreePairwise, GaussianPairwise, MixturePairwise
 from crfpose.data import TopDownTransform, build_dataset
 from crfpose.evaluate import compute_metrics, merge_predictions, predict_dataset
-from crfpose.losses import crf_nll, heatmap_mse
+from crfpose.losses import heatmap_mse, likelihood_nll
 from crfpose.models import PoseCRF, build_model
 from crfpose.skeletons import get_skeleton
 
@@ -80,7 +79,8 @@ def build_model_from_config(config: Config) -> nn.Module:
     if config.train.mode != "unary":
         c = config.crf
         crf = {"pairwise": c.pairwise, "radius": c.radius, "unary": c.unary, "num_types": c.num_types,
-               "init_scale": c.init_scale, "pool": c.pool}
+               "init_scale": c.init_scale, "pool": c.pool, "structure": c.structure, "cell": c.cell,
+               "heatmap_size": tuple(config.data.heatmap_size)}
     return build_model(config.model.name, skeleton=get_skeleton(config.skeleton), crf=crf, **config.model.options)
 
 
@@ -139,25 +139,13 @@ def init_pairwise_from_data(model: PoseCRF, config: Config) -> int:
     subset = Subset(dataset, range(min(len(dataset), config.crf.init_samples)))
     loader = DataLoader(subset, batch_size=64, num_workers=config.train.workers)
     keypoints = torch.cat([batch["keypoints"] for batch in loader])  # (N, K, 3) crop pixels
-    fit_pairwise(model, input_to_heatmap(keypoints, _stride(config)), config.crf.radius)
+    fit_pairwise(model, input_to_heatmap(keypoints, _stride(config)))
     return len(keypoints)
 
 
-def fit_pairwise(model: PoseCRF, keypoints: torch.Tensor, radius: int) -> None:
+def fit_pairwise(model: PoseCRF, keypoints: torch.Tensor) -> None:
     """Set ``model.pairwise`` from the displacement statistics of ``keypoints`` (N, K, 3) in grid cells."""
-    skeleton, pairwise = model.skeleton, model.pairwise
-    if not _fittable(pairwise):
-        return
-    if isinstance(pairwise, MixturePairwise):
-        fitted = MixturePairwise.from_keypoints(pairwise.in_channels, keypoints, skeleton, radius, pairwise.num_types,
-                                                pool=pairwise.pool)
-    elif isinstance(pairwise, GaussianPairwise):
-        fitted = GaussianPairwise.from_keypoints(keypoints, skeleton, radius)
-    elif isinstance(pairwise, FreePairwise):
-        fitted = FreePairwise.from_keypoints(keypoints, skeleton, radius)
-    else:
-        raise TypeError(f"model.pairwise: expected a crfpose pairwise module, got {type(pairwise).__name__}")
-    pairwise.load_state_dict(fitted.state_dict())
+    model.pairwise.fit_(keypoints, model.skeleton)
 
 
 def _fittable(pairwise: nn.Module) -> bool:
@@ -441,7 +429,7 @@ class _Trainer:
         return DataLoader(dataset, self.config.train.batch_size, sampler=sampler, generator=generator,
                           num_workers=self.config.train.workers, pin_memory=self.ctx.device.type == "cuda")
 
-    def loss(self, outputs, batch: dict, stage: Stage) -> torch.Tensor:
+    def loss(self, model: nn.Module, outputs, batch: dict, stage: Stage) -> torch.Tensor:
         maps, unary, pairwise = outputs
         device = self.ctx.device
 
@@ -451,7 +439,8 @@ class _Trainer:
         if stage.loss == "mse":
             return mse()
         keypoints = input_to_heatmap(batch["keypoints"].to(device), self.stride)  # (B, K, 3) grid cells
-        loss = crf_nll(unary.float(), pairwise.float(), self.skeleton, keypoints, sigma=self.config.crf.sigma)
+        pairwise = None if pairwise is None else pairwise.float()  # None: a chain's transitions live in the model
+        loss = likelihood_nll(lambda u: model.distribution(u, pairwise), unary.float(), keypoints, sigma=self.config.crf.sigma)
         if stage.trains == "all" and self.config.train.mse_weight:
             loss = loss + self.config.train.mse_weight * mse()
         return loss
@@ -468,7 +457,7 @@ class _Trainer:
         for step, batch in enumerate(bar):
             with torch.autocast(ctx.device.type, enabled=self.amp):
                 outputs = net(batch["image"].to(ctx.device, non_blocking=True))
-            loss = self.loss(outputs, batch, stage)  # float32 outside autocast: the CRF needs the range
+            loss = self.loss(model, outputs, batch, stage)  # float32 outside autocast: the CRF needs the range
             value = float(_all_mean(loss.detach().double().reshape(1), ctx))
             if not math.isfinite(value):
                 last = self.output / "last.pt"

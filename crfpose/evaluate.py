@@ -112,7 +112,7 @@ def predict_batch_decoders(
     else:
         maps, features = backbone(images), None  # (B, K, H, W)
     if crf:
-        fixed = PoseCRF(_Fixed(maps, features), skeleton, model.pairwise, model.unary, model.pairwise_input)
+        fixed = model.with_backbone(_Fixed(maps, features))
         return {d: fixed.predict(images, d, "input", refine) for d in decoders}
     stride = (images.shape[-1] / maps.shape[-1], images.shape[-2] / maps.shape[-2])
     return {"unary": codec.heatmap_to_input(codec.decode(maps, refine=refine), stride)}

@@ -131,7 +131,7 @@ def import_official(
     load_official_checkpoint(weights, model.backbone)
     poses = crop_keypoints(keypoints, model.skeleton.num_joints, size, config.augment.padding)
     stride = (size[0] / heatmap[0], size[1] / heatmap[1])
-    fit_pairwise(model, input_to_heatmap(torch.as_tensor(poses, dtype=torch.float32), stride), radius)
+    fit_pairwise(model, input_to_heatmap(torch.as_tensor(poses, dtype=torch.float32), stride))
     fitted = _fit_unary_scale(model, config, fit_samples) if images else 0
     metrics = {"imported_from": str(weights), "pairwise_poses": int(len(poses)), "unary_fit_crops": fitted}
     state = {"model": model.state_dict(), "config": _plain(to_dict(config)), "metrics": metrics, "best": float("nan")}

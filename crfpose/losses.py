@@ -11,6 +11,8 @@ is the exact negative log-likelihood of the labels with the unlabelled joints ma
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 from torch import Tensor
 
@@ -18,7 +20,7 @@ from crfpose.codec import encode
 from crfpose.crf import TreeCRF
 from crfpose.skeletons import Skeleton
 
-__all__ = ["target_log_weights", "crf_nll", "heatmap_mse"]
+__all__ = ["target_log_weights", "crf_nll", "likelihood_nll", "heatmap_mse"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -89,6 +91,19 @@ def crf_nll(
     probability 0 and its loss is ``+inf``; choose ``R`` to cover the training displacements, or
     use ``sigma > 0``, whose targets are positive everywhere.
     """
+    return likelihood_nll(lambda u: TreeCRF(u, pairwise, skeleton), unary, keypoints, sigma, reduction)
+
+
+def likelihood_nll(
+    distribution: Callable[[Tensor], Any],
+    unary: Tensor,
+    keypoints: Tensor,
+    sigma: float = 1.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """:func:`crf_nll` for any pose distribution built from unary maps: ``distribution(unary)`` must
+    have a ``log_partition`` ``(B,)`` (a :class:`crfpose.crf.TreeCRF`, a
+    :class:`crfpose.crf.ChainDistribution`); the other arguments are :func:`crf_nll`'s."""
     _check_reduction(reduction)
     if not isinstance(unary, Tensor) or unary.dim() != 4:
         raise ValueError(f"unary must be a (B, K, H, W) tensor, got {getattr(unary, 'shape', type(unary).__name__)}")
@@ -97,8 +112,8 @@ def crf_nll(
         raise ValueError(
             f"keypoints must have shape ({unary.shape[0]}, {unary.shape[1]}, 3) like unary, got {tuple(keypoints.shape)}"
         )
-    log_z = TreeCRF(unary, pairwise, skeleton).log_partition  # (B,)
-    clamped = TreeCRF(unary + tau.to(unary), pairwise, skeleton).log_partition  # (B,)
+    log_z = distribution(unary).log_partition  # (B,)
+    clamped = distribution(unary + tau.to(unary)).log_partition  # (B,)
     return _reduce(log_z - clamped, reduction)
 
 

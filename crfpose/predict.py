@@ -19,7 +19,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from crfpose.crf import TreeCRF
 from crfpose.data.transforms import affine_points, crop_box, image_to_tensor, invert_affine
 from crfpose.evaluate import FlipAveraged, predict_batch
 from crfpose.models.pose_crf import DECODERS, PoseCRF
@@ -202,5 +201,5 @@ class Predictor:
         if not crf:
             return backbone(batch).cpu(), None
         m = self.model
-        _, unary, pairwise = PoseCRF(backbone, self.skeleton, m.pairwise, m.unary, m.pairwise_input).outputs(batch)
-        return unary.cpu(), TreeCRF(unary, pairwise, self.skeleton).marginals.detach().cpu()
+        _, unary, pairwise = m.with_backbone(backbone).outputs(batch)
+        return unary.cpu(), m.distribution(unary, pairwise).marginals.detach().cpu()

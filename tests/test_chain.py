@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from brute_force import enumerate_scores
+from brute_force import all_poses, enumerate_scores
 from crfpose.crf.chain import ChainCRF, cells_to_tags, chain_order, is_chain, kernel_transitions, tags_to_cells
 from crfpose.skeletons import LSP14, Skeleton
 
@@ -176,3 +176,67 @@ def test_chain_baseline_agrees_with_tree_crf_beyond_enumeration():
     pose[:, 4] = (pose[:, 1] + torch.tensor([1, -1])).clamp(0, 4)  # a nearby, different pose
     for candidate in (tree.argmax, pose):
         assert torch.allclose(model.log_prob(unary, candidate), tree.log_prob(candidate), atol=1e-8)
+
+
+def _fine_brute(model: ChainCRF, unary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every fine-grid pose (S, K, 2) and its score (B, S): unary values plus the chain's transitions
+    between the coarse cells the joints fall in, straight from the definition."""
+    poses = all_poses(unary.shape[1], model.height, model.width)  # (S, K, 2) (x, y)
+    tags = cells_to_tags(poses // model.cell, model.grid_width)[:, model.order]  # (S, K) chain order
+    crf = model.crf
+    scores = crf.start_transitions[tags[:, 0]] + crf.end_transitions[tags[:, -1]]
+    scores = scores + sum(crf.transitions[tags[:, i - 1], tags[:, i]] for i in range(1, tags.shape[1]))
+    scores = scores + sum(unary[:, j, poses[:, j, 1], poses[:, j, 0]] for j in range(unary.shape[1]))
+    return poses, scores
+
+
+@pytest.mark.parametrize("cell", [1, 2])
+def test_chain_distribution_matches_enumeration_on_the_fine_grid(cell):
+    """log Z, marginals and MAP of the fine-grid distribution, and log Z's gradient in the transitions."""
+    torch.manual_seed(3)
+    model = ChainCRF(PATH, height=3, width=3, cell=cell).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    unary = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    poses, scores = _fine_brute(model, unary)
+    dist = model.distribution(unary)
+    assert torch.allclose(dist.log_partition, torch.logsumexp(scores, dim=1), atol=1e-10)
+    probs = torch.softmax(scores, dim=1)  # (B, S)
+    for j in range(4):
+        index = poses[:, j, 1] * 3 + poses[:, j, 0]  # (S,) the joint's pixel
+        expected = torch.zeros(2, 9, dtype=torch.float64).index_add_(1, index, probs)
+        assert torch.allclose(dist.marginals[:, j].flatten(1), expected, atol=1e-10)
+    assert torch.equal(dist.argmax, poses[scores.argmax(dim=1)])
+    dist.log_partition.sum().backward()  # d log Z / d transitions = expected transition counts
+    _, again = _fine_brute(model, unary)
+    expected = torch.autograd.grad(torch.logsumexp(again, dim=1).sum(), model.crf.transitions)[0]
+    assert torch.allclose(model.crf.transitions.grad, expected, atol=1e-10)
+
+
+def test_chain_marginals_are_differentiable_when_the_unary_is():
+    torch.manual_seed(4)
+    model = ChainCRF(FORK, height=2, width=3).double()
+    unary = torch.randn(1, 3, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert model.distribution(unary).marginals.requires_grad
+    with torch.no_grad():
+        assert not model.distribution(unary).marginals.requires_grad
+    torch.autograd.gradcheck(lambda u: model.distribution(u).marginals, (unary,))
+
+
+def test_fit_sets_transitions_from_consecutive_chain_displacements():
+    """Every consecutive pair of chain joints displaced by (+1, 0) cell: the fitted transitions peak
+    there, are finite everywhere (the kernel covers the grid) and start/end are 0."""
+    model = ChainCRF(PATH, height=4, width=6, cell=1)
+    order = chain_order(PATH)  # (1, 2, 0, 3)
+    keypoints = torch.zeros(5, 4, 3)
+    for i, joint in enumerate(order):
+        keypoints[:, joint] = torch.tensor([float(i), 2.0, 2.0])
+    model.fit_(keypoints, PATH)
+    trans = model.crf.transitions
+    assert torch.isfinite(trans).all()
+    start = 2 * 6 + 1  # cell (1, 2)
+    assert int(trans[start].argmax()) == start + 1  # the next cell along x
+    assert not model.crf.start_transitions.any() and not model.crf.end_transitions.any()
+    with pytest.raises(ValueError, match="no pose has two consecutive chain joints labelled"):
+        model.fit_(torch.zeros(2, 4, 3), PATH)

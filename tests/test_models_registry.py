@@ -63,11 +63,15 @@ def test_bad_names_and_options_list_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown options for 'cnn' \['widht'\]; valid ones: \['blocks', 'depth', 'width'\]"):
         build_model("cnn", num_joints=17, widht=8)
     with pytest.raises(ValueError, match=r"unknown crf options \['kernel'\]; valid ones: "
-                                         r"\['init_scale', 'num_types', 'pairwise', 'pool', 'radius', 'unary'\]"):
+                                         r"\['cell', 'heatmap_size', 'init_scale', 'num_types', 'pairwise', 'pool', 'radius', 'structure', 'unary'\]"):
         build_model("cnn", skeleton=LSP14, crf={"kernel": 3})
     with pytest.raises(ValueError, match=r"crf\['pairwise'\] must be one of "
                                          r"\('freeform', 'gaussian', 'mixture', 'relation', 'flat'\), got 'potts'"):
         build_model("cnn", skeleton=LSP14, crf={"pairwise": "potts"})
+    with pytest.raises(ValueError, match=r"crf\['structure'\] must be one of \('tree', 'chain'\), got 'loop'"):
+        build_model("cnn", skeleton=LSP14, crf={"structure": "loop"})
+    with pytest.raises(ValueError, match=r"crf\['heatmap_size'\]: the chain needs the heatmap grid \(W, H\), got None"):
+        build_model("cnn", skeleton=LSP14, crf={"structure": "chain"})
     with pytest.raises(ValueError, match=r"crf\['unary'\] must be one of \('scaled', 'identity'\), got 'softmax'"):
         build_model("cnn", skeleton=LSP14, crf={"unary": "softmax"})
     with pytest.raises(ValueError, match="num_joints or skeleton must be given, got neither"):

@@ -18,9 +18,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchcrf import CRF
 
+from crfpose.crf.pairwise import GaussianPairwise, moments
 from crfpose.skeletons import Skeleton
 
-__all__ = ["ChainCRF", "chain_order", "is_chain", "kernel_transitions", "cells_to_tags", "tags_to_cells"]
+__all__ = ["ChainCRF", "ChainDistribution", "chain_order", "is_chain", "kernel_transitions", "cells_to_tags",
+           "tags_to_cells"]
 
 # exp(-1e4) is exactly 0 in float32 and float64: an "impossible" score that, unlike -inf, keeps
 # pytorch-crf's log-sum-exp gradients finite when a whole column is excluded.
@@ -108,16 +110,70 @@ class ChainCRF(nn.Module):
             self.crf.start_transitions.zero_()
             self.crf.end_transitions.zero_()
 
-    def emissions(self, unary: Tensor) -> Tensor:
-        """Per-tag emission scores ``(B, K, S)`` in chain order from unary maps ``(B, K, H, W)``."""
+    def fit_(self, keypoints: Tensor, skeleton: Skeleton | None = None, min_variance: float = 1.0) -> "ChainCRF":
+        """Transitions from one Gaussian fitted to the displacements, in coarse cells, between
+        consecutive joints of the chain in labelled poses ``keypoints`` ``(N, K, 3)`` (grid pixels),
+        pooled over the links (pytorch-crf shares one matrix); start and end scores 0. The kernel
+        covers the whole grid, so every transition is finite. Returns ``self``."""
+        if skeleton is not None and skeleton.name != self.skeleton.name:
+            raise ValueError(f"skeleton must be the chain's ({self.skeleton.name!r}), got {skeleton.name!r}")
+        points = keypoints.detach().cpu().to(torch.float64)
+        first, second = points[:, self.order[:-1].cpu()], points[:, self.order[1:].cpu()]  # (N, K-1, 3)
+        valid = (first[..., 2] > 0) & (second[..., 2] > 0)
+        if not bool(valid.any()):
+            raise ValueError("keypoints: no pose has two consecutive chain joints labelled; nothing to fit")
+        mean, precision = moments((second[..., :2] - first[..., :2])[valid] / self.cell, min_variance)
+        radius = max(self.grid_height, self.grid_width) - 1
+        kernel = GaussianPairwise(1, radius, mean=mean[None].float(), precision=precision[None])()[0]
+        self.init_from_kernel(kernel.to(self.crf.transitions))
+        return self
+
+    def emissions(self, unary: Tensor, pool: str = "logsumexp") -> Tensor:
+        """Per-tag emission scores ``(B, K, S)`` in chain order from unary maps ``(B, K, H, W)``: each
+        coarse cell's pixels pooled by ``"logsumexp"`` (the cell's total potential) or ``"max"`` (its best pixel)."""
         self._check_unary(unary)
+        return self._pool(unary, pool).flatten(2)[:, self.order]  # (B, K, S)
+
+    def _pool(self, unary: Tensor, pool: str) -> Tensor:
+        """Unary ``(B, K, H, W)`` pooled to the coarse grid ``(B, K, h, w)``."""
+        if pool not in ("logsumexp", "max"):
+            raise ValueError(f"pool must be 'logsumexp' or 'max', got {pool!r}")
+        blocks = self.blocks(unary)
+        return torch.logsumexp(blocks, dim=(3, 5)) if pool == "logsumexp" else blocks.amax(dim=(3, 5))
+
+    def blocks(self, unary: Tensor) -> Tensor:
+        """Unary ``(B, K, H, W)`` cut into coarse cells ``(B, K, h, cell, w, cell)``, partial cells padded with ``-inf``."""
         pad_h = self.grid_height * self.cell - self.height
         pad_w = self.grid_width * self.cell - self.width
         padded = F.pad(unary, (0, pad_w, 0, pad_h), value=float("-inf"))  # (B, K, h*cell, w*cell)
-        b, k = unary.shape[:2]
-        blocks = padded.view(b, k, self.grid_height, self.cell, self.grid_width, self.cell)
-        pooled = torch.logsumexp(blocks, dim=(3, 5))  # (B, K, h, w)
-        return pooled.flatten(2)[:, self.order]  # (B, K, S)
+        return padded.view(*unary.shape[:2], self.grid_height, self.cell, self.grid_width, self.cell)
+
+    def log_partition(self, emissions: Tensor) -> Tensor:
+        """``log Z`` ``(B,)`` of chain-order emissions ``(B, K, S)``.
+
+        pytorch-crf's log-likelihood of a tag path is the path's score minus ``log Z``, so ``log Z`` is
+        that score minus the log-likelihood, for any path of finite score: the greedy one (each tag
+        the best given the previous) keeps both terms small. Differentiable in the emissions and
+        the transitions (its gradient in the emissions is the tag marginals).
+        """
+        tags = self._greedy_path(emissions.detach())  # (B, K)
+        crf = self.crf
+        score = crf.start_transitions[tags[:, 0]] + crf.end_transitions[tags[:, -1]]
+        score = score + emissions.gather(2, tags[..., None]).sum(dim=(1, 2))
+        score = score + crf.transitions[tags[:, :-1], tags[:, 1:]].sum(dim=1)
+        return score - crf(emissions, tags, mask=self._mask(tags), reduction="none")
+
+    def _greedy_path(self, emissions: Tensor) -> Tensor:
+        """Tags ``(B, K)``: the best start, then each the best given the previous tag."""
+        crf = self.crf
+        tags = [(crf.start_transitions + emissions[:, 0]).argmax(dim=-1)]
+        for k in range(1, emissions.shape[1]):
+            tags.append((crf.transitions[tags[-1]] + emissions[:, k]).argmax(dim=-1))
+        return torch.stack(tags, dim=1)
+
+    def distribution(self, unary: Tensor) -> "ChainDistribution":
+        """The distribution over poses on the fine grid that this chain and ``unary`` ``(B, K, H, W)`` define."""
+        return ChainDistribution(self, unary)
 
     def keypoint_cells(self, keypoints: Tensor) -> tuple[Tensor, Tensor]:
         """Coarse cells ``(B, K, 2)`` long of keypoints ``(B, K, 3)`` in heatmap pixels, and which are labelled.
@@ -164,8 +220,11 @@ class ChainCRF(nn.Module):
 
     def decode(self, unary: Tensor) -> Tensor:
         """Viterbi (MAP) coarse cells ``(B, K, 2)`` long ``(x, y)``, joints in skeleton order."""
-        emissions = self.emissions(unary)
-        tags = torch.tensor(self.crf.decode(emissions, mask=self._mask(emissions[..., 0])), device=unary.device)
+        return self.decode_emissions(self.emissions(unary))
+
+    def decode_emissions(self, emissions: Tensor) -> Tensor:
+        """Viterbi coarse cells ``(B, K, 2)`` long ``(x, y)`` of chain-order emissions ``(B, K, S)``, in skeleton order."""
+        tags = torch.tensor(self.crf.decode(emissions, mask=self._mask(emissions[..., 0])), device=emissions.device)
         cells = torch.empty_like(tags)
         cells[:, self.order] = tags  # back to skeleton order
         return tags_to_cells(cells, self.grid_width)
@@ -189,3 +248,46 @@ class ChainCRF(nn.Module):
 
     def extra_repr(self) -> str:
         return f"skeleton={self.skeleton.name!r}, grid={self.height}x{self.width}, cell={self.cell}, tags={self.num_tags}"
+
+
+class ChainDistribution:
+    """The pose distribution of a :class:`ChainCRF` and unary maps ``(B, K, H, W)``, on the fine grid.
+
+    A pose scores its joints' unary values plus the chain's transitions between the coarse cells
+    they fall in: each joint's coarse cell follows the chain, and within its cell the joint follows
+    the softmax of its unary. The queries are :class:`crfpose.crf.TreeCRF`'s, so a
+    :class:`crfpose.models.ChainPoseCRF` trains and predicts through the same code as the tree.
+    """
+
+    def __init__(self, chain: ChainCRF, unary: Tensor) -> None:
+        chain._check_unary(unary)
+        self.chain, self.unary = chain, unary
+
+    @property
+    def log_partition(self) -> Tensor:
+        """``log Z`` ``(B,)``, differentiable in the unary and the transitions."""
+        return self.chain.log_partition(self.chain.emissions(self.unary))
+
+    @property
+    def marginals(self) -> Tensor:
+        """Per-joint marginals ``(B, K, H, W)`` (the gradient of ``log Z`` in the unary); differentiable
+        when the unary is."""
+        differentiable = self.unary.requires_grad and torch.is_grad_enabled()
+        with torch.enable_grad():
+            unary = self.unary if differentiable else self.unary.detach().requires_grad_()
+            log_z = self.chain.log_partition(self.chain.emissions(unary))
+            (grad,) = torch.autograd.grad(log_z.sum(), unary, create_graph=differentiable)
+        return grad
+
+    @property
+    def argmax(self) -> Tensor:
+        """The most probable pose ``(B, K, 2)`` long ``(x, y)`` grid pixels: Viterbi over the coarse cells
+        scored by their best pixel, then that pixel (exact: a pixel's score is its unary plus its cell's)."""
+        chain = self.chain
+        cells = chain.decode_emissions(chain.emissions(self.unary, pool="max"))  # (B, K, 2) coarse (x, y)
+        b, k = cells.shape[:2]
+        batch, joint = torch.arange(b)[:, None], torch.arange(k)[None]
+        inside = chain.blocks(self.unary)[batch, joint, cells[..., 1], :, cells[..., 0], :]  # (B, K, cell, cell) y, x
+        best = inside.flatten(2).argmax(dim=-1)  # (B, K)
+        offset = torch.stack((best % chain.cell, best // chain.cell), dim=-1)
+        return cells * chain.cell + offset

@@ -70,7 +70,7 @@ def edge_displacements(keypoints: Tensor, skeleton: Skeleton) -> tuple[Tensor, T
     return displacements, valid
 
 
-def _moments(samples: Tensor, min_variance: float) -> tuple[Tensor, Tensor]:
+def moments(samples: Tensor, min_variance: float) -> tuple[Tensor, Tensor]:
     """Mean ``(2,)`` and symmetric precision ``(2, 2)`` of float64 samples ``(n, 2)``, covariance + ``min_variance * I``."""
     mean = samples.mean(dim=0)
     centred = samples - mean
@@ -112,7 +112,7 @@ def _type_moments(
         labels = _kmeans(samples, num_types) if len(samples) else samples.new_zeros(0, dtype=torch.long)
         for m in range(num_types):
             if (labels == m).any():
-                mean[e, m], precision[e, m] = _moments(samples[labels == m], min_variance)
+                mean[e, m], precision[e, m] = moments(samples[labels == m], min_variance)
     return mean, precision
 
 
@@ -128,6 +128,12 @@ class Pairwise(nn.Module):
     def window(self) -> int:
         """Side of a table, ``2R + 1``."""
         return 2 * self.radius + 1
+
+    def fit_(self, keypoints: Tensor, skeleton: Skeleton) -> "Pairwise":
+        """Set the parameters, in place, from the displacement statistics of labelled poses
+        ``keypoints`` ``(N, K, 3)`` in grid pixels (as the class's ``from_keypoints``); returns ``self``.
+        A pairwise without parameters (the flat control) has nothing to set."""
+        return self
 
     def extra_repr(self) -> str:
         return f"num_edges={self.num_edges}, radius={self.radius}"
@@ -159,6 +165,10 @@ class FreePairwise(Pairwise):
     def forward(self, features: Optional[Tensor] = None) -> Tensor:
         """The tables, ``(E, 2R+1, 2R+1)``; ``features`` is ignored (the potential is static)."""
         return self.table
+
+    def fit_(self, keypoints: Tensor, skeleton: Skeleton) -> "FreePairwise":
+        self.load_state_dict(self.from_keypoints(keypoints, skeleton, self.radius).state_dict())
+        return self
 
     @classmethod
     def from_keypoints(
@@ -237,6 +247,10 @@ class GaussianPairwise(Pairwise):
         whitened = torch.einsum("ewhi,eij->ewhj", centred, self.cholesky)  # (d - mu)^T L
         return -0.5 * whitened.square().sum(dim=-1)  # (E, 2R+1, 2R+1)
 
+    def fit_(self, keypoints: Tensor, skeleton: Skeleton) -> "GaussianPairwise":
+        self.load_state_dict(self.from_keypoints(keypoints, skeleton, self.radius).state_dict())
+        return self
+
     @classmethod
     def from_keypoints(
         cls, keypoints: Tensor, skeleton: Skeleton, radius: int, min_variance: float = 1.0
@@ -300,6 +314,12 @@ class MixturePairwise(Pairwise):
         log_w = self.log_weights(features)  # (B, E, M)
         tables = self.components().view(self.num_edges, self.num_types, self.window, self.window)
         return torch.logsumexp(log_w[..., None, None] + tables, dim=2)  # (B, E, 2R+1, 2R+1)
+
+    def fit_(self, keypoints: Tensor, skeleton: Skeleton) -> "MixturePairwise":
+        """Types from k-means of the displacements (as :meth:`from_keypoints`); the head back to uniform weights."""
+        fitted = self.from_keypoints(self.in_channels, keypoints, skeleton, self.radius, self.num_types, pool=self.pool)
+        self.load_state_dict(fitted.state_dict())
+        return self
 
     @classmethod
     def from_keypoints(

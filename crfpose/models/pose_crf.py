@@ -13,10 +13,11 @@ from torch import nn
 
 from crfpose import codec
 from crfpose.crf import TreeCRF
+from crfpose.crf.chain import ChainCRF, ChainDistribution
 from crfpose.models.unary import ScaledUnary
 from crfpose.skeletons import Skeleton
 
-__all__ = ["PoseCRF", "DECODERS", "COORDS", "PAIRWISE_INPUTS"]
+__all__ = ["PoseCRF", "ChainPoseCRF", "DECODERS", "COORDS", "PAIRWISE_INPUTS"]
 
 DECODERS = ("marginals", "map", "unary")
 COORDS = ("heatmap", "input")
@@ -82,9 +83,17 @@ class PoseCRF(nn.Module):
         """``(unary, pairwise)``: (B, K, H, W) and (E, 2R+1, 2R+1) or (B, E, 2R+1, 2R+1)."""
         return self.outputs(images)[1:]
 
+    def distribution(self, unary: torch.Tensor, pairwise: torch.Tensor) -> TreeCRF:
+        """The CRF over poses on the heatmap grid that ``(unary, pairwise)`` (from :meth:`outputs`) define."""
+        return TreeCRF(unary, pairwise, self.skeleton)
+
     def crf(self, images: torch.Tensor) -> TreeCRF:
         """The CRF distribution over poses on the heatmap grid, one per image."""
-        return TreeCRF(*self.potentials(images), self.skeleton)
+        return self.distribution(*self.potentials(images))
+
+    def with_backbone(self, backbone: nn.Module) -> "PoseCRF":
+        """This CRF on another backbone (e.g. flip-averaged), sharing the unary and pairwise modules."""
+        return PoseCRF(backbone, self.skeleton, self.pairwise, self.unary, self.pairwise_input)
 
     @torch.no_grad()
     def predict(
@@ -115,7 +124,7 @@ class PoseCRF(nn.Module):
             points = codec.decode(maps, refine=refine)
         else:
             maps, unary, pairwise = self.outputs(images)
-            crf = TreeCRF(unary, pairwise, self.skeleton)
+            crf = self.distribution(unary, pairwise)
             marginals = crf.marginals  # (B, K, H, W)
             width = marginals.shape[-1]
             if decoder == "map":
@@ -133,3 +142,31 @@ class PoseCRF(nn.Module):
             stride = (images.shape[-1] / maps.shape[-1], images.shape[-2] / maps.shape[-2])
             points = codec.heatmap_to_input(points, stride)
         return points
+
+
+class ChainPoseCRF(PoseCRF):
+    """A backbone with the linear-chain baseline in place of the tree: a :class:`crfpose.crf.ChainCRF`
+    (pytorch-crf; the joints chained in depth-first order, one dense transition matrix between coarse
+    cells shared by every link). It trains, predicts and decodes through :class:`PoseCRF`'s code; the
+    chain sits in ``pairwise`` and :meth:`outputs` gives ``None`` for the pairwise (the transitions
+    live in the chain).
+    """
+
+    def __init__(self, backbone: nn.Module, skeleton: Skeleton, chain: ChainCRF, unary: Optional[nn.Module] = None) -> None:
+        if not isinstance(chain, ChainCRF):
+            raise TypeError(f"chain must be a crfpose ChainCRF, got {type(chain).__name__}")
+        if chain.skeleton.name != getattr(skeleton, "name", None):
+            raise ValueError(f"chain must be built for skeleton {getattr(skeleton, 'name', skeleton)!r}, got {chain.skeleton.name!r}")
+        super().__init__(backbone, skeleton, chain, unary)
+
+    def outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """``(maps, unary, None)``: the backbone maps and unary (B, K, H, W)."""
+        maps = self.backbone(images)
+        return maps, self.unary(maps), None
+
+    def distribution(self, unary: torch.Tensor, pairwise: None = None) -> ChainDistribution:
+        """The chain's distribution over poses on the heatmap grid; ``pairwise`` is unused (``None``)."""
+        return self.pairwise.distribution(unary)
+
+    def with_backbone(self, backbone: nn.Module) -> "ChainPoseCRF":
+        return ChainPoseCRF(backbone, self.skeleton, self.pairwise, self.unary)

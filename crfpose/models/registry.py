@@ -9,15 +9,16 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from torch import nn
 
+from crfpose.crf.chain import ChainCRF
 from crfpose.crf.pairwise import FlatPairwise, FreePairwise, GaussianPairwise, MixturePairwise
 from crfpose.models.cnn import cnn
 from crfpose.models.hrnet import hrnet, hrnet_small, hrnet_w18, hrnet_w32, hrnet_w48
-from crfpose.models.pose_crf import PoseCRF
+from crfpose.models.pose_crf import ChainPoseCRF, PoseCRF
 from crfpose.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from crfpose.models.unary import IdentityUnary, ScaledUnary
 from crfpose.skeletons import Skeleton, get_skeleton
 
-__all__ = ["BACKBONES", "PAIRWISE", "UNARY", "CRF_DEFAULTS", "build_model", "build_pairwise_for"]
+__all__ = ["BACKBONES", "PAIRWISE", "STRUCTURES", "UNARY", "CRF_DEFAULTS", "build_model", "build_pairwise_for"]
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "cnn": cnn,
@@ -34,12 +35,15 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 PAIRWISE = ("freeform", "gaussian", "mixture", "relation", "flat")
+STRUCTURES = ("tree", "chain")
 UNARY = ("scaled", "identity")
 
 # crf options and their defaults; num_types is read by the mixtures, pool by "relation", init_scale by
-# the scaled adapter.
+# the scaled adapter. structure "chain" (the pytorch-crf baseline) reads cell and heatmap_size (W, H)
+# instead of the tree's pairwise options.
 CRF_DEFAULTS: dict[str, Any] = {
     "pairwise": "gaussian", "radius": 6, "unary": "scaled", "num_types": 3, "init_scale": 10.0, "pool": 4,
+    "structure": "tree", "cell": 1, "heatmap_size": None,
 }
 
 
@@ -86,7 +90,8 @@ def build_model(
     **options: Any,
 ) -> nn.Module:
     """Build backbone ``name`` (one of :data:`BACKBONES`) with ``options``, wrapped in a
-    :class:`PoseCRF` when ``crf`` is a dict (keys of :data:`CRF_DEFAULTS`; ``{}`` takes the defaults).
+    :class:`PoseCRF` when ``crf`` is a dict (keys of :data:`CRF_DEFAULTS`; ``{}`` takes the defaults),
+    or in a :class:`ChainPoseCRF` when ``crf["structure"]`` is ``"chain"``.
 
     ``num_joints`` defaults to the skeleton's; a skeleton (object or built-in name) is needed with ``crf``.
     """
@@ -118,6 +123,13 @@ def build_model(
     if cfg["unary"] not in UNARY:
         raise ValueError(f"crf['unary'] must be one of {UNARY}, got {cfg['unary']!r}")
     unary = ScaledUnary(num_joints, cfg["init_scale"]) if cfg["unary"] == "scaled" else IdentityUnary()
+    if cfg["structure"] not in STRUCTURES:
+        raise ValueError(f"crf['structure'] must be one of {STRUCTURES}, got {cfg['structure']!r}")
+    if cfg["structure"] == "chain":
+        size = cfg["heatmap_size"]
+        if size is None or len(size) != 2:
+            raise ValueError(f"crf['heatmap_size']: the chain needs the heatmap grid (W, H), got {size!r}")
+        return ChainPoseCRF(backbone, skeleton, ChainCRF(skeleton, int(size[1]), int(size[0]), cfg["cell"]), unary)
     relation = cfg["pairwise"] == "relation"
     channels = getattr(backbone, "feature_channels", None) if relation else None
     pairwise = build_pairwise_for(cfg["pairwise"], skeleton, cfg["radius"], cfg["num_types"], channels, cfg["pool"])
