@@ -63,7 +63,8 @@ def test_bad_names_and_options_list_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown options for 'cnn' \['widht'\]; valid ones: \['blocks', 'depth', 'width'\]"):
         build_model("cnn", num_joints=17, widht=8)
     with pytest.raises(ValueError, match=r"unknown crf options \['kernel'\]; valid ones: "
-                                         r"\['cell', 'heatmap_size', 'init_scale', 'num_types', 'pairwise', 'pool', 'radius', 'structure', 'unary'\]"):
+                                         r"\['cell', 'heatmap_size', 'init_scale', 'num_types', 'pairwise', 'pool', "
+                                         r"'radius', 'structure', 'unary'\]"):
         build_model("cnn", skeleton=LSP14, crf={"kernel": 3})
     with pytest.raises(ValueError, match=r"crf\['pairwise'\] must be one of "
                                          r"\('freeform', 'gaussian', 'mixture', 'relation', 'flat'\), got 'potts'"):
