@@ -103,13 +103,13 @@ def test_bad_images_are_rejected(model):
 def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="depth must be one of"):
         PoseResNet(20, 17)
-    with pytest.raises(ValueError, match="num_joints must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="num_joints must be an int >= 1, got 0"):
         resnet18(0)
-    with pytest.raises(ValueError, match="deconv_channels must be a positive integer"):
+    with pytest.raises(ValueError, match="deconv_channels must be an int >= 1"):
         resnet18(3, deconv_channels=-1)
-    with pytest.raises(ValueError, match="width must be a positive integer, got 2.5"):
+    with pytest.raises(ValueError, match="width must be an int >= 1, got 2.5"):
         PlainCNN(3, width=2.5)
     with pytest.raises(ValueError, match="depth must be a non-negative integer, got -1"):
         PlainCNN(3, depth=-1)
-    with pytest.raises(ValueError, match="blocks must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="blocks must be an int >= 1, got 0"):
         PlainCNN(3, blocks=0)

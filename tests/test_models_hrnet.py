@@ -224,14 +224,14 @@ def _with(path, value):
     "cfg, message",
     [
         (_with(["NUM_JOINTS"], None), "model_cfg must contain NUM_JOINTS"),
-        (_with(["NUM_JOINTS"], 0), r"model_cfg\['NUM_JOINTS'\] must be a positive integer, got 0"),
+        (_with(["NUM_JOINTS"], 0), r"model_cfg\['NUM_JOINTS'\] must be an int >= 1, got 0"),
         (_with(["EXTRA"], None), r"model_cfg\['EXTRA'\] must be a dict"),
         (_with(["EXTRA", "STAGE3"], None), r"\['STAGE3'\] must be a dict"),
         (_with(["EXTRA", "STAGE4", "NUM_BLOCKS"], None), r"\['STAGE4'\] is missing \['NUM_BLOCKS'\]"),
         (_with(["EXTRA", "STAGE3", "BLOCK"], "RESNEXT"), r"\['BLOCK'\] must be one of \['BASIC', 'BOTTLENECK'\], got 'RESNEXT'"),
         (_with(["EXTRA", "STAGE3", "NUM_BLOCKS"], [1]), r"\['NUM_BLOCKS'\] must be a list of 2 positive integers"),
-        (_with(["EXTRA", "STAGE3", "NUM_CHANNELS"], [4, 0]), r"\['NUM_CHANNELS'\] must be a positive integer, got 0"),
-        (_with(["EXTRA", "STAGE2", "NUM_MODULES"], 0), r"\['NUM_MODULES'\] must be a positive integer"),
+        (_with(["EXTRA", "STAGE3", "NUM_CHANNELS"], [4, 0]), r"\['NUM_CHANNELS'\] must be an int >= 1, got 0"),
+        (_with(["EXTRA", "STAGE2", "NUM_MODULES"], 0), r"\['NUM_MODULES'\] must be an int >= 1"),
         (_with(["EXTRA", "STAGE2", "FUSE_METHOD"], "CAT"), r"\['FUSE_METHOD'\] must be 'SUM'"),
         (_with(["EXTRA", "FINAL_CONV_KERNEL"], 5), r"\['FINAL_CONV_KERNEL'\] must be 1 or 3, got 5"),
     ],
@@ -249,5 +249,5 @@ def test_bad_config_type_and_inputs_are_rejected():
         model(torch.zeros(1, 3, 64, 48))
     with pytest.raises(ValueError, match=r"images must have shape \(B, 3, H, W\)"):
         model(torch.zeros(1, 4, 64, 64))
-    with pytest.raises(ValueError, match="width must be a positive integer"):
+    with pytest.raises(ValueError, match="width must be an int >= 1"):
         hrnet_config(0)

@@ -185,7 +185,7 @@ def test_bad_arguments_are_rejected():
         model.predict(x, coords="image")
     with pytest.raises(ValueError, match="refine must be 'none' with decoder='map'"):
         model.predict(x, decoder="map", refine="dark")
-    with pytest.raises(ValueError, match="num_joints must be a positive integer"):
+    with pytest.raises(ValueError, match="num_joints must be an int >= 1"):
         ScaledUnary(0)
     with pytest.raises(ValueError, match="init_scale must be a positive finite number, got 0"):
         ScaledUnary(4, init_scale=0)

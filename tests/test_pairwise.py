@@ -157,6 +157,7 @@ def test_mixture_from_keypoints_recovers_displacement_types():
     "build, match",
     [
         (lambda: FreePairwise(0, 2), "num_edges must be an int >= 1"),
+        (lambda: FreePairwise(2.0, 1), "num_edges must be an int >= 1, got 2.0"),
         (lambda: FreePairwise(2, -1), "radius must be an int >= 0"),
         (lambda: displacement_grid(-3), "radius must be an int >= 0"),
         (lambda: edge_displacements(torch.zeros(2, 3, 2), FORK), r"keypoints must have shape \(N, 3, 3\)"),
@@ -182,7 +183,6 @@ def test_invalid_arguments_raise_value_error(build, match):
 @pytest.mark.parametrize(
     "build, match",
     [
-        (lambda: FreePairwise(2.0, 1), "num_edges must be an int"),
         (lambda: edge_displacements(np.zeros((1, 3, 3)), FORK), "keypoints must be a torch.Tensor"),
         (lambda: MixturePairwise(3, torch.nn.Linear(2, 2), 1), "components must be a Pairwise"),
         (lambda: MixturePairwise(3, FreePairwise(2, 1), 1)(np.zeros((1, 3))), "features must be a torch.Tensor"),

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchcrf import CRF
 
+from crfpose.checks import check_int
 from crfpose.crf.pairwise import GaussianPairwise, moments
 from crfpose.skeletons import Skeleton
 
@@ -90,8 +91,7 @@ class ChainCRF(nn.Module):
     def __init__(self, skeleton: Skeleton, height: int, width: int, cell: int = 1) -> None:
         super().__init__()
         for name, value in (("height", height), ("width", width), ("cell", cell)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            check_int(value, name)
         self.skeleton = skeleton
         self.height, self.width, self.cell = height, width, cell
         self.grid_height, self.grid_width = math.ceil(height / cell), math.ceil(width / cell)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crfpose.checks import check_int
 from crfpose.skeletons import Skeleton
 
 __all__ = [
@@ -29,17 +30,9 @@ __all__ = [
 ]
 
 
-def _check_positive_int(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
-
-
 def displacement_grid(radius: int, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
     """The displacement of every window cell: ``grid[R + dy, R + dx] = (dx, dy)``, shape ``(2R+1, 2R+1, 2)``."""
-    _check_positive_int("radius", radius, minimum=0)
+    check_int(radius, "radius", minimum=0)
     steps = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
     dy, dx = torch.meshgrid(steps, steps, indexing="ij")
     return torch.stack((dx, dy), dim=-1)
@@ -100,7 +93,7 @@ def _type_moments(
     Returns float64 ``mean (E, M, 2)`` and ``precision (E, M, 2, 2)``; a type without samples keeps
     zero mean and precision ``I / R^2``.
     """
-    _check_positive_int("num_types", num_types)
+    check_int(num_types, "num_types")
     if not min_variance > 0:
         raise ValueError(f"min_variance must be > 0, got {min_variance}")
     displacements, valid = (t.cpu() for t in edge_displacements(keypoints, skeleton))
@@ -121,8 +114,8 @@ class Pairwise(nn.Module):
 
     def __init__(self, num_edges: int, radius: int) -> None:
         super().__init__()
-        self.num_edges = _check_positive_int("num_edges", num_edges)
-        self.radius = _check_positive_int("radius", radius, minimum=0)
+        self.num_edges = check_int(num_edges, "num_edges")
+        self.radius = check_int(radius, "radius", minimum=0)
 
     @property
     def window(self) -> int:
@@ -280,8 +273,8 @@ class MixturePairwise(Pairwise):
     """
 
     def __init__(self, in_channels: int, components: Pairwise, num_types: int, pool: int = 1) -> None:
-        _check_positive_int("num_types", num_types)
-        _check_positive_int("pool", pool)
+        check_int(num_types, "num_types")
+        check_int(pool, "pool")
         if not isinstance(components, Pairwise):
             raise TypeError(f"components must be a Pairwise module, got {type(components).__name__}")
         if components.num_edges % num_types:
@@ -289,7 +282,7 @@ class MixturePairwise(Pairwise):
                 f"components must have num_edges divisible by num_types={num_types}, got {components.num_edges}"
             )
         super().__init__(components.num_edges // num_types, components.radius)
-        self.in_channels = _check_positive_int("in_channels", in_channels)
+        self.in_channels = check_int(in_channels, "in_channels")
         self.num_types, self.pool = num_types, pool
         self.components = components
         self.head = nn.Linear(in_channels * pool * pool, components.num_edges)

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from crfpose.models.common import Backbone, check_positive_int, conv_bn, deconv_bn, residual_layer
+from crfpose.checks import check_int
+from crfpose.models.common import Backbone, conv_bn, deconv_bn, residual_layer
 
 __all__ = ["PlainCNN", "cnn"]
 
@@ -30,9 +31,9 @@ class PlainCNN(Backbone):
 
     def __init__(self, num_joints: int, width: int = 32, depth: int = 2, blocks: int = 1) -> None:
         super().__init__()
-        self.num_joints = check_positive_int(num_joints, "num_joints")
-        check_positive_int(width, "width")
-        check_positive_int(blocks, "blocks")
+        self.num_joints = check_int(num_joints, "num_joints")
+        check_int(width, "width")
+        check_int(blocks, "blocks")
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
             raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
         self.input_multiple = 4 * 2**depth

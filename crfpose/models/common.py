@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["Backbone", "check_positive_int", "conv_bn", "deconv_bn", "residual_layer"]
+__all__ = ["Backbone", "conv_bn", "deconv_bn", "residual_layer"]
 
 
 def conv_bn(cin: int, cout: int, kernel: int, stride: int, relu: bool) -> nn.Sequential:
@@ -34,13 +34,6 @@ def residual_layer(block: type[nn.Module], cin: int, planes: int, num_blocks: in
     layers = [block(cin, planes, 1, downsample)]
     layers += [block(cout, planes) for _ in range(num_blocks - 1)]
     return nn.Sequential(*layers)
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """Return ``value`` as an int, or raise ValueError naming ``name`` if it is not a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class Backbone(nn.Module):

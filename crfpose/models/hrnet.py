@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from crfpose.models.common import Backbone, check_positive_int, conv_bn, residual_layer
+from crfpose.checks import check_int
+from crfpose.models.common import Backbone, conv_bn, residual_layer
 
 __all__ = ["HRNet", "HighResolutionModule", "hrnet_config", "hrnet", "hrnet_w18", "hrnet_w32", "hrnet_w48", "hrnet_small"]
 
@@ -111,7 +112,7 @@ def _transition(pre: Sequence[int], cur: Sequence[int]) -> nn.ModuleList:
 def _as_int_list(value: Any, length: int, name: str) -> list[int]:
     if not isinstance(value, (list, tuple)) or len(value) != length:
         raise ValueError(f"{name} must be a list of {length} positive integers (one per branch), got {value!r}")
-    return [check_positive_int(v, name) for v in value]
+    return [check_int(v, name) for v in value]
 
 
 def _stage_spec(extra: Mapping[str, Any], stage: str) -> dict[str, Any]:
@@ -123,13 +124,13 @@ def _stage_spec(extra: Mapping[str, Any], stage: str) -> dict[str, Any]:
     missing = [k for k in ("NUM_MODULES", "NUM_BRANCHES", "BLOCK", "NUM_BLOCKS", "NUM_CHANNELS") if k not in cfg]
     if missing:
         raise ValueError(f"{where} is missing {missing}")
-    n = check_positive_int(cfg["NUM_BRANCHES"], f"{where}['NUM_BRANCHES']")
+    n = check_int(cfg["NUM_BRANCHES"], f"{where}['NUM_BRANCHES']")
     if cfg["BLOCK"] not in BLOCKS:
         raise ValueError(f"{where}['BLOCK'] must be one of {sorted(BLOCKS)}, got {cfg['BLOCK']!r}")
     if cfg.get("FUSE_METHOD", "SUM") != "SUM":
         raise ValueError(f"{where}['FUSE_METHOD'] must be 'SUM' (the only official method), got {cfg['FUSE_METHOD']!r}")
     return {
-        "NUM_MODULES": check_positive_int(cfg["NUM_MODULES"], f"{where}['NUM_MODULES']"),
+        "NUM_MODULES": check_int(cfg["NUM_MODULES"], f"{where}['NUM_MODULES']"),
         "NUM_BRANCHES": n,
         "BLOCK": cfg["BLOCK"],
         "NUM_BLOCKS": _as_int_list(cfg["NUM_BLOCKS"], n, f"{where}['NUM_BLOCKS']"),
@@ -146,7 +147,7 @@ class HRNet(Backbone):
 
     def __init__(self, num_joints: int, stages: Sequence[Mapping[str, Any]], final_conv_kernel: int = 1) -> None:
         super().__init__()
-        self.num_joints = check_positive_int(num_joints, "num_joints")
+        self.num_joints = check_int(num_joints, "num_joints")
         if final_conv_kernel not in (1, 3):
             raise ValueError(f"final_conv_kernel must be 1 or 3, got {final_conv_kernel!r}")
         if len(stages) != 3:
@@ -188,7 +189,7 @@ class HRNet(Backbone):
         kernel = extra.get("FINAL_CONV_KERNEL", 1)
         if kernel not in (1, 3):
             raise ValueError(f"model_cfg['EXTRA']['FINAL_CONV_KERNEL'] must be 1 or 3, got {kernel!r}")
-        return cls(check_positive_int(model_cfg["NUM_JOINTS"], "model_cfg['NUM_JOINTS']"), stages, kernel)
+        return cls(check_int(model_cfg["NUM_JOINTS"], "model_cfg['NUM_JOINTS']"), stages, kernel)
 
     def _init_weights(self) -> None:
         """The official initialisation: conv weights N(0, 0.001), biases 0, BN (1, 0)."""
@@ -224,7 +225,7 @@ def hrnet_config(
 ) -> dict[str, Any]:
     """An official-style ``MODEL`` dict for the standard HRNet-W``width`` layout (BASIC blocks,
     branch widths width * (1, 2, 4, 8), ``num_modules`` modules in stages 2-4)."""
-    check_positive_int(width, "width")
+    check_int(width, "width")
     stages = {}
     for n, modules in enumerate(num_modules, start=2):
         stages[f"STAGE{n}"] = {

@@ -14,7 +14,8 @@ import torch
 import torchvision
 from torch import nn
 
-from crfpose.models.common import Backbone, check_positive_int, deconv_bn
+from crfpose.checks import check_int
+from crfpose.models.common import Backbone, deconv_bn
 
 __all__ = ["PoseResNet", "RESNET_DEPTHS", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
@@ -38,8 +39,8 @@ class PoseResNet(Backbone):
         super().__init__()
         if depth not in RESNET_DEPTHS:
             raise ValueError(f"depth must be one of {RESNET_DEPTHS}, got {depth!r}")
-        self.num_joints = check_positive_int(num_joints, "num_joints")
-        check_positive_int(deconv_channels, "deconv_channels")
+        self.num_joints = check_int(num_joints, "num_joints")
+        check_int(deconv_channels, "deconv_channels")
         trunk = getattr(torchvision.models, f"resnet{depth}")(weights=weights)
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
             setattr(self, name, getattr(trunk, name))

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from crfpose.models.common import check_positive_int
+from crfpose.checks import check_int
 
 __all__ = ["ScaledUnary", "IdentityUnary"]
 
@@ -34,7 +34,7 @@ class ScaledUnary(nn.Module):
 
     def __init__(self, num_joints: int, init_scale: float = 10.0) -> None:
         super().__init__()
-        self.num_joints = check_positive_int(num_joints, "num_joints")
+        self.num_joints = check_int(num_joints, "num_joints")
         if not (isinstance(init_scale, (int, float)) and math.isfinite(init_scale) and init_scale > 0):
             raise ValueError(f"init_scale must be a positive finite number, got {init_scale!r}")
         self.log_scale = nn.Parameter(torch.full((num_joints,), math.log(init_scale)))
