@@ -41,12 +41,6 @@ _UPPER = ("nose", "eye", "ear", "head", "neck", "thorax", "shoulder", "elbow", "
 _LOWER = ("pelvis", "hip", "knee", "ankle")
 
 
-def _size(value: Sequence[int], name: str) -> tuple[int, int]:
-    if len(value) != 2 or not all(int(v) == v and v > 0 for v in value):
-        raise ValueError(f"{name} must be (W, H) positive integers, got {value!r}")
-    return int(value[0]), int(value[1])
-
-
 # Per-image pixel arithmetic runs in numpy: single-threaded and cheap for one image, where
 # torch's intra-op thread pool costs more than the work on a busy CPU.
 
@@ -98,7 +92,7 @@ def get_affine(
     degrees, fills the ``output_size`` = ``(W, H)`` crop; ``flip`` mirrors the crop afterwards
     (``x' -> W - 1 - x'``).
     """
-    out_w, out_h = _size(output_size, "output_size")
+    out_w, out_h = check_size(output_size, "output_size")
     cx, cy = (float(v) for v in center)
     sw, sh = (float(v) for v in scale)
     if not (sw > 0 and sh > 0):
@@ -147,7 +141,7 @@ def warp_image(image: torch.Tensor, affine: np.ndarray, output_size: Sequence[in
     """
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or not image.is_floating_point():
         raise ValueError(f"image must be a (C, h, w) float tensor, got {getattr(image, 'shape', type(image))}")
-    out_w, out_h = _size(output_size, "output_size")
+    out_w, out_h = check_size(output_size, "output_size")
     inverse = invert_affine(affine)
     u, v = np.meshgrid(np.arange(out_w, dtype=np.float64), np.arange(out_h, dtype=np.float64))  # (H, W) each
     src_x = inverse[0, 0] * u + inverse[0, 1] * v + inverse[0, 2]
@@ -233,7 +227,7 @@ def crop_box(
     Returns the ``(3, H_in, W_in)`` crop (ImageNet-normalised when ``normalized``) and the ``(2, 3)``
     affine from original pixels to crop pixels, exactly as :class:`TopDownTransform` with ``train=False``.
     """
-    input_size = _size(input_size, "input_size")
+    input_size = check_size(input_size, "input_size")
     center, scale = box_to_center_scale(box, input_size[0] / input_size[1], padding)
     affine = get_affine(center, scale, input_size)
     crop = warp_image(image, affine, input_size)
@@ -269,8 +263,8 @@ class TopDownTransform:
     normalize: bool = True
 
     def __post_init__(self) -> None:
-        self.input_size = _size(self.input_size, "input_size")
-        self.heatmap_size = _size(self.heatmap_size, "heatmap_size")
+        self.input_size = check_size(self.input_size, "input_size")
+        self.heatmap_size = check_size(self.heatmap_size, "heatmap_size")
         for name in ("rotation_prob", "flip_prob", "half_body_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)!r}")
