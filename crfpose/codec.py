@@ -10,18 +10,24 @@ Pixel convention (used by the whole library): integer coordinates are pixel *cen
     input = (heatmap + 0.5) * s - 0.5,        heatmap = (input + 0.5) / s - 0.5
 
 (:func:`heatmap_to_input` and :func:`input_to_heatmap`). Note that this differs from the
-``input = heatmap * s`` shortcut of some public code by ``(s - 1) / 2`` pixels.
+``input = heatmap * s`` shortcut of some public code by ``(s - 1) / 2`` pixels. A
+:class:`HeatmapCodec` holds one input size and heatmap grid (hence one stride) for all of these.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["encode", "decode", "heatmap_to_input", "input_to_heatmap", "REFINEMENTS"]
+from crfpose.checks import check_size
+
+__all__ = [
+    "HeatmapCodec", "encode", "decode", "labelled", "heatmap_to_input", "input_to_heatmap", "stride_between", "REFINEMENTS",
+]
 
 REFINEMENTS = ("dark", "quarter", "none")
 
@@ -48,28 +54,38 @@ def encode(
 
     Returns:
         ``target (..., K, H, W)`` float32 with peak 1 at the (sub-pixel) keypoint, and
-        ``weight (..., K)`` float32 (both on the CPU): 1 for labelled joints (v > 0) whose position lies on the grid
-        (inside ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``), else 0; targets of weight-0 joints are zero.
+        ``weight (..., K)`` float32 (both on the CPU): 1 for the joints :func:`labelled` selects, else 0;
+        targets of weight-0 joints are zero.
     """
     kp = np.array(keypoints.detach().cpu().numpy() if isinstance(keypoints, torch.Tensor) else keypoints, dtype=np.float64)
-    if kp.ndim < 2 or kp.shape[-1] != 3:
-        raise ValueError(f"keypoints must have shape (..., K, 3), got {kp.shape}")
-    if len(heatmap_size) != 2 or not all(int(s) == s and s > 0 for s in heatmap_size):
-        raise ValueError(f"heatmap_size must be (W, H) positive integers, got {heatmap_size!r}")
+    weight = labelled(kp, heatmap_size)  # (..., K)
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma!r}")
-    labelled = kp[..., 2] > 0
-    if np.isnan(kp[..., :2])[labelled].any():
-        raise ValueError("keypoints: labelled joints (v > 0) must have finite (x, y), got NaN")
-    width, height = int(heatmap_size[0]), int(heatmap_size[1])
-    x, y = kp[..., 0], kp[..., 1]
-    weight = labelled & (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)  # (..., K)
-    x, y = np.where(weight, x, 0.0), np.where(weight, y, 0.0)
+    width, height = check_size(heatmap_size, "heatmap_size")
+    x, y = np.where(weight, kp[..., 0], 0.0), np.where(weight, kp[..., 1], 0.0)
     # Elementwise work in numpy: per-sample sizes are tiny and torch's thread pool only adds overhead.
     ex = np.exp(-((np.arange(width) - x[..., None]) ** 2) / (2 * sigma**2))  # (..., K, W)
     ey = np.exp(-((np.arange(height) - y[..., None]) ** 2) / (2 * sigma**2))  # (..., K, H)
     target = ey[..., :, None] * ex[..., None, :] * weight[..., None, None]  # (..., K, H, W)
     return torch.from_numpy(target.astype(np.float32)), torch.from_numpy(weight.astype(np.float32))
+
+
+def labelled(keypoints: ArrayLike, heatmap_size: Sequence[int]) -> ArrayLike:
+    """The ``(..., K)`` bool mask of the joints that have a target: labelled (``v > 0``) and on the grid
+    ``[-0.5, W - 0.5] x [-0.5, H - 0.5]`` of ``heatmap_size = (W, H)``.
+
+    ``keypoints`` ``(..., K, 3)`` rows ``(x, y, v)`` in heatmap pixels, a tensor (the mask is a tensor on
+    its device) or an array; a labelled joint at NaN is a ValueError.
+    """
+    kp = keypoints if isinstance(keypoints, torch.Tensor) else np.asarray(keypoints, dtype=np.float64)
+    if kp.ndim < 2 or kp.shape[-1] != 3:
+        raise ValueError(f"keypoints must have shape (..., K, 3), got {tuple(kp.shape)}")
+    width, height = check_size(heatmap_size, "heatmap_size")
+    x, y, v = kp[..., 0], kp[..., 1], kp[..., 2]
+    isnan = torch.isnan if isinstance(kp, torch.Tensor) else np.isnan
+    if isnan(kp[..., :2])[v > 0].any():
+        raise ValueError("keypoints: labelled joints (v > 0) must have finite (x, y), got NaN")
+    return (v > 0) & (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
 
 
 def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -179,3 +195,50 @@ def heatmap_to_input(points: ArrayLike, stride: Union[float, Sequence[float]]) -
 def input_to_heatmap(points: ArrayLike, stride: Union[float, Sequence[float]]) -> ArrayLike:
     """Input-crop pixels ``(..., 2|3)`` -> heatmap coordinates; the inverse of :func:`heatmap_to_input`."""
     return _convert(points, stride, forward=False)
+
+
+def stride_between(images: torch.Tensor, maps: torch.Tensor) -> tuple[float, float]:
+    """``(sx, sy)`` input pixels per heatmap cell of ``maps (..., H, W)`` computed from ``images (..., H_in, W_in)``."""
+    return images.shape[-1] / maps.shape[-1], images.shape[-2] / maps.shape[-2]
+
+
+@dataclass(frozen=True)
+class HeatmapCodec:
+    """Input-crop pixels <-> a heatmap grid: one ``input_size`` and ``heatmap_size`` (both ``(W, H)``),
+    hence one :attr:`stride`, and the target std ``sigma`` in heatmap pixels.
+
+    ``encode`` takes and ``decode`` gives keypoints in input pixels; :func:`encode` and :func:`decode`
+    work in heatmap pixels.
+    """
+
+    input_size: tuple[int, int]
+    heatmap_size: tuple[int, int]
+    sigma: float = 2.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_size", check_size(self.input_size, "input_size"))
+        object.__setattr__(self, "heatmap_size", check_size(self.heatmap_size, "heatmap_size"))
+
+    @property
+    def stride(self) -> tuple[float, float]:
+        """``(sx, sy)`` input pixels per heatmap cell."""
+        return self.input_size[0] / self.heatmap_size[0], self.input_size[1] / self.heatmap_size[1]
+
+    def to_input(self, points: ArrayLike) -> ArrayLike:
+        """:func:`heatmap_to_input` at this stride."""
+        return heatmap_to_input(points, self.stride)
+
+    def to_heatmap(self, points: ArrayLike) -> ArrayLike:
+        """:func:`input_to_heatmap` at this stride."""
+        return input_to_heatmap(points, self.stride)
+
+    def encode(self, keypoints: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(target (..., K, H, W), weight (..., K))`` of :func:`encode` for keypoints ``(..., K, 3)`` in input pixels."""
+        return encode(self.to_heatmap(keypoints), self.heatmap_size, self.sigma)
+
+    def decode(self, heatmaps: torch.Tensor, refine: str = "dark", blur_sigma: float = 1.0) -> torch.Tensor:
+        """Keypoints ``(B, K, 3)`` = ``(x, y, score)`` in input pixels from ``(B, K, H, W)`` maps on this grid (:func:`decode`)."""
+        if isinstance(heatmaps, torch.Tensor) and tuple(heatmaps.shape[-2:]) != self.heatmap_size[::-1]:
+            raise ValueError(f"heatmaps must be on the {self.heatmap_size[1]} x {self.heatmap_size[0]} grid (H x W), "
+                             f"got {tuple(heatmaps.shape)}")
+        return self.to_input(decode(heatmaps, refine, blur_sigma))

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from crfpose.codec import REFINEMENTS
+from crfpose.codec import REFINEMENTS, HeatmapCodec
 from crfpose.data import DATASETS, PATH_OPTIONS, TopDownTransform
 from crfpose.fileio import atomic_write
 from crfpose.metrics import DEFAULT_NORMALIZER, NORMALIZERS
@@ -93,6 +93,11 @@ class DataConfig:
     input_size: list = field(default_factory=lambda: [64, 64])
     heatmap_size: list = field(default_factory=lambda: [16, 16])
     sigma: float = 1.5
+
+    @property
+    def codec(self) -> HeatmapCodec:
+        """The crop <-> heatmap map of ``input_size``, ``heatmap_size`` and ``sigma``."""
+        return HeatmapCodec(self.input_size, self.heatmap_size, self.sigma)
 
 
 _TRANSFORM = {f.name: f.default for f in dataclasses.fields(TopDownTransform)}

@@ -35,7 +35,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
-from crfpose.codec import input_to_heatmap
 from crfpose.config import Config, from_dict, save_config, to_dict
 from crfpose.fileio import atomic_write, load_torch_file
 from crfpose.data import TopDownTransform, build_dataset
@@ -124,11 +123,6 @@ def build_datasets(config: Config) -> tuple[Dataset, Dataset]:
     return make_dataset(config, "train", train=True), make_dataset(config, "val", train=False)
 
 
-def _stride(config: Config) -> tuple[float, float]:
-    (wi, hi), (wh, hh) = config.data.input_size, config.data.heatmap_size
-    return wi / wh, hi / hh
-
-
 def init_pairwise_from_data(model: PoseCRF, config: Config) -> int:
     """Set ``model.pairwise`` from the displacement statistics (heatmap-grid units) of up to
     ``crf.init_samples`` training items read without augmentation; returns the number of poses used
@@ -139,7 +133,7 @@ def init_pairwise_from_data(model: PoseCRF, config: Config) -> int:
     subset = Subset(dataset, range(min(len(dataset), config.crf.init_samples)))
     loader = DataLoader(subset, batch_size=64, num_workers=config.train.workers)
     keypoints = torch.cat([batch["keypoints"] for batch in loader])  # (N, K, 3) crop pixels
-    fit_pairwise(model, input_to_heatmap(keypoints, _stride(config)))
+    fit_pairwise(model, config.data.codec.to_heatmap(keypoints))
     return len(keypoints)
 
 
@@ -410,7 +404,7 @@ class _Trainer:
     def __init__(self, config: Config, ctx: _Context, output: Path) -> None:
         self.config, self.ctx, self.output = config, ctx, output
         self.skeleton = get_skeleton(config.skeleton)
-        self.stride = _stride(config)
+        self.codec = config.data.codec
         self.amp = config.train.amp and ctx.device.type == "cuda"
         self.train_set, self.val_set = build_datasets(config)
         held_out = config.train.mode == "separate" and config.crf.fit_split == "val"
@@ -438,7 +432,7 @@ class _Trainer:
 
         if stage.loss == "mse":
             return mse()
-        keypoints = input_to_heatmap(batch["keypoints"].to(device), self.stride)  # (B, K, 3) grid cells
+        keypoints = self.codec.to_heatmap(batch["keypoints"].to(device))  # (B, K, 3) grid cells
         pairwise = None if pairwise is None else pairwise.float()  # None: a chain's transitions live in the model
         loss = likelihood_nll(lambda u: model.distribution(u, pairwise), unary.float(), keypoints, sigma=self.config.crf.sigma)
         if stage.trains == "all" and self.config.train.mse_weight:

@@ -114,8 +114,7 @@ def predict_batch_decoders(
     if crf:
         fixed = model.with_backbone(_Fixed(maps, features))
         return {d: fixed.predict(images, d, "input", refine) for d in decoders}
-    stride = (images.shape[-1] / maps.shape[-1], images.shape[-2] / maps.shape[-2])
-    return {"unary": codec.heatmap_to_input(codec.decode(maps, refine=refine), stride)}
+    return {"unary": codec.heatmap_to_input(codec.decode(maps, refine=refine), codec.stride_between(images, maps))}
 
 
 def predict_dataset(

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import yaml
 
-from crfpose.codec import input_to_heatmap
 from crfpose.config import Config, to_dict
 from crfpose.data.transforms import affine_points, box_to_center_scale, get_affine
 from crfpose.engine import _plain, build_model_from_config, fit_pairwise, save_checkpoint
@@ -89,13 +88,12 @@ def _fit_unary_scale(model: PoseCRF, config: Config, samples: int, steps: int = 
 
     dataset = make_dataset(config, "val", train=False)
     loader = DataLoader(Subset(dataset, range(min(samples, len(dataset)))), batch_size=16)
-    stride = (config.data.input_size[0] / config.data.heatmap_size[0], config.data.input_size[1] / config.data.heatmap_size[1])
     maps, keypoints = [], []
     model.eval()
     with torch.no_grad():
         for batch in loader:
             maps.append(model.backbone(batch["image"]))
-            keypoints.append(input_to_heatmap(batch["keypoints"], stride))
+            keypoints.append(config.data.codec.to_heatmap(batch["keypoints"]))
     maps_t, keypoints_t = torch.cat(maps), torch.cat(keypoints)  # (N, K, H, W), (N, K, 3)
     pairwise = model.pairwise(maps_t).detach()
     optimizer = torch.optim.Adam(model.unary.parameters(), lr=0.05)
@@ -130,8 +128,7 @@ def import_official(
     model = build_model_from_config(config)
     load_official_checkpoint(weights, model.backbone)
     poses = crop_keypoints(keypoints, model.skeleton.num_joints, size, config.augment.padding)
-    stride = (size[0] / heatmap[0], size[1] / heatmap[1])
-    fit_pairwise(model, input_to_heatmap(torch.as_tensor(poses, dtype=torch.float32), stride))
+    fit_pairwise(model, config.data.codec.to_heatmap(torch.as_tensor(poses, dtype=torch.float32)))
     fitted = _fit_unary_scale(model, config, fit_samples) if images else 0
     metrics = {"imported_from": str(weights), "pairwise_poses": int(len(poses)), "unary_fit_crops": fitted}
     state = {"model": model.state_dict(), "config": _plain(to_dict(config)), "metrics": metrics, "best": float("nan")}

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from crfpose.codec import encode
+from crfpose.codec import labelled
 from crfpose.crf import TreeCRF
 from crfpose.skeletons import Skeleton
 
@@ -40,7 +40,7 @@ def target_log_weights(keypoints: Tensor, height: int, width: int, sigma: float 
     """Target log-weights ``tau`` ``(B, K, H, W)`` float64 for keypoints ``(B, K, 3)`` in heatmap pixels.
 
     A joint is labelled when ``v > 0`` and it lies on the grid (``[-0.5, W - 0.5] x [-0.5, H - 0.5]``,
-    the rule of :func:`crfpose.codec.encode`). For labelled joints ``tau`` is the log of a Gaussian
+    :func:`crfpose.codec.labelled`). For labelled joints ``tau`` is the log of a Gaussian
     of std ``sigma`` around the joint, normalised over the grid (``logsumexp(tau) = 0``); with
     ``sigma=0`` it is ``0`` at the nearest cell and ``-inf`` elsewhere. Unlabelled joints get ``0``.
     """
@@ -51,8 +51,7 @@ def target_log_weights(keypoints: Tensor, height: int, width: int, sigma: float 
     if not sigma >= 0:
         raise ValueError(f"sigma must be >= 0, got {sigma!r}")
     kp = keypoints.detach().double()
-    _, weight = encode(kp.cpu(), (width, height), sigma if sigma > 0 else 1.0)  # the labelled/on-grid rule
-    labelled = (weight > 0).to(kp.device)  # (B, K)
+    has_target = labelled(kp, (width, height))  # (B, K)
     if sigma > 0:
         gx = torch.arange(width, dtype=torch.float64, device=kp.device)
         gy = torch.arange(height, dtype=torch.float64, device=kp.device)
@@ -66,7 +65,7 @@ def target_log_weights(keypoints: Tensor, height: int, width: int, sigma: float 
         flat = cell[..., 1] * width + cell[..., 0]  # (B, K)
         tau = torch.full((*kp.shape[:2], height * width), float("-inf"), dtype=torch.float64, device=kp.device)
         tau = tau.scatter(2, flat[..., None], 0.0).view(*kp.shape[:2], height, width)
-    return torch.where(labelled[..., None, None], tau, torch.zeros_like(tau))
+    return torch.where(has_target[..., None, None], tau, torch.zeros_like(tau))
 
 
 def crf_nll(

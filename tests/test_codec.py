@@ -1,11 +1,11 @@
-"""Codec: Gaussian targets, sub-pixel decoding, heatmap <-> input coordinates."""
+"""Codec: Gaussian targets, sub-pixel decoding, heatmap <-> input coordinates, the HeatmapCodec object."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from crfpose.codec import decode, encode, heatmap_to_input, input_to_heatmap
+from crfpose.codec import HeatmapCodec, decode, encode, heatmap_to_input, input_to_heatmap, labelled, stride_between
 
 
 def _interior_points(b=3, k=5, w=24, h=20, seed=0):
@@ -118,3 +118,52 @@ def test_errors_name_the_argument():
         heatmap_to_input(np.zeros((2, 2)), 0)
     with pytest.raises(ValueError, match="points must be"):
         input_to_heatmap(np.zeros((2, 1)), 4)
+
+
+def test_labelled_rule_by_hand():
+    # heatmap 4 x 3 (W x H): the grid spans [-0.5, 3.5] x [-0.5, 2.5]
+    kp = torch.tensor([[
+        [1.0, 1.0, 2.0],  # inside
+        [1.0, 1.0, 0.0],  # v = 0
+        [float("nan"), float("nan"), 0.0],  # v = 0 at NaN: not labelled, no error
+        [-0.5, -0.5, 1.0],  # on the -0.5 corner: inside
+        [3.5, 2.5, 1.0],  # on the far border: inside
+        [-0.51, 1.0, 1.0],  # just left of the grid
+        [1.0, 2.51, 1.0],  # just below it
+        [4.0, 1.0, 2.0],  # right of it
+    ]], dtype=torch.float64)
+    expected = [[True, False, False, True, True, False, False, False]]
+    mask = labelled(kp, (4, 3))
+    assert mask.dtype == torch.bool and mask.tolist() == expected
+    assert labelled(kp.numpy(), (4, 3)).tolist() == expected  # arrays give arrays
+    assert (encode(kp, (4, 3))[1] > 0).tolist() == expected  # the rule encode weights by
+    with pytest.raises(ValueError, match="labelled joints .* got NaN"):
+        labelled(torch.tensor([[float("nan"), 1.0, 1.0]]), (4, 3))
+    with pytest.raises(ValueError, match="keypoints must have shape"):
+        labelled(torch.zeros(2, 2), (4, 3))
+
+
+def test_heatmap_codec_stride_and_round_trip():
+    c = HeatmapCodec([48, 64], [12, 32], sigma=1.5)
+    assert c.input_size == (48, 64) and c.heatmap_size == (12, 32) and c.stride == (4.0, 2.0)
+    pts = torch.tensor([[0.0, 0.0, 2.0], [3.25, 7.5, 1.0]], dtype=torch.float64)
+    assert c.to_input(pts)[0].tolist() == [1.5, 0.5, 2.0]  # cell 0 covers input pixels 0..3 (x) and 0..1 (y)
+    assert torch.allclose(c.to_heatmap(c.to_input(pts)), pts)
+    assert torch.equal(c.to_input(pts), heatmap_to_input(pts, (4.0, 2.0)))
+    assert stride_between(torch.zeros(1, 3, 64, 48), torch.zeros(1, 5, 32, 12)) == c.stride
+    with pytest.raises(ValueError, match="heatmap_size must be"):
+        HeatmapCodec((48, 64), (12, 0))
+
+
+def test_heatmap_codec_encode_and_decode_work_in_input_pixels():
+    c = HeatmapCodec((96, 80), (24, 20), sigma=2.0)
+    cells = _interior_points(w=24, h=20)  # (3, 5, 3) heatmap pixels
+    crop = c.to_input(cells)
+    target, weight = c.encode(crop)
+    expected_target, expected_weight = encode(cells, (24, 20), sigma=2.0)
+    assert torch.allclose(target, expected_target, atol=1e-6) and torch.equal(weight, expected_weight)
+    decoded = c.decode(expected_target, refine="dark")
+    assert torch.allclose(decoded, heatmap_to_input(decode(expected_target, refine="dark"), c.stride))
+    assert torch.allclose(decoded[..., :2], crop[..., :2].float(), atol=0.05 * 4)
+    with pytest.raises(ValueError, match=r"heatmaps must be on the 20 x 24 grid"):
+        c.decode(torch.zeros(1, 5, 24, 20))

@@ -32,7 +32,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from crfpose.codec import encode, input_to_heatmap
+from crfpose.codec import HeatmapCodec
 from crfpose.data.base import PersonRecord
 from crfpose.data.transforms import image_to_tensor, normalize
 from crfpose.skeletons import LSP14, Skeleton
@@ -172,6 +172,11 @@ class SyntheticDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def codec(self) -> HeatmapCodec:
+        """The image <-> heatmap map of ``input_size``, ``heatmap_size`` and ``sigma``."""
+        return HeatmapCodec(self.input_size, self.heatmap_size, self.sigma)
+
     def __getitem__(self, index: int) -> dict:
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} synthetic samples")
@@ -199,8 +204,7 @@ class SyntheticDataset(Dataset):
         tensor = image_to_tensor(np.asarray(image))
         if self.normalize:
             tensor = normalize(tensor)
-        stride = (w / self.heatmap_size[0], h / self.heatmap_size[1])
-        target, weight = encode(input_to_heatmap(keypoints, stride), self.heatmap_size, self.sigma)
+        target, weight = self.codec.encode(keypoints)
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         box = np.array([lo[0], lo[1], max(hi[0] - lo[0], 1.0), max(hi[1] - lo[1], 1.0)])
         rec = PersonRecord(Path("synthetic"), index, f"sample {index}", box, keypoints, (w, h))

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crfpose.codec import encode, input_to_heatmap
+from crfpose.checks import check_size
+from crfpose.codec import HeatmapCodec
 from crfpose.skeletons import Skeleton
 
 __all__ = [
@@ -274,9 +275,14 @@ class TopDownTransform:
             raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter!r}")
 
     @property
+    def codec(self) -> HeatmapCodec:
+        """The crop <-> heatmap map of ``input_size``, ``heatmap_size`` and ``sigma``."""
+        return HeatmapCodec(self.input_size, self.heatmap_size, self.sigma)
+
+    @property
     def stride(self) -> tuple[float, float]:
         """``(sx, sy)`` input pixels per heatmap cell."""
-        return self.input_size[0] / self.heatmap_size[0], self.input_size[1] / self.heatmap_size[1]
+        return self.codec.stride
 
     def __call__(
         self, image: torch.Tensor, keypoints: np.ndarray, box: Sequence[float], rng: Optional[np.random.Generator] = None
@@ -322,7 +328,7 @@ class TopDownTransform:
             crop = color_jitter(crop, self.color_jitter, rng)
         if self.normalize:
             crop = normalize(crop)
-        target, weight = encode(input_to_heatmap(crop_kp, self.stride), self.heatmap_size, self.sigma)
+        target, weight = self.codec.encode(crop_kp)
         return {
             "image": crop,
             "keypoints": torch.as_tensor(crop_kp, dtype=torch.float32),

@@ -139,8 +139,7 @@ class PoseCRF(nn.Module):
             points = torch.cat([xy, score], dim=-1)
         points = points.to(maps.dtype)
         if coords == "input":
-            stride = (images.shape[-1] / maps.shape[-1], images.shape[-2] / maps.shape[-2])
-            points = codec.heatmap_to_input(points, stride)
+            points = codec.heatmap_to_input(points, codec.stride_between(images, maps))
         return points
 
 

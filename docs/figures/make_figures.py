@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from crfpose import viz
-from crfpose.codec import input_to_heatmap
 from crfpose.config import load_config
 from crfpose.crf import TreeCRF
 from crfpose.data.transforms import affine_points
@@ -102,7 +101,6 @@ def main() -> None:
                   for k, p in predictions.items()}
     crop_gt = np.stack([affine_points(gt[i], item["meta"]["affine"]) for i, item in zip(chosen, items)])
     image, crop = items[0]["image"], crops[0]
-    stride = (config.data.input_size[0] / config.data.heatmap_size[0], config.data.input_size[1] / config.data.heatmap_size[1])
     curves, bars = figure_pck(results)
     i = int(np.nanargmin(viz.pose_errors(predictions["CNN + CRF"]["pred"], gt, skeleton)))  # the best CRF pose
     best = dataset[i]
@@ -113,7 +111,7 @@ def main() -> None:
         "heatmaps": figure_heatmaps(model, image, crop),
         "heatmaps_top": figure_heatmaps(model, image, crop, top=4),
         "pairwise": figure_pairwise(model),
-        "deformation": figure_deformation(model, input_to_heatmap(crop_gt[0][:, :2], stride)),
+        "deformation": figure_deformation(model, config.data.codec.to_heatmap(crop_gt[0][:, :2])),
         "samples": figure_samples(model, image, crop),
         "pck_curves": curves,
         "joint_pck": bars,
