@@ -23,7 +23,7 @@ import random
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -510,6 +510,34 @@ class _Trainer:
                 f.write(json.dumps(record) + "\n")
 
 
+@dataclass
+class _RunState:
+    """Where a run stands: what every checkpoint saves (as its top-level keys ``stage``, ``stage_name``,
+    ``epoch``, ``best`` and ``metrics``) and a resume reads back."""
+
+    stage: int = 0  # index of the current stage in plan_stages(config)
+    epoch: int = 0  # epochs of that stage finished
+    best: float = -math.inf  # best validation PCK of that stage
+    metrics: dict = field(default_factory=dict)  # the latest validation metrics
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> _RunState:
+        return cls(checkpoint["stage"], checkpoint["epoch"], checkpoint["best"], checkpoint["metrics"])
+
+    def checkpoint_keys(self, stages: list[Stage]) -> dict:
+        """The checkpoint entries of this state (plain values, loadable with ``weights_only=True``)."""
+        return {"stage": self.stage, "stage_name": stages[self.stage].name, "epoch": self.epoch,
+                "metrics": _plain(self.metrics), "best": float(self.best)}
+
+    def start_stage(self, index: int) -> None:
+        """Begin stage ``index``: no epoch done, no best PCK yet (the latest metrics stay)."""
+        self.stage, self.epoch, self.best = index, 0, -math.inf
+
+    def epochs_done(self, stages: list[Stage]) -> int:
+        """Epochs finished over all stages."""
+        return sum(s.epochs for s in stages[:self.stage]) + self.epoch
+
+
 def train(config: Config, resume: Union[str, os.PathLike, None] = None, max_epochs: Optional[int] = None) -> dict[str, Any]:
     """Train as ``config`` says (see the module docstring); returns a summary.
 
@@ -546,35 +574,35 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
     _seed(cfg.seed, 0, 0)
     model = build_model_from_config(config).to(ctx.device)
     trainer = _Trainer(config, ctx, output)
-    start_stage, start_epoch, state = 0, 0, None
-    best, metrics, pairwise_loaded = -math.inf, {}, False
+    run = _RunState()
+    resumed = None  # the checkpoint whose optimiser, schedule and scaler continue stage run.stage
+    pairwise_loaded = False
     if resume is not None:
-        state = load_checkpoint(resume)
-        if state["config"]["train"]["mode"] != cfg.mode:
-            raise ValueError(f"resume: checkpoint is a {state['config']['train']['mode']!r} run, config.train.mode is {cfg.mode!r}")
-        _load_weights(model, state, f"resume {resume}", config)
-        start_stage, start_epoch, best, metrics = state["stage"], state["epoch"], state["best"], state["metrics"]
-        if start_epoch >= stages[start_stage].epochs:
-            if start_stage + 1 == len(stages):  # nothing left to train
-                return _summary(output, {"last": None, "best": None}, [], metrics, best, ctx, complete=True)
-            start_stage, start_epoch, best, state = start_stage + 1, 0, -math.inf, None
+        resumed = load_checkpoint(resume)
+        if resumed["config"]["train"]["mode"] != cfg.mode:
+            raise ValueError(f"resume: checkpoint is a {resumed['config']['train']['mode']!r} run, config.train.mode is {cfg.mode!r}")
+        _load_weights(model, resumed, f"resume {resume}", config)
+        run = _RunState.from_checkpoint(resumed)
+        if run.epoch >= stages[run.stage].epochs:  # its stage had finished
+            if run.stage + 1 == len(stages):  # nothing left to train
+                return _summary(output, {"last": None, "best": None}, [], run, ctx, complete=True)
+            run.start_stage(run.stage + 1)
+            resumed = None
     elif cfg.init_checkpoint:
         pairwise_loaded = _load_init(model, cfg.init_checkpoint)
-    done_before = sum(s.epochs for s in stages[:start_stage]) + start_epoch
     if ctx.main:
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "config.yaml")
-        _keep_log(output / "log.jsonl", done_before)
-    paths = {"last": output / "last.pt", "best": output / "best.pt"}
+        _keep_log(output / "log.jsonl", run.epochs_done(stages))
     written = {"last": None, "best": None}
-    run = 0
-    for index in range(start_stage, len(stages)):
+    trained = 0  # epochs run by this call
+    for index in range(run.stage, len(stages)):
+        if index != run.stage:  # a stage after the one this call began in
+            run.start_stage(index)
+            resumed = None
         stage = stages[index]
-        if index > start_stage:
-            best = -math.inf
         params = _set_trainable(model, stage)
-        fresh = state is None
-        if fresh and stage.loss == "crf" and config.crf.init_from_data and not pairwise_loaded:
+        if resumed is None and stage.loss == "crf" and config.crf.init_from_data and not pairwise_loaded:
             init_pairwise_from_data(model, config)
         net: nn.Module = _Forward(model, stage.loss)
         if ctx.world > 1:
@@ -583,33 +611,33 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
         optimizer = _optimizer(params, config, stage.lr)
         scheduler = _schedule(optimizer, config, stage.epochs, steps)
         scaler = torch.amp.GradScaler(ctx.device.type, enabled=trainer.amp)
-        if not fresh:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
+        if resumed is not None:
+            optimizer.load_state_dict(resumed["optimizer"])
+            scheduler.load_state_dict(resumed["scheduler"])
+            scaler.load_state_dict(resumed["scaler"])
             # The rate at the resumed iteration under this config's schedule (the same value when the
             # config is unchanged; not the finished schedule's final 0 when the stage was lengthened).
             for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
                 group["lr"] = base * factor(scheduler.last_epoch)
-        first = start_epoch if index == start_stage else 0
-        for epoch in range(first, stage.epochs):
-            if max_epochs is not None and run >= max_epochs:
-                return _summary(output, written, trainer.history, metrics, best, ctx)
-            global_epoch = done_before + run
+        while run.epoch < stage.epochs:
+            if max_epochs is not None and trained >= max_epochs:
+                return _summary(output, written, trainer.history, run, ctx)
+            global_epoch = run.epochs_done(stages)
             _seed(cfg.seed, global_epoch + 1, ctx.rank)
-            where = f"{stage.name} epoch {epoch + 1}/{stage.epochs}"
-            record = {"stage": stage.name, "epoch": epoch + 1, "global_epoch": global_epoch + 1,
+            where = f"{stage.name} epoch {run.epoch + 1}/{stage.epochs}"
+            record = {"stage": stage.name, "epoch": run.epoch + 1, "global_epoch": global_epoch + 1,
                       "lr": optimizer.param_groups[0]["lr"]}
             record |= trainer.epoch(model, net, stage, optimizer, scheduler, scaler, global_epoch, where)
-            run += 1
-            validate = config.eval.every and ((epoch + 1) % config.eval.every == 0 or epoch + 1 == stage.epochs)
+            run.epoch += 1
+            trained += 1
+            validate = config.eval.every and (run.epoch % config.eval.every == 0 or run.epoch == stage.epochs)
             improved = False
             if validate:
-                metrics = trainer.validate(model, stage)
+                run.metrics = metrics = trainer.validate(model, stage)
                 record["val"] = {k: metrics[k] for k in ("pck", "auc", "epe")} | ({"coco": metrics["coco"]} if "coco" in metrics else {})
-                improved = not math.isnan(metrics["pck"]) and metrics["pck"] > best
-                best = metrics["pck"] if improved else best
-            stalled = stall_message(record, epoch + 1)
+                improved = not math.isnan(metrics["pck"]) and metrics["pck"] > run.best
+                run.best = metrics["pck"] if improved else run.best
+            stalled = stall_message(record, run.epoch)
             if stalled and not any("stalled" in r for r in trainer.history if r["stage"] == stage.name):
                 record["stalled"] = stalled
                 if ctx.main:
@@ -620,16 +648,14 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
             if ctx.main:
                 checkpoint = {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "stage": index, "stage_name": stage.name, "epoch": epoch + 1,
-                    "config": _plain(to_dict(config)), "metrics": _plain(metrics), "best": float(best),
-                }
-                written["last"] = save_checkpoint(paths["last"], checkpoint)
+                    "scaler": scaler.state_dict(), "config": _plain(to_dict(config)),
+                } | run.checkpoint_keys(stages)
+                written["last"] = save_checkpoint(output / "last.pt", checkpoint)
                 if improved:
-                    written["best"] = save_checkpoint(paths["best"], checkpoint)
-                if epoch + 1 == stage.epochs and index + 1 < len(stages):
+                    written["best"] = save_checkpoint(output / "best.pt", checkpoint)
+                if run.epoch == stage.epochs and index + 1 < len(stages):
                     save_checkpoint(output / f"stage{index + 1}_{stage.name}.pt", checkpoint)
-        state = None
-    return _summary(output, written, trainer.history, metrics, best, ctx, complete=True)
+    return _summary(output, written, trainer.history, run, ctx, complete=True)
 
 
 def _keep_log(path: Path, epochs: int) -> None:
@@ -639,9 +665,9 @@ def _keep_log(path: Path, epochs: int) -> None:
     atomic_write(path, lambda f: f.write("".join(line + "\n" for line in kept)))
 
 
-def _summary(output: Path, written: dict, history: list, metrics: dict, best: float, ctx: _Context,
+def _summary(output: Path, written: dict, history: list, run: _RunState, ctx: _Context,
              complete: bool = False) -> dict[str, Any]:
     return {
-        "output_dir": str(output), "last": written["last"], "best": written["best"], "history": history,
-        "metrics": metrics, "best_pck": best if math.isfinite(best) else None, "complete": complete, "rank": ctx.rank,
+        "output_dir": str(output), "last": written["last"], "best": written["best"], "history": history, "metrics": run.metrics,
+        "best_pck": run.best if math.isfinite(run.best) else None, "complete": complete, "rank": ctx.rank,
     }
