@@ -64,7 +64,7 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
         written.append(viz.save(figure, out / f"gallery_{_slug(focus[0])}_vs_{_slug(focus[1])}.png", dpi=GALLERY_DPI))
     for row in dict.fromkeys(r["row"] for r in chosen):  # a row's kernels once, whatever its decoders
         model, config = engine.load_model(grid.folder(row) / "last.pt")
-        if not hasattr(model, "pairwise") or config.crf.pairwise == "flat":
+        if not hasattr(model, "pairwise") or config.crf.structure != "tree" or config.crf.pairwise == "flat":
             continue
         skeleton = get_skeleton(config.skeleton)
         with torch.no_grad():
