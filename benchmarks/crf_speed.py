@@ -14,6 +14,7 @@ Prints, in one run:
 
     python benchmarks/crf_speed.py [--threads N] [--repeats N] [--batch B] [--device cuda] [--kinds ...] [--skip-chain]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ from crfpose import COCO17, Skeleton, TreeCRF
 
 def gaussian_kernel(radius: int, sigma: float) -> torch.Tensor:
     d = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    return -(d[:, None] ** 2 + d[None, :] ** 2) / (2 * sigma ** 2)  # (P, P) float64, [R + dy, R + dx]
+    return -(d[:, None] ** 2 + d[None, :] ** 2) / (2 * sigma**2)  # (P, P) float64, [R + dy, R + dx]
 
 
 def unaries(kind: str, batch: int, skeleton: Skeleton, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
@@ -95,8 +96,8 @@ def chain_comparison(repeats: int) -> None:
     d = torch.arange(-radius, radius + 1, dtype=torch.float64)
     dy, dx = d[:, None], d[None, :]
     kernels = {  # log-kernels (P, P), [R + dy, R + dx]
-        "diagonal Gaussian (separable)": -(dy ** 2 + dx ** 2) / (2 * 6.0 ** 2),
-        "rotated Gaussian (FFT)": -(dy ** 2 + dx ** 2 - 1.2 * dy * dx) / (2 * 6.0 ** 2),
+        "diagonal Gaussian (separable)": -(dy**2 + dx**2) / (2 * 6.0**2),
+        "rotated Gaussian (FFT)": -(dy**2 + dx**2 - 1.2 * dy * dx) / (2 * 6.0**2),
     }
     unary = unaries("pose", b, skeleton, h, w, gen)
     cells = torch.tensor([(x, y) for y in range(h) for x in range(w)])
@@ -130,8 +131,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per figure (best is kept)")
     parser.add_argument("--batch", type=int, default=32, help="batch size of the COCO table")
     parser.add_argument("--device", default="cpu", help="device of the COCO table (the chain comparison stays on the CPU)")
-    parser.add_argument("--kinds", nargs="+", default=["flat", "pose", "conflict"], choices=["flat", "pose", "conflict"],
-                        help="unaries of the COCO table")
+    parser.add_argument(
+        "--kinds", nargs="+", default=["flat", "pose", "conflict"], choices=["flat", "pose", "conflict"], help="unaries of the COCO table"
+    )
     parser.add_argument("--skip-chain", action="store_true", help="only the COCO table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

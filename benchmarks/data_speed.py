@@ -8,6 +8,7 @@ COCO and LSP read ../shared/data (skipped when absent). MPII has no data there: 
 HRNet-format JSON written to a temporary folder over the LSP images (same JPEG decoding and crop
 work as real MPII, whose images are larger). Each row times ``n`` items after one warm-up item.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,15 @@ def mpii_over_lsp(lsp_root: Path, folder: Path) -> Path:
         joints = np.zeros((16, 2))
         joints[:14] = kp[:, :2] + 1
         lo, hi = kp[:, :2].min(0), kp[:, :2].max(0)
-        records.append({"image": f"im{i + 1:04d}.jpg", "center": ((lo + hi) / 2 + 1).tolist(),
-                        "scale": float(hi[1] - lo[1]) / 200, "joints": joints.tolist(), "joints_vis": [1] * 14 + [0, 0]})
+        records.append(
+            {
+                "image": f"im{i + 1:04d}.jpg",
+                "center": ((lo + hi) / 2 + 1).tolist(),
+                "scale": float(hi[1] - lo[1]) / 200,
+                "joints": joints.tolist(),
+                "joints_vis": [1] * 14 + [0, 0],
+            }
+        )
     (folder / "annot" / "train.json").write_text(json.dumps(records))
     return folder
 
@@ -61,8 +69,10 @@ def main() -> None:
 
 def run(args: argparse.Namespace, tmp: Path) -> None:
     """Build each dataset and print its rate; temporary fixtures go under ``tmp``."""
-    rows = [("synthetic lsp14 128x128 -> 32x32", lambda: build_dataset("synthetic", skeleton=LSP14)),
-            ("synthetic coco17 128x128 -> 32x32", lambda: build_dataset("synthetic", skeleton=COCO17))]
+    rows = [
+        ("synthetic lsp14 128x128 -> 32x32", lambda: build_dataset("synthetic", skeleton=LSP14)),
+        ("synthetic coco17 128x128 -> 32x32", lambda: build_dataset("synthetic", skeleton=COCO17)),
+    ]
     lsp, coco = args.shared / "lsp", args.shared / "coco_mini"
     for train in (False, True):
         mode = "train aug" if train else "eval"
@@ -73,8 +83,12 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             tf = TopDownTransform(LSP14, train=train)
             rows.append((f"lsp 256x192 -> 64x48 {mode}", lambda tf=tf: build_dataset("lsp", root=lsp, transform=tf)))
             tf = TopDownTransform(MPII16, input_size=(256, 256), heatmap_size=(64, 64), train=train)
-            rows.append((f"mpii* 256x256 -> 64x64 {mode}", lambda tf=tf, mode=mode: build_dataset(
-                "mpii", root=mpii_over_lsp(lsp, tmp / mode.replace(" ", "_")), transform=tf)))
+            rows.append(
+                (
+                    f"mpii* 256x256 -> 64x64 {mode}",
+                    lambda tf=tf, mode=mode: build_dataset("mpii", root=mpii_over_lsp(lsp, tmp / mode.replace(" ", "_")), transform=tf),
+                )
+            )
     print(f"{'dataset':40s} {'samples/s':>10s}")
     for name, make in rows:
         print(f"{name:40s} {rate(make(), args.n):10.1f}", flush=True)

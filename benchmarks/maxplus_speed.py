@@ -9,6 +9,7 @@ deformation costs -0.5 d^T A d with random scales 2..8 cells and a small random 
 
 Prints wall-clock and CPU milliseconds (minimum over rounds) and whether values and taps are identical.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,7 @@ def peaked(n: int, h: int, w: int, noise: float, gen: torch.Generator) -> torch.
         height = 10 + 20 * torch.rand(n, 1, 1, generator=gen, dtype=torch.float64)
         if bump:
             height = height * (torch.rand(n, 1, 1, generator=gen) < 0.5)  # a second bump on half the maps
-        out += height * torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 1.5 ** 2))
+        out += height * torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 1.5**2))
     return out
 
 
@@ -42,7 +43,7 @@ def gaussian_kernels(n: int, r: int, gen: torch.Generator) -> torch.Tensor:
     sy = 2 + 6 * torch.rand(n, 1, 1, generator=gen, dtype=torch.float64)
     sx = 2 + 6 * torch.rand(n, 1, 1, generator=gen, dtype=torch.float64)
     rho = 0.6 * torch.rand(n, 1, 1, generator=gen, dtype=torch.float64) - 0.3
-    return -0.5 * ((dy / sy) ** 2 + (dx / sx) ** 2 - 2 * rho * (dy / sy) * (dx / sx)) / (1 - rho ** 2)
+    return -0.5 * ((dy / sy) ** 2 + (dx / sx) ** 2 - 2 * rho * (dy / sy) * (dx / sx)) / (1 - rho**2)
 
 
 def timed(fn, rounds: int):
@@ -81,8 +82,10 @@ def main() -> None:
             want, brute_wall, brute_cpu = timed(lambda: max_correlate(x, k, (r, r)), args.rounds)
             got, fast_wall, fast_cpu = timed(lambda: max_correlate_fast(x, k, (r, r)), args.rounds)
             same = torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-            print(f"{kind:>8} {r:>3} {brute_wall:>9.0f}/{brute_cpu:<10.0f} {fast_wall:>9.0f}/{fast_cpu:<10.0f}"
-                  f" {brute_cpu / fast_cpu:>8.1f} {same}")
+            print(
+                f"{kind:>8} {r:>3} {brute_wall:>9.0f}/{brute_cpu:<10.0f} {fast_wall:>9.0f}/{fast_cpu:<10.0f}"
+                f" {brute_cpu / fast_cpu:>8.1f} {same}"
+            )
 
 
 if __name__ == "__main__":

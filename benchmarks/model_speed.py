@@ -10,6 +10,7 @@ end-to-end ``PoseCRF.predict`` time (marginal decoding, untrained network) again
 
     python benchmarks/model_speed.py [--batch 8] [--repeats 5] [--threads N]
 """
+
 from __future__ import annotations
 
 import argparse

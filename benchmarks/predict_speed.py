@@ -7,6 +7,7 @@ Shape legend: K joints; images are random (h, w, 3) JPEGs with one whole-image p
 Compares the backbone alone (``unary`` decoder, no CRF) with backbone + tree CRF (``marginals``), random
 weights (speed does not depend on them), flip test off. Prints one line per setting and the CRF's share.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,16 +49,17 @@ def main() -> None:
             seconds = {}
             for decoder in ("unary", "marginals"):
                 net = model.backbone if decoder == "unary" else model
-                predictor = Predictor(net, COCO17, tuple(args.size), decoder=decoder, flip=False, batch_size=batch,
-                                      device=args.device)
+                predictor = Predictor(net, COCO17, tuple(args.size), decoder=decoder, flip=False, batch_size=batch, device=args.device)
                 PredictionWriter(predictor, Path(tmp) / "warm").run(paths[:batch])  # warm-up
                 start = time.perf_counter()
                 PredictionWriter(predictor, Path(tmp) / "out").run(paths)
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 seconds[decoder] = time.perf_counter() - start
-                print(f"  batch {batch:3d}  {'backbone + CRF' if decoder == 'marginals' else 'backbone alone':15s}"
-                      f"  {args.images / seconds[decoder]:8.2f} images/s")
+                print(
+                    f"  batch {batch:3d}  {'backbone + CRF' if decoder == 'marginals' else 'backbone alone':15s}"
+                    f"  {args.images / seconds[decoder]:8.2f} images/s"
+                )
             print(f"  batch {batch:3d}  CRF adds {100 * (seconds['marginals'] / seconds['unary'] - 1):+.1f}% end to end")
 
 

@@ -10,6 +10,7 @@ loss (forward + backward) is also timed alone on maps shaped like a trained netw
 
     python benchmarks/train_speed.py [--batch 8] [--size 128] [--radius 8] [--repeats 5] [--threads N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,10 @@ def main() -> None:
         t = seconds({"mse": mse_step, "crf": crf_step}, args.repeats)
         share = (t["crf"] - t["mse"]) / t["crf"]
         params = sum(p.numel() for p in model.backbone.parameters())
-        print(f"  {name:11s} {params:>9,d} params  MSE {b / t['mse']:6.1f} images/s ({t['mse'] * 1000:.0f} ms)  "
-              f"CRF NLL {b / t['crf']:6.1f} images/s ({t['crf'] * 1000:.0f} ms)  CRF share {100 * share:.0f}%")
+        print(
+            f"  {name:11s} {params:>9,d} params  MSE {b / t['mse']:6.1f} images/s ({t['mse'] * 1000:.0f} ms)  "
+            f"CRF NLL {b / t['crf']:6.1f} images/s ({t['crf'] * 1000:.0f} ms)  CRF share {100 * share:.0f}%"
+        )
 
     unary = (10 * peaked_heatmaps(b, 14, grid, grid)).requires_grad_()
     table = build_model("cnn", skeleton=LSP14, crf=crf).pairwise().detach().requires_grad_()

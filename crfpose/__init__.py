@@ -5,6 +5,7 @@ first use, so that ``import crfpose.crf`` costs torch and nothing else. ``crfpos
 the module; its main function is :func:`crfpose.evaluate.evaluate`, also exported here as
 ``evaluate_model``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -31,8 +32,10 @@ _LAZY = {
     "train": ("crfpose.engine", "train"),
     "load_model": ("crfpose.engine", "load_model"),
     "evaluate_model": ("crfpose.evaluate", "evaluate"),
-    **{name: (f"crfpose.{name}", None)
-       for name in ("codec", "config", "crf", "data", "engine", "evaluate", "losses", "metrics", "skeletons")},
+    **{
+        name: (f"crfpose.{name}", None)
+        for name in ("codec", "config", "crf", "data", "engine", "evaluate", "losses", "metrics", "skeletons")
+    },
 }
 
 __all__ = ["COCO17", "LSP14", "MPII16", "Skeleton", "get_skeleton", *_LAZY]

@@ -1,4 +1,5 @@
 """``python -m crfpose``: the :mod:`crfpose.cli` command line."""
+
 from crfpose.cli import main
 
 if __name__ == "__main__":

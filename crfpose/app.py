@@ -11,6 +11,7 @@ Offline by design: no analytics, system fonts only (nothing fetched from the int
 127.0.0.1 unless told otherwise. A file that is not an image gets a message in the page; the log
 names no uploaded file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,17 +81,33 @@ class _Session:
         k = self.skeleton.num_joints
         keypoints = np.stack([p["keypoints"] for p in persons]).reshape(-1, k, 2)  # (N, K, 2)
         scores = np.stack([p["keypoint_scores"] for p in persons]).reshape(-1, k)  # (N, K)
-        overlay = save(plot_poses(image, keypoints, self.skeleton, scores=scores, threshold=threshold,
-                                  boxes=np.array([p["bbox"] for p in persons]).reshape(-1, 4)), folder / "poses.png")
+        overlay = save(
+            plot_poses(
+                image,
+                keypoints,
+                self.skeleton,
+                scores=scores,
+                threshold=threshold,
+                boxes=np.array([p["bbox"] for p in persons]).reshape(-1, 4),
+            ),
+            folder / "poses.png",
+        )
         marginals = None
         if persons and persons[0]["marginals"] is not None:
             figure = plot_heatmaps(None, persons[0]["unary"], persons[0]["marginals"], self.skeleton)
             marginals = str(save(figure, folder / "marginals.png"))
-        record = {"skeleton": self.skeleton.name, "keypoint_names": list(self.skeleton.joints), "decoder": decoder,
-                  "image_size": [int(image.shape[-1]), int(image.shape[-2])], "instances": mmpose_instances(persons)}
+        record = {
+            "skeleton": self.skeleton.name,
+            "keypoint_names": list(self.skeleton.joints),
+            "decoder": decoder,
+            "image_size": [int(image.shape[-1]), int(image.shape[-2])],
+            "instances": mmpose_instances(persons),
+        }
         json_path = atomic_write(folder / "predictions.json", lambda f: json.dump(record, f, indent=1))
-        message = (f"{len(persons)} person(s), decoder **{decoder_label}**: {int((scores >= threshold).sum())} of "
-                   f"{scores.size} joints scored at or above the threshold {threshold:.2f} are drawn.")
+        message = (
+            f"{len(persons)} person(s), decoder **{decoder_label}**: {int((scores >= threshold).sum())} of "
+            f"{scores.size} joints scored at or above the threshold {threshold:.2f} are drawn."
+        )
         return str(overlay), marginals, record, str(json_path), message
 
 
@@ -103,8 +120,10 @@ def build_app(predictor: Predictor, workdir: Optional[Path] = None):
     choices = [label for label, d in DECODER_CHOICES.items() if d in session.predictors]
     default = next(label for label, d in DECODER_CHOICES.items() if d == predictor.decoder)
     with gr.Blocks(analytics_enabled=False, title="crfpose: poses with a tree CRF", delete_cache=(3600, 3600)) as app:
-        gr.Markdown("## crfpose: human pose with an exact tree CRF\nUpload a photo of one person (the whole image is "
-                    "the person's box), choose the decoder and press **Estimate poses**.")
+        gr.Markdown(
+            "## crfpose: human pose with an exact tree CRF\nUpload a photo of one person (the whole image is "
+            "the person's box), choose the decoder and press **Estimate poses**."
+        )
         with gr.Row():
             with gr.Column():
                 with gr.Tab("Upload"):
@@ -112,37 +131,52 @@ def build_app(predictor: Predictor, workdir: Optional[Path] = None):
                 with gr.Tab("Webcam"):
                     webcam = gr.Image(label="Webcam picture", sources=["webcam"], type="numpy", elem_id="webcam")
                 decoder = gr.Radio(choices, value=default, label="Decoder", elem_id="decoder")
-                threshold = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Score threshold (joints drawn)",
-                                      elem_id="threshold")
+                threshold = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Score threshold (joints drawn)", elem_id="threshold")
                 button = gr.Button("Estimate poses", variant="primary", elem_id="run")
                 message = gr.Markdown(elem_id="message")
             with gr.Column():
                 overlay = gr.Image(label="Poses", type="filepath", interactive=False, elem_id="overlay")
-                marginals = gr.Image(label="Per joint: CNN distribution | CRF marginal", type="filepath",
-                                     interactive=False, elem_id="marginals")
+                marginals = gr.Image(
+                    label="Per joint: CNN distribution | CRF marginal", type="filepath", interactive=False, elem_id="marginals"
+                )
                 predictions = gr.JSON(label="Predictions", elem_id="predictions")
                 download = gr.File(label="Download JSON", interactive=False, elem_id="download")
-        button.click(session.predict, inputs=[upload, webcam, decoder, threshold],
-                     outputs=[overlay, marginals, predictions, download, message], api_name="predict")
+        button.click(
+            session.predict,
+            inputs=[upload, webcam, decoder, threshold],
+            outputs=[overlay, marginals, predictions, download, message],
+            api_name="predict",
+        )
     return app
 
 
 def launch(app, host: str = "127.0.0.1", port: Optional[int] = None, block: bool = True):
     """Serve ``app`` on ``host:port`` (loopback by default) with system fonts only and no share link."""
     gr = _offline_gradio()
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])
-    return app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block, quiet=True,
-                      ssr_mode=False, theme=theme, footer_links=[], show_error=False)
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        prevent_thread_lock=not block,
+        quiet=True,
+        ssr_mode=False,
+        theme=theme,
+        footer_links=[],
+        show_error=False,
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``crfpose app``."""
-    parser.description = ("A web page to try a model on your own photos: upload or webcam, decoder (CNN alone / "
-                          "CRF marginals / CRF MAP), threshold; shows the poses, the per-joint CRF marginals and the "
-                          "predictions as JSON. Needs the 'app' extra: pip install -e '.[app]'. " + NO_CHECKPOINT)
-    parser.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
-                        help="a crfpose checkpoint, e.g. crfpose-demo/model.pt written by 'crfpose demo'")
+    parser.description = (
+        "A web page to try a model on your own photos: upload or webcam, decoder (CNN alone / "
+        "CRF marginals / CRF MAP), threshold; shows the poses, the per-joint CRF marginals and the "
+        "predictions as JSON. Needs the 'app' extra: pip install -e '.[app]'. " + NO_CHECKPOINT
+    )
+    parser.add_argument(
+        "checkpoint", nargs="?", metavar="CHECKPOINT", help="a crfpose checkpoint, e.g. crfpose-demo/model.pt written by 'crfpose demo'"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")

@@ -1,4 +1,5 @@
 """Argument checks shared by the subpackages (imports nothing, so any module can use them)."""
+
 from __future__ import annotations
 
 from typing import Sequence

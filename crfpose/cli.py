@@ -7,6 +7,7 @@ Shape legend: K joints (rows of the printed per-joint table).
 
 Under ``torchrun --nproc_per_node N -m crfpose train ...`` training runs with DistributedDataParallel.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,40 +48,68 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crfpose {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    tr = commands.add_parser("train", help="train a model from a YAML config",
-                             description="Train from a YAML config (see experiments/configs/). The run folder "
-                                         "(output_dir) receives config.yaml, log.jsonl, last.pt and best.pt.")
+    tr = commands.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        description="Train from a YAML config (see experiments/configs/). The run folder "
+        "(output_dir) receives config.yaml, log.jsonl, last.pt and best.pt.",
+    )
     tr.add_argument("config", metavar="CONFIG", help="YAML config file")
-    tr.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                    help="config overrides, values parsed as YAML, e.g. optim.lr=1e-3 train.mode=joint "
-                         "(before or after the options)")
+    tr.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key.sub=value",
+        help="config overrides, values parsed as YAML, e.g. optim.lr=1e-3 train.mode=joint (before or after the options)",
+    )
     tr.add_argument("--resume", metavar="CKPT", help="continue exactly from this checkpoint (a run's last.pt)")
     tr.add_argument("--max-epochs", type=int, metavar="N", help="stop after N epochs in this call (resume later)")
 
-    ev = commands.add_parser("eval", help="evaluate a checkpoint on a dataset",
-                             description="Evaluate a training checkpoint: prints the per-joint table and the "
-                                         "metrics (PCK, AUC, EPE; COCO AP for COCO-format data).")
+    ev = commands.add_parser(
+        "eval",
+        help="evaluate a checkpoint on a dataset",
+        description="Evaluate a training checkpoint: prints the per-joint table and the "
+        "metrics (PCK, AUC, EPE; COCO AP for COCO-format data).",
+    )
     ev.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by 'crfpose train'")
     ev.add_argument("--data", required=True, choices=CHOICES["data.name"], help="dataset name")
     ev.add_argument("--split", help="dataset split (e.g. test, val2017); default: the config's validation options")
-    ev.add_argument("--set", dest="options", action="append", default=[], metavar="key=value",
-                    help="dataset option (repeatable), value parsed as YAML, e.g. --set root=/data/lsp")
+    ev.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="key=value",
+        help="dataset option (repeatable), value parsed as YAML, e.g. --set root=/data/lsp",
+    )
     ev.add_argument("--flip", action="store_true", help="flip test: average with the mirrored crop's maps")
-    ev.add_argument("--decoder", nargs="+", choices=CHOICES["eval.decoder"], metavar="D",
-                    help="marginals (arg-max of CRF marginals), map (joint MAP pose) or unary (backbone maps only); "
-                         "several in one call share each batch's backbone pass (e.g. --decoder unary marginals map); "
-                         "default: the config's eval.decoder for a CRF model, unary for a backbone alone")
+    ev.add_argument(
+        "--decoder",
+        nargs="+",
+        choices=CHOICES["eval.decoder"],
+        metavar="D",
+        help="marginals (arg-max of CRF marginals), map (joint MAP pose) or unary (backbone maps only); "
+        "several in one call share each batch's backbone pass (e.g. --decoder unary marginals map); "
+        "default: the config's eval.decoder for a CRF model, unary for a backbone alone",
+    )
     ev.add_argument("--refine", choices=CHOICES["eval.refine"], help="sub-pixel refinement; default: the config's")
     ev.add_argument("--alpha", type=float, help="PCK threshold; default: the config's eval.alpha")
     ev.add_argument("--normalizer", choices=CHOICES["eval.normalizer"], help="PCK normaliser; default: the config's")
-    ev.add_argument("--sigmas", type=float, nargs="+", metavar="S",
-                    help="OKS sigmas, one per joint, for COCO AP on COCO-format data whose skeleton has none "
-                         "(without them such data gets PCK/AUC/EPE and no AP)")
+    ev.add_argument(
+        "--sigmas",
+        type=float,
+        nargs="+",
+        metavar="S",
+        help="OKS sigmas, one per joint, for COCO AP on COCO-format data whose skeleton has none "
+        "(without them such data gets PCK/AUC/EPE and no AP)",
+    )
     ev.add_argument("--batch-size", type=int, help="evaluation batch size; default: the config's eval.batch_size")
-    ev.add_argument("--out", metavar="FILE",
-                    help="write the metrics as JSON here (one decoder: its metrics; several: {decoder: metrics}) and "
-                         "the per-pose predictions beside it as FILE.npz (index, image_id, gt, box, head_box, and "
-                         "pred_D (N, K, 3), score_D (N,) per decoder D), both atomically")
+    ev.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the metrics as JSON here (one decoder: its metrics; several: {decoder: metrics}) and "
+        "the per-pose predictions beside it as FILE.npz (index, image_id, gt, box, head_box, and "
+        "pred_D (N, K, 3), score_D (N,) per decoder D), both atomically",
+    )
     for name, (module, summary) in COMMANDS.items():
         importlib.import_module(module).add_arguments(commands.add_parser(name, help=summary, description=summary))
     return parser
@@ -97,11 +126,18 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if result["complete"] and not result["history"]:
         key = "train.stage2_epochs" if config.train.mode == "separate" else "train.epochs"
-        print(f"crfpose train: {args.resume} is a finished run: every epoch of mode {config.train.mode!r} is done; "
-              f"raise {key} to train longer", file=sys.stderr)
+        print(
+            f"crfpose train: {args.resume} is a finished run: every epoch of mode {config.train.mode!r} is done; "
+            f"raise {key} to train longer",
+            file=sys.stderr,
+        )
         return 0
-    print(json.dumps({k: (str(result[k]) if result[k] is not None else None) for k in ("last", "best")}
-                     | {"best_pck": result["best_pck"]}, allow_nan=False))
+    print(
+        json.dumps(
+            {k: (str(result[k]) if result[k] is not None else None) for k in ("last", "best")} | {"best_pck": result["best_pck"]},
+            allow_nan=False,
+        )
+    )
     return 0
 
 
@@ -133,15 +169,25 @@ def _eval(args: argparse.Namespace) -> int:
     e = config.eval
     decoders = list(dict.fromkeys(args.decoder or [e.decoder if isinstance(model, PoseCRF) else "unary"]))
     predictions = predict_dataset_decoders(
-        model, dataset, decoders=decoders, flip_test=args.flip, refine=args.refine or e.refine,
-        batch_size=args.batch_size or e.batch_size, workers=config.train.workers, progress=True,
+        model,
+        dataset,
+        decoders=decoders,
+        flip_test=args.flip,
+        refine=args.refine or e.refine,
+        batch_size=args.batch_size or e.batch_size,
+        workers=config.train.workers,
+        progress=True,
     )
     results = {}
     for decoder in decoders:
         result = compute_metrics(
-            predictions[decoder], get_skeleton(config.skeleton),
-            alpha=args.alpha if args.alpha is not None else e.alpha, normalizer=args.normalizer or e.normalizer,
-            all_joints=e.all_joints, coco=getattr(dataset, "coco", None), sigmas=args.sigmas,
+            predictions[decoder],
+            get_skeleton(config.skeleton),
+            alpha=args.alpha if args.alpha is not None else e.alpha,
+            normalizer=args.normalizer or e.normalizer,
+            all_joints=e.all_joints,
+            coco=getattr(dataset, "coco", None),
+            sigmas=args.sigmas,
         )
         results[decoder] = {"decoder": decoder} | result
         if len(decoders) > 1:

@@ -13,6 +13,7 @@ Pixel convention (used by the whole library): integer coordinates are pixel *cen
 ``input = heatmap * s`` shortcut of some public code by ``(s - 1) / 2`` pixels. A
 :class:`HeatmapCodec` holds one input size and heatmap grid (hence one stride) for all of these.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,14 @@ import torch.nn.functional as F
 from crfpose.checks import check_size
 
 __all__ = [
-    "HeatmapCodec", "encode", "decode", "labelled", "heatmap_to_input", "input_to_heatmap", "stride_between", "REFINEMENTS",
+    "HeatmapCodec",
+    "encode",
+    "decode",
+    "labelled",
+    "heatmap_to_input",
+    "input_to_heatmap",
+    "stride_between",
+    "REFINEMENTS",
 ]
 
 REFINEMENTS = ("dark", "quarter", "none")
@@ -42,9 +50,7 @@ def _pair(value: Union[float, Sequence[float]], name: str) -> tuple[float, float
     return float(pair[0]), float(pair[1])
 
 
-def encode(
-    keypoints: ArrayLike, heatmap_size: Sequence[int], sigma: float = 2.0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(keypoints: ArrayLike, heatmap_size: Sequence[int], sigma: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian target heatmaps and target weights for keypoints given in heatmap pixels.
 
     Args:
@@ -173,9 +179,7 @@ def _refine_offset(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, refin
 
 def _convert(points: ArrayLike, stride: Union[float, Sequence[float]], forward: bool) -> ArrayLike:
     if not isinstance(points, (torch.Tensor, np.ndarray)) or points.shape[-1] < 2:
-        raise ValueError(
-            f"points must be a tensor or array of shape (..., 2) or (..., 3), got {getattr(points, 'shape', type(points))}"
-        )
+        raise ValueError(f"points must be a tensor or array of shape (..., 2) or (..., 3), got {getattr(points, 'shape', type(points))}")
     sx, sy = _pair(stride, "stride")
     out = points.clone() if isinstance(points, torch.Tensor) else points.astype(np.float64, copy=True)
     for axis, s in ((0, sx), (1, sy)):
@@ -239,6 +243,7 @@ class HeatmapCodec:
     def decode(self, heatmaps: torch.Tensor, refine: str = "dark", blur_sigma: float = 1.0) -> torch.Tensor:
         """Keypoints ``(B, K, 3)`` = ``(x, y, score)`` in input pixels from ``(B, K, H, W)`` maps on this grid (:func:`decode`)."""
         if isinstance(heatmaps, torch.Tensor) and tuple(heatmaps.shape[-2:]) != self.heatmap_size[::-1]:
-            raise ValueError(f"heatmaps must be on the {self.heatmap_size[1]} x {self.heatmap_size[0]} grid (H x W), "
-                             f"got {tuple(heatmaps.shape)}")
+            raise ValueError(
+                f"heatmaps must be on the {self.heatmap_size[1]} x {self.heatmap_size[0]} grid (H x W), got {tuple(heatmaps.shape)}"
+            )
         return self.to_input(decode(heatmaps, refine, blur_sigma))

@@ -9,6 +9,7 @@ and fields with a fixed set of values (``train.mode``, ``optim.name``, ...) list
 Free-form option dicts (``model.options``, ``data.train``, ``data.val``) go to the builders as keyword
 arguments and are checked there.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,21 @@ from crfpose.models.registry import BACKBONES, CRF_DEFAULTS, PAIRWISE, STRUCTURE
 from crfpose.skeletons import BUILTIN
 
 __all__ = [
-    "Config", "ModelConfig", "CRFConfig", "DataConfig", "AugmentConfig", "OptimConfig", "ScheduleConfig",
-    "TrainConfig", "EvalConfig", "MODES", "CHOICES", "load_config", "save_config", "to_dict", "from_dict",
+    "Config",
+    "ModelConfig",
+    "CRFConfig",
+    "DataConfig",
+    "AugmentConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "MODES",
+    "CHOICES",
+    "load_config",
+    "save_config",
+    "to_dict",
+    "from_dict",
     "apply_overrides",
 ]
 
@@ -318,8 +332,7 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
         node = merged
         for i, part in enumerate(path[:-1]):
             if not isinstance(node.get(part), dict):
-                raise ValueError(f"{'.'.join(path[: i + 1])}: unknown section in override {item!r}; "
-                                 f"valid keys: {sorted(node)}")
+                raise ValueError(f"{'.'.join(path[: i + 1])}: unknown section in override {item!r}; valid keys: {sorted(node)}")
             node = node[part]
         is_options = path[:-1] in (["model", "options"], ["data", "train"], ["data", "val"])
         if path[-1] not in node and not is_options:
@@ -360,8 +373,10 @@ def _resolve_data_paths(data: dict, folder: Path) -> dict:
     for split in ("train", "val"):
         options = section.get(split)
         if isinstance(options, Mapping):
-            section[split] = {k: os.path.normpath(folder / v) if k in PATH_OPTIONS and isinstance(v, str)
-                              and not os.path.isabs(v) else v for k, v in options.items()}
+            section[split] = {
+                k: os.path.normpath(folder / v) if k in PATH_OPTIONS and isinstance(v, str) and not os.path.isabs(v) else v
+                for k, v in options.items()
+            }
     return data | {"data": section}
 
 

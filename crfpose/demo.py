@@ -17,6 +17,7 @@ of each CRF decoder's change against the CNN alone. The tables are printed, ever
 into ``summary.json``, figures are drawn by :mod:`crfpose.viz`, and the joint model is saved as a
 checkpoint (``model.pt``) for ``crfpose predict`` and ``crfpose app``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,19 +69,30 @@ class Budget:
 
 
 BUDGETS = {
-    "synthetic": Budget(cnn_epochs=10, crf_epochs=2, joint_epochs=2, train_length=2500, val_length=200,
-                        test_length=500, eval_every=3, bootstrap=1000),
-    "synthetic-quick": Budget(cnn_epochs=2, crf_epochs=1, joint_epochs=1, train_length=128, val_length=16,
-                              test_length=32, eval_every=1, bootstrap=100),
-    "lsp": Budget(cnn_epochs=60, crf_epochs=5, joint_epochs=10, train_length=900, val_length=100,
-                  test_length=1000, eval_every=10, bootstrap=1000),
-    "lsp-quick": Budget(cnn_epochs=1, crf_epochs=1, joint_epochs=1, train_length=900, val_length=100,
-                        test_length=1000, eval_every=1, bootstrap=100),
+    "synthetic": Budget(
+        cnn_epochs=10, crf_epochs=2, joint_epochs=2, train_length=2500, val_length=200, test_length=500, eval_every=3, bootstrap=1000
+    ),
+    "synthetic-quick": Budget(
+        cnn_epochs=2, crf_epochs=1, joint_epochs=1, train_length=128, val_length=16, test_length=32, eval_every=1, bootstrap=100
+    ),
+    "lsp": Budget(
+        cnn_epochs=60, crf_epochs=5, joint_epochs=10, train_length=900, val_length=100, test_length=1000, eval_every=10, bootstrap=1000
+    ),
+    "lsp-quick": Budget(
+        cnn_epochs=1, crf_epochs=1, joint_epochs=1, train_length=900, val_length=100, test_length=1000, eval_every=1, bootstrap=100
+    ),
 }
 TEST_SEED = 12345  # held-out synthetic figures; training uses seed 0 and validation seed 1
 # LSP: larger crops, a wider CNN and CRF window, the LSP protocol's torso-normalised PCK on all joints.
-LSP_OVERRIDES = ["data.name=lsp", "data.input_size=[96,128]", "data.heatmap_size=[24,32]", "data.sigma=1.5",
-                 "model.options={width: 32, depth: 3}", "crf.radius=8", "eval.normalizer=torso"]
+LSP_OVERRIDES = [
+    "data.name=lsp",
+    "data.input_size=[96,128]",
+    "data.heatmap_size=[24,32]",
+    "data.sigma=1.5",
+    "model.options={width: 32, depth: 3}",
+    "crf.radius=8",
+    "eval.normalizer=torso",
+]
 
 
 # ----------------------------------------------------------------------------- progress
@@ -131,21 +143,44 @@ def build_configs(data: str, budget: Budget, out: Path, seed: int, options: dict
         train_opts, val_opts, test_opts = ({"split": s} | options for s in ("fit", "val", "test"))
         extra = list(LSP_OVERRIDES)
     common = extra + [
-        _override("data.train", train_opts), _override("data.val", val_opts), _override("train.seed", seed),
-        _override("train.workers", workers), _override("train.batch_size", budget.batch_size),
+        _override("data.train", train_opts),
+        _override("data.val", val_opts),
+        _override("train.seed", seed),
+        _override("train.workers", workers),
+        _override("train.batch_size", budget.batch_size),
     ]
-    cnn = load_config(CONFIGS / "synthetic_unary.yaml", common + [
-        _override("output_dir", str(runs / "cnn")), _override("train.epochs", budget.cnn_epochs),
-        _override("eval.every", budget.eval_every), "eval.refine=none"])  # validated as the CRF runs are
-    separate = load_config(CONFIGS / "synthetic_separate.yaml", common + [
-        _override("output_dir", str(runs / "separate")), "train.stage1_epochs=0",
-        _override("train.stage2_epochs", budget.crf_epochs), _override("train.init_checkpoint", str(runs / "cnn" / "last.pt")),
-        "eval.every=1"])
+    cnn = load_config(
+        CONFIGS / "synthetic_unary.yaml",
+        common
+        + [
+            _override("output_dir", str(runs / "cnn")),
+            _override("train.epochs", budget.cnn_epochs),
+            _override("eval.every", budget.eval_every),
+            "eval.refine=none",
+        ],
+    )  # validated as the CRF runs are
+    separate = load_config(
+        CONFIGS / "synthetic_separate.yaml",
+        common
+        + [
+            _override("output_dir", str(runs / "separate")),
+            "train.stage1_epochs=0",
+            _override("train.stage2_epochs", budget.crf_epochs),
+            _override("train.init_checkpoint", str(runs / "cnn" / "last.pt")),
+            "eval.every=1",
+        ],
+    )
     # joint fine-tuning as in docs/experiments/synthetic_structure.md (run C): NLL + 100 x heatmap MSE
     joint_overrides = common + [
-        _override("output_dir", str(runs / "joint")), "train.mode=joint", _override("train.epochs", budget.joint_epochs),
-        "train.mse_weight=100.0", "train.grad_clip=10.0", "optim.lr=5.0e-4",
-        _override("train.init_checkpoint", str(runs / "separate" / "last.pt")), "eval.every=1"]
+        _override("output_dir", str(runs / "joint")),
+        "train.mode=joint",
+        _override("train.epochs", budget.joint_epochs),
+        "train.mse_weight=100.0",
+        "train.grad_clip=10.0",
+        "optim.lr=5.0e-4",
+        _override("train.init_checkpoint", str(runs / "separate" / "last.pt")),
+        "eval.every=1",
+    ]
     joint = load_config(CONFIGS / "synthetic_separate.yaml", joint_overrides)
     test = load_config(CONFIGS / "synthetic_separate.yaml", joint_overrides + [_override("data.val", test_opts)])
     return {"cnn": cnn, "separate": separate, "joint": joint, "test": test}
@@ -186,12 +221,15 @@ def predict_all(models: dict[str, nn.Module], dataset, phase: Phase, workers: in
     return out
 
 
-def score_all(predictions: dict[str, dict[str, np.ndarray]], skeleton, normalizer: str, bootstrap: int,
-              seed: int) -> tuple[dict[str, dict], dict[str, dict]]:
+def score_all(
+    predictions: dict[str, dict[str, np.ndarray]], skeleton, normalizer: str, bootstrap: int, seed: int
+) -> tuple[dict[str, dict], dict[str, dict]]:
     """Rows (rates of :func:`crfpose.structure.summarise` against the CNN alone, plus per-joint PCK)
     and, for each CRF row, 95% paired bootstrap intervals of its change against the CNN alone."""
-    scores = {name: structure_scores(p["pred"], p["gt"], skeleton, alpha=ALPHA, normalizer=normalizer, boxes=p["box"])
-              for name, p in predictions.items()}
+    scores = {
+        name: structure_scores(p["pred"], p["gt"], skeleton, alpha=ALPHA, normalizer=normalizer, boxes=p["box"])
+        for name, p in predictions.items()
+    }
     base = scores["cnn/unary"]
     rows = {}
     for name, s in scores.items():
@@ -216,23 +254,41 @@ def format_report(summary: dict) -> str:
     """The printed tables (Markdown) of a demo summary; every number in them is in ``summary``."""
     rows, budgets, gains = summary["rows"], summary["budgets"], summary["gains"]
     t = summary["test"]
-    lines = [f"PCK@{ALPHA:g} ({t['normalizer']}) in % on {t['poses']} held-out poses ({t['description']}); "
-             f"{100 * t['occluded_fraction']:.1f}% of the joints occluded.", "",
-             "| model | training budget | " + " | ".join(DECODERS.values()) + " |", "|---|---|---|---|---|"]
+    lines = [
+        f"PCK@{ALPHA:g} ({t['normalizer']}) in % on {t['poses']} held-out poses ({t['description']}); "
+        f"{100 * t['occluded_fraction']:.1f}% of the joints occluded.",
+        "",
+        "| model | training budget | " + " | ".join(DECODERS.values()) + " |",
+        "|---|---|---|---|---|",
+    ]
     for model, label in MODELS.items():
         cells = [_pct(rows[f"{model}/{d}"]["pck"]) if f"{model}/{d}" in rows else "-" for d in DECODERS]
         lines.append(f"| {label} | {budgets[model]['text']} | " + " | ".join(cells) + " |")
     columns = ["cnn/unary", *CRF_ROWS]
-    lines += ["", "Per-joint PCK in %:", "",
-              "| joint | " + " | ".join(_row_label(c) for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [
+        "",
+        "Per-joint PCK in %:",
+        "",
+        "| joint | " + " | ".join(_row_label(c) for c in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
     for joint in rows["cnn/unary"]["pck_per_joint"]:
         lines.append(f"| {joint} | " + " | ".join(_pct(rows[c]["pck_per_joint"][joint]) for c in columns) + " |")
-    rates = [("pck", "PCK"), ("pck_occluded", "PCK occluded"), ("mixed_swap", "L/R mixed limbs"),
-             ("implausible_limbs", "implausible limbs")]
-    lines += ["", "Structured errors, in %; for the CRF rows the change against the CNN alone in points "
-                  "[95% paired bootstrap interval over poses]; fixed/broken: share of the CNN's wrong/right "
-                  "joints the CRF gets right/wrong:", "",
-              "| row | " + " | ".join(label for _, label in rates) + " | fixed | broken |", "|---" * (len(rates) + 3) + "|"]
+    rates = [
+        ("pck", "PCK"),
+        ("pck_occluded", "PCK occluded"),
+        ("mixed_swap", "L/R mixed limbs"),
+        ("implausible_limbs", "implausible limbs"),
+    ]
+    lines += [
+        "",
+        "Structured errors, in %; for the CRF rows the change against the CNN alone in points "
+        "[95% paired bootstrap interval over poses]; fixed/broken: share of the CNN's wrong/right "
+        "joints the CRF gets right/wrong:",
+        "",
+        "| row | " + " | ".join(label for _, label in rates) + " | fixed | broken |",
+        "|---" * (len(rates) + 3) + "|",
+    ]
     for name in columns:
         row = rows[name]
         if name == "cnn/unary":
@@ -242,9 +298,12 @@ def format_report(summary: dict) -> str:
             cells += [_pct(row["fixed"]), _pct(row["broken"])]
         lines.append(f"| {_row_label(name)} | " + " | ".join(cells) + " |")
     epochs = {model: budgets[model]["epochs"] for model in MODELS}
-    lines += ["", f"Budgets differ (epochs in all: CNN alone {epochs['cnn']}, separate {epochs['separate']}, joint "
-                  f"{epochs['joint']}): part of the joint model's gain may be its extra training; the equal-budget "
-                  "comparison is the ablation in experiments/."]
+    lines += [
+        "",
+        f"Budgets differ (epochs in all: CNN alone {epochs['cnn']}, separate {epochs['separate']}, joint "
+        f"{epochs['joint']}): part of the joint model's gain may be its extra training; the equal-budget "
+        "comparison is the ablation in experiments/.",
+    ]
     return "\n".join(lines)
 
 
@@ -261,15 +320,25 @@ def _budget_text(budget: Budget, data: str) -> dict:
     cnn = f"{budget.cnn_epochs} ep heatmap x {budget.train_length} {'figures' if data == 'synthetic' else 'LSP images'}"
     return {
         "cnn": {"text": cnn, "epochs": budget.cnn_epochs},
-        "separate": {"text": f"same CNN + {budget.crf_epochs} ep CRF (CNN frozen)",
-                     "epochs": budget.cnn_epochs + budget.crf_epochs},
-        "joint": {"text": f"separate + {budget.joint_epochs} ep end to end",
-                  "epochs": budget.cnn_epochs + budget.crf_epochs + budget.joint_epochs},
+        "separate": {"text": f"same CNN + {budget.crf_epochs} ep CRF (CNN frozen)", "epochs": budget.cnn_epochs + budget.crf_epochs},
+        "joint": {
+            "text": f"separate + {budget.joint_epochs} ep end to end",
+            "epochs": budget.cnn_epochs + budget.crf_epochs + budget.joint_epochs,
+        },
     }
 
 
-def run_demo(out: Path, *, data: str = "synthetic", quick: bool = False, seed: int = 0, options: Optional[dict] = None,
-             image_format: str = "png", workers: int = 0, figures: bool = True) -> dict:
+def run_demo(
+    out: Path,
+    *,
+    data: str = "synthetic",
+    quick: bool = False,
+    seed: int = 0,
+    options: Optional[dict] = None,
+    image_format: str = "png",
+    workers: int = 0,
+    figures: bool = True,
+) -> dict:
     """Train, evaluate and draw (see the module docstring); returns the summary written to
     ``out/summary.json`` (its ``report`` is the printed text)."""
     if data not in ("synthetic", "lsp"):
@@ -298,15 +367,26 @@ def run_demo(out: Path, *, data: str = "synthetic", quick: bool = False, seed: i
     rows, intervals = score_all(predictions, skeleton, normalizer, budget.bootstrap, seed)
     seconds["evaluate"] = time.perf_counter() - t0
     gt = predictions["cnn/unary"]["gt"]
-    description = (f"synthetic figures, seed {TEST_SEED}" if data == "synthetic" else "LSP test split")
+    description = f"synthetic figures, seed {TEST_SEED}" if data == "synthetic" else "LSP test split"
     summary: dict[str, Any] = {
-        "data": data, "quick": quick, "seed": seed, "threads": torch.get_num_threads(), "workers": workers,
-        "budget": asdict(budget), "budgets": _budget_text(budget, data),
-        "test": {"poses": int(len(gt)), "description": description, "normalizer": normalizer, "alpha": ALPHA,
-                 "occluded_fraction": float((gt[..., 2] == 1).sum() / max((gt[..., 2] > 0).sum(), 1))},
+        "data": data,
+        "quick": quick,
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "workers": workers,
+        "budget": asdict(budget),
+        "budgets": _budget_text(budget, data),
+        "test": {
+            "poses": int(len(gt)),
+            "description": description,
+            "normalizer": normalizer,
+            "alpha": ALPHA,
+            "occluded_fraction": float((gt[..., 2] == 1).sum() / max((gt[..., 2] > 0).sum(), 1)),
+        },
         "rows": rows,
-        "gains": {name: {k: {"delta": rows[name][k] - rows["cnn/unary"][k], "ci": ci} for k, ci in intervals[name].items()}
-                  for name in CRF_ROWS},
+        "gains": {
+            name: {k: {"delta": rows[name][k] - rows["cnn/unary"][k], "ci": ci} for k, ci in intervals[name].items()} for name in CRF_ROWS
+        },
     }
     summary["report"] = format_report(summary)
     checkpoint = save_final_model(models["joint"], configs["joint"], out / "model.pt", rows)
@@ -325,8 +405,14 @@ def run_demo(out: Path, *, data: str = "synthetic", quick: bool = False, seed: i
 GALLERY = {"CNN alone": "cnn/unary", "CRF separate": "separate/marginals", "CRF joint": "joint/marginals"}
 
 
-def draw_figures(out: Path, image_format: str, models: dict[str, nn.Module], dataset,
-                 predictions: dict[str, dict[str, np.ndarray]], configs: dict[str, Config]) -> list[Path]:
+def draw_figures(
+    out: Path,
+    image_format: str,
+    models: dict[str, nn.Module],
+    dataset,
+    predictions: dict[str, dict[str, np.ndarray]],
+    configs: dict[str, Config],
+) -> list[Path]:
     """The demo's figures (through :mod:`crfpose.viz`), one file each in ``out``: ``overlays`` (ground
     truth vs CNN alone vs CNN + CRF where they differ most), ``heatmaps`` and ``heatmaps_top`` (CNN
     distribution vs CRF marginal per joint), ``pairwise`` and ``deformation`` (the joint model's learned
@@ -344,12 +430,15 @@ def draw_figures(out: Path, image_format: str, models: dict[str, nn.Module], dat
     items = [dataset[int(predictions["cnn/unary"]["index"][i])] for i in chosen]
     crops = [crop_pixels(item["image"], dataset) for item in items]
     affines = [item["meta"]["affine"] for item in items]
-    in_crop = {label: np.stack([affine_points(predictions[name]["pred"][i], a) for i, a in zip(chosen, affines)])
-               for label, name in GALLERY.items()}
+    in_crop = {
+        label: np.stack([affine_points(predictions[name]["pred"][i], a) for i, a in zip(chosen, affines)])
+        for label, name in GALLERY.items()
+    }
     gt_crop = np.stack([affine_points(gt[i], a) for i, a in zip(chosen, affines)])
-    curves = {_row_label(name):
-              compute_metrics(predictions[name], skeleton, alpha=ALPHA, normalizer=t.normalizer, all_joints=True)
-              for name in ("cnn/unary", *CRF_ROWS)}
+    curves = {
+        _row_label(name): compute_metrics(predictions[name], skeleton, alpha=ALPHA, normalizer=t.normalizer, all_joints=True)
+        for name in ("cnn/unary", *CRF_ROWS)
+    }
     model = models["joint"]
     with torch.no_grad():
         _, unary, pairwise = model.outputs(items[0]["image"][None])  # (1, K, H, W), (E or 1 x E, 2R+1, 2R+1)
@@ -388,8 +477,7 @@ def save_final_model(model: nn.Module, config: Config, path: Path, rows: dict) -
     data = to_dict(config)
     data["train"]["init_checkpoint"] = None  # self-contained: the weights are all here
     metrics = {name: {"pck": row["pck"]} for name, row in rows.items() if name.startswith("joint/")}
-    return save_checkpoint(path, {"model": model.state_dict(), "config": data, "stage_name": "joint",
-                                  "metrics": metrics})
+    return save_checkpoint(path, {"model": model.state_dict(), "config": data, "stage_name": "joint", "metrics": metrics})
 
 
 # ----------------------------------------------------------------------------- command line
@@ -409,22 +497,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"figures. LSP budget (--data lsp --set root=PATH): CNN {lsp.cnn_epochs} epochs on LSP's 900 'fit' images "
         f"(its 100 'val' images for the training curves), CRF {lsp.crf_epochs}, joint {lsp.joint_epochs} epochs, "
         "96x128 crops (a longer run: roughly half an hour to an hour on 2 CPU cores), scored on the 1000 test images "
-        "(PCK@0.2, torso).")
-    parser.add_argument("--data", default="synthetic", choices=("synthetic", "lsp"),
-                        help="synthetic figures (embedded, no files) or the real LSP images (needs --set root=PATH)")
-    parser.add_argument("--set", dest="options", action="append", default=[], metavar="key=value",
-                        help="dataset option (repeatable), e.g. --set root=/data/lsp")
-    parser.add_argument("--out", default="crfpose-demo", metavar="DIR",
-                        help="output folder: tables in summary.json, figures, model.pt, runs/ (default: ./crfpose-demo)")
-    parser.add_argument("--format", dest="image_format", default="png", choices=("png", "pdf", "svg"),
-                        help="figure file format (default png)")
+        "(PCK@0.2, torso)."
+    )
+    parser.add_argument(
+        "--data",
+        default="synthetic",
+        choices=("synthetic", "lsp"),
+        help="synthetic figures (embedded, no files) or the real LSP images (needs --set root=PATH)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="key=value",
+        help="dataset option (repeatable), e.g. --set root=/data/lsp",
+    )
+    parser.add_argument(
+        "--out",
+        default="crfpose-demo",
+        metavar="DIR",
+        help="output folder: tables in summary.json, figures, model.pt, runs/ (default: ./crfpose-demo)",
+    )
+    parser.add_argument(
+        "--format", dest="image_format", default="png", choices=("png", "pdf", "svg"), help="figure file format (default png)"
+    )
     parser.add_argument("--quick", action="store_true", help="a reduced run (tiny data, 1-2 epochs) to check the set-up")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the run is deterministic for a seed)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="data-loading worker processes drawing the figures (default 1)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: the cores left by --workers, at least 1; on 2 cores, 1 "
-                             "thread + 1 worker keep both busy without two thread pools competing)")
+    parser.add_argument("--workers", type=int, default=1, help="data-loading worker processes drawing the figures (default 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: the cores left by --workers, at least 1; on 2 cores, 1 "
+        "thread + 1 worker keep both busy without two thread pools competing)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -435,11 +542,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers, --threads: expected ints >= 0 and >= 1, got {args.workers} and {args.threads}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(args.threads or max(1, cores - args.workers))
-    summary = run_demo(Path(args.out), data=args.data, quick=args.quick, seed=args.seed,
-                       options=parse_set_options(args.options), image_format=args.image_format, workers=args.workers)
+    summary = run_demo(
+        Path(args.out),
+        data=args.data,
+        quick=args.quick,
+        seed=args.seed,
+        options=parse_set_options(args.options),
+        image_format=args.image_format,
+        workers=args.workers,
+    )
     print(summary["report"])
-    print(f"\nwritten: {Path(args.out) / 'summary.json'}, {len(summary['figures'])} figures in {args.out}; "
-          f"joint model: {summary['checkpoint']} (try: crfpose app {summary['checkpoint']}); "
-          f"{summary['seconds']['total']:.0f} s with {summary['threads']} torch thread(s) and "
-          f"{summary['workers']} data worker(s)")
+    print(
+        f"\nwritten: {Path(args.out) / 'summary.json'}, {len(summary['figures'])} figures in {args.out}; "
+        f"joint model: {summary['checkpoint']} (try: crfpose app {summary['checkpoint']}); "
+        f"{summary['seconds']['total']:.0f} s with {summary['threads']} torch thread(s) and "
+        f"{summary['workers']} data worker(s)"
+    )
     return 0

@@ -6,6 +6,7 @@ pixels (COCO's box layout, the one :class:`crfpose.predict.Predictor` takes).
 Nothing here downloads unless asked: :meth:`PersonDetector.from_torchvision` reads a local weights
 file, or (``weights="DEFAULT"``, for users who are online) torchvision's pretrained weights enum.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,11 @@ __all__ = ["DETECTORS", "PersonDetector", "load_detections", "boxes_for"]
 
 # torchvision detection models trained on COCO, whose label 1 is "person" (COCO category 1).
 DETECTORS = (
-    "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
-    "fasterrcnn_mobilenet_v3_large_320_fpn", "keypointrcnn_resnet50_fpn",
+    "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_resnet50_fpn_v2",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "keypointrcnn_resnet50_fpn",
 )
 
 
@@ -44,8 +48,14 @@ class PersonDetector:
     """
 
     def __init__(
-        self, model: nn.Module, *, person_label: int = 1, score_threshold: float = 0.5, nms_iou: float = 0.6,
-        max_persons: int = 20, device: Union[str, torch.device, None] = None,
+        self,
+        model: nn.Module,
+        *,
+        person_label: int = 1,
+        score_threshold: float = 0.5,
+        nms_iou: float = 0.6,
+        max_persons: int = 20,
+        device: Union[str, torch.device, None] = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torchvision detection nn.Module, got {type(model).__name__}")
@@ -62,8 +72,13 @@ class PersonDetector:
 
     @classmethod
     def from_torchvision(
-        cls, name: str, *, weights_path: Union[str, os.PathLike, None] = None, weights: Optional[str] = None,
-        model_options: Optional[Mapping[str, Any]] = None, **options: Any,
+        cls,
+        name: str,
+        *,
+        weights_path: Union[str, os.PathLike, None] = None,
+        weights: Optional[str] = None,
+        model_options: Optional[Mapping[str, Any]] = None,
+        **options: Any,
     ) -> "PersonDetector":
         """A detector built by torchvision's ``name`` (one of :data:`DETECTORS`).
 
@@ -108,8 +123,11 @@ class PersonDetector:
 
 
 def load_detections(
-    path: Union[str, os.PathLike], annotations: Union[str, os.PathLike, None] = None, *,
-    category_id: int = 1, score_threshold: float = 0.0,
+    path: Union[str, os.PathLike],
+    annotations: Union[str, os.PathLike, None] = None,
+    *,
+    category_id: int = 1,
+    score_threshold: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Person boxes of a COCO detection-results JSON (a list of ``{"image_id", "category_id", "bbox",
     "score"}``, the format of HRNet's published COCO person detections), keyed by image file name.

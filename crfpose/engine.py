@@ -14,6 +14,7 @@ the best validation PCK of the latest stage) holds the model, optimiser, schedul
 stage, epoch, config and metrics; every epoch reseeds all generators from ``(seed, epoch, rank)`` so
 that resuming reproduces an uninterrupted run exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,21 @@ from crfpose.models import PoseCRF, build_model
 from crfpose.skeletons import get_skeleton
 
 __all__ = [
-    "TrainingStalled", "stall_message", "Stage", "plan_stages", "build_model_from_config", "make_dataset",
-    "evaluation_dataset", "build_datasets", "init_pairwise_from_data", "fit_pairwise",
-    "save_checkpoint", "load_checkpoint", "load_model", "train", "NonFiniteLoss",
+    "TrainingStalled",
+    "stall_message",
+    "Stage",
+    "plan_stages",
+    "build_model_from_config",
+    "make_dataset",
+    "evaluation_dataset",
+    "build_datasets",
+    "init_pairwise_from_data",
+    "fit_pairwise",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "train",
+    "NonFiniteLoss",
 ]
 
 
@@ -77,9 +90,17 @@ def build_model_from_config(config: Config) -> nn.Module:
     crf = None
     if config.train.mode != "unary":
         c = config.crf
-        crf = {"pairwise": c.pairwise, "radius": c.radius, "unary": c.unary, "num_types": c.num_types,
-               "init_scale": c.init_scale, "pool": c.pool, "structure": c.structure, "cell": c.cell,
-               "heatmap_size": tuple(config.data.heatmap_size)}
+        crf = {
+            "pairwise": c.pairwise,
+            "radius": c.radius,
+            "unary": c.unary,
+            "num_types": c.num_types,
+            "init_scale": c.init_scale,
+            "pool": c.pool,
+            "structure": c.structure,
+            "cell": c.cell,
+            "heatmap_size": tuple(config.data.heatmap_size),
+        }
     return build_model(config.model.name, skeleton=get_skeleton(config.skeleton), crf=crf, **config.model.options)
 
 
@@ -93,8 +114,13 @@ def make_dataset(config: Config, split: str, train: bool) -> Dataset:
         augment = to_dict(config)["augment"]
         enabled, padding = augment.pop("enabled"), augment.pop("padding")
         options["transform"] = TopDownTransform(
-            skeleton, tuple(d.input_size), tuple(d.heatmap_size), d.sigma, padding,
-            train=train and enabled, **(augment if train and enabled else {}),
+            skeleton,
+            tuple(d.input_size),
+            tuple(d.heatmap_size),
+            d.sigma,
+            padding,
+            train=train and enabled,
+            **(augment if train and enabled else {}),
         )
         if d.name == "coco":
             options["skeleton"] = skeleton
@@ -195,16 +221,23 @@ def _load_weights(model: nn.Module, state: dict, name: str, config: Optional[Con
     from the checkpoint's."""
     ours, theirs = model.state_dict(), state["model"]
     problems = [f"missing {k}" for k in ours if k not in theirs] + [f"unexpected {k}" for k in theirs if k not in ours]
-    problems += [f"{k} is {tuple(theirs[k].shape)} in the checkpoint, {tuple(v.shape)} in the model"
-                 for k, v in ours.items() if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)]
+    problems += [
+        f"{k} is {tuple(theirs[k].shape)} in the checkpoint, {tuple(v.shape)} in the model"
+        for k, v in ours.items()
+        if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)
+    ]
     if not problems:
         model.load_state_dict(theirs)
         return
     settings = ""
     if config is not None:
         saved, mine = state["config"], to_dict(config)
-        differ = [f"{section}.{k}: {saved.get(section, {}).get(k)!r} in the checkpoint, {v!r} here"
-                  for section in ("model", "crf") for k, v in mine[section].items() if saved.get(section, {}).get(k) != v]
+        differ = [
+            f"{section}.{k}: {saved.get(section, {}).get(k)!r} in the checkpoint, {v!r} here"
+            for section in ("model", "crf")
+            for k, v in mine[section].items()
+            if saved.get(section, {}).get(k) != v
+        ]
         if saved.get("skeleton") != config.skeleton:
             differ.append(f"skeleton: {saved.get('skeleton')!r} in the checkpoint, {config.skeleton!r} here")
         settings = f"; the config differs: {'; '.join(differ)}" if differ else ""
@@ -372,11 +405,15 @@ def stall_message(record: dict, stage_epoch: int) -> Optional[str]:
         return None
     pck = record.get("val", {}).get("pck")
     if pck is not None and pck < STALL_PCK:
-        return (f"validation PCK is {100 * pck:.1f}% after {stage_epoch} epochs of stage {record['stage']!r} "
-                f"(near chance): check the learning rate, data.sigma and the labels")
+        return (
+            f"validation PCK is {100 * pck:.1f}% after {stage_epoch} epochs of stage {record['stage']!r} "
+            f"(near chance): check the learning rate, data.sigma and the labels"
+        )
     if record.get("peak") is not None and record["peak"] < STALL_PEAK:
-        return (f"heatmap maxima average {record['peak']:.3f} after {stage_epoch} epochs (targets peak at 1): "
-                f"the MSE output is collapsing to zero; try a larger data.sigma or learning rate")
+        return (
+            f"heatmap maxima average {record['peak']:.3f} after {stage_epoch} epochs (targets peak at 1): "
+            f"the MSE output is collapsing to zero; try a larger data.sigma or learning rate"
+        )
     return None
 
 
@@ -420,8 +457,14 @@ class _Trainer:
         sampler = DistributedSampler(dataset, self.ctx.world, self.ctx.rank, shuffle=True, seed=self.config.train.seed)
         sampler.set_epoch(epoch)
         generator = torch.Generator().manual_seed(_seed_value(self.config.train.seed, epoch + 1, self.ctx.rank))
-        return DataLoader(dataset, self.config.train.batch_size, sampler=sampler, generator=generator,
-                          num_workers=self.config.train.workers, pin_memory=self.ctx.device.type == "cuda")
+        return DataLoader(
+            dataset,
+            self.config.train.batch_size,
+            sampler=sampler,
+            generator=generator,
+            num_workers=self.config.train.workers,
+            pin_memory=self.ctx.device.type == "cuda",
+        )
 
     def loss(self, model: nn.Module, outputs, batch: dict, stage: Stage) -> torch.Tensor:
         maps, unary, pairwise = outputs
@@ -455,8 +498,11 @@ class _Trainer:
             value = float(_all_mean(loss.detach().double().reshape(1), ctx))
             if not math.isfinite(value):
                 last = self.output / "last.pt"
-                kept = (f"The last good checkpoint is kept: {last}" if last.is_file()
-                        else "No epoch had finished, so no checkpoint was written.")
+                kept = (
+                    f"The last good checkpoint is kept: {last}"
+                    if last.is_file()
+                    else "No epoch had finished, so no checkpoint was written."
+                )
                 raise NonFiniteLoss(f"training loss is {value} at {where}, step {step}; the run stopped. {kept}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -483,23 +529,39 @@ class _Trainer:
         if skipped:
             out["skipped_images"] = skipped
             if ctx.main:
-                warnings.warn(f"{where}: skipped {skipped} unreadable image(s) (data on_error='skip'), "
-                              f"e.g. {sorted(set(unreadable))[:3]}", UserWarning, stacklevel=2)
+                warnings.warn(
+                    f"{where}: skipped {skipped} unreadable image(s) (data on_error='skip'), e.g. {sorted(set(unreadable))[:3]}",
+                    UserWarning,
+                    stacklevel=2,
+                )
         return out | ({"peak": peak / max(count, 1)} if stage.loss == "mse" else {})
 
     def validate(self, model: nn.Module, stage: Stage) -> dict:
         """Validation metrics over every rank's shard, computed on each rank from the gathered predictions."""
         e, ctx = self.config.eval, self.ctx
         shard = range(ctx.rank, len(self.val_set), ctx.world)
-        part = predict_dataset(model, self.val_set, decoder="unary" if stage.loss == "mse" else e.decoder,
-                               flip_test=e.flip_test, refine=e.refine, batch_size=e.batch_size,
-                               workers=self.config.train.workers, indices=shard)
+        part = predict_dataset(
+            model,
+            self.val_set,
+            decoder="unary" if stage.loss == "mse" else e.decoder,
+            flip_test=e.flip_test,
+            refine=e.refine,
+            batch_size=e.batch_size,
+            workers=self.config.train.workers,
+            indices=shard,
+        )
         parts = [part]
         if ctx.world > 1:
             parts = [None] * ctx.world
             dist.all_gather_object(parts, part)
-        out = compute_metrics(merge_predictions(parts), self.skeleton, alpha=e.alpha, normalizer=e.normalizer,
-                              all_joints=e.all_joints, coco=getattr(self.val_set, "coco", None))
+        out = compute_metrics(
+            merge_predictions(parts),
+            self.skeleton,
+            alpha=e.alpha,
+            normalizer=e.normalizer,
+            all_joints=e.all_joints,
+            coco=getattr(self.val_set, "coco", None),
+        )
         out.pop("table")
         return out
 
@@ -526,8 +588,13 @@ class _RunState:
 
     def checkpoint_keys(self, stages: list[Stage]) -> dict:
         """The checkpoint entries of this state (plain values, loadable with ``weights_only=True``)."""
-        return {"stage": self.stage, "stage_name": stages[self.stage].name, "epoch": self.epoch,
-                "metrics": _plain(self.metrics), "best": float(self.best)}
+        return {
+            "stage": self.stage,
+            "stage_name": stages[self.stage].name,
+            "epoch": self.epoch,
+            "metrics": _plain(self.metrics),
+            "best": float(self.best),
+        }
 
     def start_stage(self, index: int) -> None:
         """Begin stage ``index``: no epoch done, no best PCK yet (the latest metrics stay)."""
@@ -535,7 +602,7 @@ class _RunState:
 
     def epochs_done(self, stages: list[Stage]) -> int:
         """Epochs finished over all stages."""
-        return sum(s.epochs for s in stages[:self.stage]) + self.epoch
+        return sum(s.epochs for s in stages[: self.stage]) + self.epoch
 
 
 def train(config: Config, resume: Union[str, os.PathLike, None] = None, max_epochs: Optional[int] = None) -> dict[str, Any]:
@@ -625,8 +692,7 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
             global_epoch = run.epochs_done(stages)
             _seed(cfg.seed, global_epoch + 1, ctx.rank)
             where = f"{stage.name} epoch {run.epoch + 1}/{stage.epochs}"
-            record = {"stage": stage.name, "epoch": run.epoch + 1, "global_epoch": global_epoch + 1,
-                      "lr": optimizer.param_groups[0]["lr"]}
+            record = {"stage": stage.name, "epoch": run.epoch + 1, "global_epoch": global_epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
             record |= trainer.epoch(model, net, stage, optimizer, scheduler, scaler, global_epoch, where)
             run.epoch += 1
             trained += 1
@@ -647,8 +713,11 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
                 _progress(_epoch_line(where, record))
             if ctx.main:
                 checkpoint = {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "config": _plain(to_dict(config)),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "config": _plain(to_dict(config)),
                 } | run.checkpoint_keys(stages)
                 written["last"] = save_checkpoint(output / "last.pt", checkpoint)
                 if improved:
@@ -665,9 +734,14 @@ def _keep_log(path: Path, epochs: int) -> None:
     atomic_write(path, lambda f: f.write("".join(line + "\n" for line in kept)))
 
 
-def _summary(output: Path, written: dict, history: list, run: _RunState, ctx: _Context,
-             complete: bool = False) -> dict[str, Any]:
+def _summary(output: Path, written: dict, history: list, run: _RunState, ctx: _Context, complete: bool = False) -> dict[str, Any]:
     return {
-        "output_dir": str(output), "last": written["last"], "best": written["best"], "history": history, "metrics": run.metrics,
-        "best_pck": run.best if math.isfinite(run.best) else None, "complete": complete, "rank": ctx.rank,
+        "output_dir": str(output),
+        "last": written["last"],
+        "best": written["best"],
+        "history": history,
+        "metrics": run.metrics,
+        "best_pck": run.best if math.isfinite(run.best) else None,
+        "complete": complete,
+        "rank": ctx.rank,
     }

@@ -3,6 +3,7 @@ pixels, and the metrics dict and per-joint table of :mod:`crfpose.metrics`.
 
 Shape legend: N poses, B batch, K joints, H x W heatmap grid, H_in x W_in input crop.
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,8 +23,14 @@ from crfpose.models.pose_crf import DECODERS, PoseCRF
 from crfpose.skeletons import Skeleton
 
 __all__ = [
-    "FlipAveraged", "predict_batch", "predict_batch_decoders", "predict_dataset", "predict_dataset_decoders",
-    "merge_predictions", "compute_metrics", "evaluate",
+    "FlipAveraged",
+    "predict_batch",
+    "predict_batch_decoders",
+    "predict_dataset",
+    "predict_dataset_decoders",
+    "merge_predictions",
+    "compute_metrics",
+    "evaluate",
 ]
 
 
@@ -84,8 +91,12 @@ def _check_decoders(model: nn.Module, decoders: Sequence[str]) -> None:
 
 @torch.no_grad()
 def predict_batch(
-    model: nn.Module, images: torch.Tensor, skeleton: Skeleton, decoder: str = "marginals",
-    flip_test: bool = False, refine: str = "none",
+    model: nn.Module,
+    images: torch.Tensor,
+    skeleton: Skeleton,
+    decoder: str = "marginals",
+    flip_test: bool = False,
+    refine: str = "none",
 ) -> torch.Tensor:
     """Keypoints ``(B, K, 3)`` = ``(x, y, score)`` in input-crop pixels.
 
@@ -98,8 +109,12 @@ def predict_batch(
 
 @torch.no_grad()
 def predict_batch_decoders(
-    model: nn.Module, images: torch.Tensor, skeleton: Skeleton, decoders: Sequence[str],
-    flip_test: bool = False, refine: str = "none",
+    model: nn.Module,
+    images: torch.Tensor,
+    skeleton: Skeleton,
+    decoders: Sequence[str],
+    flip_test: bool = False,
+    refine: str = "none",
 ) -> dict[str, torch.Tensor]:
     """``{decoder: keypoints (B, K, 3)}`` as :func:`predict_batch` gives them, from one backbone pass."""
     _check_decoders(model, decoders)
@@ -118,8 +133,15 @@ def predict_batch_decoders(
 
 
 def predict_dataset(
-    model: nn.Module, dataset: Dataset, *, decoder: str = "marginals", flip_test: bool = False,
-    refine: str = "none", batch_size: int = 32, workers: int = 0, indices: Optional[Iterable[int]] = None,
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    decoder: str = "marginals",
+    flip_test: bool = False,
+    refine: str = "none",
+    batch_size: int = 32,
+    workers: int = 0,
+    indices: Optional[Iterable[int]] = None,
 ) -> dict[str, np.ndarray]:
     """Predictions for ``dataset`` (or its ``indices``) in original-image pixels, with what the metrics need.
 
@@ -128,13 +150,21 @@ def predict_dataset(
     the person's detection score). Crop predictions go back through the inverse of ``meta['affine']``.
     The model runs in eval mode on its own device; its train/eval mode is restored afterwards.
     """
-    return predict_dataset_decoders(model, dataset, decoders=[decoder], flip_test=flip_test, refine=refine,
-                                    batch_size=batch_size, workers=workers, indices=indices)[decoder]
+    return predict_dataset_decoders(
+        model, dataset, decoders=[decoder], flip_test=flip_test, refine=refine, batch_size=batch_size, workers=workers, indices=indices
+    )[decoder]
 
 
 def predict_dataset_decoders(
-    model: nn.Module, dataset: Dataset, *, decoders: Sequence[str], flip_test: bool = False,
-    refine: str = "none", batch_size: int = 32, workers: int = 0, indices: Optional[Iterable[int]] = None,
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    decoders: Sequence[str],
+    flip_test: bool = False,
+    refine: str = "none",
+    batch_size: int = 32,
+    workers: int = 0,
+    indices: Optional[Iterable[int]] = None,
     progress: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """``{decoder: predictions}`` as :func:`predict_dataset` gives them, the backbone run once per batch.
@@ -169,8 +199,11 @@ def predict_dataset_decoders(
     kept = np.asarray([not f for f in parts["skipped"]], dtype=bool)  # (N,)
     if not kept.all():
         files = sorted({f for f in parts["skipped"] if f})
-        warnings.warn(f"left out {int((~kept).sum())} item(s) whose image cannot be read (on_error='skip'), "
-                      f"e.g. {files[:3]}", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"left out {int((~kept).sum())} item(s) whose image cannot be read (on_error='skip'), e.g. {files[:3]}",
+            UserWarning,
+            stacklevel=2,
+        )
     k = skeleton.num_joints
     shared = {"index": np.asarray(index, dtype=np.int64)[kept], "image_id": np.asarray(parts["image_id"])[kept]}
     for key, shape in (("gt", (0, k, 3)), ("box", (0, 4)), ("head_box", (0, 4)), ("detection", (0,))):
@@ -209,8 +242,14 @@ def merge_predictions(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.nd
 
 
 def compute_metrics(
-    predictions: dict[str, np.ndarray], skeleton: Skeleton, *, alpha: float = 0.2, normalizer: str = metrics.DEFAULT_NORMALIZER,
-    all_joints: bool = False, coco: Any = None, sigmas: Optional[Sequence[float]] = None,
+    predictions: dict[str, np.ndarray],
+    skeleton: Skeleton,
+    *,
+    alpha: float = 0.2,
+    normalizer: str = metrics.DEFAULT_NORMALIZER,
+    all_joints: bool = False,
+    coco: Any = None,
+    sigmas: Optional[Sequence[float]] = None,
 ) -> dict[str, Any]:
     """Metrics of :func:`predict_dataset` output: PCK@alpha (mean and per joint), the PCK curve (alpha 0
     to 0.5; ``pck_curve`` holds its ``alphas`` and pooled ``mean``) and its AUC, EPE in original pixels,
@@ -246,16 +285,25 @@ def compute_metrics(
             records = metrics.coco_results(predictions["image_id"], pred, predictions["score"])
             out["coco"] = metrics.coco_ap(coco, records, skeleton if sigmas is None else sigmas)
     out["table"] = metrics.format_joint_table(
-        {f"PCK@{alpha:g}": 100 * score.per_item, "EPE": error.per_item}, skeleton,
+        {f"PCK@{alpha:g}": 100 * score.per_item, "EPE": error.per_item},
+        skeleton,
         means={f"PCK@{alpha:g}": 100 * score.mean, "EPE": error.mean},
     )
     return out
 
 
 def evaluate(
-    model: nn.Module, dataset: Dataset, *, flip_test: bool = False, decoder: str = "marginals",
-    refine: str = "none", alpha: float = 0.2, normalizer: str = metrics.DEFAULT_NORMALIZER, all_joints: bool = False,
-    batch_size: int = 32, workers: int = 0,
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    flip_test: bool = False,
+    decoder: str = "marginals",
+    refine: str = "none",
+    alpha: float = 0.2,
+    normalizer: str = metrics.DEFAULT_NORMALIZER,
+    all_joints: bool = False,
+    batch_size: int = 32,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Predict every item of ``dataset`` and score it (see :func:`predict_dataset`, :func:`compute_metrics`);
     COCO AP is added when the dataset carries a pycocotools ``coco`` (COCO-format datasets)."""
@@ -265,6 +313,10 @@ def evaluate(
         model, dataset, decoder=decoder, flip_test=flip_test, refine=refine, batch_size=batch_size, workers=workers
     )
     return compute_metrics(
-        predictions, _skeleton_of(model, dataset), alpha=alpha, normalizer=normalizer, all_joints=all_joints,
+        predictions,
+        _skeleton_of(model, dataset),
+        alpha=alpha,
+        normalizer=normalizer,
+        all_joints=all_joints,
         coco=getattr(dataset, "coco", None),
     )

@@ -1,5 +1,6 @@
 """Atomic file output (readers see the old file or the new one, never a partial one) and safe
 reading of torch files (tensors, containers and plain values only: never code)."""
+
 from __future__ import annotations
 
 import os

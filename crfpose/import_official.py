@@ -11,6 +11,7 @@ each pose is mapped into its box's crop as the top-down transform would). With `
 scale is fitted too, by minimising the CRF NLL of the annotated joints on up to ``fit_samples`` crops
 with the backbone frozen; otherwise it keeps the documented default ``crf.init_scale`` (10).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,7 @@ def _arch(arch: str, input_size: Optional[tuple[int, int]]) -> tuple[str, dict, 
     return "hrnet", {"config": extra}, (int(size[0]), int(size[1])), (int(heatmap[0]), int(heatmap[1]))
 
 
-def crop_keypoints(annotations: Union[str, os.PathLike], num_joints: int, input_size: tuple[int, int],
-                   padding: float = 1.25) -> np.ndarray:
+def crop_keypoints(annotations: Union[str, os.PathLike], num_joints: int, input_size: tuple[int, int], padding: float = 1.25) -> np.ndarray:
     """``(N, K, 3)`` annotated poses of a COCO-format file in crop pixels of their boxes (unlabelled rows
     zero): the geometry of the top-down transform without reading images. Crowd and unlabelled persons
     are left out."""
@@ -106,9 +106,16 @@ def _fit_unary_scale(model: PoseCRF, config: Config, samples: int, steps: int = 
 
 
 def import_official(
-    weights: Union[str, os.PathLike], arch: str, keypoints: Union[str, os.PathLike], out: Union[str, os.PathLike], *,
-    images: Union[str, os.PathLike, None] = None, pairwise: str = "gaussian", radius: int = 6,
-    input_size: Optional[tuple[int, int]] = None, fit_samples: int = 256,
+    weights: Union[str, os.PathLike],
+    arch: str,
+    keypoints: Union[str, os.PathLike],
+    out: Union[str, os.PathLike],
+    *,
+    images: Union[str, os.PathLike, None] = None,
+    pairwise: str = "gaussian",
+    radius: int = 6,
+    input_size: Optional[tuple[int, int]] = None,
+    fit_samples: int = 256,
 ) -> Path:
     """Write a crfpose checkpoint (loadable by :class:`crfpose.predict.Predictor`) built from an official
     HRNet checkpoint ``weights`` (see the module docstring); returns its path."""
@@ -139,8 +146,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``crfpose import-official``."""
     parser.add_argument("weights", metavar="WEIGHTS.pth", help="an official HRNet pose checkpoint")
     parser.add_argument("--arch", required=True, metavar="ARCH", help="hrnet_w32, hrnet_w48 or an official YAML config file")
-    parser.add_argument("--keypoints", required=True, metavar="ANNOTATIONS.json",
-                        help="COCO-format keypoint annotations: the pairwise is fitted to their statistics")
+    parser.add_argument(
+        "--keypoints",
+        required=True,
+        metavar="ANNOTATIONS.json",
+        help="COCO-format keypoint annotations: the pairwise is fitted to their statistics",
+    )
     parser.add_argument("--images", metavar="DIR", help="the annotated images: the unary scale is fitted on them too")
     parser.add_argument("--out", required=True, metavar="FILE", help="the crfpose checkpoint to write")
     parser.add_argument("--pairwise", default="gaussian", choices=("gaussian", "freeform"), help="pairwise kind (default gaussian)")
@@ -150,7 +161,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``crfpose import-official``: prints the checkpoint written."""
-    path = import_official(args.weights, args.arch, args.keypoints, args.out, images=args.images, pairwise=args.pairwise,
-                           radius=args.radius, input_size=tuple(args.input_size) if args.input_size else None)
+    path = import_official(
+        args.weights,
+        args.arch,
+        args.keypoints,
+        args.out,
+        images=args.images,
+        pairwise=args.pairwise,
+        radius=args.radius,
+        input_size=tuple(args.input_size) if args.input_size else None,
+    )
     print(json.dumps({"checkpoint": str(path)}))
     return 0

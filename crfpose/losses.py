@@ -9,6 +9,7 @@ around each labelled joint (or a one-hot, ``sigma=0``), and ``0`` for unlabelled
 
 is the exact negative log-likelihood of the labels with the unlabelled joints marginalised out.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -108,9 +109,7 @@ def likelihood_nll(
         raise ValueError(f"unary must be a (B, K, H, W) tensor, got {getattr(unary, 'shape', type(unary).__name__)}")
     tau = target_log_weights(keypoints, unary.shape[2], unary.shape[3], sigma)  # (B, K, H, W)
     if keypoints.shape[:2] != unary.shape[:2]:
-        raise ValueError(
-            f"keypoints must have shape ({unary.shape[0]}, {unary.shape[1]}, 3) like unary, got {tuple(keypoints.shape)}"
-        )
+        raise ValueError(f"keypoints must have shape ({unary.shape[0]}, {unary.shape[1]}, 3) like unary, got {tuple(keypoints.shape)}")
     log_z = distribution(unary).log_partition  # (B,)
     clamped = distribution(unary + tau.to(unary)).log_partition  # (B,)
     return _reduce(log_z - clamped, reduction)
@@ -125,9 +124,7 @@ def heatmap_mse(pred: Tensor, target: Tensor, weight: Tensor, reduction: str = "
     """
     _check_reduction(reduction)
     if pred.shape != target.shape or pred.dim() != 4:
-        raise ValueError(
-            f"pred and target must be (B, K, H, W) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
-        )
+        raise ValueError(f"pred and target must be (B, K, H, W) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
     if weight.shape != pred.shape[:2]:
         raise ValueError(f"weight must have shape {tuple(pred.shape[:2])}, got {tuple(weight.shape)}")
     error = weight[..., None, None] * (pred - target).square()  # (B, K, H, W)

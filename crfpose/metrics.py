@@ -20,6 +20,7 @@ Conventions shared by every function here:
   torso when a shoulder or hip is unlabelled): its joints are not counted, and ``excluded`` says how
   many poses (PCK) or pose-limbs (PCP) were dropped that way.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,9 +39,26 @@ from crfpose.fileio import atomic_write
 from crfpose.skeletons import Skeleton
 
 __all__ = [
-    "Scores", "PCKCurve", "NORMALIZERS", "DEFAULT_NORMALIZER", "COCO_STATS", "HEADBOX_FACTOR",
-    "normalizers", "normalized_errors", "pck", "pck_curve", "auc", "pcp_limbs", "pcp", "epe", "oks",
-    "coco_results", "export_coco_results", "coco_ap", "symmetric_groups", "format_joint_table",
+    "Scores",
+    "PCKCurve",
+    "NORMALIZERS",
+    "DEFAULT_NORMALIZER",
+    "COCO_STATS",
+    "HEADBOX_FACTOR",
+    "normalizers",
+    "normalized_errors",
+    "pck",
+    "pck_curve",
+    "auc",
+    "pcp_limbs",
+    "pcp",
+    "epe",
+    "oks",
+    "coco_results",
+    "export_coco_results",
+    "coco_ap",
+    "symmetric_groups",
+    "format_joint_table",
 ]
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
@@ -118,10 +136,7 @@ def _poses(pred: ArrayLike, gt: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Checked (N, K, 2) predicted xy and (N, K, 3) ground truth."""
     p, g = _array(pred, "pred"), _ground_truth(gt)
     if p.ndim != 3 or p.shape[2] not in (2, 3) or p.shape[:2] != g.shape[:2]:
-        raise ValueError(
-            f"pred: expected shape (N, K, 2) or (N, K, 3) with (N, K) = {tuple(g.shape[:2])} as in gt, "
-            f"got {tuple(p.shape)}"
-        )
+        raise ValueError(f"pred: expected shape (N, K, 2) or (N, K, 3) with (N, K) = {tuple(g.shape[:2])} as in gt, got {tuple(p.shape)}")
     return p[..., :2], g
 
 
@@ -287,9 +302,7 @@ def pck(
     :func:`normalized_errors`. Returns per-joint rates, the pooled mean, counts and exclusions.
     """
     alpha = _check_alpha(alpha)
-    errors, excluded = normalized_errors(
-        pred, gt, normalizer, skeleton=skeleton, boxes=boxes, head_boxes=head_boxes, all_joints=all_joints
-    )
+    errors, excluded = normalized_errors(pred, gt, normalizer, skeleton=skeleton, boxes=boxes, head_boxes=head_boxes, all_joints=all_joints)
     counts = (~np.isnan(errors)).sum(0)  # (K,)
     hits = (errors <= alpha).sum(0)  # NaN compares False
     return Scores(_ratio(hits, counts), float(_ratio(hits.sum(), counts.sum())), counts, excluded)
@@ -333,9 +346,7 @@ def pck_curve(
     ``[alphas[0], alphas[-1]]`` divided by the range, in [0, 1]. Arguments as in :func:`pck`.
     """
     a = _thresholds(alphas)
-    errors, excluded = normalized_errors(
-        pred, gt, normalizer, skeleton=skeleton, boxes=boxes, head_boxes=head_boxes, all_joints=all_joints
-    )
+    errors, excluded = normalized_errors(pred, gt, normalizer, skeleton=skeleton, boxes=boxes, head_boxes=head_boxes, all_joints=all_joints)
     counts = (~np.isnan(errors)).sum(0)  # (K,)
     hits = (errors[None] <= a[:, None, None]).sum(1)  # (A, K)
     mean = _ratio(hits.sum(1), counts.sum())  # (A,)
@@ -360,8 +371,12 @@ def pcp_limbs(skeleton: Skeleton) -> dict[str, tuple[Endpoint, Endpoint]]:
             (skeleton.index("left_shoulder"), skeleton.index("right_shoulder")),
         )
     for side in ("left", "right"):
-        for limb, (a, b) in {"upper_arm": ("shoulder", "elbow"), "forearm": ("elbow", "wrist"),
-                             "thigh": ("hip", "knee"), "shin": ("knee", "ankle")}.items():
+        for limb, (a, b) in {
+            "upper_arm": ("shoulder", "elbow"),
+            "forearm": ("elbow", "wrist"),
+            "thigh": ("hip", "knee"),
+            "shin": ("knee", "ankle"),
+        }.items():
             if {f"{side}_{a}", f"{side}_{b}"} <= names:
                 limbs[f"{side}_{limb}"] = (skeleton.index(f"{side}_{a}"), skeleton.index(f"{side}_{b}"))
     for a, b in HEAD_JOINTS:
@@ -498,8 +513,7 @@ def coco_results(image_ids: ArrayLike, keypoints: ArrayLike, scores: ArrayLike, 
     if kp.shape[2] == 2:
         kp = np.concatenate([kp, np.ones(kp.shape[:2] + (1,))], axis=2)
     return [
-        {"image_id": int(i), "category_id": int(category_id), "keypoints": [float(v) for v in pose.ravel()],
-         "score": float(s)}
+        {"image_id": int(i), "category_id": int(category_id), "keypoints": [float(v) for v in pose.ravel()], "score": float(s)}
         for i, pose, s in zip(ids, kp, sc)
     ]
 
@@ -567,9 +581,7 @@ def coco_ap(
         if not isinstance(r, Mapping) or not {"image_id", "keypoints", "score"} <= set(r):
             raise ValueError(f"predictions: expected records with image_id, keypoints, score, got {r!r:.80}")
         if len(r["keypoints"]) != 3 * k:
-            raise ValueError(
-                f"predictions: expected {3 * k} keypoint values ({k} keypoints as in gt), got {len(r['keypoints'])}"
-            )
+            raise ValueError(f"predictions: expected {3 * k} keypoint values ({k} keypoints as in gt), got {len(r['keypoints'])}")
         r.setdefault("category_id", 1)
     unknown = {r["image_id"] for r in records} - set(coco_gt.getImgIds())
     if unknown:
@@ -652,10 +664,7 @@ def format_joint_table(
     cells = [[row[0]] + [f"{x:.{digits}f}" if np.isfinite(x) else "-" for x in row[1:]] for row in table[1:]]
     cells.insert(0, table[0])
     widths = [max(len(str(r[c])) for r in cells) for c in range(len(cells[0]))]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in enumerate(zip(r, widths)))
-        for r in cells
-    )
+    return "\n".join("  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in enumerate(zip(r, widths))) for r in cells)
 
 
 def _group_mean(v: np.ndarray) -> float:

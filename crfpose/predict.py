@@ -9,6 +9,7 @@ Shape legend: N persons, K joints, H x W heatmap grid, H_in x W_in input crop, h
 Crops of every image and person in a call are batched together; the decoders and the flip test are
 those of :func:`crfpose.evaluate.predict_batch`, the crop that of :func:`crfpose.data.transforms.crop_box`.
 """
+
 from __future__ import annotations
 
 import os
@@ -97,10 +98,19 @@ class Predictor:
     """
 
     def __init__(
-        self, model: nn.Module, skeleton: Optional[Skeleton] = None, input_size: Sequence[int] = (192, 256), *,
-        decoder: Optional[str] = None, flip: bool = True, refine: str = "none", padding: float = 1.25,
-        normalized: bool = True, detector: Optional[Callable[[torch.Tensor], np.ndarray]] = None,
-        batch_size: int = 32, device: Union[str, torch.device, None] = None,
+        self,
+        model: nn.Module,
+        skeleton: Optional[Skeleton] = None,
+        input_size: Sequence[int] = (192, 256),
+        *,
+        decoder: Optional[str] = None,
+        flip: bool = True,
+        refine: str = "none",
+        padding: float = 1.25,
+        normalized: bool = True,
+        detector: Optional[Callable[[torch.Tensor], np.ndarray]] = None,
+        batch_size: int = 32,
+        device: Union[str, torch.device, None] = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
@@ -124,8 +134,14 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: Union[str, os.PathLike], *, device: Union[str, torch.device, None] = None,
-        decoder: Optional[str] = None, flip: bool = True, refine: Optional[str] = None, **options: Any,
+        cls,
+        path: Union[str, os.PathLike],
+        *,
+        device: Union[str, torch.device, None] = None,
+        decoder: Optional[str] = None,
+        flip: bool = True,
+        refine: Optional[str] = None,
+        **options: Any,
     ) -> "Predictor":
         """A predictor for a checkpoint of ``crfpose train`` or ``crfpose import-official`` (read with
         ``weights_only=True``). Input size, padding and colour normalisation come from its config;
@@ -136,9 +152,15 @@ class Predictor:
         model, config = load_model(path)
         normalized = bool(config.data.val.get("normalize", True)) if config.data.name == "synthetic" else True
         return cls(
-            model, input_size=tuple(config.data.input_size), decoder=decoder, flip=flip,
-            refine=refine if refine is not None else config.eval.refine, padding=config.augment.padding,
-            normalized=normalized, device=device, **options,
+            model,
+            input_size=tuple(config.data.input_size),
+            decoder=decoder,
+            flip=flip,
+            refine=refine if refine is not None else config.eval.refine,
+            padding=config.augment.padding,
+            normalized=normalized,
+            device=device,
+            **options,
         )
 
     def boxes(self, image: torch.Tensor) -> np.ndarray:
@@ -149,7 +171,11 @@ class Predictor:
 
     @torch.no_grad()
     def __call__(
-        self, images: Union[ImageLike, Sequence[ImageLike]], boxes: Any = None, *, return_maps: bool = False,
+        self,
+        images: Union[ImageLike, Sequence[ImageLike]],
+        boxes: Any = None,
+        *,
+        return_maps: bool = False,
     ) -> Union[list[dict[str, Any]], list[list[dict[str, Any]]]]:
         """Persons in one image (a list of dicts) or in each of a list of images (a list of such lists).
 
@@ -174,7 +200,7 @@ class Predictor:
         owners = [(i, box) for i, image_boxes in enumerate(per_image) for box in image_boxes]
         results: list[list[dict[str, Any]]] = [[] for _ in images]
         for start in range(0, len(owners), self.batch_size):
-            chunk = owners[start:start + self.batch_size]
+            chunk = owners[start : start + self.batch_size]
             crops, affines = zip(*(crop_box(tensors[i], box[:4], self.input_size, self.padding, self.normalized) for i, box in chunk))
             batch = torch.stack(crops).to(self.device)  # (B, 3, H_in, W_in)
             points = predict_batch(self.model, batch, self.skeleton, self.decoder, self.flip, self.refine)  # (B, K, 3)
@@ -184,8 +210,11 @@ class Predictor:
                 xy = affine_points(points[b, :, :2], invert_affine(affine))  # (K, 2) original pixels
                 scores = points[b, :, 2]
                 person = {
-                    "bbox": box[:4].tolist(), "bbox_score": float(box[4]), "keypoints": xy,
-                    "keypoint_scores": scores, "score": float(scores.mean() * box[4]),
+                    "bbox": box[:4].tolist(),
+                    "bbox_score": float(box[4]),
+                    "keypoints": xy,
+                    "keypoint_scores": scores,
+                    "score": float(scores.mean() * box[4]),
                 }
                 if maps is not None:
                     person["unary"], person["marginals"] = maps[0][b], None if maps[1] is None else maps[1][b]

@@ -12,6 +12,7 @@ instances ``{"keypoints": [[x, y], ...], "keypoint_scores": [...], "bbox": [[x1,
 ``visualizations/`` (PNG per image, MP4 per video). Unreadable files are named, skipped and counted; the
 exit status is non-zero only if nothing was processed. Every file is written atomically.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,16 +43,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="image files, folders, glob patterns or video files")
     parser.add_argument("--out", default="predictions_out", metavar="DIR", help="output folder (default: predictions_out)")
     parser.add_argument("--draw", action="store_true", help="also write overlays: visualizations/<stem>.png, or .mp4 per video")
-    parser.add_argument("--draw-threshold", type=float, default=0.3,
-                        help="overlays leave out joints whose score (a CRF marginal probability) is below this (default 0.3)")
+    parser.add_argument(
+        "--draw-threshold",
+        type=float,
+        default=0.3,
+        help="overlays leave out joints whose score (a CRF marginal probability) is below this (default 0.3)",
+    )
     parser.add_argument("--coco-json", metavar="FILE", help="also write one COCO keypoint results file (pycocotools loadRes)")
     parser.add_argument("--detections", metavar="FILE", help="person boxes: a COCO detection-results JSON")
-    parser.add_argument("--annotations", metavar="FILE",
-                        help="COCO-format annotation file: maps image ids to file names (for --detections and --coco-json)")
-    parser.add_argument("--detector", choices=DETECTORS,
-                        help="person boxes from this torchvision detector (pretrained weights downloaded by torchvision)")
-    parser.add_argument("--detector-weights", metavar="PATH",
-                        help="local weights file for --detector (default detector: fasterrcnn_resnet50_fpn)")
+    parser.add_argument(
+        "--annotations", metavar="FILE", help="COCO-format annotation file: maps image ids to file names (for --detections and --coco-json)"
+    )
+    parser.add_argument(
+        "--detector", choices=DETECTORS, help="person boxes from this torchvision detector (pretrained weights downloaded by torchvision)"
+    )
+    parser.add_argument(
+        "--detector-weights", metavar="PATH", help="local weights file for --detector (default detector: fasterrcnn_resnet50_fpn)"
+    )
     parser.add_argument("--score-threshold", type=float, default=0.5, help="detector: lowest person score kept (default 0.5)")
     parser.add_argument("--max-persons", type=int, default=20, help="detector: at most this many persons per image")
     parser.add_argument("--decoder", choices=DECODERS, help="marginals (default with a CRF), map or unary")
@@ -113,10 +121,15 @@ def mmpose_instances(persons: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for p in persons:
         x, y, w, h = p["bbox"]
-        out.append({
-            "keypoints": np.round(p["keypoints"], 3).tolist(), "keypoint_scores": np.round(p["keypoint_scores"], 5).tolist(),
-            "bbox": [[x, y, x + w, y + h]], "bbox_score": p["bbox_score"], "score": p["score"],
-        })
+        out.append(
+            {
+                "keypoints": np.round(p["keypoints"], 3).tolist(),
+                "keypoint_scores": np.round(p["keypoint_scores"], 5).tolist(),
+                "bbox": [[x, y, x + w, y + h]],
+                "bbox_score": p["bbox_score"],
+                "score": p["score"],
+            }
+        )
     return out
 
 
@@ -203,8 +216,14 @@ class PredictionWriter:
     """
 
     def __init__(
-        self, predictor, out: os.PathLike, *, draw: bool = False, coco_json: Optional[os.PathLike] = None,
-        detections: Optional[dict[str, np.ndarray]] = None, image_ids: Optional[dict[str, int]] = None,
+        self,
+        predictor,
+        out: os.PathLike,
+        *,
+        draw: bool = False,
+        coco_json: Optional[os.PathLike] = None,
+        detections: Optional[dict[str, np.ndarray]] = None,
+        image_ids: Optional[dict[str, int]] = None,
         draw_threshold: float = 0.3,
     ) -> None:
         self.predictor, self.out, self.draw, self.draw_threshold = predictor, Path(out), draw, draw_threshold
@@ -243,7 +262,7 @@ class PredictionWriter:
                 return str(err)
 
         chunk = max(1, self.predictor.batch_size)
-        groups = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+        groups = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             pending = [pool.submit(lambda g=g: [load(p) for p in g]) for g in groups[:1]]
             for index, group in enumerate(groups):
@@ -329,7 +348,8 @@ class PredictionWriter:
 
         k = self.predictor.skeleton.num_joints
         export_coco_results(
-            self.coco_json, [r["image_id"] for r in self.records],
+            self.coco_json,
+            [r["image_id"] for r in self.records],
             np.stack([r["keypoints"] for r in self.records]) if self.records else np.zeros((0, k, 3)),
             [r["score"] for r in self.records],
         )
@@ -346,8 +366,12 @@ def _detector(args: argparse.Namespace):
     name = args.detector or "fasterrcnn_resnet50_fpn"
     weights = None if args.detector_weights else "DEFAULT"
     return PersonDetector.from_torchvision(
-        name, weights_path=args.detector_weights, weights=weights, score_threshold=args.score_threshold,
-        max_persons=args.max_persons, device=args.device,
+        name,
+        weights_path=args.detector_weights,
+        weights=weights,
+        score_threshold=args.score_threshold,
+        max_persons=args.max_persons,
+        device=args.device,
     )
 
 
@@ -363,7 +387,11 @@ def run(args: argparse.Namespace) -> int:
     paths = collect_sources(args.sources)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     predictor = Predictor.from_checkpoint(
-        args.checkpoint, device=device, decoder=args.decoder, flip=not args.no_flip, batch_size=args.batch_size,
+        args.checkpoint,
+        device=device,
+        decoder=args.decoder,
+        flip=not args.no_flip,
+        batch_size=args.batch_size,
     )
     predictor.detector = _detector(args)
     image_ids = None
@@ -371,8 +399,15 @@ def run(args: argparse.Namespace) -> int:
         images = json.loads(Path(args.annotations).read_text()).get("images", [])
         image_ids = {im["file_name"]: im["id"] for im in images}
     detections = load_detections(args.detections, args.annotations) if args.detections else None
-    writer = PredictionWriter(predictor, args.out, draw=args.draw, coco_json=args.coco_json, detections=detections,
-                              image_ids=image_ids if args.coco_json else None, draw_threshold=args.draw_threshold)
+    writer = PredictionWriter(
+        predictor,
+        args.out,
+        draw=args.draw,
+        coco_json=args.coco_json,
+        detections=detections,
+        image_ids=image_ids if args.coco_json else None,
+        draw_threshold=args.draw_threshold,
+    )
     writer.run(paths)
     print(json.dumps({"processed": writer.processed, "skipped": len(writer.skipped), "out": str(writer.out)}))
     if writer.skipped:

@@ -7,6 +7,7 @@ joint in the CRF's tree (``-1`` for the single root), left/right pairs for flipp
 and the links drawn in pictures. ``edges[e]`` is the ``(parent, child)`` pair of edge ``e``;
 edges are ordered by child index, and every pairwise tensor follows that order.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -53,21 +54,15 @@ class Skeleton:
             dupes = sorted({j for j in self.joints if self.joints.count(j) > 1})
             raise ValueError(f"Skeleton {self.name!r}: joint names must be unique, repeated: {dupes}")
         if len(self.parents) != k:
-            raise ValueError(
-                f"Skeleton {self.name!r}: parents must have one entry per joint "
-                f"(expected {k}), got {len(self.parents)}"
-            )
+            raise ValueError(f"Skeleton {self.name!r}: parents must have one entry per joint (expected {k}), got {len(self.parents)}")
         for j, p in enumerate(self.parents):
             if not -1 <= p < k or p == j:
                 raise ValueError(
-                    f"Skeleton {self.name!r}: parents[{j}] = {p} is not a joint index in "
-                    f"[0, {k}) other than {j}, nor -1 for the root"
+                    f"Skeleton {self.name!r}: parents[{j}] = {p} is not a joint index in [0, {k}) other than {j}, nor -1 for the root"
                 )
         roots = [j for j, p in enumerate(self.parents) if p == -1]
         if len(roots) != 1:
-            raise ValueError(
-                f"Skeleton {self.name!r}: the tree needs exactly one root (parent -1), got {len(roots)}: {roots}"
-            )
+            raise ValueError(f"Skeleton {self.name!r}: the tree needs exactly one root (parent -1), got {len(roots)}: {roots}")
         depth = []
         for j in range(k):
             node, steps = j, 0
@@ -75,23 +70,18 @@ class Skeleton:
                 node, steps = self.parents[node], steps + 1
                 if steps > k:
                     raise ValueError(
-                        f"Skeleton {self.name!r}: joint {j} ({self.joints[j]!r}) never reaches the root: "
-                        f"the parents form a cycle"
+                        f"Skeleton {self.name!r}: joint {j} ({self.joints[j]!r}) never reaches the root: the parents form a cycle"
                     )
             depth.append(steps)
         for a, b in self.flip_pairs:
             if not (0 <= a < k and 0 <= b < k) or a == b:
-                raise ValueError(
-                    f"Skeleton {self.name!r}: flip pair ({a}, {b}) must be two different joint indices in [0, {k})"
-                )
+                raise ValueError(f"Skeleton {self.name!r}: flip pair ({a}, {b}) must be two different joint indices in [0, {k})")
         flipped = [j for pair in self.flip_pairs for j in pair]
         if len(set(flipped)) != len(flipped):
             raise ValueError(f"Skeleton {self.name!r}: a joint appears in more than one flip pair: {self.flip_pairs}")
         if self.sigmas is not None:
             if len(self.sigmas) != k:
-                raise ValueError(
-                    f"Skeleton {self.name!r}: sigmas must have one entry per joint (expected {k}), got {len(self.sigmas)}"
-                )
+                raise ValueError(f"Skeleton {self.name!r}: sigmas must have one entry per joint (expected {k}), got {len(self.sigmas)}")
             if any(not s > 0 for s in self.sigmas):
                 raise ValueError(f"Skeleton {self.name!r}: sigmas must be positive, got {self.sigmas}")
         edges = tuple((p, c) for c, p in enumerate(self.parents) if p != -1)
@@ -136,9 +126,23 @@ def _pairs(names: Sequence[str], pairs: Sequence[tuple[str, str]]) -> tuple[tupl
 
 
 _COCO_JOINTS = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
 )
 
 COCO17 = Skeleton(
@@ -149,17 +153,48 @@ COCO17 = Skeleton(
     parents=(-1, 0, 0, 0, 0, 0, 0, 5, 6, 7, 8, 5, 6, 11, 12, 13, 14),
     flip_pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
     # COCO's OKS constants (cocoeval.py).
-    sigmas=(0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
-            0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089),
+    sigmas=(0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089),
     # COCO's 19 drawing links (the category's "skeleton", made 0-based).
-    links=((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
-           (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6)),
+    links=(
+        (15, 13),
+        (13, 11),
+        (16, 14),
+        (14, 12),
+        (11, 12),
+        (5, 11),
+        (6, 12),
+        (5, 6),
+        (5, 7),
+        (6, 8),
+        (7, 9),
+        (8, 10),
+        (1, 2),
+        (0, 1),
+        (0, 2),
+        (1, 3),
+        (2, 4),
+        (3, 5),
+        (4, 6),
+    ),
 )
 
 _MPII_JOINTS = (
-    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
-    "pelvis", "thorax", "upper_neck", "head_top",
-    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
+    "right_ankle",
+    "right_knee",
+    "right_hip",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "pelvis",
+    "thorax",
+    "upper_neck",
+    "head_top",
+    "right_wrist",
+    "right_elbow",
+    "right_shoulder",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
 )
 
 MPII16 = Skeleton(
@@ -168,18 +203,51 @@ MPII16 = Skeleton(
     # Tree: the pelvis is the root; hips hang from it, then knee -> ankle; the spine runs
     # pelvis -> thorax -> upper neck -> head top; shoulders hang from the thorax, then elbow -> wrist.
     parents=(1, 2, 6, 6, 3, 4, -1, 6, 7, 8, 11, 12, 7, 7, 13, 14),
-    flip_pairs=_pairs(_MPII_JOINTS, [
-        ("left_ankle", "right_ankle"), ("left_knee", "right_knee"), ("left_hip", "right_hip"),
-        ("left_wrist", "right_wrist"), ("left_elbow", "right_elbow"), ("left_shoulder", "right_shoulder"),
-    ]),
-    links=((0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
-           (7, 12), (12, 11), (11, 10), (7, 13), (13, 14), (14, 15)),
+    flip_pairs=_pairs(
+        _MPII_JOINTS,
+        [
+            ("left_ankle", "right_ankle"),
+            ("left_knee", "right_knee"),
+            ("left_hip", "right_hip"),
+            ("left_wrist", "right_wrist"),
+            ("left_elbow", "right_elbow"),
+            ("left_shoulder", "right_shoulder"),
+        ],
+    ),
+    links=(
+        (0, 1),
+        (1, 2),
+        (2, 6),
+        (6, 3),
+        (3, 4),
+        (4, 5),
+        (6, 7),
+        (7, 8),
+        (8, 9),
+        (7, 12),
+        (12, 11),
+        (11, 10),
+        (7, 13),
+        (13, 14),
+        (14, 15),
+    ),
 )
 
 _LSP_JOINTS = (
-    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
-    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
-    "neck", "head_top",
+    "right_ankle",
+    "right_knee",
+    "right_hip",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "right_wrist",
+    "right_elbow",
+    "right_shoulder",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "neck",
+    "head_top",
 )
 
 LSP14 = Skeleton(
@@ -188,12 +256,18 @@ LSP14 = Skeleton(
     # Tree: the neck is the root; the head top and both shoulders hang from it; each arm runs
     # shoulder -> elbow -> wrist; each hip hangs from the shoulder on its side, then knee -> ankle.
     parents=(1, 2, 8, 9, 3, 4, 7, 8, 12, 12, 9, 10, -1, 12),
-    flip_pairs=_pairs(_LSP_JOINTS, [
-        ("left_ankle", "right_ankle"), ("left_knee", "right_knee"), ("left_hip", "right_hip"),
-        ("left_wrist", "right_wrist"), ("left_elbow", "right_elbow"), ("left_shoulder", "right_shoulder"),
-    ]),
-    links=((0, 1), (1, 2), (2, 8), (3, 9), (3, 4), (4, 5), (2, 3), (8, 9),
-           (6, 7), (7, 8), (9, 10), (10, 11), (12, 13), (8, 12), (9, 12)),
+    flip_pairs=_pairs(
+        _LSP_JOINTS,
+        [
+            ("left_ankle", "right_ankle"),
+            ("left_knee", "right_knee"),
+            ("left_hip", "right_hip"),
+            ("left_wrist", "right_wrist"),
+            ("left_elbow", "right_elbow"),
+            ("left_shoulder", "right_shoulder"),
+        ],
+    ),
+    links=((0, 1), (1, 2), (2, 8), (3, 9), (3, 4), (4, 5), (2, 3), (8, 9), (6, 7), (7, 8), (9, 10), (10, 11), (12, 13), (8, 12), (9, 12)),
 )
 
 BUILTIN: dict[str, Skeleton] = {s.name: s for s in (COCO17, MPII16, LSP14)}

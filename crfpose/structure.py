@@ -16,6 +16,7 @@ Definitions (all on one predictor's ``pred`` against ``gt``, original pixels):
 * ``bad_limb``: predicted limb length over 2x or under 0.5x the ground truth's; limbs shorter than
   ``min_limb`` pixels in the ground truth (foreshortened) are not scored.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional, Union
@@ -32,8 +33,15 @@ RATES = ("pck", "pck_visible", "pck_occluded", "swap_rate", "swap_strict", "mixe
 
 
 def structure_scores(
-    pred: np.ndarray, gt: np.ndarray, skeleton: Skeleton, *, alpha: float = 0.2, normalizer: str = "bbox",
-    boxes: Optional[np.ndarray] = None, all_joints: bool = True, min_limb: float = MIN_LIMB_PX,
+    pred: np.ndarray,
+    gt: np.ndarray,
+    skeleton: Skeleton,
+    *,
+    alpha: float = 0.2,
+    normalizer: str = "bbox",
+    boxes: Optional[np.ndarray] = None,
+    all_joints: bool = True,
+    min_limb: float = MIN_LIMB_PX,
 ) -> dict[str, np.ndarray]:
     """Per-pose indicator arrays of one predictor (see the module docstring).
 
@@ -67,11 +75,15 @@ def structure_scores(
     paired = [(a, b) for a, b in skeleton.edges if a in own and b in own]
     both_counted = counted[:, parent] & counted[:, child]  # (N, E)
     return {
-        "correct": correct, "counted": counted, "visible": gt[..., 2] == 2, "own": np.asarray(own),
+        "correct": correct,
+        "counted": counted,
+        "visible": gt[..., 2] == 2,
+        "own": np.asarray(own),
         "swap": swap[:, own] & counted[:, own],
         "swap_strict": (d_own > radius) & (d_partner <= radius) & counted[:, own],
         "mixed_swap": swap[:, [a for a, _ in paired]] != swap[:, [b for _, b in paired]],  # (N, L)
-        "bad_limb": (ratio > 2.0) | (ratio < 0.5), "limb_scored": (gt_len >= min_limb) & both_counted,
+        "bad_limb": (ratio > 2.0) | (ratio < 0.5),
+        "limb_scored": (gt_len >= min_limb) & both_counted,
     }
 
 
@@ -100,7 +112,8 @@ def summarise(scores: Mapping[str, np.ndarray], base: Optional[Mapping[str, np.n
     if base is not None:
         wrong, right = counted & ~base["correct"], counted & base["correct"]
         out |= {
-            "fixed": _rate(s["correct"], wrong), "broken": _rate(~s["correct"], right),
+            "fixed": _rate(s["correct"], wrong),
+            "broken": _rate(~s["correct"], right),
             "fixed_occluded": _rate(s["correct"], wrong & ~visible),
             "broken_occluded": _rate(~s["correct"], right & ~visible),
         }
@@ -108,8 +121,12 @@ def summarise(scores: Mapping[str, np.ndarray], base: Optional[Mapping[str, np.n
 
 
 def paired_bootstrap(
-    statistic: Callable[[np.ndarray], Union[float, Mapping[str, float]]], n: int, *, resamples: int = 1000,
-    seed: int = 0, level: float = 0.95,
+    statistic: Callable[[np.ndarray], Union[float, Mapping[str, float]]],
+    n: int,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> Union[list[float], dict[str, list[float]]]:
     """Percentile interval(s) ``[low, high]`` of ``statistic(idx)`` over ``resamples`` draws of ``n``
     indices with replacement (the same draw for every predictor the statistic compares: paired).
@@ -120,8 +137,10 @@ def paired_bootstrap(
     draws = [statistic(rng.integers(0, n, n)) for _ in range(resamples)]
     tail = 100 * (1 - level) / 2
     if isinstance(draws[0], Mapping):
-        return {k: [float(np.nanpercentile([d[k] for d in draws], tail)),
-                    float(np.nanpercentile([d[k] for d in draws], 100 - tail))] for k in draws[0]}
+        return {
+            k: [float(np.nanpercentile([d[k] for d in draws], tail)), float(np.nanpercentile([d[k] for d in draws], 100 - tail))]
+            for k in draws[0]
+        }
     return [float(np.nanpercentile(draws, tail)), float(np.nanpercentile(draws, 100 - tail))]
 
 
@@ -131,7 +150,12 @@ def _pooled(correct: np.ndarray, counted: np.ndarray) -> float:
 
 
 def pck_gain(
-    correct: np.ndarray, base_correct: np.ndarray, counted: np.ndarray, *, resamples: int = 1000, seed: int = 0,
+    correct: np.ndarray,
+    base_correct: np.ndarray,
+    counted: np.ndarray,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, Any]:
     """Pooled PCK of a predictor minus a baseline's on the same poses, with a paired bootstrap interval.
@@ -140,8 +164,7 @@ def pck_gain(
     """
     correct, base_correct, counted = (np.asarray(a, bool) for a in (correct, base_correct, counted))
     if not correct.shape == base_correct.shape == counted.shape or correct.ndim != 2:
-        raise ValueError(f"pck_gain: expected three (N, K) arrays of one shape, got "
-                         f"{correct.shape}, {base_correct.shape}, {counted.shape}")
+        raise ValueError(f"pck_gain: expected three (N, K) arrays of one shape, got {correct.shape}, {base_correct.shape}, {counted.shape}")
 
     def gain(idx: np.ndarray) -> float:
         return _pooled(correct[idx], counted[idx]) - _pooled(base_correct[idx], counted[idx])
@@ -151,7 +174,11 @@ def pck_gain(
 
 
 def bootstrap_deltas(
-    scores: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], *, resamples: int = 1000, seed: int = 0,
+    scores: Mapping[str, np.ndarray],
+    base: Mapping[str, np.ndarray],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> dict[str, list[float]]:
     """95% paired bootstrap intervals of ``summarise(scores) - summarise(base)`` for each of :data:`RATES`."""
     n = len(scores["correct"])

@@ -9,6 +9,7 @@ Shape legend: N poses evaluated, K joints.
 Every form takes ``--format png|pdf|svg`` and ``--style screen|paper|paper-wide``. Figures are drawn
 headless (Agg); matplotlib is imported only when the command runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,24 +28,44 @@ STYLE_NAMES = ("screen", "paper", "paper-wide")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``crfpose viz``."""
-    parser.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
-                        help="a checkpoint written by 'crfpose train': draws overlays (ground truth, CNN, CNN + CRF), "
-                             "heatmaps vs marginals, pairwise kernels, the deformation model, CRF samples, PCK curves "
-                             "and per-joint bars (and the training curves when log.jsonl lies beside it)")
+    parser.add_argument(
+        "checkpoint",
+        nargs="?",
+        metavar="CHECKPOINT",
+        help="a checkpoint written by 'crfpose train': draws overlays (ground truth, CNN, CNN + CRF), "
+        "heatmaps vs marginals, pairwise kernels, the deformation model, CRF samples, PCK curves "
+        "and per-joint bars (and the training curves when log.jsonl lies beside it)",
+    )
     parser.add_argument("--data", choices=CHOICES["data.name"], help="dataset name (with CHECKPOINT)")
     parser.add_argument("--split", help="dataset split; default: the config's validation options")
-    parser.add_argument("--set", dest="options", action="append", default=[], metavar="key=value",
-                        help="dataset option (repeatable), value parsed as YAML, e.g. --set root=/data/lsp")
-    parser.add_argument("--num", type=int, default=4, metavar="N",
-                        help="images in the overlay gallery (those where CNN and CNN + CRF differ most); default 4")
+    parser.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="key=value",
+        help="dataset option (repeatable), value parsed as YAML, e.g. --set root=/data/lsp",
+    )
+    parser.add_argument(
+        "--num",
+        type=int,
+        default=4,
+        metavar="N",
+        help="images in the overlay gallery (those where CNN and CNN + CRF differ most); default 4",
+    )
     parser.add_argument("--limit", type=int, metavar="M", help="evaluate only the first M poses (default: all)")
     parser.add_argument("--log", metavar="LOG", help="a run's log.jsonl: draws loss, learning rate and validation PCK")
-    parser.add_argument("--results", nargs="+", metavar="JSON",
-                        help="result files of 'crfpose eval --out': draws their PCK curves and per-joint bars")
+    parser.add_argument(
+        "--results", nargs="+", metavar="JSON", help="result files of 'crfpose eval --out': draws their PCK curves and per-joint bars"
+    )
     parser.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per --results file; default: file names")
     parser.add_argument("--format", choices=FORMATS, default="png", help="output format; default png")
-    parser.add_argument("--style", choices=STYLE_NAMES, default="screen",
-                        help="figure size and fonts: screen (default), paper (one column), paper-wide (text width)")
+    parser.add_argument(
+        "--style",
+        choices=STYLE_NAMES,
+        default="screen",
+        help="figure size and fonts: screen (default), paper (one column), paper-wide (text width)",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="folder receiving the figures")
 
 
@@ -86,17 +107,20 @@ def checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: str
     e = config.eval
     crf = isinstance(model, PoseCRF)
     decoders = {"CNN": "unary"} | ({"CNN + CRF": e.decoder if e.decoder != "unary" else "marginals"} if crf else {})
-    predictions = {label: predict_dataset(model, dataset, decoder=d, refine=e.refine, batch_size=e.batch_size,
-                                          indices=indices) for label, d in decoders.items()}
-    results = {label: compute_metrics(p, skeleton, alpha=e.alpha, normalizer=e.normalizer, all_joints=e.all_joints)
-               for label, p in predictions.items()}
+    predictions = {
+        label: predict_dataset(model, dataset, decoder=d, refine=e.refine, batch_size=e.batch_size, indices=indices)
+        for label, d in decoders.items()
+    }
+    results = {
+        label: compute_metrics(p, skeleton, alpha=e.alpha, normalizer=e.normalizer, all_joints=e.all_joints)
+        for label, p in predictions.items()
+    }
     gt = next(iter(predictions.values()))["gt"]
     chosen = viz.most_different(gt, {k: p["pred"] for k, p in predictions.items()}, skeleton, min(args.num, len(gt)))
     items = [dataset[int(predictions["CNN"]["index"][i])] for i in chosen]
     crops = [crop_pixels(item["image"], dataset) for item in items]
     affines = [item["meta"]["affine"] for item in items]
-    in_crop = {label: np.stack([affine_points(p["pred"][i], a) for i, a in zip(chosen, affines)])
-               for label, p in predictions.items()}
+    in_crop = {label: np.stack([affine_points(p["pred"][i], a) for i, a in zip(chosen, affines)]) for label, p in predictions.items()}
     gt_crop = np.stack([affine_points(gt[i], a) for i, a in zip(chosen, affines)])
     figures = {
         "overlays": viz.plot_gallery(crops, gt_crop, in_crop, skeleton, num=len(chosen), style=style),
@@ -110,8 +134,7 @@ def checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: str
         marginals = distribution.marginals[0]
         figures |= {
             "heatmaps": viz.plot_heatmaps(crops[0], unary[0], marginals, skeleton, style=style),
-            "heatmaps_top": viz.plot_heatmaps(crops[0], unary[0], marginals, skeleton,
-                                              top=min(4, skeleton.num_joints), style=style),
+            "heatmaps_top": viz.plot_heatmaps(crops[0], unary[0], marginals, skeleton, top=min(4, skeleton.num_joints), style=style),
             "pairwise": viz.plot_pairwise(pairwise, skeleton, style=style),
             "deformation": viz.plot_deformation(pairwise, skeleton, style=style),
             "samples": viz.plot_samples(crops[0], distribution, skeleton, 20, ellipses=True, style=style),

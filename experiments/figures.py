@@ -8,6 +8,7 @@ Shape legend: N test poses, K joints.
 * ``gallery_<a>_vs_<b>.png``: the test images where two results differ most, ground truth and both;
 * ``kernels_<row>.png`` / ``deformation_<row>.png``: a structured row's learned pairwise.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,8 +50,10 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
     focus = [n for n in focus if n in names] or [names[0], *[r["name"] for r in results if "gain" in r][-1:]]
     chosen = [r for r in results if r["name"] in focus]
     written = [
-        viz.save(viz.plot_pck_curves([r | {"normalizer": grid.evaluate["normalizer"]} for r in chosen],
-                                     [r["name"] for r in chosen]), out / "pck_curves.png"),
+        viz.save(
+            viz.plot_pck_curves([r | {"normalizer": grid.evaluate["normalizer"]} for r in chosen], [r["name"] for r in chosen]),
+            out / "pck_curves.png",
+        ),
         viz.save(viz.plot_joint_pck([_fractions(r) for r in chosen], [r["name"] for r in chosen]), out / "joint_pck.png"),
     ]
     if len(focus) >= 2:
@@ -58,9 +61,13 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
         dataset = test_set()
         skeleton = dataset.skeleton
         pick = viz.most_different(a["gt"], {focus[0]: a["pred"], focus[1]: b["pred"]}, skeleton, gallery)
-        figure = viz.plot_gallery(_images(dataset, [int(a["index"][i]) for i in pick]), a["gt"][pick],
-                                  {focus[0]: a["pred"][pick, :, :2], focus[1]: b["pred"][pick, :, :2]}, skeleton,
-                                  num=len(pick))
+        figure = viz.plot_gallery(
+            _images(dataset, [int(a["index"][i]) for i in pick]),
+            a["gt"][pick],
+            {focus[0]: a["pred"][pick, :, :2], focus[1]: b["pred"][pick, :, :2]},
+            skeleton,
+            num=len(pick),
+        )
         written.append(viz.save(figure, out / f"gallery_{_slug(focus[0])}_vs_{_slug(focus[1])}.png", dpi=GALLERY_DPI))
     for row in dict.fromkeys(r["row"] for r in chosen):  # a row's kernels once, whatever its decoders
         model, config = engine.load_model(grid.folder(row) / "last.pt")

@@ -32,6 +32,7 @@ training epochs and seconds of its row plus those of the rows it starts ``from``
 looks at the test set: every row is evaluated at its ``last.pt`` (a fixed budget); the configs'
 validation split drives the stall warning and, where a row asks for it, the CRF's calibration.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,8 +97,15 @@ class Grid:
         return self.output / name
 
 
-EVALUATE_DEFAULTS = {"flip": True, "alpha": 0.2, "normalizer": "torso", "all_joints": True, "bootstrap": 1000,
-                     "batch_size": 64, "focus": []}  # focus: results drawn per joint and in the gallery
+EVALUATE_DEFAULTS = {
+    "flip": True,
+    "alpha": 0.2,
+    "normalizer": "torso",
+    "all_joints": True,
+    "bootstrap": 1000,
+    "batch_size": 64,
+    "focus": [],
+}  # focus: results drawn per joint and in the gallery
 ROW_KEYS = {"name", "set", "decoders", "from", "baseline", "also", "note"}
 
 
@@ -120,8 +128,17 @@ def load_grid(path: str | os.PathLike, variant: Optional[str] = None, overrides:
         unknown = set(item) - ROW_KEYS if isinstance(item, dict) else {"<not a mapping>"}
         if unknown or "name" not in item:
             raise ValueError(f"{path}: rows[{i}]: expected keys {sorted(ROW_KEYS)} with a name, got {item!r}")
-        rows.append(Row(item["name"], list(item.get("set", [])), list(item.get("decoders", ["marginals"])),
-                        item.get("from"), item.get("baseline"), list(item.get("also", [])), item.get("note", "")))
+        rows.append(
+            Row(
+                item["name"],
+                list(item.get("set", [])),
+                list(item.get("decoders", ["marginals"])),
+                item.get("from"),
+                item.get("baseline"),
+                list(item.get("also", [])),
+                item.get("note", ""),
+            )
+        )
     if chosen.get("rows"):
         keep = set(chosen["rows"])
         rows = [r for r in rows if r.name in keep]
@@ -135,12 +152,15 @@ def load_grid(path: str | os.PathLike, variant: Optional[str] = None, overrides:
     base = data.get("base")
     output = Path(data.get("output", f"runs/{path.stem}")) / (variant or "main")
     return Grid(
-        name=data.get("name", path.stem), path=path,
+        name=data.get("name", path.stem),
+        path=path,
         output=output,
         report=Path(data.get("report", output / "report")) if variant is None else output / "report",
         base=(path.parent / base) if base else None,
-        set=list(data.get("set", [])), late=[*chosen.get("set", []), *overrides],
-        test=dict(data.get("test") or {}), evaluate=EVALUATE_DEFAULTS | dict(data.get("evaluate") or {}),
+        set=list(data.get("set", [])),
+        late=[*chosen.get("set", []), *overrides],
+        test=dict(data.get("test") or {}),
+        evaluate=EVALUATE_DEFAULTS | dict(data.get("evaluate") or {}),
         rows=rows,
     )
 
@@ -198,12 +218,16 @@ def score(p: dict, skeleton, e: dict) -> dict:
     pck = metrics.pck(p["pred"], p["gt"], e["alpha"], e["normalizer"], **kw, **boxes)
     curve = metrics.pck_curve(p["pred"], p["gt"], normalizer=e["normalizer"], **kw, **boxes)
     pcp = metrics.pcp(p["pred"], p["gt"], **kw)
-    rates = summarise(structure_scores(p["pred"], p["gt"], skeleton, alpha=e["alpha"], normalizer=e["normalizer"],
-                                       all_joints=e["all_joints"], **boxes))
+    rates = summarise(
+        structure_scores(p["pred"], p["gt"], skeleton, alpha=e["alpha"], normalizer=e["normalizer"], all_joints=e["all_joints"], **boxes)
+    )
     return {
-        "pck": pck.mean, "pck_per_joint": dict(zip(skeleton.joints, pck.per_item.tolist())), "auc": curve.auc,
+        "pck": pck.mean,
+        "pck_per_joint": dict(zip(skeleton.joints, pck.per_item.tolist())),
+        "auc": curve.auc,
         "pck_curve": {"alphas": curve.alphas.tolist(), "mean": curve.mean.tolist()},
-        "pcp": pcp.mean, "epe": metrics.epe(p["pred"], p["gt"], all_joints=e["all_joints"]).mean,
+        "pcp": pcp.mean,
+        "epe": metrics.epe(p["pred"], p["gt"], all_joints=e["all_joints"]).mean,
         "structure": {k: rates[k] for k in RATES if k != "pck"} | {"swap_rate_occluded": rates["swap_rate_occluded"]},
     }
 
@@ -237,16 +261,27 @@ def collect(grid: Grid) -> list[dict]:
         if row.name not in raw:
             continue
         family = [row, *_ancestors(grid, row)]
-        budget = {"epochs": sum(raw[r.name]["epochs"] for r in family if r.name in raw),
-                  "seconds": round(sum(raw[r.name]["seconds"] for r in family if r.name in raw), 1)}
+        budget = {
+            "epochs": sum(raw[r.name]["epochs"] for r in family if r.name in raw),
+            "seconds": round(sum(raw[r.name]["seconds"] for r in family if r.name in raw), 1),
+        }
         skeleton = get_skeleton(raw[row.name]["config"]["skeleton"])
         for decoder, m in raw[row.name]["decoders"].items():
             name = f"{row.name}/{decoder}"
-            out = {"name": name, "row": row.name, "decoder": decoder, "pck": 100 * m["pck"], "auc": 100 * m["auc"],
-                   "pcp": 100 * m["pcp"], "epe": m["epe"], "budget": budget,
-                   "pck_per_joint": {j: 100 * v for j, v in m["pck_per_joint"].items()},
-                   "structure": {k: 100 * v for k, v in m["structure"].items()},
-                   "pck_curve": m["pck_curve"], "note": row.note}
+            out = {
+                "name": name,
+                "row": row.name,
+                "decoder": decoder,
+                "pck": 100 * m["pck"],
+                "auc": 100 * m["auc"],
+                "pcp": 100 * m["pcp"],
+                "epe": m["epe"],
+                "budget": budget,
+                "pck_per_joint": {j: 100 * v for j, v in m["pck_per_joint"].items()},
+                "structure": {k: 100 * v for k, v in m["structure"].items()},
+                "pck_curve": m["pck_curve"],
+                "note": row.note,
+            }
             if row.baseline and row.baseline.split("/")[0] in raw:
                 gain = _gain(grid, name, row.baseline, skeleton)
                 out |= {"baseline": row.baseline, "gain": gain["gain"], "ci": gain["ci"]}
@@ -273,8 +308,7 @@ def _gain(grid: Grid, name: str, baseline: str, skeleton) -> dict:
 
 def format_table(results: list[dict]) -> str:
     """The results as a Markdown table (PCK@alpha, AUC, PCP, structural error rates, budget, gain)."""
-    head = ("| result | PCK | AUC | PCP | L/R swap | mixed swap | bad limb | PCK occ | epochs | train s "
-            "| vs | gain [95% CI] |")
+    head = "| result | PCK | AUC | PCP | L/R swap | mixed swap | bad limb | PCK occ | epochs | train s | vs | gain [95% CI] |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         s = r["structure"]
@@ -302,8 +336,9 @@ def write_report(grid: Grid, results: list[dict]) -> None:
     grid.report.mkdir(parents=True, exist_ok=True)
     if results:
         config = from_dict(json.loads((grid.folder(results[0]["row"]) / "result.json").read_text())["config"])
-        figures.draw(grid, results, lambda name: _load_predictions(grid, name), lambda: _test_set(grid, config),
-                     focus=grid.evaluate.get("focus", ()))
+        figures.draw(
+            grid, results, lambda name: _load_predictions(grid, name), lambda: _test_set(grid, config), focus=grid.evaluate.get("focus", ())
+        )
     atomic_write(grid.report / "results.json", lambda f: json.dump(results, f, indent=1))
     text = f"# {grid.name}: results\n\n{format_table(results)}\n\n## PCK per joint\n\n{format_joints(results)}\n"
     atomic_write(grid.report / "results.md", lambda f: f.write(text))
@@ -342,8 +377,9 @@ def run_grid(grid: Grid, jobs: int = 1, rows: Optional[Sequence[str]] = None, ar
                 grid.folder(row.name).mkdir(parents=True, exist_ok=True)
                 log = open(grid.folder(row.name) / "row.log", "a")
                 print(f"[{grid.name}] row {row.name} (log: {log.name})", file=sys.stderr, flush=True)
-                running[row.name] = subprocess.Popen([sys.executable, "-m", "experiments.run", *argv, "--row", row.name],
-                                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[row.name] = subprocess.Popen(
+                    [sys.executable, "-m", "experiments.run", *argv, "--row", row.name], stdout=log, stderr=subprocess.STDOUT, env=env
+                )
                 pending.remove(row)
             time.sleep(2)
     results = collect(grid)

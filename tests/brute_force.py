@@ -2,6 +2,7 @@
 
 Shape legend: B batch, K joints, E edges, H x W grid, S = (H W)^K poses.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -65,7 +66,12 @@ def brute_force(unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton)
         edge[:, e].view(b, -1).index_add_(1, flat, prob[:, inside])
     entropy = -torch.where(prob > 0, prob * torch.log(prob), torch.zeros_like(prob)).sum(dim=1)
     return {
-        "log_z": log_z, "marginals": marginals, "edge_marginals": edge,
-        "map": poses[scores.argmax(dim=1)], "map_score": scores.max(dim=1).values,
-        "entropy": entropy, "poses": poses, "scores": scores,
+        "log_z": log_z,
+        "marginals": marginals,
+        "edge_marginals": edge,
+        "map": poses[scores.argmax(dim=1)],
+        "map_score": scores.max(dim=1).values,
+        "entropy": entropy,
+        "poses": poses,
+        "scores": scores,
     }

@@ -1,4 +1,5 @@
 """Shared fixtures: paths to the real data sets beside the checkout (tests skip when absent)."""
+
 from pathlib import Path
 
 import pytest

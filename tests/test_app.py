@@ -1,5 +1,6 @@
 """``crfpose app``: the Gradio page's prediction endpoint through gradio_client, and the page itself
 in a real browser (Playwright driving Debian's Chromium), against a server on a free loopback port."""
+
 import json
 import os
 import socket
@@ -60,7 +61,8 @@ def test_predict_endpoint_returns_what_the_predictor_gives(server, checkpoint, p
     client = gradio_client.Client(server, verbose=False)
     for label, decoder in (("CRF marginals", "marginals"), ("CRF MAP", "map"), ("CNN alone", "unary")):
         overlay, marginals, record, download, message = client.predict(
-            gradio_client.handle_file(str(photo)), None, label, 0.0, api_name="/predict")
+            gradio_client.handle_file(str(photo)), None, label, 0.0, api_name="/predict"
+        )
         expected = Predictor.from_checkpoint(checkpoint, device="cpu", decoder=decoder)(str(photo))
         assert record["decoder"] == decoder and record["image_size"] == [90, 120]
         (person,) = record["instances"]
@@ -78,8 +80,7 @@ def test_predict_endpoint_returns_what_the_predictor_gives(server, checkpoint, p
 
 def test_threshold_counts_the_joints_drawn(server, photo):
     client = gradio_client.Client(server, verbose=False)
-    *_, record, _, message = client.predict(gradio_client.handle_file(str(photo)), None, "CRF marginals", 0.5,
-                                            api_name="/predict")
+    *_, record, _, message = client.predict(gradio_client.handle_file(str(photo)), None, "CRF marginals", 0.5, api_name="/predict")
     shown = int((np.array(record["instances"][0]["keypoint_scores"]) >= 0.5).sum())
     assert f"{shown} of {K} joints" in message
 
@@ -89,7 +90,8 @@ def test_a_file_that_is_not_an_image_gets_a_message(server, tmp_path):
     fake = tmp_path / "holiday.png"
     fake.write_text("not a picture")
     overlay, marginals, record, download, message = client.predict(
-        gradio_client.handle_file(str(fake)), None, "CRF marginals", 0.3, api_name="/predict")
+        gradio_client.handle_file(str(fake)), None, "CRF marginals", 0.3, api_name="/predict"
+    )
     assert (overlay, marginals, record, download) == (None, None, None, None)
     assert "holiday.png" in message and "not an image" in message
     text = tmp_path / "notes.txt"
@@ -112,9 +114,10 @@ def test_the_page_in_a_real_browser(server, photo, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     requested = []
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
         try:
             page = browser.new_page()
             page.on("request", lambda request: requested.append(request.url))

@@ -1,4 +1,5 @@
 """Linear-chain baseline (pytorch-crf) against brute-force enumeration and hand-computed fixtures."""
+
 import itertools
 
 import pytest
@@ -80,11 +81,14 @@ def test_partial_nll_marginalises_unlabelled_joints():
     torch.manual_seed(1)
     model = ChainCRF(FORK, height=3, width=4, cell=2).double()
     unary = torch.randn(3, 3, 3, 4, dtype=torch.float64)
-    keypoints = torch.tensor([
-        [[0.2, 0.4, 2], [3.0, 2.0, 2], [2.6, 1.1, 1]],  # all labelled: cells (0,0), (1,1), (1,0)
-        [[0.0, 0.0, 0], [1.0, 2.0, 2], [9.0, 9.0, 2]],  # joint 0 unlabelled, joint 2 off the grid
-        [[0.0, 0.0, 0], [0.0, 0.0, 0], [0.0, 0.0, 0]],  # nothing labelled: loss 0
-    ], dtype=torch.float64)
+    keypoints = torch.tensor(
+        [
+            [[0.2, 0.4, 2], [3.0, 2.0, 2], [2.6, 1.1, 1]],  # all labelled: cells (0,0), (1,1), (1,0)
+            [[0.0, 0.0, 0], [1.0, 2.0, 2], [9.0, 9.0, 2]],  # joint 0 unlabelled, joint 2 off the grid
+            [[0.0, 0.0, 0], [0.0, 0.0, 0], [0.0, 0.0, 0]],  # nothing labelled: loss 0
+        ],
+        dtype=torch.float64,
+    )
     loss = model(unary, keypoints)
     with torch.no_grad():
         seqs, scores = _chain_brute(model, model.emissions(unary))
@@ -141,11 +145,12 @@ def test_decode_returns_skeleton_order_on_a_tree():
         (lambda: kernel_transitions(torch.zeros(2, 2), 3, 3), r"kernel must have shape \(2R\+1, 2R\+1\)"),
         (lambda: kernel_transitions(torch.zeros(3, 3), 0, 3), "height and width must be >= 1"),
         (lambda: ChainCRF(FORK, 2, 2).emissions(torch.zeros(1, 3, 2, 3)), r"unary must have shape \(B, 3, 2, 2\)"),
-        (lambda: ChainCRF(FORK, 2, 2)(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 3)),
-         r"keypoints must have shape \(B, 3, 3\)"),
+        (lambda: ChainCRF(FORK, 2, 2)(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 3)), r"keypoints must have shape \(B, 3, 3\)"),
         (lambda: ChainCRF(FORK, 2, 2)(torch.zeros(1, 3, 2, 2), torch.zeros(2, 3, 3)), "batch size 1"),
-        (lambda: ChainCRF(FORK, 2, 2).log_prob(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 3, dtype=torch.long)),
-         r"cells must have shape \(1, 3, 2\)"),
+        (
+            lambda: ChainCRF(FORK, 2, 2).log_prob(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 3, dtype=torch.long)),
+            r"cells must have shape \(1, 3, 2\)",
+        ),
     ],
 )
 def test_invalid_arguments_raise_value_error(build, match):

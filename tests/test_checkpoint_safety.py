@@ -1,5 +1,6 @@
 """Checkpoints are read with ``weights_only=True``: a pickle that carries code is refused without
 running it, and files that are not crfpose checkpoints give one line naming the file and the problem."""
+
 import os
 
 import pytest
@@ -42,12 +43,15 @@ def test_a_pickle_carrying_code_is_refused_and_never_run(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("text", "not a torch file"),
-    ("truncated", "not a readable torch file, truncated or corrupt"),
-    ("tensor", r"not a crfpose checkpoint \(expected a dict with 'model' and 'config', got a Tensor\)"),
-    ("other dict", r"not a crfpose checkpoint \(expected a dict with 'model' and 'config', got a dict with keys \['a'\]\)"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("text", "not a torch file"),
+        ("truncated", "not a readable torch file, truncated or corrupt"),
+        ("tensor", r"not a crfpose checkpoint \(expected a dict with 'model' and 'config', got a Tensor\)"),
+        ("other dict", r"not a crfpose checkpoint \(expected a dict with 'model' and 'config', got a dict with keys \['a'\]\)"),
+    ],
+)
 def test_a_file_that_is_not_a_checkpoint_gives_one_line_naming_it(tmp_path, kind, message):
     path = tmp_path / "model.pt"
     if kind == "text":

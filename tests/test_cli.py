@@ -1,4 +1,5 @@
 """The crfpose command line: --help, a tiny train and eval through main(), errors as exit status 2."""
+
 import json
 import subprocess
 import sys
@@ -29,12 +30,22 @@ def test_help_explains_every_option(command, capsys):
 
 @pytest.fixture
 def tiny_config(tmp_path):
-    config = load_config(None, [
-        "train.mode=separate", f"output_dir={tmp_path / 'run'}", "model.options={width: 8, depth: 1}",
-        "data.train={length: 8, seed: 0}", "data.val={length: 4, seed: 1}", "data.input_size=[32, 32]",
-        "data.heatmap_size=[8, 8]", "crf.radius=3", "train.batch_size=4", "train.stage1_epochs=1",
-        "train.stage2_epochs=1",
-    ])
+    config = load_config(
+        None,
+        [
+            "train.mode=separate",
+            f"output_dir={tmp_path / 'run'}",
+            "model.options={width: 8, depth: 1}",
+            "data.train={length: 8, seed: 0}",
+            "data.val={length: 4, seed: 1}",
+            "data.input_size=[32, 32]",
+            "data.heatmap_size=[8, 8]",
+            "crf.radius=3",
+            "train.batch_size=4",
+            "train.stage1_epochs=1",
+            "train.stage2_epochs=1",
+        ],
+    )
     return save_config(config, tmp_path / "tiny.yaml")
 
 
@@ -44,8 +55,24 @@ def test_train_then_eval(tiny_config, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["last"].endswith("last.pt") and 0 <= summary["best_pck"] <= 1
     out = tmp_path / "results.json"
-    assert main(["eval", str(tmp_path / "run" / "best.pt"), "--data", "synthetic", "--set", "length=6",
-                 "--flip", "--decoder", "map", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "run" / "best.pt"),
+                "--data",
+                "synthetic",
+                "--set",
+                "length=6",
+                "--flip",
+                "--decoder",
+                "map",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["num_poses"] == 6 and 0 <= result["pck"] <= 1

@@ -1,4 +1,5 @@
 """Codec: Gaussian targets, sub-pixel decoding, heatmap <-> input coordinates, the HeatmapCodec object."""
+
 import math
 
 import numpy as np
@@ -122,16 +123,21 @@ def test_errors_name_the_argument():
 
 def test_labelled_rule_by_hand():
     # heatmap 4 x 3 (W x H): the grid spans [-0.5, 3.5] x [-0.5, 2.5]
-    kp = torch.tensor([[
-        [1.0, 1.0, 2.0],  # inside
-        [1.0, 1.0, 0.0],  # v = 0
-        [float("nan"), float("nan"), 0.0],  # v = 0 at NaN: not labelled, no error
-        [-0.5, -0.5, 1.0],  # on the -0.5 corner: inside
-        [3.5, 2.5, 1.0],  # on the far border: inside
-        [-0.51, 1.0, 1.0],  # just left of the grid
-        [1.0, 2.51, 1.0],  # just below it
-        [4.0, 1.0, 2.0],  # right of it
-    ]], dtype=torch.float64)
+    kp = torch.tensor(
+        [
+            [
+                [1.0, 1.0, 2.0],  # inside
+                [1.0, 1.0, 0.0],  # v = 0
+                [float("nan"), float("nan"), 0.0],  # v = 0 at NaN: not labelled, no error
+                [-0.5, -0.5, 1.0],  # on the -0.5 corner: inside
+                [3.5, 2.5, 1.0],  # on the far border: inside
+                [-0.51, 1.0, 1.0],  # just left of the grid
+                [1.0, 2.51, 1.0],  # just below it
+                [4.0, 1.0, 2.0],  # right of it
+            ]
+        ],
+        dtype=torch.float64,
+    )
     expected = [[True, False, False, True, True, False, False, False]]
     mask = labelled(kp, (4, 3))
     assert mask.dtype == torch.bool and mask.tolist() == expected

@@ -1,4 +1,5 @@
 """Config: YAML round trip, overrides, and the errors that name the key."""
+
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,9 @@ def test_defaults_round_trip_through_yaml(tmp_path):
 def test_overrides_parse_yaml_values_and_extend_option_dicts(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"train": {"batch_size": 8}, "model": {"name": "cnn", "options": {"width": 8}}}))
-    config = load_config(path, ["model.options.depth=1", "data.train.root=/x", "eval.flip_test=true",
-                                "train.grad_clip=null", "optim.crf_lr=0.5"])
+    config = load_config(
+        path, ["model.options.depth=1", "data.train.root=/x", "eval.flip_test=true", "train.grad_clip=null", "optim.crf_lr=0.5"]
+    )
     assert config.train.batch_size == 8
     assert config.model.options == {"width": 8, "depth": 1}
     assert config.data.train["root"] == "/x" and config.eval.flip_test is True
@@ -31,24 +33,27 @@ def test_overrides_parse_yaml_values_and_extend_option_dicts(tmp_path):
     assert Config().train.batch_size == 32  # defaults untouched
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (["optim.foo=1"], r"optim\.foo: unknown key.*valid keys.*'lr'"),
-    (["nope.lr=1"], r"nope: unknown section.*valid keys"),
-    (["optim.lr=fast"], r"optim\.lr: expected float, got str"),
-    (["train.batch_size=2.5"], r"train\.batch_size: expected int, got float"),
-    (["train.amp=1"], r"train\.amp: expected bool, got int"),
-    (["train.mode=both"], r"train\.mode: expected one of \('unary', 'separate', 'joint'\)"),
-    (["crf.pairwise=spline"], r"crf\.pairwise: expected one of .*'gaussian'"),
-    (["schedule.name=linear"], r"schedule\.name: expected one of \('step', 'cosine'\)"),
-    (["train.epochs=-1"], r"train\.epochs: expected an int >= 0, got -1"),
-    (["train.batch_size=0"], r"train\.batch_size: expected an int >= 1"),
-    (["optim.lr=0"], r"optim\.lr: expected a positive float"),
-    (["crf.radius=-1"], r"crf\.radius: expected an int >= 0, got -1"),
-    (["data.input_size=[64]"], r"data\.input_size: expected \[W, H\]"),
-    (["model=3"], r"model: expected a mapping of ModelConfig"),
-    (["optim.lr"], r"overrides: expected 'key\.sub=value'"),
-    (["model.options={width: 8"], r"model\.options: cannot parse the value of override"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["optim.foo=1"], r"optim\.foo: unknown key.*valid keys.*'lr'"),
+        (["nope.lr=1"], r"nope: unknown section.*valid keys"),
+        (["optim.lr=fast"], r"optim\.lr: expected float, got str"),
+        (["train.batch_size=2.5"], r"train\.batch_size: expected int, got float"),
+        (["train.amp=1"], r"train\.amp: expected bool, got int"),
+        (["train.mode=both"], r"train\.mode: expected one of \('unary', 'separate', 'joint'\)"),
+        (["crf.pairwise=spline"], r"crf\.pairwise: expected one of .*'gaussian'"),
+        (["schedule.name=linear"], r"schedule\.name: expected one of \('step', 'cosine'\)"),
+        (["train.epochs=-1"], r"train\.epochs: expected an int >= 0, got -1"),
+        (["train.batch_size=0"], r"train\.batch_size: expected an int >= 1"),
+        (["optim.lr=0"], r"optim\.lr: expected a positive float"),
+        (["crf.radius=-1"], r"crf\.radius: expected an int >= 0, got -1"),
+        (["data.input_size=[64]"], r"data\.input_size: expected \[W, H\]"),
+        (["model=3"], r"model: expected a mapping of ModelConfig"),
+        (["optim.lr"], r"overrides: expected 'key\.sub=value'"),
+        (["model.options={width: 8"], r"model\.options: cannot parse the value of override"),
+    ],
+)
 def test_bad_values_name_the_key(overrides, match):
     with pytest.raises(ValueError, match=match):
         load_config(None, overrides)

@@ -1,4 +1,5 @@
 """The log-domain correlation primitive and the exactness checks built on it, against brute force."""
+
 from __future__ import annotations
 
 import math
@@ -19,9 +20,12 @@ def brute_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> t
     for m in range(n):
         for i in range(ho):
             for j in range(wo):
-                terms = [x[m, i + a - pad[0], j + b - pad[1]] + k[m, a, b]
-                         for a in range(hk) for b in range(wk)
-                         if 0 <= i + a - pad[0] < hx and 0 <= j + b - pad[1] < wx]
+                terms = [
+                    x[m, i + a - pad[0], j + b - pad[1]] + k[m, a, b]
+                    for a in range(hk)
+                    for b in range(wk)
+                    if 0 <= i + a - pad[0] < hx and 0 <= j + b - pad[1] < wx
+                ]
                 if terms:
                     out[m, i, j] = torch.logsumexp(torch.stack(terms), dim=0)
     return out

@@ -1,5 +1,6 @@
 """TreeCRF's gradient contract: every query gives the brute-force gradient (first and second
 order, float32 and float64, shared and per-image tables, both engines) or raises."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,7 @@ SKELETON = Skeleton("y", ["a", "b", "c"], [1, -1, 1])  # root in the middle
 ENGINES = ("fast", "reference")
 
 
-def problem(per_image: bool, dtype=torch.float64, seed: int = 0, h: int = 2, w: int = 3, radius: int = 1,
-            batch: int = 2):
+def problem(per_image: bool, dtype=torch.float64, seed: int = 0, h: int = 2, w: int = 3, radius: int = 1, batch: int = 2):
     gen = torch.Generator().manual_seed(seed)
     unary = (torch.randn(batch, 3, h, w, generator=gen, dtype=torch.float64) * 1.5).to(dtype).requires_grad_()
     p = 2 * radius + 1
@@ -36,10 +36,11 @@ def crf_query(name: str, engine: str):
     def query(u, p):
         crf = TreeCRF(u, p, SKELETON, engine=engine)
         if name == "log_prob":
-            poses = brute_force(u.detach(), p.detach(), SKELETON)["poses"][POSE_INDEX[:u.shape[0]]]
+            poses = brute_force(u.detach(), p.detach(), SKELETON)["poses"][POSE_INDEX[: u.shape[0]]]
             return crf.log_prob(poses)
         value = getattr(crf, name)
         return value() if name == "entropy" else value
+
     return query
 
 
@@ -54,6 +55,7 @@ def truth_query(name: str):
             prob = torch.exp(scores - truth["log_z"][:, None])
             return truth["log_z"] - (prob * torch.where(torch.isinf(scores), 0.0, scores)).sum(dim=1)
         return truth["log_z" if name == "log_partition" else name]
+
     return query
 
 
@@ -68,6 +70,7 @@ def projected_grad(query, u, p, weights, create_graph=False):
 def fixed_weights(seed: int):
     def weights(out):
         return torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
     return weights
 
 
@@ -90,12 +93,18 @@ def test_second_derivatives_match_brute_force(name, per_image):
     u, p = problem(per_image, seed=7)
     w = fixed_weights(2)
     v = fixed_weights(3)
-    got = projected_grad(lambda a, b: sum((g * v(g)).sum() for g in projected_grad(crf_query(name, "fast"), a, b, w,
-                                                                                    create_graph=True))[None],
-                         u, p, lambda out: torch.ones_like(out))
-    want = projected_grad(lambda a, b: sum((g * v(g)).sum() for g in projected_grad(truth_query(name), a, b, w,
-                                                                                     create_graph=True))[None],
-                          u, p, lambda out: torch.ones_like(out))
+    got = projected_grad(
+        lambda a, b: sum((g * v(g)).sum() for g in projected_grad(crf_query(name, "fast"), a, b, w, create_graph=True))[None],
+        u,
+        p,
+        lambda out: torch.ones_like(out),
+    )
+    want = projected_grad(
+        lambda a, b: sum((g * v(g)).sum() for g in projected_grad(truth_query(name), a, b, w, create_graph=True))[None],
+        u,
+        p,
+        lambda out: torch.ones_like(out),
+    )
     for g, t in zip(got, want):
         assert torch.allclose(g, t, rtol=0, atol=1e-9)
 
@@ -115,8 +124,7 @@ def test_float32_gradients_agree_with_float64(name, per_image):
     u64, p64 = problem(per_image, seed=5, h=3, w=4, radius=2)
     u32, p32 = (t.detach().float().requires_grad_() for t in (u64, p64))
     w = fixed_weights(4)
-    for g32, g64 in zip(projected_grad(crf_query(name, "fast"), u32, p32, w),
-                        projected_grad(crf_query(name, "fast"), u64, p64, w)):
+    for g32, g64 in zip(projected_grad(crf_query(name, "fast"), u32, p32, w), projected_grad(crf_query(name, "fast"), u64, p64, w)):
         assert g32.dtype == torch.float32
         assert torch.allclose(g32.double(), g64, rtol=0, atol=2e-5 * max(1.0, g64.abs().max().item()))
 
@@ -168,7 +176,14 @@ def test_infeasible_elements_raise_in_every_normalised_query(engine):
     assert crf.log_partition[1] == -math.inf and crf.log_partition[0] == pytest.approx(math.log(49))  # 7 x 7 pairs within one cell
     pose = torch.zeros(2, 2, 2, dtype=torch.long)
     assert crf.score(pose)[1] == -math.inf
-    for query in (lambda: crf.marginals, lambda: crf.edge_marginals, lambda: crf.argmax, lambda: crf.mode,
-                  lambda: crf.sample(), lambda: crf.entropy(), lambda: crf.log_prob(pose)):
+    for query in (
+        lambda: crf.marginals,
+        lambda: crf.edge_marginals,
+        lambda: crf.argmax,
+        lambda: crf.mode,
+        lambda: crf.sample(),
+        lambda: crf.entropy(),
+        lambda: crf.log_prob(pose),
+    ):
         with pytest.raises(ValueError, match=r"no pose has a finite score for batch element\(s\) \[1\]"):
             query()

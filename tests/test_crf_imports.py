@@ -1,5 +1,6 @@
 """Import hygiene: ``import crfpose`` and ``import crfpose.crf`` load nothing beyond torch; the
 heavy parts load on first use; ``crfpose.evaluate`` is the module, not the function."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,8 +11,10 @@ HEAVY = ("pycocotools", "scipy", "PIL", "tqdm", "torchcrf", "matplotlib", "cv2",
 
 def new_top_level_modules(statement: str) -> set[str]:
     """Top-level packages that ``statement`` imports on top of ``import torch``, in a fresh interpreter."""
-    code = ("import sys, torch\nbefore = set(sys.modules)\n" + statement + "\n"
-            "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))")
+    code = (
+        "import sys, torch\nbefore = set(sys.modules)\n" + statement + "\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return set(out.split())
 
@@ -35,4 +38,5 @@ def test_evaluate_is_the_module_and_its_function_stays_reachable():
     assert crfpose.evaluate is module
     assert crfpose.evaluate.evaluate is crfpose.evaluate_model
     from crfpose import evaluate
+
     assert evaluate is module

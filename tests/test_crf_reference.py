@@ -1,5 +1,6 @@
 """The reference engine against brute-force enumeration, and the fast engine against the reference
 at COCO17 sizes (32x24 and 64x48) on flat, pose-like and conflicting unaries."""
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,15 @@ from crfpose.crf import reference
 
 
 @settings(max_examples=30, deadline=None, derandomize=True)
-@given(k=st.integers(1, 3), h=st.integers(1, 3), w=st.integers(1, 3), radius=st.integers(0, 3),
-       per_image=st.booleans(), holes=st.booleans(), seed=st.integers(0, 2**31 - 1))
+@given(
+    k=st.integers(1, 3),
+    h=st.integers(1, 3),
+    w=st.integers(1, 3),
+    radius=st.integers(0, 3),
+    per_image=st.booleans(),
+    holes=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_reference_matches_brute_force(k, h, w, radius, per_image, holes, seed):
     gen = torch.Generator().manual_seed(seed)
     skeleton = random_tree(k, gen)
@@ -62,7 +70,7 @@ def coco_unaries(kind: str, h: int, w: int, seed: int) -> torch.Tensor:
 
 def gaussian_table(radius: int, sigma: float) -> torch.Tensor:
     d = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    table = -(d[:, None] ** 2 + d[None, :] ** 2) / (2 * sigma ** 2)
+    table = -(d[:, None] ** 2 + d[None, :] ** 2) / (2 * sigma**2)
     return table.expand(COCO17.num_edges, -1, -1)
 
 
@@ -72,8 +80,9 @@ def test_fast_engine_matches_reference_at_32x24_full_range(kind):
     unary = coco_unaries(kind, h, w, seed=1)
     gen = torch.Generator().manual_seed(2)
     radius = max(h, w) - 1
-    table = gaussian_table(radius, 4.0) + 0.3 * torch.randn(COCO17.num_edges, 2 * radius + 1, 2 * radius + 1,
-                                                            generator=gen, dtype=torch.float64)
+    table = gaussian_table(radius, 4.0) + 0.3 * torch.randn(
+        COCO17.num_edges, 2 * radius + 1, 2 * radius + 1, generator=gen, dtype=torch.float64
+    )
     fast = TreeCRF(unary, table, COCO17)
     node, edge = reference.marginals(unary, table, COCO17)
     assert torch.allclose(fast.log_partition, reference.log_partition(unary, table, COCO17), rtol=0, atol=1e-9)

@@ -1,6 +1,7 @@
 """separable_max_correlate against the brute force max_correlate (values and taps bit for bit, ties
 included), and the MAP pose with Gaussian tables against brute-force enumeration and the
 free-form path."""
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,7 @@ def gaussian(n: int, hk: int, wk: int, gen: torch.Generator, dtype=torch.float64
     """Diagonal-precision Gaussian log-kernels (n, hk, wk) with random means, computed in ``dtype``."""
     a = torch.arange(hk, dtype=torch.float64)[:, None] - hk // 2
     b = torch.arange(wk, dtype=torch.float64)[None, :] - wk // 2
-    py, px = (torch.rand(2, n, 1, 1, generator=gen, dtype=torch.float64) + 0.05)
+    py, px = torch.rand(2, n, 1, 1, generator=gen, dtype=torch.float64) + 0.05
     my, mx = torch.randn(2, n, 1, 1, generator=gen, dtype=torch.float64) * 2
     return (-0.5 * (py * (a - my) ** 2 + px * (b - mx) ** 2)).to(dtype).double()
 

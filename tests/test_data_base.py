@@ -1,4 +1,5 @@
 """Shared dataset machinery: image loading, record checks, skip reporting, batching, the registry."""
+
 import numpy as np
 import pytest
 import torch

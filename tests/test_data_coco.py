@@ -1,4 +1,5 @@
 """COCO-format loader: person count against pycocotools, sample geometry, detections, bad input."""
+
 import contextlib
 import io
 import json
@@ -60,18 +61,28 @@ def test_detections_replace_boxes(coco_mini_root, tmp_path):
 def _tiny_coco(tmp_path, annotations, categories=None, image_size=(40, 30)):
     (tmp_path / "imgs").mkdir(exist_ok=True)
     Image.new("RGB", image_size, (120, 60, 30)).save(tmp_path / "imgs" / "a.jpg")
-    cat = {"id": 1, "name": "person", "keypoints": list(COCO17.joints),
-           "skeleton": [[a + 1, b + 1] for a, b in COCO17.links]}
-    data = {"images": [{"id": 1, "file_name": "a.jpg", "width": image_size[0], "height": image_size[1]}],
-            "annotations": annotations, "categories": categories or [cat]}
+    cat = {"id": 1, "name": "person", "keypoints": list(COCO17.joints), "skeleton": [[a + 1, b + 1] for a, b in COCO17.links]}
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": image_size[0], "height": image_size[1]}],
+        "annotations": annotations,
+        "categories": categories or [cat],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(data))
     return {"ann_file": tmp_path / "ann.json", "image_dir": tmp_path / "imgs"}
 
 
 def _ann(i, **changes):
     kp = [5.0, 5.0, 2.0] * 17
-    ann = {"id": i, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 17,
-           "bbox": [2, 2, 20, 20], "keypoints": kp, "area": 400}
+    ann = {
+        "id": i,
+        "image_id": 1,
+        "category_id": 1,
+        "iscrowd": 0,
+        "num_keypoints": 17,
+        "bbox": [2, 2, 20, 20],
+        "keypoints": kp,
+        "area": 400,
+    }
     ann.update(changes)
     return ann
 

@@ -1,4 +1,5 @@
 """LSP loader: split, visibility convention, sample geometry against joints.mat."""
+
 import numpy as np
 import pytest
 import scipy.io

@@ -1,4 +1,5 @@
 """MPII (HRNet JSON) loader on a fixture written here: conventions, head boxes, bad input."""
+
 import json
 
 import numpy as np
@@ -83,8 +84,14 @@ def test_mpii_errors(tmp_path):
     root = _mpii(tmp_path, {"image": "a.jpg"})
     with pytest.raises(ValueError, match=r"split: .*train\.json must hold a JSON list of MPII records, got dict"):
         MPIIDataset(root)
-    bad = [_record(), _record(joints=[[1.0, 2.0]] * 15), {"image": "a.jpg", "scale": 0.2}, _record(image="gone.jpg"),
-           _record(scale=0.0), _record(center=[900.0, 900.0])]
+    bad = [
+        _record(),
+        _record(joints=[[1.0, 2.0]] * 15),
+        {"image": "a.jpg", "scale": 0.2},
+        _record(image="gone.jpg"),
+        _record(scale=0.0),
+        _record(center=[900.0, 900.0]),
+    ]
     root = _mpii(tmp_path, bad)
     with pytest.raises(ValueError, match=r"train\.json: record 1: malformed MPII record .*\(16, 2\)"):
         MPIIDataset(root)

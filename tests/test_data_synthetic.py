@@ -1,4 +1,5 @@
 """Synthetic figures: determinism, ground truth consistency, occlusion labels, any skeleton."""
+
 import numpy as np
 import pytest
 import torch
@@ -65,7 +66,7 @@ def test_occluder_pixels_cover_occluded_joints():
         for x, y, v in kp.tolist():
             xi, yi = int(round(x)), int(round(y))
             if v == 1 and 2 <= xi <= 125 and 2 <= yi <= 125:
-                patch = image[:, yi - 1:yi + 2, xi - 1:xi + 2].reshape(3, -1)
+                patch = image[:, yi - 1 : yi + 2, xi - 1 : xi + 2].reshape(3, -1)
                 checked += 1
                 uniform += int((patch - patch[:, 4:5]).abs().max() < 0.02)
     assert checked > 10 and uniform >= 0.8 * checked

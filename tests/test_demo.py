@@ -1,5 +1,6 @@
 """``crfpose demo --quick``: the printed tables, summary.json, figures and the saved model agree with
 each other and with an independent evaluation (crfpose.evaluate / crfpose.metrics)."""
+
 import contextlib
 import io
 import json
@@ -19,8 +20,7 @@ from crfpose.evaluate import evaluate
 from crfpose.models.pose_crf import PoseCRF
 from crfpose.skeletons import LSP14
 
-FIGURES = ("overlays", "heatmaps", "heatmaps_top", "pairwise", "deformation", "samples", "pck_curves", "joint_pck",
-           "training")
+FIGURES = ("overlays", "heatmaps", "heatmaps_top", "pairwise", "deformation", "samples", "pck_curves", "joint_pck", "training")
 CELL = re.compile(r"^([\d.]+) \(([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]\)$")
 
 
@@ -39,7 +39,7 @@ def _table(text: str, header_start: str) -> dict[str, list[str]]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
     rows = {}
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -73,8 +73,7 @@ def test_quick_demo_prints_what_summary_json_holds(quick_run):
         assert cells == [_pct(rows[c]["pck_per_joint"][joint]) for c in columns]
     # structured errors: levels, changes against the CNN alone and their bootstrap intervals
     structured = _table(printed, "| row |")
-    assert structured["CNN alone"][:4] == [_pct(rows["cnn/unary"][k]) for k in
-                                           ("pck", "pck_occluded", "mixed_swap", "implausible_limbs")]
+    assert structured["CNN alone"][:4] == [_pct(rows["cnn/unary"][k]) for k in ("pck", "pck_occluded", "mixed_swap", "implausible_limbs")]
     for name, label in zip(CRF_ROWS, ("separate marginals", "separate MAP", "joint marginals", "joint MAP")):
         cells = structured[label]
         for cell, key in zip(cells, ("pck", "pck_occluded", "mixed_swap", "implausible_limbs")):
@@ -98,8 +97,14 @@ def test_quick_demo_numbers_agree_with_an_independent_evaluation(quick_run):
     model, config = load_model(out / "model.pt")
     assert isinstance(model, PoseCRF) and config.train.mode == "joint"
     d = config.data
-    test = SyntheticDataset(LSP14, length=BUDGETS["synthetic-quick"].test_length, seed=TEST_SEED,
-                            input_size=d.input_size, heatmap_size=d.heatmap_size, sigma=d.sigma)
+    test = SyntheticDataset(
+        LSP14,
+        length=BUDGETS["synthetic-quick"].test_length,
+        seed=TEST_SEED,
+        input_size=d.input_size,
+        heatmap_size=d.heatmap_size,
+        sigma=d.sigma,
+    )
     for decoder in ("marginals", "map", "unary"):
         result = evaluate(model, test, decoder=decoder, normalizer="bbox", all_joints=True)
         assert result["pck"] == pytest.approx(rows[f"joint/{decoder}"]["pck"], abs=1e-12)

@@ -1,5 +1,6 @@
 """Training engine on tiny synthetic configs: each mode lowers its loss, separate stage 2 leaves the
 backbone bit-identical, resume is exact, a NaN loss stops the run and keeps the last good checkpoint."""
+
 import json
 import math
 
@@ -16,31 +17,47 @@ from crfpose.models import ChainPoseCRF, PoseCRF
 
 def tiny(tmp_path, mode, *extra):
     """A config that trains in well under a second per epoch: 16 synthetic 32x32 figures, 8x8 grid."""
-    return load_config(None, [
-        f"train.mode={mode}", f"output_dir={tmp_path}", "model.options={width: 8, depth: 1}",
-        "data.train={length: 16, seed: 0}", "data.val={length: 8, seed: 1}", "data.input_size=[32, 32]",
-        "data.heatmap_size=[8, 8]", "crf.radius=3", "train.batch_size=8", "train.epochs=2",
-        "train.stage1_epochs=1", "train.stage2_epochs=1", "optim.lr=1e-2", "schedule.warmup_epochs=0.5",
-        f"eval.decoder={'unary' if mode == 'unary' else 'marginals'}", *extra,
-    ])
+    return load_config(
+        None,
+        [
+            f"train.mode={mode}",
+            f"output_dir={tmp_path}",
+            "model.options={width: 8, depth: 1}",
+            "data.train={length: 16, seed: 0}",
+            "data.val={length: 8, seed: 1}",
+            "data.input_size=[32, 32]",
+            "data.heatmap_size=[8, 8]",
+            "crf.radius=3",
+            "train.batch_size=8",
+            "train.epochs=2",
+            "train.stage1_epochs=1",
+            "train.stage2_epochs=1",
+            "optim.lr=1e-2",
+            "schedule.warmup_epochs=0.5",
+            f"eval.decoder={'unary' if mode == 'unary' else 'marginals'}",
+            *extra,
+        ],
+    )
 
 
 def weights(path):
     return load_checkpoint(path)["model"]
 
 
-@pytest.mark.parametrize("mode, extra", [
-    ("unary", ["train.epochs=4"]),
-    ("separate", ["train.stage1_epochs=4", "train.stage2_epochs=4", "optim.crf_lr=0.1"]),
-    ("joint", ["train.epochs=4", "train.mse_weight=10.0", "train.grad_clip=5.0"]),
-])
+@pytest.mark.parametrize(
+    "mode, extra",
+    [
+        ("unary", ["train.epochs=4"]),
+        ("separate", ["train.stage1_epochs=4", "train.stage2_epochs=4", "optim.crf_lr=0.1"]),
+        ("joint", ["train.epochs=4", "train.mse_weight=10.0", "train.grad_clip=5.0"]),
+    ],
+)
 def test_each_mode_lowers_its_loss(tmp_path, mode, extra):
     result = train(tiny(tmp_path, mode, *extra))
     for stage in {r["stage"] for r in result["history"]}:
         losses = [r["loss"] for r in result["history"] if r["stage"] == stage]
         assert losses[-1] < losses[0], (stage, losses)
-    assert [r["stage"] for r in result["history"]] == [s.name for s in plan_stages(tiny(tmp_path, mode, *extra))
-                                                       for _ in range(s.epochs)]
+    assert [r["stage"] for r in result["history"]] == [s.name for s in plan_stages(tiny(tmp_path, mode, *extra)) for _ in range(s.epochs)]
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in log] == [r["loss"] for r in result["history"]]
     assert all("val" in r and 0 <= r["val"]["pck"] <= 1 for r in log)
@@ -134,8 +151,7 @@ def test_joint_can_start_from_a_unary_checkpoint(tmp_path):
 
 def test_unary_can_continue_from_a_crf_checkpoint_backbone(tmp_path):
     first = train(tiny(tmp_path / "a", "separate"))
-    result = train(tiny(tmp_path / "b", "unary", "train.epochs=1", f"train.init_checkpoint={first['last']}",
-                        "optim.lr=1e-12"))
+    result = train(tiny(tmp_path / "b", "unary", "train.epochs=1", f"train.init_checkpoint={first['last']}", "optim.lr=1e-12"))
     before, after = load_checkpoint(first["last"])["model"], load_checkpoint(result["last"])["model"]
     key = "final_layer.weight"
     assert torch.allclose(before["backbone." + key], after[key], atol=1e-8)  # loaded, then (almost) not moved
@@ -170,8 +186,11 @@ def test_errors(tmp_path):
         train({"train": {}})
     with pytest.raises(ValueError, match="checkpoint: file not found"):
         load_checkpoint(tmp_path / "none.pt")
-    with pytest.raises(ValueError, match=r"data\.train: unknown option 'lenght'; valid options of dataset "
-                                         r"'synthetic': \[.*'length', 'seed'"):
+    with pytest.raises(
+        ValueError,
+        match=r"data\.train: unknown option 'lenght'; valid options of dataset "
+        r"'synthetic': \[.*'length', 'seed'",
+    ):
         train(tiny(tmp_path, "unary", "data.train.lenght=1"))
     train(tiny(tmp_path / "u", "unary", "train.epochs=1"))
     with pytest.raises(ValueError, match="resume: checkpoint is a 'unary' run, config.train.mode is 'joint'"):
@@ -192,6 +211,7 @@ def test_dataset_skeleton_must_match(lsp_root, tmp_path):
 
 def test_stall_messages_name_the_cause():
     from crfpose.engine import stall_message
+
     assert stall_message({"stage": "heatmap", "val": {"pck": 0.01}, "peak": 0.5}, 2) is None  # too early to tell
     assert "validation PCK is 1.0% after 3 epochs" in stall_message({"stage": "heatmap", "val": {"pck": 0.01}}, 3)
     assert "collapsing to zero" in stall_message({"stage": "heatmap", "peak": 0.01}, 4)

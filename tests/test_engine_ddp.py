@@ -5,6 +5,7 @@ BatchNorm would make the two differ (statistics of 4 vs 8 images), so the run fr
 (``train.freeze_bn``: running statistics, eval mode); what remains is float32 summation order in the
 gradient all-reduce, so the weights must agree to 1e-5 after 2 epochs of joint (CRF) training.
 """
+
 import json
 import os
 import socket
@@ -27,12 +28,25 @@ def _free_port() -> int:
 
 
 def _config(tmp_path, name, batch_size):
-    config = load_config(None, [
-        "train.mode=joint", f"output_dir={tmp_path / name}", "model.options={width: 8, depth: 1}",
-        "data.train={length: 16, seed: 0}", "data.val={length: 8, seed: 1}", "data.input_size=[32, 32]",
-        "data.heatmap_size=[8, 8]", "crf.radius=3", "train.epochs=2", "optim.lr=1e-2", "train.freeze_bn=true",
-        "train.mse_weight=1.0", f"train.batch_size={batch_size}", "train.device=cpu",
-    ])
+    config = load_config(
+        None,
+        [
+            "train.mode=joint",
+            f"output_dir={tmp_path / name}",
+            "model.options={width: 8, depth: 1}",
+            "data.train={length: 16, seed: 0}",
+            "data.val={length: 8, seed: 1}",
+            "data.input_size=[32, 32]",
+            "data.heatmap_size=[8, 8]",
+            "crf.radius=3",
+            "train.epochs=2",
+            "optim.lr=1e-2",
+            "train.freeze_bn=true",
+            "train.mse_weight=1.0",
+            f"train.batch_size={batch_size}",
+            "train.device=cpu",
+        ],
+    )
     return save_config(config, tmp_path / f"{name}.yaml")
 
 
@@ -40,13 +54,34 @@ def _config(tmp_path, name, batch_size):
 def test_two_gloo_processes_match_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    single = subprocess.run([sys.executable, "-m", "crfpose", "train", str(_config(tmp_path, "single", 8))],
-                            env=env, capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "crfpose", "train", str(_config(tmp_path, "single", 8))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-2000:]
     multi = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(_free_port()), "-m", "crfpose", "train", str(_config(tmp_path, "multi", 4))],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "crfpose",
+            "train",
+            str(_config(tmp_path, "multi", 4)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert multi.returncode == 0, multi.stderr[-3000:]
     assert len(multi.stdout.strip().splitlines()) == 1  # rank 0 alone prints the summary line

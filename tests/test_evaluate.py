@@ -1,5 +1,6 @@
 """Evaluation: flip test and the map back to original pixels, checked with an oracle network whose
 maps are the encoded ground truth of each crop (so every error is the evaluation's own)."""
+
 import numpy as np
 import pytest
 import torch
@@ -58,8 +59,7 @@ def person_dataset(tmp_path_factory):
 @pytest.mark.parametrize("flip", [False, True])
 def test_oracle_scores_perfectly_in_original_pixels(person_dataset, flip):
     oracle = Oracle(person_dataset, LSP14)
-    result = evaluate(oracle, person_dataset, flip_test=flip, decoder="unary", refine="dark", alpha=0.05,
-                      normalizer="bbox", batch_size=4)
+    result = evaluate(oracle, person_dataset, flip_test=flip, decoder="unary", refine="dark", alpha=0.05, normalizer="bbox", batch_size=4)
     assert result["num_poses"] == 6
     assert result["pck"] == 1.0 and result["auc"] > 0.85
     assert result["epe"] < 0.5  # original pixels; a crop-pixel or un-flipped answer is off by many pixels

@@ -1,6 +1,7 @@
 """The experiment runner on a tiny synthetic grid: rows run in dependency order, finished rows are
 skipped, an interrupted row resumes from its last.pt, the table and the JSON agree; the paired
 bootstrap against hand-computed cases."""
+
 import json
 
 import numpy as np
@@ -12,24 +13,43 @@ from crfpose.structure import paired_bootstrap, pck_gain
 from experiments import run as runner
 
 TINY = [
-    "model.options={width: 8, depth: 1}", "data.train={length: 16, seed: 0}", "data.val={length: 8, seed: 1}",
-    "data.input_size=[32, 32]", "data.heatmap_size=[8, 8]", "crf.radius=3", "train.batch_size=8",
-    "optim.lr=1e-2", "eval.every=0",
+    "model.options={width: 8, depth: 1}",
+    "data.train={length: 16, seed: 0}",
+    "data.val={length: 8, seed: 1}",
+    "data.input_size=[32, 32]",
+    "data.heatmap_size=[8, 8]",
+    "crf.radius=3",
+    "train.batch_size=8",
+    "optim.lr=1e-2",
+    "eval.every=0",
 ]
 
 
 @pytest.fixture
 def grid_file(tmp_path):
     grid = {
-        "name": "tiny", "output": str(tmp_path / "runs"), "report": str(tmp_path / "report"), "set": TINY,
+        "name": "tiny",
+        "output": str(tmp_path / "runs"),
+        "report": str(tmp_path / "report"),
+        "set": TINY,
         "test": {"name": "synthetic", "options": {"length": 12, "seed": 7}},
         "evaluate": {"flip": False, "normalizer": "bbox", "all_joints": False, "bootstrap": 50},
         "rows": [
             {"name": "mse", "set": ["train.mode=unary", "train.epochs=2", "eval.decoder=unary"], "decoders": ["unary"]},
-            {"name": "control", "from": "mse", "set": ["train.mode=joint", "train.epochs=2", "crf.pairwise=flat",
-                                                       "crf.radius=7"], "baseline": "mse/unary"},
-            {"name": "tree", "from": "mse", "set": ["train.mode=joint", "train.epochs=2"],
-             "decoders": ["marginals", "map"], "baseline": "control/marginals", "also": ["mse/unary"]},
+            {
+                "name": "control",
+                "from": "mse",
+                "set": ["train.mode=joint", "train.epochs=2", "crf.pairwise=flat", "crf.radius=7"],
+                "baseline": "mse/unary",
+            },
+            {
+                "name": "tree",
+                "from": "mse",
+                "set": ["train.mode=joint", "train.epochs=2"],
+                "decoders": ["marginals", "map"],
+                "baseline": "control/marginals",
+                "also": ["mse/unary"],
+            },
         ],
         "variants": {"quick": {"set": ["train.epochs=1"], "rows": ["mse", "control"]}},
     }
@@ -43,8 +63,11 @@ def test_grid_runs_skips_finished_rows_and_resumes_an_interrupted_one(grid_file,
     engine.train(runner.row_config(grid, grid.row("mse")), max_epochs=1)  # an interrupted row: epoch 1 of 2
     calls = []
     real_train = engine.train
-    monkeypatch.setattr(engine, "train", lambda config, resume=None, **kw: calls.append((config.output_dir, resume))
-                        or real_train(config, resume=resume, **kw))
+    monkeypatch.setattr(
+        engine,
+        "train",
+        lambda config, resume=None, **kw: calls.append((config.output_dir, resume)) or real_train(config, resume=resume, **kw),
+    )
     results = runner.run_grid(grid)
     assert [c[0] for c in calls] == [str(grid.folder(n)) for n in ("mse", "control", "tree")]
     assert calls[0][1] == grid.folder("mse") / "last.pt"  # resumed, not restarted
@@ -62,8 +85,7 @@ def test_grid_runs_skips_finished_rows_and_resumes_an_interrupted_one(grid_file,
     assert calls == [] and again == json.loads((grid.report / "results.json").read_text())
     assert stamps == {n: (grid.folder(n) / "result.json").stat().st_mtime_ns for n in stamps}
     figures = sorted(p.name for p in (grid.report / "figures").iterdir())
-    assert figures == ["deformation_tree.png", "gallery_mse-unary_vs_tree-map.png", "joint_pck.png", "kernels_tree.png",
-                       "pck_curves.png"]
+    assert figures == ["deformation_tree.png", "gallery_mse-unary_vs_tree-map.png", "joint_pck.png", "kernels_tree.png", "pck_curves.png"]
     table = (grid.report / "results.md").read_text()
     for r in again:  # the Markdown table shows what the JSON holds
         line = next(x for x in table.splitlines() if x.startswith(f"| {r['name']} |"))

@@ -1,4 +1,5 @@
 """Atomic writes: the new content or the old, never a partial file, with the usual permissions."""
+
 import os
 
 import pytest

@@ -1,5 +1,6 @@
 """crfpose import-official: a random-weight checkpoint in the official HRNet layout + coco_mini keypoint
 statistics -> a crfpose checkpoint that Predictor loads, its backbone equal to the official state dict."""
+
 import json
 
 import numpy as np
@@ -23,8 +24,21 @@ def test_import_official_loads_in_predictor_with_the_official_backbone(coco_mini
     (tmp_path / "w8.yaml").write_text(yaml.safe_dump({"MODEL": model_cfg}))
     ann = coco_mini_root / "annotations" / "person_keypoints_train2017.json"
     out = tmp_path / "model.pt"
-    assert main(["import-official", str(tmp_path / "official.pth"), "--arch", str(tmp_path / "w8.yaml"),
-                 "--keypoints", str(ann), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "import-official",
+                str(tmp_path / "official.pth"),
+                "--arch",
+                str(tmp_path / "w8.yaml"),
+                "--keypoints",
+                str(ann),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out) == {"checkpoint": str(out)}
     predictor = Predictor.from_checkpoint(out, flip=False)
     backbone = predictor.model.backbone.state_dict()
@@ -43,11 +57,20 @@ def test_import_official_loads_in_predictor_with_the_official_backbone(coco_mini
 
 def test_crop_keypoints_follow_the_top_down_geometry(tmp_path):
     """One person, box (10, 20, 40, 80) -> crop 48 x 64: centre (30, 60), region 60 x 80 (aspect 0.75) x 1.25 padding."""
-    ann = {"images": [], "annotations": [
-        {"id": 1, "image_id": 1, "iscrowd": 0, "num_keypoints": 1, "bbox": [10, 20, 40, 80],
-         "keypoints": [30, 60, 2] + [0, 0, 0] * 15 + [55, 110, 1]},
-        {"id": 2, "image_id": 1, "iscrowd": 1, "num_keypoints": 1, "bbox": [0, 0, 5, 5], "keypoints": [1, 1, 2] * 17},
-    ]}
+    ann = {
+        "images": [],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "iscrowd": 0,
+                "num_keypoints": 1,
+                "bbox": [10, 20, 40, 80],
+                "keypoints": [30, 60, 2] + [0, 0, 0] * 15 + [55, 110, 1],
+            },
+            {"id": 2, "image_id": 1, "iscrowd": 1, "num_keypoints": 1, "bbox": [0, 0, 5, 5], "keypoints": [1, 1, 2] * 17},
+        ],
+    }
     (tmp_path / "a.json").write_text(json.dumps(ann))
     poses = crop_keypoints(tmp_path / "a.json", 17, (48, 64))
     assert poses.shape == (1, 17, 3)
@@ -57,10 +80,16 @@ def test_crop_keypoints_follow_the_top_down_geometry(tmp_path):
 
 
 def test_missing_weights_and_bad_arch_are_one_line_errors(tmp_path, capsys):
-    assert main(["import-official", str(tmp_path / "none.pth"), "--arch", "hrnet_w32", "--keypoints", "x.json",
-                 "--out", str(tmp_path / "m.pt")]) == 2
+    assert (
+        main(
+            ["import-official", str(tmp_path / "none.pth"), "--arch", "hrnet_w32", "--keypoints", "x.json", "--out", str(tmp_path / "m.pt")]
+        )
+        == 2
+    )
     assert "WEIGHTS: file not found" in capsys.readouterr().err
     (tmp_path / "w.pth").write_bytes(b"")
-    assert main(["import-official", str(tmp_path / "w.pth"), "--arch", "hrnet_w99", "--keypoints", "x.json",
-                 "--out", str(tmp_path / "m.pt")]) == 2
+    assert (
+        main(["import-official", str(tmp_path / "w.pth"), "--arch", "hrnet_w99", "--keypoints", "x.json", "--out", str(tmp_path / "m.pt")])
+        == 2
+    )
     assert "--arch: expected hrnet_w32, hrnet_w48 or an official YAML" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """CRF negative log-likelihood and heatmap MSE against brute-force enumeration and hand computation."""
+
 import math
 
 import pytest
@@ -20,18 +21,20 @@ def _problem(seed: int, batch: int = 3, per_image: bool = False):
     return unary, pairwise
 
 
-KEYPOINTS = torch.tensor([
-    [[0.2, 0.9, 2], [1.4, 0.1, 1], [1.0, 1.0, 2]],   # all labelled: cells (0, 1), (1, 0), (1, 1)
-    [[0.0, 0.0, 0], [1.6, 1.2, 2], [7.0, 0.0, 2]],   # only joint 1, cell (2, 1); joint 2 is off the grid
-    [[0.0, 0.0, 0], [0.0, 0.0, 0], [0.0, 0.0, 0]],   # nothing labelled
-], dtype=torch.float64)
+KEYPOINTS = torch.tensor(
+    [
+        [[0.2, 0.9, 2], [1.4, 0.1, 1], [1.0, 1.0, 2]],  # all labelled: cells (0, 1), (1, 0), (1, 1)
+        [[0.0, 0.0, 0], [1.6, 1.2, 2], [7.0, 0.0, 2]],  # only joint 1, cell (2, 1); joint 2 is off the grid
+        [[0.0, 0.0, 0], [0.0, 0.0, 0], [0.0, 0.0, 0]],  # nothing labelled
+    ],
+    dtype=torch.float64,
+)
 
 
 def test_target_log_weights_soft_is_normalised_gaussian():
     tau = target_log_weights(KEYPOINTS, H, W, sigma=0.8)
     assert tau.shape == (3, 3, H, W) and tau.dtype == torch.float64
-    gx, gy = torch.meshgrid(torch.arange(W, dtype=torch.float64), torch.arange(H, dtype=torch.float64),
-                            indexing="xy")
+    gx, gy = torch.meshgrid(torch.arange(W, dtype=torch.float64), torch.arange(H, dtype=torch.float64), indexing="xy")
     g = torch.exp(-((gx - 1.4) ** 2 + (gy - 0.1) ** 2) / (2 * 0.8**2))
     assert torch.allclose(tau[0, 1].exp(), g / g.sum())
     assert (tau[1, 0] == 0).all() and (tau[1, 2] == 0).all() and (tau[2] == 0).all()
@@ -128,16 +131,17 @@ def test_heatmap_mse_hand_computed():
     [
         (lambda: target_log_weights(torch.zeros(2, 3), 2, 2), r"keypoints must have shape \(B, K, 3\)"),
         (lambda: target_log_weights(torch.zeros(1, 3, 3), 2, 2, sigma=-1.0), "sigma must be >= 0"),
-        (lambda: crf_nll(torch.zeros(1, 3, 2), torch.zeros(2, 3, 3), FORK, torch.zeros(1, 3, 3)),
-         r"unary must be a \(B, K, H, W\) tensor"),
-        (lambda: crf_nll(torch.zeros(1, 3, 2, 2), torch.zeros(2, 3, 3), FORK, torch.zeros(2, 3, 3)),
-         r"keypoints must have shape \(1, 3, 3\)"),
-        (lambda: crf_nll(torch.zeros(1, 3, 2, 2), torch.zeros(2, 3, 3), FORK, torch.zeros(1, 3, 3), reduction="avg"),
-         "reduction must be one of"),
-        (lambda: heatmap_mse(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 2), torch.ones(1, 2)),
-         "pred and target must be"),
-        (lambda: heatmap_mse(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3), torch.ones(2)),
-         r"weight must have shape \(1, 2\)"),
+        (lambda: crf_nll(torch.zeros(1, 3, 2), torch.zeros(2, 3, 3), FORK, torch.zeros(1, 3, 3)), r"unary must be a \(B, K, H, W\) tensor"),
+        (
+            lambda: crf_nll(torch.zeros(1, 3, 2, 2), torch.zeros(2, 3, 3), FORK, torch.zeros(2, 3, 3)),
+            r"keypoints must have shape \(1, 3, 3\)",
+        ),
+        (
+            lambda: crf_nll(torch.zeros(1, 3, 2, 2), torch.zeros(2, 3, 3), FORK, torch.zeros(1, 3, 3), reduction="avg"),
+            "reduction must be one of",
+        ),
+        (lambda: heatmap_mse(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 2), torch.ones(1, 2)), "pred and target must be"),
+        (lambda: heatmap_mse(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3), torch.ones(2)), r"weight must have shape \(1, 2\)"),
     ],
 )
 def test_invalid_arguments_raise_value_error(build, match):

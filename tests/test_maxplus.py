@@ -2,6 +2,7 @@
 
 Shape legend: N maps, x (N, Hx, Wx), kernels (N, Hk, Wk), outputs (N, Ho, Wo).
 """
+
 import math
 
 import pytest
@@ -15,7 +16,7 @@ def _gaussian_kernels(n: int, r: int, gen: torch.Generator, shift: tuple[int, in
     dy = torch.arange(-r, r + 1, dtype=torch.float64)[:, None] - shift[0]
     dx = torch.arange(-r, r + 1, dtype=torch.float64)[None, :] - shift[1]
     scale = 1.0 + 4.0 * torch.rand(n, 1, 1, generator=gen, dtype=torch.float64)
-    return -0.5 * (dy ** 2 + 0.7 * dx ** 2 + 0.3 * dy * dx) / scale ** 2
+    return -0.5 * (dy**2 + 0.7 * dx**2 + 0.3 * dy * dx) / scale**2
 
 
 def _peaked(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
@@ -69,8 +70,8 @@ def test_pad_smaller_or_larger_output_non_square(pad):
 
 def test_extreme_values_and_float32():
     gen = torch.Generator().manual_seed(1)
-    x = (torch.rand(3, 9, 12, generator=gen) * 2e4 - 1e4)
-    k = (torch.rand(3, 7, 7, generator=gen) * 2e4 - 1e4)
+    x = torch.rand(3, 9, 12, generator=gen) * 2e4 - 1e4
+    k = torch.rand(3, 7, 7, generator=gen) * 2e4 - 1e4
     _assert_same(x, k, (3, 3))
     _assert_same(x.double(), k.double(), (3, 3))
     _assert_same(x, k.double(), (3, 3))  # mixed dtypes round like the brute force

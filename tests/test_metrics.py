@@ -2,6 +2,7 @@
 
 Shape legend: N poses, K joints, L limbs, A thresholds.
 """
+
 import copy
 import json
 import math
@@ -119,8 +120,7 @@ def test_normalizers_bbox_headbox_torso_head():
     assert r.excluded == 1 and r.mean == pytest.approx(13 / 13)
 
 
-@pytest.mark.parametrize("skeleton, shoulder, hip, neck, top", [
-    (MPII16, 13, 2, 8, 9), (COCO17, 5, 12, None, None), (LSP14, 9, 2, 12, 13)])
+@pytest.mark.parametrize("skeleton, shoulder, hip, neck, top", [(MPII16, 13, 2, 8, 9), (COCO17, 5, 12, None, None), (LSP14, 9, 2, 12, 13)])
 def test_torso_and_head_joint_pairs(skeleton, shoulder, hip, neck, top):
     k = skeleton.num_joints
     gt = np.concatenate([np.zeros((1, k, 2)), np.full((1, k, 1), 2.0)], -1)
@@ -296,16 +296,34 @@ def synthetic_coco(k=17):
     rng = np.random.default_rng(3)
     images = [{"id": i, "file_name": f"{i}.jpg", "width": 640, "height": 480} for i in (1, 2, 3)]
     anns = []
-    for i, (img, x, y, w, h) in enumerate([(1, 10, 10, 200, 300), (1, 300, 50, 150, 250),
-                                           (2, 40, 40, 60, 80), (3, 100, 100, 250, 200)]):
+    for i, (img, x, y, w, h) in enumerate([(1, 10, 10, 200, 300), (1, 300, 50, 150, 250), (2, 40, 40, 60, 80), (3, 100, 100, 250, 200)]):
         kp = np.stack([rng.uniform(x, x + w, k), rng.uniform(y, y + h, k), np.full(k, 2.0)], -1)
         kp[rng.random(k) < 0.2] = 0  # unlabelled joints are (0, 0, 0) in COCO
-        anns.append({"id": i + 1, "image_id": img, "category_id": 1, "bbox": [x, y, w, h], "area": 0.6 * w * h,
-                     "iscrowd": 0, "num_keypoints": int((kp[:, 2] > 0).sum()), "keypoints": kp.ravel().tolist()})
-    anns.append({"id": 9, "image_id": 3, "category_id": 1, "bbox": [0, 0, 50, 50], "area": 900.0, "iscrowd": 0,
-                 "num_keypoints": 0, "keypoints": [0] * (3 * k)})
-    cat = {"id": 1, "name": "person", "supercategory": "person", "keypoints": [f"j{j}" for j in range(k)],
-           "skeleton": []}
+        anns.append(
+            {
+                "id": i + 1,
+                "image_id": img,
+                "category_id": 1,
+                "bbox": [x, y, w, h],
+                "area": 0.6 * w * h,
+                "iscrowd": 0,
+                "num_keypoints": int((kp[:, 2] > 0).sum()),
+                "keypoints": kp.ravel().tolist(),
+            }
+        )
+    anns.append(
+        {
+            "id": 9,
+            "image_id": 3,
+            "category_id": 1,
+            "bbox": [0, 0, 50, 50],
+            "area": 900.0,
+            "iscrowd": 0,
+            "num_keypoints": 0,
+            "keypoints": [0] * (3 * k),
+        }
+    )
+    cat = {"id": 1, "name": "person", "supercategory": "person", "keypoints": [f"j{j}" for j in range(k)], "skeleton": []}
     return {"images": images, "annotations": anns, "categories": [cat]}
 
 
@@ -318,8 +336,14 @@ def gt_as_predictions(dataset, rng=None, noise=0.0):
         kp = np.array(a["keypoints"], float).reshape(-1, 3)
         if noise:
             kp[:, :2] += rng.normal(0, noise, (len(kp), 2))
-        records.append({"image_id": a["image_id"], "category_id": 1, "keypoints": kp.ravel().tolist(),
-                        "score": float(rng.random()) if rng is not None else 1.0})
+        records.append(
+            {
+                "image_id": a["image_id"],
+                "category_id": 1,
+                "keypoints": kp.ravel().tolist(),
+                "score": float(rng.random()) if rng is not None else 1.0,
+            }
+        )
     return records
 
 
@@ -365,8 +389,7 @@ def test_coco_ap_perturbed_equals_direct_cocoeval(tmp_path, noise):
     rng = np.random.default_rng(4)
     records = gt_as_predictions(dataset, rng, noise)
     kp = np.array([r["keypoints"] for r in records]).reshape(len(records), 17, 3)
-    res = M.export_coco_results(tmp_path / "res.json", [r["image_id"] for r in records], kp,
-                                [r["score"] for r in records])
+    res = M.export_coco_results(tmp_path / "res.json", [r["image_id"] for r in records], kp, [r["score"] for r in records])
     stats = M.coco_ap(COCO(str(gt_path)), res)
     assert stats["AP"] < 1.0
     np.testing.assert_array_equal(list(stats.values()), direct_cocoeval(gt_path, res))
@@ -411,8 +434,7 @@ def test_export_coco_results_round_trip_atomic(tmp_path):
     kp = np.arange(2 * 3 * 2, dtype=float).reshape(2, 3, 2)
     path = M.export_coco_results(tmp_path / "res.json", torch.tensor([7, 9]), kp, [0.5, 0.25], category_id=3)
     records = json.loads(path.read_text())
-    assert records[1] == {"image_id": 9, "category_id": 3, "keypoints": [6, 7, 1, 8, 9, 1, 10, 11, 1],
-                          "score": 0.25}
+    assert records[1] == {"image_id": 9, "category_id": 3, "keypoints": [6, 7, 1, 8, 9, 1, 10, 11, 1], "score": 0.25}
     assert [p.name for p in tmp_path.iterdir()] == ["res.json"]  # no temp file left behind
 
 
@@ -421,9 +443,13 @@ def test_export_coco_results_round_trip_atomic(tmp_path):
 
 def test_format_joint_table():
     pred, gt = chain_fixture()
-    table = M.format_joint_table({"EPE": M.epe(pred, gt).per_item, "PCK": [1, np.nan, 0.5, 0.25]},
-                                 ["left_a", "right_a", "b", "c"], groups={"a": [0, 1], "b": [2], "c": [3]},
-                                 means={"EPE": 26 / 7}, digits=2)
+    table = M.format_joint_table(
+        {"EPE": M.epe(pred, gt).per_item, "PCK": [1, np.nan, 0.5, 0.25]},
+        ["left_a", "right_a", "b", "c"],
+        groups={"a": [0, 1], "b": [2], "c": [3]},
+        means={"EPE": 26 / 7},
+        digits=2,
+    )
     lines = table.splitlines()
     assert lines[0].split() == ["joint", "EPE", "PCK"]
     assert lines[1].split() == ["a", "4.50", "1.00"]  # (5 + 4) / 2; the NaN is left out of the average

@@ -1,4 +1,5 @@
 """Plain CNN and ResNet simple baseline: output shape and stride, input checks, weights pass-through."""
+
 import pytest
 import torch
 import torchvision

@@ -1,4 +1,5 @@
 """HRNet: the official layouts key by key (manifests in ../shared/reference), custom configs, checkpoints."""
+
 import copy
 import json
 
@@ -33,8 +34,11 @@ CUSTOM_PARAMS = {
     + (16 * 8 + 16)  # fuse 1 -> 0: 1x1 conv + BN
     + (8 * 16 * 9 + 32),  # fuse 0 -> 1: stride-2 3x3 conv + BN
     "transition3": 16 * 8 * 9 + 16,  # existing branch narrows 16 -> 8
-    "stage4": 3 * 2 * (8 * 8 * 9 + 16) + (8 * 8 + 16) + (8 * 8 * 9 + 16)  # module 0: 3 blocks, both fusions
-    + 3 * 2 * (8 * 8 * 9 + 16) + (8 * 8 + 16),  # module 1 (last): 3 blocks, fusion into branch 0 only
+    "stage4": 3 * 2 * (8 * 8 * 9 + 16)
+    + (8 * 8 + 16)
+    + (8 * 8 * 9 + 16)  # module 0: 3 blocks, both fusions
+    + 3 * 2 * (8 * 8 * 9 + 16)
+    + (8 * 8 + 16),  # module 1 (last): 3 blocks, fusion into branch 0 only
     "final_layer": 8 * 3 * 9 + 3,
 }
 

@@ -1,4 +1,5 @@
 """PoseCRF and the unary adapters: potentials, decoding, gradients through the CRF loss, errors."""
+
 import pytest
 import torch
 
@@ -80,7 +81,7 @@ def _block_mass(marginals, cells):
     for i in range(b):
         for j in range(k):
             x, y = (int(v) for v in cells[i, j])
-            out[i, j] = marginals[i, j, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].sum()
+            out[i, j] = marginals[i, j, max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].sum()
     return out
 
 
@@ -135,8 +136,9 @@ def test_relation_pairwise_reads_the_backbone_features_pooled_to_a_grid():
     model, x = PoseCRF(backbone, TINY, pairwise, pairwise_input="features").eval(), _images()
     maps, features = backbone.forward_features(x)
     assert torch.equal(maps, backbone(x)) and features.shape == (2, 4, 6, 8)
-    pooled = torch.stack([features[..., i * 2:(i + 1) * 2, j * 8 // 3:-(-(j + 1) * 8 // 3)].mean((-1, -2))
-                          for i in range(3) for j in range(3)], -1).flatten(1)  # (B, C * 9), channel-major
+    pooled = torch.stack(
+        [features[..., i * 2 : (i + 1) * 2, j * 8 // 3 : -(-(j + 1) * 8 // 3)].mean((-1, -2)) for i in range(3) for j in range(3)], -1
+    ).flatten(1)  # (B, C * 9), channel-major
     logits = pairwise.head(pooled).view(2, TINY.num_edges, m)
     assert torch.allclose(pairwise.log_weights(features), logits.log_softmax(-1), atol=1e-6)
     assert torch.allclose(model.potentials(x)[1], pairwise(features))

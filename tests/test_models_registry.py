@@ -1,4 +1,5 @@
 """build_model: every name, CRF options, and errors that list the valid choices."""
+
 import pytest
 import torch
 
@@ -14,8 +15,7 @@ CHEAP = {"cnn": {"width": 4, "depth": 1}, "hrnet_small": {"width": 4}, "resnet18
 
 def test_every_name_is_registered():
     assert sorted(BACKBONES) == sorted(
-        ["cnn", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-         "hrnet", "hrnet_w18", "hrnet_w32", "hrnet_w48", "hrnet_small"]
+        ["cnn", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "hrnet", "hrnet_w18", "hrnet_w32", "hrnet_w48", "hrnet_small"]
     )
 
 
@@ -62,12 +62,18 @@ def test_bad_names_and_options_list_the_valid_ones():
         build_model("vgg16", num_joints=17)
     with pytest.raises(ValueError, match=r"unknown options for 'cnn' \['widht'\]; valid ones: \['blocks', 'depth', 'width'\]"):
         build_model("cnn", num_joints=17, widht=8)
-    with pytest.raises(ValueError, match=r"unknown crf options \['kernel'\]; valid ones: "
-                                         r"\['cell', 'heatmap_size', 'init_scale', 'num_types', 'pairwise', 'pool', "
-                                         r"'radius', 'structure', 'unary'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown crf options \['kernel'\]; valid ones: "
+        r"\['cell', 'heatmap_size', 'init_scale', 'num_types', 'pairwise', 'pool', "
+        r"'radius', 'structure', 'unary'\]",
+    ):
         build_model("cnn", skeleton=LSP14, crf={"kernel": 3})
-    with pytest.raises(ValueError, match=r"crf\['pairwise'\] must be one of "
-                                         r"\('freeform', 'gaussian', 'mixture', 'relation', 'flat'\), got 'potts'"):
+    with pytest.raises(
+        ValueError,
+        match=r"crf\['pairwise'\] must be one of "
+        r"\('freeform', 'gaussian', 'mixture', 'relation', 'flat'\), got 'potts'",
+    ):
         build_model("cnn", skeleton=LSP14, crf={"pairwise": "potts"})
     with pytest.raises(ValueError, match=r"crf\['structure'\] must be one of \('tree', 'chain'\), got 'loop'"):
         build_model("cnn", skeleton=LSP14, crf={"structure": "loop"})

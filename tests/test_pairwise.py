@@ -1,4 +1,5 @@
 """Pairwise potential modules against hand-computed tables and explicit formulas."""
+
 import math
 
 import numpy as np
@@ -27,8 +28,7 @@ def test_displacement_grid_indexing():
 
 
 def test_edge_displacements_hand_computed():
-    keypoints = torch.tensor([[[5.0, 5.0, 2], [7.0, 4.0, 2], [1.0, 9.0, 0]],
-                              [[0.0, 0.0, 1], [-1.0, 3.0, 2], [2.0, 2.0, 2]]])
+    keypoints = torch.tensor([[[5.0, 5.0, 2], [7.0, 4.0, 2], [1.0, 9.0, 0]], [[0.0, 0.0, 1], [-1.0, 3.0, 2], [2.0, 2.0, 2]]])
     displacements, valid = edge_displacements(keypoints, FORK)
     assert displacements.tolist() == [[[2, -1], [-4, 4]], [[-1, 3], [2, 2]]]
     assert valid.tolist() == [[True, False], [True, True]]
@@ -36,9 +36,9 @@ def test_edge_displacements_hand_computed():
 
 def test_free_from_keypoints_is_smoothed_log_histogram():
     # Edge 0 offsets: (1, 0) twice, (3, 0) once (outside radius 1, dropped); edge 1: (0, -1) once.
-    keypoints = torch.tensor([[[4.0, 4, 2], [5, 4, 2], [4, 3, 2]],
-                              [[4.0, 4, 2], [5.2, 3.9, 2], [9, 9, 0]],
-                              [[4.0, 4, 2], [7, 4, 2], [9, 9, 0]]])
+    keypoints = torch.tensor(
+        [[[4.0, 4, 2], [5, 4, 2], [4, 3, 2]], [[4.0, 4, 2], [5.2, 3.9, 2], [9, 9, 0]], [[4.0, 4, 2], [7, 4, 2], [9, 9, 0]]]
+    )
     module = FreePairwise.from_keypoints(keypoints, FORK, radius=1, pseudo_count=0.5)
     table = module().detach().double()
     assert table.shape == (2, 3, 3)
@@ -171,8 +171,7 @@ def test_mixture_from_keypoints_recovers_displacement_types():
         (lambda: MixturePairwise(3, FreePairwise(4, 1), 0), "num_types must be an int >= 1"),
         (lambda: MixturePairwise(0, FreePairwise(4, 1), 2), "in_channels must be an int >= 1"),
         (lambda: MixturePairwise(3, FreePairwise(4, 1), 2)(torch.zeros(1, 4, 2, 2)), r"features must have shape"),
-        (lambda: MixturePairwise.from_keypoints(3, torch.zeros(1, 3, 3), FORK, 1, 2, min_variance=-1),
-         "min_variance"),
+        (lambda: MixturePairwise.from_keypoints(3, torch.zeros(1, 3, 3), FORK, 1, 2, min_variance=-1), "min_variance"),
     ],
 )
 def test_invalid_arguments_raise_value_error(build, match):

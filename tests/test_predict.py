@@ -1,5 +1,6 @@
 """Predictor and ``crfpose predict``, checked with an oracle backbone whose maps are built from known
 keypoints in each crop: what comes back in original-image pixels must be those keypoints."""
+
 import json
 
 import numpy as np
@@ -109,7 +110,7 @@ def test_keypoint_scores_are_crf_marginal_probabilities(scenes):
     assert torch.allclose(marginals.sum((-2, -1)), torch.ones(14), atol=1e-5)
     w = marginals.shape[-1]
     cells = marginals.flatten(1).argmax(-1)
-    block = [marginals[k, max(c // w - 1, 0):c // w + 2, max(c % w - 1, 0):c % w + 2].sum() for k, c in enumerate(cells.tolist())]
+    block = [marginals[k, max(c // w - 1, 0) : c // w + 2, max(c % w - 1, 0) : c % w + 2].sum() for k, c in enumerate(cells.tolist())]
     assert np.allclose(person["keypoint_scores"], torch.stack(block).numpy(), atol=1e-6)  # mass within one cell
     gauss = torch.exp(person["unary"] - person["unary"].flatten(1).logsumexp(-1)[:, None, None])  # independent joints
     assert torch.allclose(marginals, gauss, atol=1e-5)
@@ -180,9 +181,13 @@ def test_coco_json_scores_ap_1_for_the_oracle_on_coco_mini(coco_mini_root, tmp_p
     dets = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 1.0} for a in people]
     (tmp_path / "dets.json").write_text(json.dumps(dets))
     predictor = Predictor(model, input_size=size, refine="dark", padding=padding, normalized=False, batch_size=32)
-    writer = PredictionWriter(predictor, tmp_path / "out", coco_json=tmp_path / "results.json",
-                              detections=load_detections(tmp_path / "dets.json", ann),
-                              image_ids={im["file_name"]: im["id"] for im in data["images"]})
+    writer = PredictionWriter(
+        predictor,
+        tmp_path / "out",
+        coco_json=tmp_path / "results.json",
+        detections=load_detections(tmp_path / "dets.json", ann),
+        image_ids={im["file_name"]: im["id"] for im in data["images"]},
+    )
     writer.run(sorted(images))
     gt = COCO(str(ann))
     result = gt.loadRes(str(tmp_path / "results.json"))
@@ -233,8 +238,22 @@ def test_predict_command_end_to_end_and_on_a_bad_checkpoint(scenes, tmp_path, ca
 
     checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")
     out = tmp_path / "out"
-    assert main(["predict", str(checkpoint), str(scenes[0][0].parent / "*.png"), "--out", str(out), "--device", "cpu",
-                 "--coco-json", str(tmp_path / "coco.json")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(checkpoint),
+                str(scenes[0][0].parent / "*.png"),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--coco-json",
+                str(tmp_path / "coco.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"processed": 4, "skipped": 0, "out": str(out)}
     instances = json.loads((out / "predictions" / f"{scenes[1][0].stem}.json").read_text())
     assert len(instances) == 1 and np.array(instances[0]["keypoints"]).shape[1] == 2

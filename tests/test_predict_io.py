@@ -1,5 +1,6 @@
 """crfpose predict on a video (one JSON per video, an MP4 overlay) and the torchvision person detector's
 plumbing (class filter, threshold, box layout, empty result) with random weights: nothing downloads."""
+
 import json
 
 import numpy as np
@@ -47,8 +48,11 @@ def random_detector():
     """A Faster R-CNN (MobileNet) with random weights that keeps every raw detection (threshold 0)."""
     torch.manual_seed(0)
     return PersonDetector.from_torchvision(
-        "fasterrcnn_mobilenet_v3_large_320_fpn", model_options={"box_score_thresh": 0.0, "min_size": 160, "max_size": 160},
-        score_threshold=0.0, nms_iou=1.0, max_persons=1000,
+        "fasterrcnn_mobilenet_v3_large_320_fpn",
+        model_options={"box_score_thresh": 0.0, "min_size": 160, "max_size": 160},
+        score_threshold=0.0,
+        nms_iou=1.0,
+        max_persons=1000,
     )
 
 
@@ -68,6 +72,7 @@ def test_detector_keeps_persons_above_threshold_as_xywh(random_detector):
     xyxy = raw["boxes"][keep].double().numpy()
     expected = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2], raw["scores"][keep].double().numpy()[:, None]], 1)
     assert boxes.shape == (int(keep.sum()), 5)
+
     def by_rows(a):  # random weights tie scores: compare as sets
         return a[np.lexsort(np.round(a, 3).T[::-1])]
 

@@ -1,5 +1,6 @@
 """One source of truth: the config's choices are the library's own tables and each value works where
 the library uses it; one default pairwise radius and one default PCK normaliser everywhere."""
+
 import inspect
 import json
 from dataclasses import fields
@@ -30,8 +31,7 @@ def test_choices_are_the_library_tables():
 @pytest.mark.parametrize("pairwise", CHOICES["crf.pairwise"])
 @pytest.mark.parametrize("unary", CHOICES["crf.unary"])
 def test_every_crf_choice_builds_and_decodes(pairwise, unary):
-    model = build_model("cnn", skeleton=LSP14, crf={"pairwise": pairwise, "unary": unary, "radius": 2},
-                        width=4, depth=1).eval()
+    model = build_model("cnn", skeleton=LSP14, crf={"pairwise": pairwise, "unary": unary, "radius": 2}, width=4, depth=1).eval()
     images = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         for decoder in CHOICES["eval.decoder"]:
@@ -60,10 +60,12 @@ def test_one_default_radius_and_one_default_normalizer():
     assert model.pairwise.radius == config.crf.radius
     model_only = {"heatmap_size"}  # the chain's grid: build_model_from_config passes data.heatmap_size
     assert {k: getattr(config.crf, k) for k in CRF_DEFAULTS if k not in model_only} == {
-        k: v for k, v in CRF_DEFAULTS.items() if k not in model_only}
-    defaults = {f.__name__: inspect.signature(f).parameters["normalizer"].default
-                for f in (metrics.pck, metrics.pck_curve, metrics.normalized_errors, evaluate.evaluate,
-                          evaluate.compute_metrics)}
+        k: v for k, v in CRF_DEFAULTS.items() if k not in model_only
+    }
+    defaults = {
+        f.__name__: inspect.signature(f).parameters["normalizer"].default
+        for f in (metrics.pck, metrics.pck_curve, metrics.normalized_errors, evaluate.evaluate, evaluate.compute_metrics)
+    }
     assert set(defaults.values()) == {config.eval.normalizer} == {metrics.DEFAULT_NORMALIZER} == {"bbox"}
 
 
@@ -73,15 +75,24 @@ def test_augment_options_are_the_transforms_with_its_defaults(tmp_path):
     assert augment == {k: transform[k] for k in augment}
     (tmp_path / "imgs").mkdir()
     Image.new("RGB", (40, 40)).save(tmp_path / "imgs" / "a.jpg")
-    category = {"id": 1, "name": "person", "keypoints": list(LSP14.joints),
-                "skeleton": [[a + 1, b + 1] for a, b in LSP14.links]}
-    ann = {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 14, "bbox": [5, 5, 20, 20],
-           "area": 400, "keypoints": [10.0, 10.0, 2.0] * 14}
+    category = {"id": 1, "name": "person", "keypoints": list(LSP14.joints), "skeleton": [[a + 1, b + 1] for a, b in LSP14.links]}
+    ann = {
+        "id": 1,
+        "image_id": 1,
+        "category_id": 1,
+        "iscrowd": 0,
+        "num_keypoints": 14,
+        "bbox": [5, 5, 20, 20],
+        "area": 400,
+        "keypoints": [10.0, 10.0, 2.0] * 14,
+    }
     image = {"id": 1, "file_name": "a.jpg", "width": 40, "height": 40}
     (tmp_path / "ann.json").write_text(json.dumps({"images": [image], "annotations": [ann], "categories": [category]}))
     options = {"ann_file": str(tmp_path / "ann.json"), "image_dir": str(tmp_path / "imgs")}
-    config = load_config(None, ["data.name=coco", f"data.train={options}", "augment.rotation_factor=12.5",
-                                "augment.half_body_prob=0.25", "augment.padding=1.5"])
+    config = load_config(
+        None,
+        ["data.name=coco", f"data.train={options}", "augment.rotation_factor=12.5", "augment.half_body_prob=0.25", "augment.padding=1.5"],
+    )
     made = make_dataset(config, "train", train=True).transform
     assert made.train and made.rotation_factor == 12.5 and made.half_body_prob == 0.25 and made.padding == 1.5
     assert made.flip_prob == transform["flip_prob"]

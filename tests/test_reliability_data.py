@@ -1,6 +1,7 @@
 """Data in training and evaluation: a truncated JPEG skipped at access time under on_error="skip",
 COCO-format data without OKS sigmas still scored by PCK, relative config paths read from the config
 file's folder (command-line overrides from the current directory)."""
+
 import json
 import os
 import re
@@ -35,23 +36,33 @@ def lsp14_coco(folder: Path, truncated: int = -1, n: int = 4) -> None:
             file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
         kp = np.column_stack([rng.uniform(10, 38, (14, 2)), np.full(14, 2.0)])
         images.append({"id": i + 1, "file_name": file.name, "width": 48, "height": 48})
-        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 14,
-                            "bbox": [8, 8, 32, 32], "area": 1024, "keypoints": kp.ravel().tolist()})
-    category = {"id": 1, "name": "person", "keypoints": list(LSP14.joints),
-                "skeleton": [[a + 1, b + 1] for a, b in LSP14.links]}
-    (folder / "ann.json").write_text(json.dumps({"images": images, "annotations": annotations,
-                                                 "categories": [category]}))
+        annotations.append(
+            {
+                "id": i + 1,
+                "image_id": i + 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "num_keypoints": 14,
+                "bbox": [8, 8, 32, 32],
+                "area": 1024,
+                "keypoints": kp.ravel().tolist(),
+            }
+        )
+    category = {"id": 1, "name": "person", "keypoints": list(LSP14.joints), "skeleton": [[a + 1, b + 1] for a, b in LSP14.links]}
+    (folder / "ann.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": [category]}))
 
 
 def coco_config(folder: Path, data: str, **extra) -> Path:
     """A unary LSP14 config file in ``folder`` reading COCO-layout data from the relative path ``data``."""
     options = {"ann_file": f"{data}/ann.json", "image_dir": f"{data}/imgs", "on_error": "skip"}
     config = {
-        "skeleton": "lsp14", "output_dir": str(folder / "run"),
+        "skeleton": "lsp14",
+        "output_dir": str(folder / "run"),
         "model": {"options": {"width": 8, "depth": 1}},
         "data": {"name": "coco", "train": options, "val": options, "input_size": [32, 32], "heatmap_size": [8, 8]},
         "augment": {"enabled": False},
-        "train": {"mode": "unary", "epochs": 1, "batch_size": 2}, "eval": {"batch_size": 2, **extra},
+        "train": {"mode": "unary", "epochs": 1, "batch_size": 2},
+        "eval": {"batch_size": 2, **extra},
     }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
@@ -60,16 +71,14 @@ def coco_config(folder: Path, data: str, **extra) -> Path:
 
 def test_a_truncated_jpeg_is_skipped_when_read_and_reported(tmp_path):
     lsp14_coco(tmp_path / "data", truncated=1)
-    dataset = COCODataset(ann_file=tmp_path / "data" / "ann.json", image_dir=tmp_path / "data" / "imgs",
-                          skeleton=LSP14, on_error="skip")
+    dataset = COCODataset(ann_file=tmp_path / "data" / "ann.json", image_dir=tmp_path / "data" / "imgs", skeleton=LSP14, on_error="skip")
     assert len(dataset) == 4 and dataset.skipped == []  # the header check passes
     item = dataset[1]
     assert item["meta"]["skipped_file"] == str(tmp_path / "data" / "imgs" / "1.jpg")
     assert item["meta"]["record"] == dataset[2]["meta"]["record"]  # the next readable record stands in
     assert [s["file"] for s in dataset.skipped] == [item["meta"]["skipped_file"]]
     assert "cannot read image" in dataset.skipped[0]["reason"] and dataset[0]["meta"]["skipped_file"] == ""
-    strict = COCODataset(ann_file=tmp_path / "data" / "ann.json", image_dir=tmp_path / "data" / "imgs",
-                         skeleton=LSP14)
+    strict = COCODataset(ann_file=tmp_path / "data" / "ann.json", image_dir=tmp_path / "data" / "imgs", skeleton=LSP14)
     with pytest.raises(ValueError, match=r"1\.jpg: record annotation id 2: cannot read image"):
         strict[1]
 

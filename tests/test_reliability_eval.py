@@ -1,5 +1,6 @@
 """crfpose eval: several decoders from one backbone pass per batch, per-pose predictions beside the
 metrics, progress lines, and a decoder that follows the model (a unary run needs no eval.decoder)."""
+
 import json
 
 import numpy as np
@@ -13,9 +14,15 @@ from crfpose.engine import load_model, make_dataset, train
 from crfpose.evaluate import compute_metrics, predict_dataset_decoders
 
 TINY = [
-    "model.options={width: 8, depth: 1}", "data.train={length: 16, seed: 0}", "data.val={length: 8, seed: 1}",
-    "data.input_size=[32, 32]", "data.heatmap_size=[8, 8]", "crf.radius=3", "train.batch_size=8",
-    "optim.lr=1e-2", "eval.every=0",
+    "model.options={width: 8, depth: 1}",
+    "data.train={length: 16, seed: 0}",
+    "data.val={length: 8, seed: 1}",
+    "data.input_size=[32, 32]",
+    "data.heatmap_size=[8, 8]",
+    "crf.radius=3",
+    "train.batch_size=8",
+    "optim.lr=1e-2",
+    "eval.every=0",
 ]
 
 
@@ -30,8 +37,27 @@ def runs(tmp_path_factory):
 
 def test_several_decoders_in_one_call_with_predictions_beside_the_metrics(runs, capsys):
     out = runs["root"] / "results.json"
-    assert main(["eval", str(runs["joint"]), "--data", "synthetic", "--set", "length=6", "--batch-size", "4",
-                 "--decoder", "unary", "marginals", "map", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(runs["joint"]),
+                "--data",
+                "synthetic",
+                "--set",
+                "length=6",
+                "--batch-size",
+                "4",
+                "--decoder",
+                "unary",
+                "marginals",
+                "map",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     results = json.loads(out.read_text())
     assert sorted(results) == ["map", "marginals", "unary"]
@@ -53,8 +79,9 @@ def test_several_decoders_in_one_call_with_predictions_beside_the_metrics(runs, 
             np.testing.assert_allclose(saved[f"pred_{decoder}"][i], expected, rtol=1e-6, atol=1e-6)
         assert saved[f"score_{decoder}"] == pytest.approx(saved[f"pred_{decoder}"][..., 2].mean(-1))
         predictions = {k: saved[k] for k in ("gt", "box", "head_box", "image_id", "index")}
-        metrics = compute_metrics(predictions | {"pred": saved[f"pred_{decoder}"]}, model.skeleton,
-                                  alpha=config.eval.alpha, normalizer=config.eval.normalizer)
+        metrics = compute_metrics(
+            predictions | {"pred": saved[f"pred_{decoder}"]}, model.skeleton, alpha=config.eval.alpha, normalizer=config.eval.normalizer
+        )
         assert results[decoder]["pck"] == pytest.approx(metrics["pck"])
         assert results[decoder]["epe"] == pytest.approx(metrics["epe"])
 

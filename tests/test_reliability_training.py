@@ -1,6 +1,7 @@
 """Training runs seen from the command line: honest NaN and Ctrl-C messages, finished and lengthened
 resumes, strict-JSON summaries, plain progress lines without a terminal, rank-0 output, overrides
 after options, --version, and a resume into a model of another width."""
+
 import json
 import math
 import os
@@ -19,9 +20,16 @@ from crfpose.config import load_config, save_config
 from crfpose.engine import NonFiniteLoss, load_checkpoint, train
 
 TINY = [
-    "model.options={width: 8, depth: 1}", "data.train={length: 16, seed: 0}", "data.val={length: 8, seed: 1}",
-    "data.input_size=[32, 32]", "data.heatmap_size=[8, 8]", "crf.radius=3", "train.batch_size=8",
-    "optim.lr=1e-2", "schedule.warmup_epochs=0.5", "eval.decoder=unary",
+    "model.options={width: 8, depth: 1}",
+    "data.train={length: 16, seed: 0}",
+    "data.val={length: 8, seed: 1}",
+    "data.input_size=[32, 32]",
+    "data.heatmap_size=[8, 8]",
+    "crf.radius=3",
+    "train.batch_size=8",
+    "optim.lr=1e-2",
+    "schedule.warmup_epochs=0.5",
+    "eval.decoder=unary",
 ]
 
 
@@ -34,6 +42,7 @@ def tiny_yaml(tmp_path, *extra, name="tiny.yaml"):
 def strict_json(line):
     def refuse(constant):
         raise AssertionError(f"not JSON: {constant}")
+
     return json.loads(line, parse_constant=refuse)
 
 
@@ -52,9 +61,14 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_and_exits_130(tmp_path):
     env.pop("WORLD_SIZE", None)
     # Python turns SIGINT into KeyboardInterrupt only if its parent left SIGINT at the default: a test
     # runner's worker may ignore it, and the child would inherit that; restore the default in the child.
-    proc = subprocess.Popen([sys.executable, "-m", "crfpose", "train", str(path), "optim.lr=0.005"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crfpose", "train", str(path), "optim.lr=0.005"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     log = tmp_path / "run" / "log.jsonl"
     deadline = time.monotonic() + 120
     while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
@@ -112,8 +126,7 @@ def test_summary_line_is_strict_json_and_progress_is_plain_without_a_terminal(tm
 def test_only_rank_0_prints_the_summary(tmp_path, capsys, monkeypatch):
     path = tiny_yaml(tmp_path)
     for rank, printed in ((1, False), (0, True)):
-        result = {"last": tmp_path / "last.pt", "best": None, "best_pck": 0.5, "complete": True, "history": [{}],
-                  "rank": rank}
+        result = {"last": tmp_path / "last.pt", "best": None, "best_pck": 0.5, "complete": True, "history": [{}], "rank": rank}
         monkeypatch.setattr(cli, "train", lambda *args, result=result, **kwargs: result)
         assert main(["train", str(path)]) == 0
         assert (capsys.readouterr().out != "") == printed

@@ -6,8 +6,16 @@ import torch
 
 from crfpose.codec import encode, heatmap_to_input, input_to_heatmap
 from crfpose.data.transforms import (
-    TopDownTransform, affine_points, box_to_center_scale, color_jitter, flip_heatmaps, flip_keypoints,
-    get_affine, half_body_box, invert_affine, warp_image,
+    TopDownTransform,
+    affine_points,
+    box_to_center_scale,
+    color_jitter,
+    flip_heatmaps,
+    flip_keypoints,
+    get_affine,
+    half_body_box,
+    invert_affine,
+    warp_image,
 )
 from crfpose.skeletons import COCO17, LSP14
 
@@ -135,8 +143,18 @@ def test_half_body_box_covers_one_half():
     lower = [i for i, j in enumerate(COCO17.joints) if any(p in j for p in ("hip", "knee", "ankle"))]
     assert inside[upper].all() or inside[lower].all()
     assert half_body_box(np.zeros((17, 3)), COCO17, np.random.default_rng(0)) is None
-    tf = TopDownTransform(COCO17, input_size=(48, 64), heatmap_size=(12, 16), train=True, half_body_prob=1.0,
-                          half_body_min_joints=4, scale_factor=0.0, rotation_prob=0.0, flip_prob=0.0, color_jitter=0.0)
+    tf = TopDownTransform(
+        COCO17,
+        input_size=(48, 64),
+        heatmap_size=(12, 16),
+        train=True,
+        half_body_prob=1.0,
+        half_body_min_joints=4,
+        scale_factor=0.0,
+        rotation_prob=0.0,
+        flip_prob=0.0,
+        color_jitter=0.0,
+    )
     image, kp, box = _person()
     out = tf(image, kp, box, np.random.default_rng(0))
     full = TopDownTransform(COCO17, input_size=(48, 64), heatmap_size=(12, 16))(image, kp, box)

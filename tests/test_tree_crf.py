@@ -1,4 +1,5 @@
 """TreeCRF against brute-force enumeration, pytorch-crf, finite differences and its own identities."""
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,13 @@ def assert_matches_brute_force(crf: TreeCRF, atol: float) -> dict:
 
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(
-    k=st.integers(1, 4), h=st.integers(1, 3), w=st.integers(1, 4), radius=st.integers(0, 3),
-    batch=st.integers(1, 2), per_image=st.booleans(), seed=st.integers(0, 2**31 - 1),
+    k=st.integers(1, 4),
+    h=st.integers(1, 3),
+    w=st.integers(1, 4),
+    radius=st.integers(0, 3),
+    batch=st.integers(1, 2),
+    per_image=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
 )
 def test_matches_brute_force_on_random_trees(k, h, w, radius, batch, per_image, seed):
     if (h * w) ** k > 5000:
@@ -147,8 +153,7 @@ def test_radius_window_forbids_far_displacements():
     far = torch.tensor([[[0, 0], [2, 1]]])
     assert crf.score(near).item() == 0 and crf.score(far).item() == -INF
     # Joint 1 is uniform over the cells within one step of joint 0: count the pairs.
-    pairs = sum(1 for x0 in range(5) for y0 in range(4) for x1 in range(5) for y1 in range(4)
-                if abs(x1 - x0) <= 1 and abs(y1 - y0) <= 1)
+    pairs = sum(1 for x0 in range(5) for y0 in range(4) for x1 in range(5) for y1 in range(4) if abs(x1 - x0) <= 1 and abs(y1 - y0) <= 1)
     assert crf.log_partition.item() == pytest.approx(math.log(pairs))
 
 
@@ -225,8 +230,7 @@ def test_chain_matches_pytorch_crf(size, radius):
     cells = torch.tensor([(x, y) for y in range(h) for x in range(w)])  # tag t = y * w + x
     d = cells[None, :] - cells[:, None]  # (S, S, 2): d[i, j] = cell j - cell i (child - parent)
     inside = (d.abs() <= radius).all(-1)
-    transitions = torch.where(inside, kernel[(d[..., 1] + radius).clamp(0, 2 * radius),
-                                             (d[..., 0] + radius).clamp(0, 2 * radius)], -INF)
+    transitions = torch.where(inside, kernel[(d[..., 1] + radius).clamp(0, 2 * radius), (d[..., 0] + radius).clamp(0, 2 * radius)], -INF)
     oracle = CRF(h * w, batch_first=True).double()
     with torch.no_grad():
         oracle.transitions.copy_(transitions)

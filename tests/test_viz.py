@@ -1,5 +1,6 @@
 """crfpose.viz: colours and opacity read back from rendered pixels, SVG/PDF structure, panel layouts,
 moments against hand-set Gaussians, sample and log values read back from the artists, input errors."""
+
 import json
 import re
 import subprocess
@@ -323,8 +324,7 @@ def test_pck_curves_and_joint_bars_read_the_results():
     expected = pck_curve(pred, gt, normalizer="bbox", boxes=boxes, skeleton=LSP14)
     assert np.allclose(result["pck_curve"]["mean"], expected.mean)
     result = json.loads(json.dumps(result))  # as `crfpose eval --out` writes it
-    other = dict(result, pck=0.5, pck_per_joint={j: 0.25 for j in LSP14.joints},
-                 pck_curve={"alphas": [0, 0.5], "mean": [0.0, 1.0]})
+    other = dict(result, pck=0.5, pck_per_joint={j: 0.25 for j in LSP14.joints}, pck_curve={"alphas": [0, 0.5], "mean": [0.0, 1.0]})
     fig = viz.plot_pck_curves([result, other], ["A", "B"])
     lines = {line.get_gid(): line for line in fig.axes[0].lines}
     assert np.allclose(lines["curve0"].get_ydata(), 100 * expected.mean)
@@ -333,8 +333,7 @@ def test_pck_curves_and_joint_bars_read_the_results():
     assert labels == [f"A (AUC {100 * expected.auc:.1f})", "B (AUC 50.0)"]
     fig = viz.plot_joint_pck([result, other], ["A", "B"])
     bars = fig.axes[0].containers
-    assert [b.patches[0].get_height() for b in bars] == pytest.approx(
-        [100 * result["pck_per_joint"]["right_ankle"], 25])
+    assert [b.patches[0].get_height() for b in bars] == pytest.approx([100 * result["pck_per_joint"]["right_ankle"], 25])
     assert [b.patches[-1].get_height() for b in bars] == pytest.approx([100 * result["pck"], 50])
     assert len(bars[0].patches) == 15
     with pytest.raises(ValueError, match=r"results\[0\]: expected a PCKCurve or a dict with 'pck_curve'"):

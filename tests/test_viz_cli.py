@@ -1,4 +1,5 @@
 """``crfpose viz``: the figure set of a checkpoint trained here, the --log and --results forms, errors."""
+
 import json
 
 import pytest
@@ -6,24 +7,36 @@ import pytest
 from crfpose.cli import build_parser, main
 from crfpose.config import load_config, save_config
 
-CHECKPOINT_FIGURES = {"overlays", "heatmaps", "heatmaps_top", "pairwise", "deformation", "samples", "pck_curves",
-                      "joint_pck", "training"}
+CHECKPOINT_FIGURES = {"overlays", "heatmaps", "heatmaps_top", "pairwise", "deformation", "samples", "pck_curves", "joint_pck", "training"}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny CNN + tree CRF trained on synthetic figures (seconds), its run folder and two eval results."""
     tmp = tmp_path_factory.mktemp("viz_cli")
-    config = load_config(None, [
-        "train.mode=separate", f"output_dir={tmp / 'run'}", "model.options={width: 8, depth: 1}",
-        "data.train={length: 8, seed: 0}", "data.val={length: 4, seed: 1}", "data.input_size=[32, 32]",
-        "data.heatmap_size=[8, 8]", "crf.radius=3", "train.batch_size=4", "train.stage1_epochs=1",
-        "train.stage2_epochs=1", "eval.every=1",
-    ])
+    config = load_config(
+        None,
+        [
+            "train.mode=separate",
+            f"output_dir={tmp / 'run'}",
+            "model.options={width: 8, depth: 1}",
+            "data.train={length: 8, seed: 0}",
+            "data.val={length: 4, seed: 1}",
+            "data.input_size=[32, 32]",
+            "data.heatmap_size=[8, 8]",
+            "crf.radius=3",
+            "train.batch_size=4",
+            "train.stage1_epochs=1",
+            "train.stage2_epochs=1",
+            "eval.every=1",
+        ],
+    )
     assert main(["train", str(save_config(config, tmp / "tiny.yaml"))]) == 0
     for name, decoder in (("crf", "marginals"), ("cnn", "unary")):
-        assert main(["eval", str(tmp / "run" / "best.pt"), "--data", "synthetic", "--decoder", decoder,
-                     "--out", str(tmp / f"{name}.json")]) == 0
+        assert (
+            main(["eval", str(tmp / "run" / "best.pt"), "--data", "synthetic", "--decoder", decoder, "--out", str(tmp / f"{name}.json")])
+            == 0
+        )
     return tmp
 
 
@@ -41,8 +54,25 @@ def test_help_explains_every_option(capsys):
 
 def test_checkpoint_figure_set(trained, tmp_path, capsys):
     out = tmp_path / "figs"
-    assert main(["viz", str(trained / "run" / "best.pt"), "--data", "synthetic", "--set", "length=6",
-                 "--num", "3", "--format", "svg", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "viz",
+                str(trained / "run" / "best.pt"),
+                "--data",
+                "synthetic",
+                "--set",
+                "length=6",
+                "--num",
+                "3",
+                "--format",
+                "svg",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     written = {p.stem for p in out.iterdir()}
     assert written == CHECKPOINT_FIGURES and all(p.suffix == ".svg" for p in out.iterdir())
     printed = capsys.readouterr().out.split()
@@ -54,8 +84,26 @@ def test_checkpoint_figure_set(trained, tmp_path, capsys):
 
 def test_log_and_results_forms(trained, tmp_path, capsys):
     out = tmp_path / "figs"
-    assert main(["viz", "--log", str(trained / "run" / "log.jsonl"), "--results", str(trained / "crf.json"),
-                 str(trained / "cnn.json"), "--labels", "CNN + CRF", "CNN", "--format", "pdf", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "viz",
+                "--log",
+                str(trained / "run" / "log.jsonl"),
+                "--results",
+                str(trained / "crf.json"),
+                str(trained / "cnn.json"),
+                "--labels",
+                "CNN + CRF",
+                "CNN",
+                "--format",
+                "pdf",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["compare_joint_pck.pdf", "compare_pck_curves.pdf", "training.pdf"]
     assert all(p.read_bytes().startswith(b"%PDF-") for p in out.iterdir())
     result = json.loads((trained / "crf.json").read_text())

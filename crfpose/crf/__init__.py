@@ -2,6 +2,7 @@
 
 ``ChainCRF`` (the pytorch-crf baseline) loads pytorch-crf on first use.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,5 +16,6 @@ __all__ = ["TreeCRF", "Pairwise", "FlatPairwise", "FreePairwise", "GaussianPairw
 def __getattr__(name: str) -> Any:
     if name == "ChainCRF":
         from crfpose.crf.chain import ChainCRF
+
         return ChainCRF
     raise AttributeError(f"module 'crfpose.crf' has no attribute {name!r}")

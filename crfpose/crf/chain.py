@@ -9,6 +9,7 @@ matrix, shared by every link. For a chain-shaped skeleton with one pairwise kern
 edges, ``cell=1`` and :meth:`ChainCRF.init_from_kernel`, the baseline is exactly the tree CRF,
 which makes it a test oracle. The tag of coarse cell ``(x, y)`` is ``y * w + x``.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,7 @@ from crfpose.checks import check_int
 from crfpose.crf.pairwise import GaussianPairwise, moments
 from crfpose.skeletons import Skeleton
 
-__all__ = ["ChainCRF", "ChainDistribution", "chain_order", "is_chain", "kernel_transitions", "cells_to_tags",
-           "tags_to_cells"]
+__all__ = ["ChainCRF", "ChainDistribution", "chain_order", "is_chain", "kernel_transitions", "cells_to_tags", "tags_to_cells"]
 
 # exp(-1e4) is exactly 0 in float32 and float64: an "impossible" score that, unlike -inf, keeps
 # pytorch-crf's log-sum-exp gradients finite when a whole column is excluded.
@@ -194,9 +194,7 @@ class ChainCRF(nn.Module):
         """Log-probability ``(B,)`` of coarse-cell poses ``cells`` ``(B, K, 2)`` long ``(x, y)``, joints in skeleton order."""
         emissions = self.emissions(unary)
         if cells.shape != (unary.shape[0], self.skeleton.num_joints, 2):
-            raise ValueError(
-                f"cells must have shape ({unary.shape[0]}, {self.skeleton.num_joints}, 2), got {tuple(cells.shape)}"
-            )
+            raise ValueError(f"cells must have shape ({unary.shape[0]}, {self.skeleton.num_joints}, 2), got {tuple(cells.shape)}")
         tags = cells_to_tags(cells, self.grid_width)[:, self.order]  # (B, K)
         return self.crf(emissions, tags, mask=self._mask(tags), reduction="none")
 
@@ -214,9 +212,7 @@ class ChainCRF(nn.Module):
         target = F.one_hot(tags, self.num_tags).bool() | ~labelled[:, self.order, None]  # (B, K, S)
         clamped = emissions.masked_fill(~target, _LOG_ZERO)
         mask = self._mask(tags)
-        return self.crf(clamped, tags, mask=mask, reduction="none") - self.crf(
-            emissions, tags, mask=mask, reduction="none"
-        )  # (B,)
+        return self.crf(clamped, tags, mask=mask, reduction="none") - self.crf(emissions, tags, mask=mask, reduction="none")  # (B,)
 
     def decode(self, unary: Tensor) -> Tensor:
         """Viterbi (MAP) coarse cells ``(B, K, 2)`` long ``(x, y)``, joints in skeleton order."""

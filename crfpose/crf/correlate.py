@@ -19,6 +19,7 @@ cells that error could matter for and recomputes them, by direct sums (exact to 
 for the flushing floor) or with :func:`lse_correlate_cells`, which is exact in the log domain.
 Cells that no finite term reaches are exactly -inf.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,8 @@ from crfpose.crf import tuning
 
 __all__ = ["Separable", "lse_correlate", "lse_correlate_cells", "max_correlate", "separable_factors"]
 
-_TINY = 2.0 ** -511  # linear-domain values below this are set to 0, so that no product is subnormal
-_TINY_SEPARABLE = 2.0 ** -340  # the same for the separable path's products of three
+_TINY = 2.0**-511  # linear-domain values below this are set to 0, so that no product is subnormal
+_TINY_SEPARABLE = 2.0**-340  # the same for the separable path's products of three
 _LOG_TINY_SEPARABLE = 340 * math.log(2.0)
 _SEPARABLE_RESIDUAL = 2e-13  # largest log-domain residual for which a kernel is taken as separable
 _FFT_SAFETY = 16.0  # constant of the FFT rounding-error bound (covers the butterflies' and product's rounding)
@@ -125,11 +126,11 @@ class _Correlator:
         if hk * wk <= ho * wo:  # loop over taps, each a shifted multiply-add of the whole output
             for a in range(hk):
                 for b in range(wk):
-                    out += xp[..., a:a + ho, b:b + wo] * kern[..., a, b, None, None]
+                    out += xp[..., a : a + ho, b : b + wo] * kern[..., a, b, None, None]
         else:  # loop over output cells, each a dot product with the kernel
             for i in range(ho):
                 for j in range(wo):
-                    out[..., i, j] = (xp[..., i:i + hk, j:j + wk] * kern).sum(dim=(-2, -1))
+                    out[..., i, j] = (xp[..., i : i + hk, j : j + wk] * kern).sum(dim=(-2, -1))
         return out, floor
 
 
@@ -164,8 +165,10 @@ class Separable:
         key = (tuple(x_hw), tuple(pad))
         if key not in self._matrices:
             ho, wo = _output_size(x_hw, (self.f.shape[-1], self.g.shape[-1]), pad)
-            self._matrices[key] = (_toeplitz(self.f_linear, x_hw[0], ho, pad[0]),
-                                   _toeplitz(self.g_linear, x_hw[1], wo, pad[1]).transpose(-2, -1))
+            self._matrices[key] = (
+                _toeplitz(self.f_linear, x_hw[0], ho, pad[0]),
+                _toeplitz(self.g_linear, x_hw[1], wo, pad[1]).transpose(-2, -1),
+            )
         return self._matrices[key]
 
 
@@ -221,8 +224,9 @@ def _span(t: torch.Tensor, top: torch.Tensor) -> float:
     return min(_LOG_TINY_SEPARABLE, (top - t).amax().item())  # top is finite: no NaN, and inf -> the cap
 
 
-def lse_correlate(x: torch.Tensor, k: torch.Tensor | Separable, pad: tuple[int, int], direct: bool = False,
-                  finite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def lse_correlate(
+    x: torch.Tensor, k: torch.Tensor | Separable, pad: tuple[int, int], direct: bool = False, finite: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fast log-sum-exp correlation of x (..., Hx, Wx) with kernels k (..., Hk, Wk), in float64.
 
     Returns an upper bound on each value, (..., Ho, Wo), and the log of delta, (..., 1, 1) or per
@@ -267,12 +271,12 @@ def lse_correlate_cells(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], 
     out = x.new_empty(cells.shape[0])
     step = max(1, tuning.GATHER_BLOCK // (hk * wk))
     for start in range(0, cells.shape[0], step):
-        chunk = cells[start:start + step]
+        chunk = cells[start : start + step]
         index = tuple(c[:, None, None] for c in chunk[:, :-2].unbind(1))
         rows = (chunk[:, -2, None] + rows_off)[:, :, None]  # (F, Hk, 1)
         cols = (chunk[:, -1, None] + cols_off)[:, None, :]  # (F, 1, Wk)
         window = xp[(*index, rows, cols)] + k[tuple(c[:, 0, 0] for c in index)]  # (F, Hk, Wk)
-        out[start:start + step] = torch.logsumexp(window.flatten(1), dim=1)
+        out[start : start + step] = torch.logsumexp(window.flatten(1), dim=1)
     return out
 
 
@@ -291,7 +295,7 @@ def max_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> tup
     for start in range(0, x.shape[0], step):
         maps = slice(start, start + step)
         for a in range(hk):
-            windows = xp[maps, a:a + ho, :].unfold(2, wk, 1)  # (n, Ho, Wo, Wk)
+            windows = xp[maps, a : a + ho, :].unfold(2, wk, 1)  # (n, Ho, Wo, Wk)
             value, b = (windows + k[maps, a, None, None, :]).max(dim=-1)
             better = value > best[maps]
             best[maps] = torch.where(better, value, best[maps])

@@ -10,6 +10,7 @@ Everything is computed in float64 and returned in the inputs' dtype. Each edge's
 moves Z by a relative 1e-7 at most for float32 inputs and 1e-12 for float64, and the marginals by
 as much probability mass (see ``crfpose.crf.tree``).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,9 @@ ENGINES = ("fast", "reference")
 def _require_feasible(log_z: torch.Tensor) -> None:
     bad = (~torch.isfinite(log_z)).nonzero().flatten().tolist()
     if bad:
-        raise ValueError(f"TreeCRF: no pose has a finite score for batch element(s) {bad}; "
-                         "marginals, MAP, samples, log_prob and entropy are undefined")
+        raise ValueError(
+            f"TreeCRF: no pose has a finite score for batch element(s) {bad}; marginals, MAP, samples, log_prob and entropy are undefined"
+        )
 
 
 class _Fast:
@@ -84,8 +86,11 @@ class _LogPartition(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_unary = (g * _Marginals.apply(unary, pairwise, ctx.fast, "node")).to(unary.dtype)
         if ctx.needs_input_grad[1]:
-            grad_pairwise = (g * _Marginals.apply(unary, pairwise, ctx.fast, "edge")).sum(dim=0, keepdim=True) \
-                if pairwise.shape[0] == 1 else g * _Marginals.apply(unary, pairwise, ctx.fast, "edge")
+            grad_pairwise = (
+                (g * _Marginals.apply(unary, pairwise, ctx.fast, "edge")).sum(dim=0, keepdim=True)
+                if pairwise.shape[0] == 1
+                else g * _Marginals.apply(unary, pairwise, ctx.fast, "edge")
+            )
             grad_pairwise = grad_pairwise.to(pairwise.dtype)
         return grad_unary, grad_pairwise, None
 
@@ -146,8 +151,7 @@ class TreeCRF(Distribution):
     arg_constraints: dict = {}
     has_rsample = False
 
-    def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton, engine: str = "fast",
-                 tol: float | None = None):
+    def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton, engine: str = "fast", tol: float | None = None):
         if engine not in ENGINES:
             raise ValueError(f"TreeCRF: engine must be one of {ENGINES}, got {engine!r}")
         if tol is not None and not (isinstance(tol, float) and 0 < tol < 1):
@@ -160,18 +164,15 @@ class TreeCRF(Distribution):
                 raise TypeError(f"TreeCRF: {name} must be a floating-point tensor, got {got}")
         k, e = skeleton.num_joints, skeleton.num_edges
         if unary.dim() != 4 or unary.shape[1] != k or unary.shape[0] < 1:
-            raise ValueError(f"TreeCRF: unary must be (B, K={k}, H, W) for skeleton {skeleton.name!r}, "
-                             f"got {tuple(unary.shape)}")
+            raise ValueError(f"TreeCRF: unary must be (B, K={k}, H, W) for skeleton {skeleton.name!r}, got {tuple(unary.shape)}")
         if pairwise.dim() not in (3, 4):
             raise ValueError(f"TreeCRF: pairwise must be (E, 2R+1, 2R+1) or (B, E, 2R+1, 2R+1), got {tuple(pairwise.shape)}")
         pw = pairwise if pairwise.dim() == 4 else pairwise.unsqueeze(0)
         p = pw.shape[-1]
         if pw.shape[1] != e or pw.shape[-2] != p or p % 2 != 1:
-            raise ValueError(f"TreeCRF: pairwise must be (E={e}, 2R+1, 2R+1) with an odd square window, "
-                             f"got {tuple(pairwise.shape)}")
+            raise ValueError(f"TreeCRF: pairwise must be (E={e}, 2R+1, 2R+1) with an odd square window, got {tuple(pairwise.shape)}")
         if pairwise.dim() == 4 and pw.shape[0] != unary.shape[0]:
-            raise ValueError(f"TreeCRF: per-image pairwise must have batch size B={unary.shape[0]} like unary, "
-                             f"got {pw.shape[0]}")
+            raise ValueError(f"TreeCRF: per-image pairwise must have batch size B={unary.shape[0]} like unary, got {pw.shape[0]}")
         if unary.device != pairwise.device:
             raise ValueError(f"TreeCRF: unary and pairwise must be on one device, got {unary.device} and {pairwise.device}")
         _check_finite_or_neg_inf("unary", unary)
@@ -308,8 +309,7 @@ class TreeCRF(Distribution):
     def entropy(self) -> torch.Tensor:
         """H(p) = log Z - E[s(y)], (B,). Differentiable."""
         node, edge = self._marginal("node"), self._marginal("edge")
-        expected = (_expected(node, self.unary.double()).sum(dim=(1, 2, 3))
-                    + _expected(edge, self._pw.double()).sum(dim=(1, 2, 3)))
+        expected = _expected(node, self.unary.double()).sum(dim=(1, 2, 3)) + _expected(edge, self._pw.double()).sum(dim=(1, 2, 3))
         return (self._log_z - expected).to(self._dtype)
 
     def _check_pose(self, pose: torch.Tensor) -> torch.Tensor:
@@ -322,8 +322,10 @@ class TreeCRF(Distribution):
         pose = pose.long().to(self.unary.device)
         x, y = pose[..., 0], pose[..., 1]
         if bool(((x < 0) | (x >= w) | (y < 0) | (y >= h)).any()):
-            raise ValueError(f"TreeCRF: pose cells must lie in the {w} x {h} grid (0 <= x < {w}, 0 <= y < {h}), "
-                             f"got x in [{int(x.min())}, {int(x.max())}], y in [{int(y.min())}, {int(y.max())}]")
+            raise ValueError(
+                f"TreeCRF: pose cells must lie in the {w} x {h} grid (0 <= x < {w}, 0 <= y < {h}), "
+                f"got x in [{int(x.min())}, {int(x.max())}], y in [{int(y.min())}, {int(y.max())}]"
+            )
         return pose
 
 

@@ -20,6 +20,7 @@ the same single addition x + k; ties go to the smallest tap). It is found as the
 
 Maps on which pruning does not pay (noise, flat kernels) are finished by the brute force.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,6 @@ from crfpose.crf import tuning
 from crfpose.crf.correlate import max_correlate
 
 __all__ = ["max_correlate_fast"]
-
 
 
 def _check(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> tuple[int, int]:
@@ -47,8 +47,10 @@ def _check(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> tuple[int,
     ho = x.shape[1] + 2 * pad[0] - k.shape[1] + 1
     wo = x.shape[2] + 2 * pad[1] - k.shape[2] + 1
     if ho <= 0 or wo <= 0:
-        raise ValueError(f"k: expected a kernel no larger than the padded input "
-                         f"{(x.shape[1] + 2 * pad[0], x.shape[2] + 2 * pad[1])}, got {tuple(k.shape[1:])}")
+        raise ValueError(
+            f"k: expected a kernel no larger than the padded input "
+            f"{(x.shape[1] + 2 * pad[0], x.shape[2] + 2 * pad[1])}, got {tuple(k.shape[1:])}"
+        )
     return ho, wo
 
 
@@ -87,15 +89,18 @@ def _rings(xp_low: torch.Tensor, k: torch.Tensor, out_hw: tuple[int, int]) -> tu
     reach = int(chebyshev.max())
     a0, b0 = int(ca.min()), int(cb.min())
     rows, cols = int(ca.max()) - a0 + ho, int(cb.max()) - b0 + wo  # the centres' span
-    where = ((torch.arange(n, device=dev) * rows)[:, None, None] + (ca - a0)[:, None, None]
-             + torch.arange(ho, device=dev)[:, None]) * cols + (cb - b0)[:, None, None] + torch.arange(wo, device=dev)
+    where = (
+        ((torch.arange(n, device=dev) * rows)[:, None, None] + (ca - a0)[:, None, None] + torch.arange(ho, device=dev)[:, None]) * cols
+        + (cb - b0)[:, None, None]
+        + torch.arange(wo, device=dev)
+    )
     radii = [1 << j for j in range(reach.bit_length()) if 2 * (1 << j) + 1 < min(hk, wk)]
     margin = radii[-1] if radii else 0
     wide = F.pad(xp_low, (margin, margin, margin, margin), value=-math.inf)
     window, ring_k, inner = [], [], -1
     for r in radii:
         c0, d0 = a0 + margin - r, b0 + margin - r
-        part = wide[:, c0:c0 + rows + 2 * r, d0:d0 + cols + 2 * r]
+        part = wide[:, c0 : c0 + rows + 2 * r, d0 : d0 + cols + 2 * r]
         part = _window_max(_window_max(part, 2 * r + 1, 1), 2 * r + 1, 2)  # (N, rows, cols)
         window.append(part.flatten().take(where.flatten()))  # (N Ho Wo,)
         ring_k.append(torch.where((chebyshev > inner) & (chebyshev <= r), k, -math.inf).flatten(1).amax(dim=1))
@@ -105,8 +110,9 @@ def _rings(xp_low: torch.Tensor, k: torch.Tensor, out_hw: tuple[int, int]) -> tu
     return torch.stack(window, dim=1), torch.stack(ring_k, dim=1)
 
 
-def _high_part(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], out_hw: tuple[int, int], m: int
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _high_part(
+    x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], out_hw: tuple[int, int], m: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Correlation restricted to the m largest cells of each map: best, tap (N, Ho, Wo) and the
     index (N, M) of those cells in x.flatten(1). Each cell updates the output cells it reaches."""
     n, hx, wx = x.shape
@@ -126,8 +132,7 @@ def _high_part(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], out_hw: t
         a, b = zi[:, None] - yi, zj[:, None] - yj  # kernel row (N, hh) and column (N, ww)
         inside = ((a >= 0) & (a < hk))[:, :, None] & ((b >= 0) & (b < wk))[:, None, :]  # (N, hh, ww)
         taps = a.clamp(0, hk - 1)[:, :, None] * wk + b.clamp(0, wk - 1)[:, None, :]  # (N, hh, ww)
-        terms = torch.where(inside, kflat.take(taps + (maps * hk * wk)[:, None, None]) + value[:, j, None, None],
-                            -math.inf)
+        terms = torch.where(inside, kflat.take(taps + (maps * hk * wk)[:, None, None]) + value[:, j, None, None], -math.inf)
         where = ((maps * ho)[:, None] + yi)[:, :, None] * wo + yj[:, None, :]  # (N, hh, ww) in best
         b_, t_ = best.take(where), tap.take(where)
         _merge(b_, t_, terms, taps)
@@ -136,8 +141,7 @@ def _high_part(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], out_hw: t
     return best.view(n, ho, wo), tap.view(n, ho, wo), cell
 
 
-def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], high: int = 64
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], high: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Max-plus correlation of x (N, Hx, Wx) with k (N, Hk, Wk): values (N, Ho, Wo) and the arg-max
     tap a * Wk + b (long), exactly as :func:`crfpose.crf.correlate.max_correlate` but pruned.
 
@@ -194,7 +198,7 @@ def max_correlate_fast(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], h
         stop = min(taps, start + size)
         step = max(1, tuning.PRUNE_BLOCK // (stop - start))
         for s in range(0, active.numel(), step):
-            cells = active[s:s + step]
+            cells = active[s : s + step]
             maps = cell_map.index_select(0, cells)
             where = base.index_select(0, cells)[:, None] + offset[:, start:stop].index_select(0, maps)
             terms = xp.take(where) + k_round[:, start:stop].index_select(0, maps)  # (A, G)

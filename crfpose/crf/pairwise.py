@@ -8,6 +8,7 @@ Every module returns log-potentials over the displacement ``d = y_child - y_pare
 outside the window score ``-inf`` in the CRF). Static modules return ``(E, 2R+1, 2R+1)`` and
 ignore their input; image-conditioned ones take features and return ``(B, E, 2R+1, 2R+1)``.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -80,14 +81,11 @@ def _kmeans(samples: Tensor, num_clusters: int, iterations: int = 25) -> Tensor:
         centres = torch.cat((centres, samples[farthest][None]))
     for _ in range(iterations):
         labels = torch.cdist(samples, centres).argmin(dim=1)  # (n,)
-        centres = torch.stack([samples[labels == m].mean(dim=0) if (labels == m).any() else centres[m]
-                               for m in range(len(centres))])
+        centres = torch.stack([samples[labels == m].mean(dim=0) if (labels == m).any() else centres[m] for m in range(len(centres))])
     return torch.cdist(samples, centres).argmin(dim=1)
 
 
-def _type_moments(
-    keypoints: Tensor, skeleton: Skeleton, radius: int, num_types: int, min_variance: float
-) -> tuple[Tensor, Tensor]:
+def _type_moments(keypoints: Tensor, skeleton: Skeleton, radius: int, num_types: int, min_variance: float) -> tuple[Tensor, Tensor]:
     """Gaussian moments of ``num_types`` k-means clusters of each edge's labelled displacements.
 
     Returns float64 ``mean (E, M, 2)`` and ``precision (E, M, 2, 2)``; a type without samples keeps
@@ -164,9 +162,7 @@ class FreePairwise(Pairwise):
         return self
 
     @classmethod
-    def from_keypoints(
-        cls, keypoints: Tensor, skeleton: Skeleton, radius: int, pseudo_count: float = 1.0
-    ) -> "FreePairwise":
+    def from_keypoints(cls, keypoints: Tensor, skeleton: Skeleton, radius: int, pseudo_count: float = 1.0) -> "FreePairwise":
         """Tables set to the log-frequency of each rounded displacement in labelled training poses.
 
         Each window cell gets ``pseudo_count`` extra observations (Laplace smoothing), so every
@@ -245,9 +241,7 @@ class GaussianPairwise(Pairwise):
         return self
 
     @classmethod
-    def from_keypoints(
-        cls, keypoints: Tensor, skeleton: Skeleton, radius: int, min_variance: float = 1.0
-    ) -> "GaussianPairwise":
+    def from_keypoints(cls, keypoints: Tensor, skeleton: Skeleton, radius: int, min_variance: float = 1.0) -> "GaussianPairwise":
         """Mean and precision set from the sample moments of each edge's labelled displacements.
 
         ``min_variance`` (grid pixels squared) is added to the covariance's diagonal, which keeps it
@@ -278,9 +272,7 @@ class MixturePairwise(Pairwise):
         if not isinstance(components, Pairwise):
             raise TypeError(f"components must be a Pairwise module, got {type(components).__name__}")
         if components.num_edges % num_types:
-            raise ValueError(
-                f"components must have num_edges divisible by num_types={num_types}, got {components.num_edges}"
-            )
+            raise ValueError(f"components must have num_edges divisible by num_types={num_types}, got {components.num_edges}")
         super().__init__(components.num_edges // num_types, components.radius)
         self.in_channels = check_int(in_channels, "in_channels")
         self.num_types, self.pool = num_types, pool
@@ -333,9 +325,7 @@ class MixturePairwise(Pairwise):
         """
         mean, precision = _type_moments(keypoints, skeleton, radius, num_types, min_variance)
         num_edges = skeleton.num_edges
-        components = GaussianPairwise(
-            num_edges * num_types, radius, mean=mean.view(-1, 2).float(), precision=precision.view(-1, 2, 2)
-        )
+        components = GaussianPairwise(num_edges * num_types, radius, mean=mean.view(-1, 2).float(), precision=precision.view(-1, 2, 2))
         return cls(in_channels, components, num_types, pool)
 
     def extra_repr(self) -> str:

@@ -12,6 +12,7 @@ Every message is a reduction over the P x P displacements of each cell, one kern
 torch-struct), so everything here is differentiable to any order by autograd. Use it for checks
 and small problems; :class:`crfpose.crf.TreeCRF` selects it with ``engine="reference"``.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,7 @@ def _message(belief: torch.Tensor, kernel: torch.Tensor, semiring: str) -> tuple
     padded = F.pad(belief, (r, r, r, r), value=-math.inf)  # cell (y, x) + d sits at [y + R + dy, x + R + dx]
     rows, row_taps = [], []
     for a in range(p):  # kernel row a = R + dy, reduced over its columns b = R + dx
-        terms = padded[:, a:a + h, :].unfold(-1, p, 1) + kernel[:, a, None, None, :]  # (B, H, W, P): cell y + d
+        terms = padded[:, a : a + h, :].unfold(-1, p, 1) + kernel[:, a, None, None, :]  # (B, H, W, P): cell y + d
         if semiring == "max":
             best, b = terms.max(dim=-1)  # the first maximum of the row
             rows.append(best)
@@ -55,8 +56,9 @@ def _message(belief: torch.Tensor, kernel: torch.Tensor, semiring: str) -> tuple
     return _logsumexp(rows, -1), None
 
 
-def upward(unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton, semiring: str = "sum"
-           ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+def upward(
+    unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton, semiring: str = "sum"
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Beliefs (B, K, H, W) of the upward pass in the ``"sum"`` (log-sum-exp) or ``"max"`` semiring,
     and for ``"max"`` the arg-max tap of each edge's message, {edge: (B, H, W)}."""
     pw = pairwise if pairwise.dim() == 4 else pairwise.unsqueeze(0)
@@ -78,8 +80,7 @@ def log_partition(unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleto
     return _logsumexp(beliefs[:, skeleton.root].flatten(1), -1)
 
 
-def marginals(unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+def marginals(unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton) -> tuple[torch.Tensor, torch.Tensor]:
     """Node marginals (B, K, H, W) and edge displacement marginals (B, E, P, P), as the gradient
     of log Z; differentiable (to any order) with respect to inputs that require gradients."""
     b = unary.shape[0]
@@ -88,8 +89,9 @@ def marginals(unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton
     pw = pw if pw.requires_grad else pw.detach().requires_grad_()
     with torch.enable_grad():
         per_image = pw.expand(b, *pw.shape[1:])  # a gradient per image, even for a shared table
-        return torch.autograd.grad(log_partition(u, per_image, skeleton).sum(), (u, per_image), create_graph=True,
-                                   allow_unused=True, materialize_grads=True)  # unused: no edges
+        return torch.autograd.grad(
+            log_partition(u, per_image, skeleton).sum(), (u, per_image), create_graph=True, allow_unused=True, materialize_grads=True
+        )  # unused: no edges
 
 
 def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,7 @@ separable scores and the table's own roundings cannot be told from a clear winne
 would not be exact. A full (rotated) precision is not separable at all: such kernels go to
 :func:`crfpose.crf.maxplus.max_correlate_fast`.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,6 @@ import torch.nn.functional as F
 from crfpose.crf import tuning
 
 __all__ = ["separable_max_correlate"]
-
 
 
 def _factors(k: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -68,8 +68,7 @@ def _top2(x: torch.Tensor, kern: torch.Tensor, pad: int) -> tuple[torch.Tensor, 
     return best, tap, terms.amax(dim=-1)
 
 
-def _passes(x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, pad: tuple[int, int]
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _passes(x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Separable best (N, Ho, Wo), its tap a * Wk + b, and the best of every other tap."""
     wk = g.shape[-1]
     h1, b1, h2 = _top2(x, g, pad[1])  # along x: (N, Hx, Wo)
@@ -85,8 +84,7 @@ def _passes(x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, pad: tuple[int, i
     return best, tap, torch.maximum(second, same_row)
 
 
-def _brute_cells(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], cells: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def _brute_cells(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The brute force's value and first arg-max tap at the listed cells (F, 3) = (n, i, j)."""
     hk, wk = k.shape[-2:]
     xp = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf)
@@ -95,14 +93,13 @@ def _brute_cells(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], cells: 
     taps = torch.empty(cells.shape[0], dtype=torch.long, device=x.device)
     step = max(1, tuning.GATHER_BLOCK // (hk * wk))
     for start in range(0, cells.shape[0], step):
-        n, i, j = cells[start:start + step].unbind(1)
+        n, i, j = cells[start : start + step].unbind(1)
         window = xp[n[:, None, None], (i[:, None] + rows_off)[:, :, None], (j[:, None] + cols_off)[:, None, :]]
-        values[start:start + step], taps[start:start + step] = (window + k[n]).flatten(1).max(dim=1)
+        values[start : start + step], taps[start : start + step] = (window + k[n]).flatten(1).max(dim=1)
     return values, taps
 
 
-def separable_max_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]
-                            ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+def separable_max_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     """Max-plus correlation of x (N, Hx, Wx) with separable kernels k (N, Hk, Wk), identical to
     :func:`crfpose.crf.correlate.max_correlate`; None when some kernel is not separable (or not
     finite), for the caller to take another exact path."""

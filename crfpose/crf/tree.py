@@ -25,6 +25,7 @@ of its exact value at every cell (always so for separable kernels), the upward p
 certifies log Z and the downward pass waits until marginals are asked for.
 All functions work in float64 and build no autograd graph.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,13 +73,15 @@ def schedule(skeleton: Skeleton, device: torch.device) -> list[Level]:
         edges = by_depth[depth]
         as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
         children = [skeleton.edges[e][1] for e in edges]
-        levels.append(Level(
-            edges=as_tensor(edges),
-            parents=as_tensor([skeleton.edges[e][0] for e in edges]),
-            children=as_tensor(children),
-            edge_at=_consecutive_or_tensor(edges, device),
-            child_at=_consecutive_or_tensor(children, device),
-        ))
+        levels.append(
+            Level(
+                edges=as_tensor(edges),
+                parents=as_tensor([skeleton.edges[e][0] for e in edges]),
+                children=as_tensor(children),
+                edge_at=_consecutive_or_tensor(edges, device),
+                child_at=_consecutive_or_tensor(children, device),
+            )
+        )
     return levels
 
 
@@ -87,8 +90,7 @@ def _pad(pairwise: torch.Tensor) -> tuple[int, int]:
     return r, r
 
 
-def _fix_cells(values: torch.Tensor, flagged: torch.Tensor, x: torch.Tensor, k: torch.Tensor,
-               pad: tuple[int, int]) -> torch.Tensor:
+def _fix_cells(values: torch.Tensor, flagged: torch.Tensor, x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
     """values (..., Ho, Wo) with the flagged cells (bool, same shape) made exact.
 
     A few flagged cells are recomputed one by one in the log domain. When they are many, the maps
@@ -200,8 +202,7 @@ class Inference:
         self.message_gap[:, level.edge_at] = gap.amin(dim=(-2, -1))
         return msg
 
-    def _rest(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor
-              ) -> torch.Tensor:
+    def _rest(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor) -> torch.Tensor:
         """The parents' scores without each edge's subtree, (B, n, H, W), from the children's
         messages per parent as a finite sum and a count of -inf (so that one child's contribution
         can be taken out exactly)."""
@@ -257,8 +258,9 @@ class Inference:
         return torch.exp(edge_log)
 
 
-def upward(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level],
-           message: Callable[[Level, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def upward(
+    unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], message: Callable[[Level, torch.Tensor, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """The upward pass of either semiring: beliefs (B, K, H, W).
 
     ``message(level, child_beliefs (B, n, H, W), kernels (B', n, P, P))`` returns the level's
@@ -271,8 +273,7 @@ def upward(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level],
     return beliefs
 
 
-def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Max-product: the best score (B,) and the MAP pose (B, K, 2) long, (x, y) cells. Messages with
     separable kernels (diagonal Gaussians) take :mod:`crfpose.crf.separable_max`, the others
     :mod:`crfpose.crf.maxplus`; both equal the brute force bit for bit."""

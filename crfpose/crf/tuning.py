@@ -5,6 +5,7 @@ changing one only moves work between paths. The constants that the error bounds 
 flushing floor, the FFT error constant, the separable residual of the sum-product) stay with the
 analysis they belong to, in :mod:`crfpose.crf.correlate`.
 """
+
 from __future__ import annotations
 
 # crfpose.crf.correlate: log-sum-exp correlation

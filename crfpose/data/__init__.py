@@ -2,6 +2,7 @@
 
 Shape legend: K joints, H x W heatmap grid (see :mod:`crfpose.data.base` for the item format).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -17,8 +18,19 @@ from crfpose.data.synthetic import SyntheticDataset
 from crfpose.data.transforms import TopDownTransform
 
 __all__ = [
-    "DATASETS", "PATH_OPTIONS", "build_dataset", "dataset_options", "BadRecord", "PersonRecord", "PoseDataset", "load_image",
-    "COCODataset", "LSPDataset", "MPIIDataset", "SyntheticDataset", "TopDownTransform",
+    "DATASETS",
+    "PATH_OPTIONS",
+    "build_dataset",
+    "dataset_options",
+    "BadRecord",
+    "PersonRecord",
+    "PoseDataset",
+    "load_image",
+    "COCODataset",
+    "LSPDataset",
+    "MPIIDataset",
+    "SyntheticDataset",
+    "TopDownTransform",
 ]
 
 DATASETS: dict[str, Callable[..., Dataset]] = {

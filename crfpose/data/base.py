@@ -22,6 +22,7 @@ left out, listed in ``dataset.skipped`` (dicts with file, record, reason) and a 
 An image that passes the header check but cannot be decoded when an item is read is skipped then
 (``meta["skipped_file"]`` names it; see :meth:`PoseDataset.__getitem__`).
 """
+
 from __future__ import annotations
 
 import json
@@ -169,8 +170,7 @@ class PoseDataset(Dataset):
             self.records.append(rec)
         if self.skipped:
             warnings.warn(
-                f"{type(self).__name__}: skipped {len(self.skipped)} bad record(s) (see .skipped); "
-                f"first: {self.skipped[0]['reason']}",
+                f"{type(self).__name__}: skipped {len(self.skipped)} bad record(s) (see .skipped); first: {self.skipped[0]['reason']}",
                 UserWarning,
                 stacklevel=2,
             )
@@ -197,8 +197,9 @@ class PoseDataset(Dataset):
                 if not any(s["file"] == str(rec.file) and s["record"] == rec.record for s in self.skipped):
                     self.skipped.append({"file": str(rec.file), "record": rec.record, "reason": str(err)})
         else:
-            raise ValueError(f"{type(self).__name__}: no image of its {len(self.records)} records can be read; "
-                             f"first: {self.skipped[0]['reason']}")
+            raise ValueError(
+                f"{type(self).__name__}: no image of its {len(self.records)} records can be read; first: {self.skipped[0]['reason']}"
+            )
         out = self.transform(image, rec.keypoints, rec.box)
         meta = {
             "image_id": rec.image_id,

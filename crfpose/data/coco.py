@@ -9,6 +9,7 @@ evaluation, ``detections`` (a COCO results JSON: image_id, category_id, bbox, sc
 annotated boxes; those records carry no keypoints (all v = 0) and the detection score.
 COCO keypoint coordinates are used as they are (0-based pixel centres).
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -14,6 +14,7 @@ Shape legend: K = 14 joints, N images.
 
 ``image_id`` is the 1-based image number.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -17,6 +17,7 @@ the JSON records: HRNet's ``gt_valid.mat`` (variable ``headboxes_src``, shape (2
 ``.json``/``.npy`` array of shape (N, 4) ``x1, y1, x2, y2``. Without them ``meta["head_box"]`` is
 NaN and PCKh can use the ``"head"`` normaliser (head top to upper neck) instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,10 +68,7 @@ class MPIIDataset(PoseDataset):
         boxes = load_head_boxes(head_boxes) if head_boxes is not None else None
         if boxes is not None and len(boxes) != len(entries):
             raise ValueError(f"head_boxes: {head_boxes} has {len(boxes)} boxes for {len(entries)} records in {ann_file}")
-        records = [
-            self._parse(i, entry, root / "images", ann_file, None if boxes is None else boxes[i])
-            for i, entry in enumerate(entries)
-        ]
+        records = [self._parse(i, entry, root / "images", ann_file, None if boxes is None else boxes[i]) for i, entry in enumerate(entries)]
         super().__init__(records, MPII16, **kwargs)
 
     @staticmethod

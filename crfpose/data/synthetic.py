@@ -21,6 +21,7 @@ Items follow the format of :mod:`crfpose.data.base` (crop = the whole canvas, id
 ``meta`` also holds ``angles`` (E,) relative edge angles in radians, ``lengths`` (E,) edge lengths
 in pixels and ``facing`` (+1 towards the camera, -1 away).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,21 +43,44 @@ __all__ = ["SyntheticDataset", "sample_pose"]
 # Rest positions for a person 1 unit tall facing the camera (x right on screen, y down); the
 # person's left side is on the image's right.
 _TEMPLATE = {
-    "head_top": (0.0, -0.50), "nose": (0.0, -0.40), "left_eye": (0.03, -0.43), "right_eye": (-0.03, -0.43),
-    "left_ear": (0.06, -0.41), "right_ear": (-0.06, -0.41), "upper_neck": (0.0, -0.33), "neck": (0.0, -0.32),
-    "thorax": (0.0, -0.28), "pelvis": (0.0, 0.04),
-    "left_shoulder": (0.12, -0.28), "right_shoulder": (-0.12, -0.28),
-    "left_elbow": (0.16, -0.10), "right_elbow": (-0.16, -0.10),
-    "left_wrist": (0.18, 0.07), "right_wrist": (-0.18, 0.07),
-    "left_hip": (0.08, 0.05), "right_hip": (-0.08, 0.05),
-    "left_knee": (0.09, 0.27), "right_knee": (-0.09, 0.27),
-    "left_ankle": (0.09, 0.48), "right_ankle": (-0.09, 0.48),
+    "head_top": (0.0, -0.50),
+    "nose": (0.0, -0.40),
+    "left_eye": (0.03, -0.43),
+    "right_eye": (-0.03, -0.43),
+    "left_ear": (0.06, -0.41),
+    "right_ear": (-0.06, -0.41),
+    "upper_neck": (0.0, -0.33),
+    "neck": (0.0, -0.32),
+    "thorax": (0.0, -0.28),
+    "pelvis": (0.0, 0.04),
+    "left_shoulder": (0.12, -0.28),
+    "right_shoulder": (-0.12, -0.28),
+    "left_elbow": (0.16, -0.10),
+    "right_elbow": (-0.16, -0.10),
+    "left_wrist": (0.18, 0.07),
+    "right_wrist": (-0.18, 0.07),
+    "left_hip": (0.08, 0.05),
+    "right_hip": (-0.08, 0.05),
+    "left_knee": (0.09, 0.27),
+    "right_knee": (-0.09, 0.27),
+    "left_ankle": (0.09, 0.48),
+    "right_ankle": (-0.09, 0.48),
 }
 # (name fragment, angle std in radians, limb width as a fraction of height); first match wins.
 _JOINT_PRIOR = (
-    ("wrist", 1.0, 0.035), ("elbow", 0.9, 0.045), ("ankle", 0.5, 0.045), ("knee", 0.35, 0.06),
-    ("hip", 0.08, 0.07), ("shoulder", 0.08, 0.06), ("pelvis", 0.08, 0.07), ("thorax", 0.08, 0.07),
-    ("eye", 0.1, 0.0), ("ear", 0.1, 0.0), ("nose", 0.15, 0.0), ("neck", 0.15, 0.05), ("head", 0.2, 0.05),
+    ("wrist", 1.0, 0.035),
+    ("elbow", 0.9, 0.045),
+    ("ankle", 0.5, 0.045),
+    ("knee", 0.35, 0.06),
+    ("hip", 0.08, 0.07),
+    ("shoulder", 0.08, 0.06),
+    ("pelvis", 0.08, 0.07),
+    ("thorax", 0.08, 0.07),
+    ("eye", 0.1, 0.0),
+    ("ear", 0.1, 0.0),
+    ("nose", 0.15, 0.0),
+    ("neck", 0.15, 0.05),
+    ("head", 0.2, 0.05),
 )
 _DEFAULT_PRIOR = (0.5, 0.045)
 _FACE = ("nose", "eye")
@@ -210,16 +234,29 @@ class SyntheticDataset(Dataset):
         rec = PersonRecord(Path("synthetic"), index, f"sample {index}", box, keypoints, (w, h))
         lengths = np.linalg.norm(pts[[c for _, c in self.skeleton.edges]] - pts[[p for p, _ in self.skeleton.edges]], axis=1)
         meta = {
-            "image_id": index, "file": "synthetic", "record": rec.record, "box": box,
-            "center": np.array([(w - 1) / 2, (h - 1) / 2]), "scale": np.array([float(w), float(h)]),
-            "rotation": 0.0, "flipped": False, "affine": np.array([[1.0, 0, 0], [0, 1.0, 0]]),
-            "keypoints": keypoints, "image_size": np.array([float(w), float(h)]), "score": 1.0,
+            "image_id": index,
+            "file": "synthetic",
+            "record": rec.record,
+            "box": box,
+            "center": np.array([(w - 1) / 2, (h - 1) / 2]),
+            "scale": np.array([float(w), float(h)]),
+            "rotation": 0.0,
+            "flipped": False,
+            "affine": np.array([[1.0, 0, 0], [0, 1.0, 0]]),
+            "keypoints": keypoints,
+            "image_size": np.array([float(w), float(h)]),
+            "score": 1.0,
             "head_box": rec.head_box,
-            "angles": angles, "lengths": lengths, "facing": facing,
+            "angles": angles,
+            "lengths": lengths,
+            "facing": facing,
         }
         return {
-            "image": tensor, "keypoints": torch.as_tensor(keypoints, dtype=torch.float32),
-            "target": target, "target_weight": weight, "meta": meta,
+            "image": tensor,
+            "keypoints": torch.as_tensor(keypoints, dtype=torch.float32),
+            "target": target,
+            "target_weight": weight,
+            "meta": meta,
         }
 
     def _background(self, rng: np.random.Generator) -> Image.Image:
@@ -265,9 +302,7 @@ class SyntheticDataset(Dataset):
             stack.extend(self.skeleton.children[j])
         return out
 
-    def _figure(
-        self, draw: ImageDraw.ImageDraw, pts: np.ndarray, height: float, rng: np.random.Generator, edges: list, face: bool
-    ) -> None:
+    def _figure(self, draw: ImageDraw.ImageDraw, pts: np.ndarray, height: float, rng: np.random.Generator, edges: list, face: bool) -> None:
         """Torso, limbs (left/right in near-equal colours) and head of a figure ``height`` pixels tall."""
         skin, shirt, trousers = _colour(rng), np.array(_colour(rng)), np.array(_colour(rng))
         names = self.skeleton.joints
@@ -301,10 +336,10 @@ class SyntheticDataset(Dataset):
             if face:
                 eye = max(1.0, 0.015 * height)
                 for dx in (-0.35 * r, 0.35 * r):
-                    draw.ellipse([centre[0] + dx - eye, centre[1] - eye, centre[0] + dx + eye, centre[1] + eye],
-                                 fill=(10, 10, 10))
-                draw.line([(centre[0] - 0.3 * r, centre[1] + 0.5 * r), (centre[0] + 0.3 * r, centre[1] + 0.5 * r)],
-                          fill=(150, 30, 30), width=1)
+                    draw.ellipse([centre[0] + dx - eye, centre[1] - eye, centre[0] + dx + eye, centre[1] + eye], fill=(10, 10, 10))
+                draw.line(
+                    [(centre[0] - 0.3 * r, centre[1] + 0.5 * r), (centre[0] + 0.3 * r, centre[1] + 0.5 * r)], fill=(150, 30, 30), width=1
+                )
 
     @staticmethod
     def _limb(draw: ImageDraw.ImageDraw, a: np.ndarray, b: np.ndarray, wa: float, wb: float, colour: tuple) -> None:

@@ -13,6 +13,7 @@ image is warped with exactly that matrix (bilinear, zeros outside), so
 ``scale`` is the ``(width, height)`` of the crop region in original pixels (not HRNet's units
 of 200 px). A positive ``rotation`` (degrees) turns the person counter-clockwise on screen.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,9 +29,21 @@ from crfpose.codec import HeatmapCodec
 from crfpose.skeletons import Skeleton
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "image_to_tensor", "normalize", "box_to_center_scale", "get_affine", "invert_affine",
-    "affine_points", "warp_image", "flip_keypoints", "flip_heatmaps", "color_jitter",
-    "half_body_box", "crop_box", "TopDownTransform",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "image_to_tensor",
+    "normalize",
+    "box_to_center_scale",
+    "get_affine",
+    "invert_affine",
+    "affine_points",
+    "warp_image",
+    "flip_keypoints",
+    "flip_heatmaps",
+    "color_jitter",
+    "half_body_box",
+    "crop_box",
+    "TopDownTransform",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -58,9 +71,7 @@ def normalize(image: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy((image.detach().cpu().numpy() - _MEAN) / _STD)
 
 
-def box_to_center_scale(
-    box: Sequence[float], aspect_ratio: float, padding: float = 1.25
-) -> tuple[np.ndarray, np.ndarray]:
+def box_to_center_scale(box: Sequence[float], aspect_ratio: float, padding: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
     """Centre ``(2,)`` and crop size ``(2,)`` (pixels) of an ``(x, y, w, h)`` box.
 
     The box is widened or heightened to ``aspect_ratio`` (= crop width / height) around its
@@ -158,10 +169,7 @@ def flip_keypoints(keypoints: np.ndarray, width: float, skeleton: Skeleton) -> n
     """Mirror ``(..., K, 3)`` keypoints in an image ``width`` pixels wide and swap left/right joints."""
     keypoints = np.asarray(keypoints, dtype=np.float64)
     if keypoints.ndim < 2 or keypoints.shape[-2:] != (skeleton.num_joints, 3):
-        raise ValueError(
-            f"keypoints must have shape (..., {skeleton.num_joints}, 3) for skeleton {skeleton.name!r}, "
-            f"got {keypoints.shape}"
-        )
+        raise ValueError(f"keypoints must have shape (..., {skeleton.num_joints}, 3) for skeleton {skeleton.name!r}, got {keypoints.shape}")
     out = keypoints[..., list(skeleton.flip_permutation), :].copy()
     out[..., 0] = width - 1 - out[..., 0]
     return out
@@ -175,8 +183,7 @@ def flip_heatmaps(heatmaps: torch.Tensor, skeleton: Skeleton) -> torch.Tensor:
     """
     if heatmaps.dim() != 4 or heatmaps.shape[1] != skeleton.num_joints:
         raise ValueError(
-            f"heatmaps must have shape (B, {skeleton.num_joints}, H, W) for skeleton {skeleton.name!r}, "
-            f"got {tuple(heatmaps.shape)}"
+            f"heatmaps must have shape (B, {skeleton.num_joints}, H, W) for skeleton {skeleton.name!r}, got {tuple(heatmaps.shape)}"
         )
     return heatmaps.flip(-1)[:, list(skeleton.flip_permutation)]
 
@@ -284,9 +291,7 @@ class TopDownTransform:
         """``(sx, sy)`` input pixels per heatmap cell."""
         return self.codec.stride
 
-    def __call__(
-        self, image: torch.Tensor, keypoints: np.ndarray, box: Sequence[float], rng: Optional[np.random.Generator] = None
-    ) -> dict:
+    def __call__(self, image: torch.Tensor, keypoints: np.ndarray, box: Sequence[float], rng: Optional[np.random.Generator] = None) -> dict:
         """Transform one person.
 
         Args:

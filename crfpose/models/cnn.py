@@ -7,6 +7,7 @@ Stem (stride-2 conv + max-pool) to stride 4, then ``depth`` levels of max-pool +
 the decoder climbs back with 4x4 stride-2 deconvolutions, adding the encoder's map of the same
 size (a skip connection) before a residual block, and a 1x1 conv gives the K maps.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,8 +42,7 @@ class PlainCNN(Backbone):
         self.stem = nn.Sequential(conv_bn(3, width, 3, 2, relu=True), nn.MaxPool2d(2))
         self.down = nn.ModuleList([residual_layer(BasicBlock, width, width, blocks)])
         self.down.extend(
-            nn.Sequential(nn.MaxPool2d(2), residual_layer(BasicBlock, channels[i - 1], channels[i], blocks))
-            for i in range(1, depth + 1)
+            nn.Sequential(nn.MaxPool2d(2), residual_layer(BasicBlock, channels[i - 1], channels[i], blocks)) for i in range(1, depth + 1)
         )
         self.up = nn.ModuleList(nn.Sequential(*deconv_bn(channels[i], channels[i - 1])) for i in range(depth, 0, -1))
         self.merge = nn.ModuleList(BasicBlock(channels[i - 1], channels[i - 1]) for i in range(depth, 0, -1))

@@ -2,6 +2,7 @@
 
 Shape legend: B batch, K joints, H x W input image, H/4 x W/4 heatmap grid.
 """
+
 from __future__ import annotations
 
 import torch
@@ -80,6 +81,5 @@ class Backbone(nn.Module):
         m = self.input_multiple
         if h < m or w < m or h % m or w % m:
             raise ValueError(
-                f"{name}: images height and width must be positive multiples of {m} "
-                f"(output stride {self.stride}), got {h}x{w}"
+                f"{name}: images height and width must be positive multiples of {m} (output stride {self.stride}), got {h}x{w}"
             )

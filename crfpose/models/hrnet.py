@@ -12,6 +12,7 @@ are fixed, and only the last module of the last stage drops the lower-resolution
 A transition that changes an existing branch's width reads that branch (the official forward reads the last
 branch there, which agrees on every config the official code can run).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
@@ -47,9 +48,7 @@ class HighResolutionModule(nn.Module):
     ) -> None:
         super().__init__()
         n = len(num_channels)
-        self.branches = nn.ModuleList(
-            residual_layer(block, in_channels[b], num_channels[b], num_blocks[b]) for b in range(n)
-        )
+        self.branches = nn.ModuleList(residual_layer(block, in_channels[b], num_channels[b], num_blocks[b]) for b in range(n))
         out = [c * block.expansion for c in num_channels]
         self.out_channels = out
         self.fuse_layers: Optional[nn.ModuleList] = None
@@ -101,11 +100,7 @@ def _transition(pre: Sequence[int], cur: Sequence[int]) -> nn.ModuleList:
             layers.append(conv_bn(pre[i], c, 3, 1, relu=True) if pre[i] != c else None)
         else:
             hops = i + 1 - len(pre)
-            layers.append(
-                nn.Sequential(
-                    *(conv_bn(pre[-1], c if k == hops - 1 else pre[-1], 3, 2, relu=True) for k in range(hops))
-                )
-            )
+            layers.append(nn.Sequential(*(conv_bn(pre[-1], c if k == hops - 1 else pre[-1], 3, 2, relu=True) for k in range(hops))))
     return nn.ModuleList(layers)
 
 

@@ -2,6 +2,7 @@
 
 Shape legend: none (state dicts map key -> tensor of any shape).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,7 @@ def read_state_dict(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
             f"checkpoint {str(path)!r} must hold a state dict (key -> tensor) or a dict with 'state_dict', "
             f"got {type(obj).__name__} with keys {list(obj)[:5] if isinstance(obj, Mapping) else None}"
         )
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
 def _indices(keys: list[str], prefix: str) -> list[int]:

@@ -3,6 +3,7 @@
 Shape legend: B batch, K joints, E edges (= K - 1), R kernel radius, H_in x W_in input images,
 H x W heatmap grid (the backbone's output).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -40,7 +41,11 @@ class PoseCRF(nn.Module):
     """
 
     def __init__(
-        self, backbone: nn.Module, skeleton: Skeleton, pairwise: nn.Module, unary: Optional[nn.Module] = None,
+        self,
+        backbone: nn.Module,
+        skeleton: Skeleton,
+        pairwise: nn.Module,
+        unary: Optional[nn.Module] = None,
         pairwise_input: str = "maps",
     ) -> None:
         super().__init__()
@@ -96,9 +101,7 @@ class PoseCRF(nn.Module):
         return PoseCRF(backbone, self.skeleton, self.pairwise, self.unary, self.pairwise_input)
 
     @torch.no_grad()
-    def predict(
-        self, images: torch.Tensor, decoder: str = "marginals", coords: str = "heatmap", refine: str = "none"
-    ) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, decoder: str = "marginals", coords: str = "heatmap", refine: str = "none") -> torch.Tensor:
         """Keypoints (B, K, 3) = (x, y, score) in heatmap or input-image pixels.
 
         Args:

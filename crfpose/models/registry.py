@@ -2,6 +2,7 @@
 
 Shape legend: K joints, E edges (= K - 1), R pairwise kernel radius.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -42,8 +43,15 @@ UNARY = ("scaled", "identity")
 # the scaled adapter. structure "chain" (the pytorch-crf baseline) reads cell and heatmap_size (W, H)
 # instead of the tree's pairwise options.
 CRF_DEFAULTS: dict[str, Any] = {
-    "pairwise": "gaussian", "radius": 6, "unary": "scaled", "num_types": 3, "init_scale": 10.0, "pool": 4,
-    "structure": "tree", "cell": 1, "heatmap_size": None,
+    "pairwise": "gaussian",
+    "radius": 6,
+    "unary": "scaled",
+    "num_types": 3,
+    "init_scale": 10.0,
+    "pool": 4,
+    "structure": "tree",
+    "cell": 1,
+    "heatmap_size": None,
 }
 
 
@@ -58,7 +66,11 @@ def _check_keys(given: Mapping[str, Any], valid: list[str], what: str) -> None:
 
 
 def build_pairwise_for(
-    name: str, skeleton: Skeleton, radius: int, num_types: int = 3, feature_channels: Optional[int] = None,
+    name: str,
+    skeleton: Skeleton,
+    radius: int,
+    num_types: int = 3,
+    feature_channels: Optional[int] = None,
     pool: int = 4,
 ) -> nn.Module:
     """A pairwise module for ``skeleton``: ``"freeform"`` and ``"gaussian"`` give (E, 2R+1, 2R+1);
@@ -105,9 +117,7 @@ def build_model(
         raise TypeError(f"skeleton must be a Skeleton, a built-in skeleton name or None, got {type(skeleton).__name__}")
     if skeleton is not None:
         if num_joints is not None and num_joints != skeleton.num_joints:
-            raise ValueError(
-                f"num_joints must match skeleton {skeleton.name!r} ({skeleton.num_joints} joints), got {num_joints}"
-            )
+            raise ValueError(f"num_joints must match skeleton {skeleton.name!r} ({skeleton.num_joints} joints), got {num_joints}")
         num_joints = skeleton.num_joints
     if num_joints is None:
         raise ValueError("num_joints or skeleton must be given, got neither")

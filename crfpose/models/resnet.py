@@ -6,6 +6,7 @@ H/4 x W/4 heatmap grid.
 Module names follow the original simple-baseline code (``conv1``, ``bn1``, ``layer1``..``layer4``,
 ``deconv_layers``, ``final_layer``), so its checkpoints have the same keys.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -2,6 +2,7 @@
 
 Shape legend: B batch, K joints, H x W heatmap grid.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,4 +58,3 @@ class IdentityUnary(nn.Module):
         """(B, K, H, W) -> the same tensor."""
         _check_maps(maps, None, "IdentityUnary")
         return maps
-

@@ -11,17 +11,46 @@ Colours come from the skeleton: left green, right orange, centre blue (:func:`jo
 :func:`link_colors`); the ``style`` option (``"screen"``, ``"paper"``, ``"paper-wide"``) sets the
 width, fonts and line widths of every figure alike.
 """
+
 from crfpose.viz._base import FORMATS, SIDE_COLORS, STYLES, Style, as_image, joint_colors, joint_sides, link_colors, save
 from crfpose.viz.curves import load_log, load_result, plot_joint_pck, plot_pck_curves, plot_training
 from crfpose.viz.distributions import (
-    chain_mean_pose, displacement_moments, ellipse, map_moments, plot_deformation, plot_heatmaps, plot_pairwise,
+    chain_mean_pose,
+    displacement_moments,
+    ellipse,
+    map_moments,
+    plot_deformation,
+    plot_heatmaps,
+    plot_pairwise,
     plot_samples,
 )
 from crfpose.viz.poses import most_different, plot_gallery, plot_poses, pose_errors
 
 __all__ = [
-    "plot_poses", "plot_gallery", "plot_heatmaps", "plot_pairwise", "plot_deformation", "plot_samples",
-    "plot_pck_curves", "plot_joint_pck", "plot_training", "save", "joint_colors", "link_colors", "joint_sides",
-    "load_result", "load_log", "displacement_moments", "map_moments", "ellipse", "chain_mean_pose", "pose_errors",
-    "most_different", "as_image", "Style", "STYLES", "SIDE_COLORS", "FORMATS",
+    "plot_poses",
+    "plot_gallery",
+    "plot_heatmaps",
+    "plot_pairwise",
+    "plot_deformation",
+    "plot_samples",
+    "plot_pck_curves",
+    "plot_joint_pck",
+    "plot_training",
+    "save",
+    "joint_colors",
+    "link_colors",
+    "joint_sides",
+    "load_result",
+    "load_log",
+    "displacement_moments",
+    "map_moments",
+    "ellipse",
+    "chain_mean_pose",
+    "pose_errors",
+    "most_different",
+    "as_image",
+    "Style",
+    "STYLES",
+    "SIDE_COLORS",
+    "FORMATS",
 ]

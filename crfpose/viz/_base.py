@@ -5,6 +5,7 @@ Shape legend: N persons, K joints, H x W image pixels.
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot, no global state), so
 they render headless with the Agg canvas and nothing depends on a display.
 """
+
 from __future__ import annotations
 
 import io
@@ -24,8 +25,15 @@ from crfpose.fileio import atomic_write
 from crfpose.skeletons import Skeleton
 
 __all__ = [
-    "Style", "STYLES", "SIDE_COLORS", "FORMATS", "joint_sides", "joint_colors", "link_colors",
-    "as_image", "save",
+    "Style",
+    "STYLES",
+    "SIDE_COLORS",
+    "FORMATS",
+    "joint_sides",
+    "joint_colors",
+    "link_colors",
+    "as_image",
+    "save",
 ]
 
 RGB = tuple[float, float, float]
@@ -60,11 +68,18 @@ class Style:
     def rc(self) -> dict[str, Any]:
         """The matplotlib settings of this style (used while a figure is built and saved)."""
         return {
-            "font.size": self.font_size, "axes.titlesize": self.font_size, "axes.labelsize": self.font_size,
-            "xtick.labelsize": self.font_size - 1, "ytick.labelsize": self.font_size - 1,
-            "legend.fontsize": self.font_size - 1, "figure.titlesize": self.font_size + 1,
-            "lines.linewidth": self.line_width * 0.75, "axes.linewidth": 0.6,
-            "pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none",
+            "font.size": self.font_size,
+            "axes.titlesize": self.font_size,
+            "axes.labelsize": self.font_size,
+            "xtick.labelsize": self.font_size - 1,
+            "ytick.labelsize": self.font_size - 1,
+            "legend.fontsize": self.font_size - 1,
+            "figure.titlesize": self.font_size + 1,
+            "lines.linewidth": self.line_width * 0.75,
+            "axes.linewidth": 0.6,
+            "pdf.fonttype": 42,
+            "ps.fonttype": 42,
+            "svg.fonttype": "none",
         }
 
 
@@ -169,11 +184,12 @@ def as_poses(keypoints: Any, skeleton: Skeleton, name: str = "keypoints") -> np.
     if p.ndim == 2:
         p = p[None]
     if p.ndim != 3 or p.shape[-1] not in (2, 3):
-        raise ValueError(f"{name}: expected (K, 2|3) or (N, K, 2|3) with K={k} joints of {skeleton.name!r}, "
-                         f"got shape {tuple(to_numpy(keypoints, name).shape)}")
+        raise ValueError(
+            f"{name}: expected (K, 2|3) or (N, K, 2|3) with K={k} joints of {skeleton.name!r}, "
+            f"got shape {tuple(to_numpy(keypoints, name).shape)}"
+        )
     if p.shape[1] != k:
-        raise ValueError(f"{name}: expected K={k} joints (skeleton {skeleton.name!r}), got {p.shape[1]} "
-                         f"in shape {tuple(p.shape)}")
+        raise ValueError(f"{name}: expected K={k} joints (skeleton {skeleton.name!r}), got {p.shape[1]} in shape {tuple(p.shape)}")
     if p.shape[-1] == 2:
         p = np.concatenate([p, np.ones(p.shape[:2] + (1,))], axis=-1)
     return p
@@ -205,8 +221,7 @@ def as_image(image: Any, name: str = "image") -> np.ndarray:
     elif isinstance(image, np.ndarray):
         array = image
     else:
-        raise TypeError(f"{name}: expected a path, PIL image, (H, W, 3) array or (3, H, W) tensor, "
-                        f"got {type(image).__name__}")
+        raise TypeError(f"{name}: expected a path, PIL image, (H, W, 3) array or (3, H, W) tensor, got {type(image).__name__}")
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or min(array.shape[:2]) < 1:
@@ -238,10 +253,14 @@ def save(fig: Figure, path: Union[str, os.PathLike], dpi: Optional[float] = None
     if dpi is not None and not (isinstance(dpi, (int, float)) and dpi > 0):
         raise ValueError(f"dpi: expected a positive number, got {dpi!r}")
     buffer = io.BytesIO()
-    metadata = {"Software": None} if fmt == "png" else {"Creator": None, "Producer": None, "CreationDate": None} \
-        if fmt == "pdf" else {"Date": None, "Creator": None}
-    with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none",
-                                "svg.hashsalt": "crfpose"}):
+    metadata = (
+        {"Software": None}
+        if fmt == "png"
+        else {"Creator": None, "Producer": None, "CreationDate": None}
+        if fmt == "pdf"
+        else {"Date": None, "Creator": None}
+    )
+    with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none", "svg.hashsalt": "crfpose"}):
         fig.savefig(buffer, format=fmt, dpi=dpi or fig.dpi, metadata=metadata)
     return atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True)
 

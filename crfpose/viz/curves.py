@@ -8,6 +8,7 @@ A *result* is what :func:`crfpose.evaluate.compute_metrics` or :func:`crfpose.ev
 (joint name -> PCK) and ``pck_curve`` (``alphas`` and pooled ``mean``). A
 :class:`crfpose.metrics.PCKCurve` is also accepted by :func:`plot_pck_curves`.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,9 @@ def _runs(results: Any, labels: Optional[Sequence[str]]) -> tuple[list[Any], lis
     if isinstance(results, (dict, str, os.PathLike, metrics.PCKCurve)):
         results = [results]
     if not isinstance(results, (list, tuple)) or not results:
-        raise ValueError(f"results: expected a result (dict, PCKCurve or JSON path) or a non-empty list of them, "
-                         f"got {type(results).__name__}")
+        raise ValueError(
+            f"results: expected a result (dict, PCKCurve or JSON path) or a non-empty list of them, got {type(results).__name__}"
+        )
     runs = [load_result(r, f"results[{i}]") for i, r in enumerate(results)]
     if labels is None:
         labels = [f"run {i + 1}" for i in range(len(runs))]
@@ -63,8 +65,10 @@ def _curve(result: Any, i: int) -> tuple[np.ndarray, np.ndarray]:
     curve = result.get("pck_curve", result) if isinstance(result, dict) else None
     if not isinstance(curve, dict) or "alphas" not in curve or "mean" not in curve:
         got = sorted(result) if isinstance(result, dict) else type(result).__name__
-        raise ValueError(f"results[{i}]: expected a PCKCurve or a dict with 'pck_curve' ({{'alphas', 'mean'}}, as "
-                         f"crfpose.evaluate.compute_metrics returns), got {got}")
+        raise ValueError(
+            f"results[{i}]: expected a PCKCurve or a dict with 'pck_curve' ({{'alphas', 'mean'}}, as "
+            f"crfpose.evaluate.compute_metrics returns), got {got}"
+        )
     alphas, mean = np.asarray(curve["alphas"], float), np.asarray(curve["mean"], float)
     if alphas.ndim != 1 or alphas.shape != mean.shape or len(alphas) < 2:
         raise ValueError(f"results[{i}]: expected 'alphas' and 'mean' of one length >= 2, got {alphas.shape} and {mean.shape}")
@@ -80,7 +84,10 @@ def _single_axes(ax: Optional[Axes], st: Style, aspect: float) -> tuple[Figure, 
 
 
 def plot_pck_curves(
-    results: Any, labels: Optional[Sequence[str]] = None, *, ax: Optional[Axes] = None,
+    results: Any,
+    labels: Optional[Sequence[str]] = None,
+    *,
+    ax: Optional[Axes] = None,
     style: Union[str, Style, None] = None,
 ) -> Figure:
     """PCK (%) against the threshold alpha, one curve per run, labelled with the run's AUC; runs differ in
@@ -94,8 +101,14 @@ def plot_pck_curves(
         for i, ((alphas, mean), name) in enumerate(zip(curves, names)):
             ok = np.isfinite(mean)
             area = float(metrics.auc(alphas[ok], mean[ok])) if ok.sum() >= 2 else math.nan
-            ax.plot(alphas, 100 * mean, color=COLORS[i % len(COLORS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
-                    label=f"{name} (AUC {100 * area:.1f})", gid=f"curve{i}")
+            ax.plot(
+                alphas,
+                100 * mean,
+                color=COLORS[i % len(COLORS)],
+                linestyle=LINESTYLES[i % len(LINESTYLES)],
+                label=f"{name} (AUC {100 * area:.1f})",
+                gid=f"curve{i}",
+            )
         ax.set_xlabel("threshold α" + (f" (fraction of the {normalizer} size)" if normalizer else ""))
         ax.set_ylabel("PCK (%)")
         ax.set_ylim(0, 100)
@@ -106,7 +119,10 @@ def plot_pck_curves(
 
 
 def plot_joint_pck(
-    results: Any, labels: Optional[Sequence[str]] = None, *, ax: Optional[Axes] = None,
+    results: Any,
+    labels: Optional[Sequence[str]] = None,
+    *,
+    ax: Optional[Axes] = None,
     style: Union[str, Style, None] = None,
 ) -> Figure:
     """Per-joint PCK (%) as bars grouped by joint, one bar per run (colour and hatch), with the pooled
@@ -130,8 +146,17 @@ def plot_joint_pck(
         for i, (r, name) in enumerate(zip(runs, names)):
             values = [r["pck_per_joint"][j] for j in joints] + [r.get("pck", math.nan)]
             heights = 100 * np.array([math.nan if v is None else float(v) for v in values])
-            ax.bar(x - 0.4 + (i + 0.5) * width, np.nan_to_num(heights), width, color=COLORS[i % len(COLORS)],
-                   hatch=HATCHES[i % len(HATCHES)], edgecolor="white", linewidth=0.3, label=name, gid=f"bars{i}")
+            ax.bar(
+                x - 0.4 + (i + 0.5) * width,
+                np.nan_to_num(heights),
+                width,
+                color=COLORS[i % len(COLORS)],
+                hatch=HATCHES[i % len(HATCHES)],
+                edgecolor="white",
+                linewidth=0.3,
+                label=name,
+                gid=f"bars{i}",
+            )
         ax.set_xticks(x, [g.replace("_", " ") for g in groups], rotation=60, ha="right")
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_ylim(0, 100)
@@ -187,14 +212,28 @@ def plot_training(log: Any, *, style: Union[str, Style, None] = None) -> Figure:
             val = [(r["global_epoch"], r["val"]["pck"]) for r in rs if isinstance(r.get("val"), dict) and "pck" in r["val"]]
             if val:
                 ex, ey = zip(*val)
-                val_ax.plot(ex, [100 * float(v) if v is not None else math.nan for v in ey], marker="o", markersize=2.5,
-                            color=colour, gid=f"val-{s}")
+                val_ax.plot(
+                    ex,
+                    [100 * float(v) if v is not None else math.nan for v in ey],
+                    marker="o",
+                    markersize=2.5,
+                    color=colour,
+                    gid=f"val-{s}",
+                )
             start = epochs[0] - 0.5
             for ax in axes:
                 if s:
                     ax.axvline(start, color="0.5", linestyle=(0, (3, 2)), linewidth=0.6)
-            loss_ax.text(start + 0.1, 1.02, name, transform=loss_ax.get_xaxis_transform(), color=colour,
-                         fontsize=st.font_size - 1, ha="left", va="bottom")
+            loss_ax.text(
+                start + 0.1,
+                1.02,
+                name,
+                transform=loss_ax.get_xaxis_transform(),
+                color=colour,
+                fontsize=st.font_size - 1,
+                ha="left",
+                va="bottom",
+            )
         if all(r["loss"] > 0 for r in records):
             loss_ax.set_yscale("log")
         if all(r["lr"] > 0 for r in records):

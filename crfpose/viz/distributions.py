@@ -5,6 +5,7 @@ deformation model (:func:`plot_deformation`) and exact samples from the CRF (:fu
 Shape legend: B batch, K joints, E edges (= K - 1), R kernel radius (tables are (2R+1, 2R+1)
 indexed ``[R + dy, R + dx]``), H x W heatmap grid, H_in x W_in image pixels, S samples.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,13 +23,28 @@ from crfpose.crf.distribution import TreeCRF
 from crfpose.crf.pairwise import displacement_grid
 from crfpose.skeletons import Skeleton
 from crfpose.viz._base import (
-    Style, _check_skeleton, as_image, axes_for, get_style, joint_colors, link_colors, new_figure, styled, to_numpy,
+    Style,
+    _check_skeleton,
+    as_image,
+    axes_for,
+    get_style,
+    joint_colors,
+    link_colors,
+    new_figure,
+    styled,
+    to_numpy,
 )
 from crfpose.viz.poses import plot_poses
 
 __all__ = [
-    "displacement_moments", "map_moments", "ellipse", "chain_mean_pose",
-    "plot_heatmaps", "plot_pairwise", "plot_deformation", "plot_samples",
+    "displacement_moments",
+    "map_moments",
+    "ellipse",
+    "chain_mean_pose",
+    "plot_heatmaps",
+    "plot_pairwise",
+    "plot_deformation",
+    "plot_samples",
 ]
 
 CMAP = "magma"
@@ -46,8 +62,10 @@ def _tables(pairwise: Any, skeleton: Skeleton, index: int = 0) -> np.ndarray:
             raise ValueError(f"index: expected an item of the batch of {t.shape[0]} pairwise tables, got {index}")
         t = t[index]
     if t.ndim != 3 or t.shape[0] != e or t.shape[1] != t.shape[2] or t.shape[1] % 2 != 1:
-        raise ValueError(f"pairwise: expected (E={e}, 2R+1, 2R+1) or (B, E, 2R+1, 2R+1) log tables for skeleton "
-                         f"{skeleton.name!r}, got shape {to_numpy(pairwise, 'pairwise').shape}")
+        raise ValueError(
+            f"pairwise: expected (E={e}, 2R+1, 2R+1) or (B, E, 2R+1, 2R+1) log tables for skeleton "
+            f"{skeleton.name!r}, got shape {to_numpy(pairwise, 'pairwise').shape}"
+        )
     if np.isnan(t).any() or np.isposinf(t).any():
         raise ValueError("pairwise: expected finite log-potentials (or -inf), got NaN or +inf")
     return t
@@ -96,8 +114,7 @@ def ellipse(mean: Any, cov: Any, n_std: float = 2.0, **kwargs: Any) -> Ellipse:
     values, vectors = np.linalg.eigh(0.5 * (c + c.T))  # ascending
     values = np.clip(values, 0.0, None)
     angle = math.degrees(math.atan2(vectors[1, 1], vectors[0, 1]))
-    return Ellipse(tuple(to_numpy(mean, "mean")), 2 * n_std * math.sqrt(values[1]), 2 * n_std * math.sqrt(values[0]),
-                   angle=angle, **kwargs)
+    return Ellipse(tuple(to_numpy(mean, "mean")), 2 * n_std * math.sqrt(values[1]), 2 * n_std * math.sqrt(values[0]), angle=angle, **kwargs)
 
 
 def chain_mean_pose(pairwise: Any, skeleton: Skeleton, index: int = 0) -> np.ndarray:
@@ -119,8 +136,9 @@ def _maps(maps: Any, name: str, k: Optional[int] = None) -> np.ndarray:
     if m.ndim == 4 and m.shape[0] == 1:
         m = m[0]
     if m.ndim != 3 or (k is not None and m.shape[0] != k):
-        raise ValueError(f"{name}: expected (K{'=' + str(k) if k else ''}, H, W) maps (or (1, K, H, W)), got shape "
-                         f"{to_numpy(maps, name).shape}")
+        raise ValueError(
+            f"{name}: expected (K{'=' + str(k) if k else ''}, H, W) maps (or (1, K, H, W)), got shape {to_numpy(maps, name).shape}"
+        )
     return m
 
 
@@ -176,7 +194,7 @@ def plot_heatmaps(
     moved = _total_variation(q, p)
     joints = list(np.argsort(-moved, kind="stable")[:top]) if top is not None else list(range(k))
     pixels = as_image(image) if image is not None else None
-    h, w = (pixels.shape[:2] if pixels is not None else p.shape[-2:])
+    h, w = pixels.shape[:2] if pixels is not None else p.shape[-2:]
     extent = (-0.5, w - 0.5, h - 0.5, -0.5)
     if top is not None:
         rows, cols = 2, len(joints)
@@ -193,8 +211,17 @@ def plot_heatmaps(
     fig = new_figure(st, height)
     norm = PowerNorm(gamma, vmin=0.0, vmax=float(max(p[joints].max(), q[joints].max(), 1e-12)))
     with styled(st):
-        grid = fig.add_gridspec(rows, cols, left=0.01, right=0.86, bottom=0.05 / height, top=1 - title_in / height,
-                                wspace=0.04, hspace=title_in / (cell_w * h / w), width_ratios=ratios)
+        grid = fig.add_gridspec(
+            rows,
+            cols,
+            left=0.01,
+            right=0.86,
+            bottom=0.05 / height,
+            top=1 - title_in / height,
+            wspace=0.04,
+            hspace=title_in / (cell_w * h / w),
+            width_ratios=ratios,
+        )
         shown = None
         for j, (a, b) in zip(joints, cells):
             name = skeleton.joints[j]
@@ -203,14 +230,20 @@ def plot_heatmaps(
                 ax = fig.add_subplot(grid[r, c])
                 if pixels is not None:
                     ax.imshow(pixels.mean(-1), cmap="gray", vmin=0, vmax=255, extent=extent, zorder=0)
-                shown = ax.imshow(maps[j], cmap=CMAP, norm=norm, extent=extent, alpha=0.75 if pixels is not None else 1.0,
-                                  interpolation="nearest", zorder=1)
+                shown = ax.imshow(
+                    maps[j],
+                    cmap=CMAP,
+                    norm=norm,
+                    extent=extent,
+                    alpha=0.75 if pixels is not None else 1.0,
+                    interpolation="nearest",
+                    zorder=1,
+                )
                 ax.set_xlim(extent[0], extent[1])
                 ax.set_ylim(extent[2], extent[3])
                 ax.set_xticks([])
                 ax.set_yticks([])
-                ax.text(0.04, 0.03, label, transform=ax.transAxes, color="white", fontsize=st.font_size - 2,
-                        ha="left", va="bottom")
+                ax.text(0.04, 0.03, label, transform=ax.transAxes, color="white", fontsize=st.font_size - 2, ha="left", va="bottom")
                 if label == "backbone":  # the pair's title: centred over both panels (compact: over the column)
                     x = 1.02 if top is None else 0.5
                     ax.text(x, 1.03, header, transform=ax.transAxes, ha="center", va="bottom", fontsize=st.font_size - 1)
@@ -255,8 +288,9 @@ def plot_pairwise(
     norm = PowerNorm(gamma, vmin=0.0, vmax=float(max(p.max(), 1e-12)) if e else 1.0)
     extent = (-r - 0.5, r + 0.5, r + 0.5, -r - 0.5)
     with styled(st):
-        grid = fig.add_gridspec(rows, cols, left=0.01, right=0.86, bottom=0.05 / height, top=1 - title_in / height,
-                                wspace=0.08, hspace=title_in / cell)
+        grid = fig.add_gridspec(
+            rows, cols, left=0.01, right=0.86, bottom=0.05 / height, top=1 - title_in / height, wspace=0.08, hspace=title_in / cell
+        )
         shown = None
         for i, (parent, child) in enumerate(skeleton.edges):
             ax = fig.add_subplot(grid[i // cols, i % cols])
@@ -313,8 +347,16 @@ def plot_deformation(
         fig, ax = axes_for(ax, st, float((hi[1] - lo[1]) / (hi[0] - lo[0])))
         plot_poses(None, pose, skeleton, ax=ax, palette=palette, style=st)
         for e, (parent, child) in enumerate(skeleton.edges):
-            patch = ellipse(centres[e], cov[e], n_std, facecolor=(*colours[child], 0.15), edgecolor=colours[child],
-                            linewidth=0.6 * st.line_width, zorder=1, gid=f"ellipse-{skeleton.joints[child]}")
+            patch = ellipse(
+                centres[e],
+                cov[e],
+                n_std,
+                facecolor=(*colours[child], 0.15),
+                edgecolor=colours[child],
+                linewidth=0.6 * st.line_width,
+                zorder=1,
+                gid=f"ellipse-{skeleton.joints[child]}",
+            )
             ax.add_patch(patch)
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(hi[1], lo[1])
@@ -385,15 +427,35 @@ def plot_samples(
         width = 0.5 * st.line_width
         for s, pose in enumerate(to_image(samples)):
             segments = [pose[[a, c]] for a, c in skeleton.links]
-            ax.add_collection(LineCollection(segments, colors=[(*rgb, 0.35) for rgb in lc], linewidths=width,
-                                             zorder=2.5, gid=f"sample{s}"), autolim=False)
+            ax.add_collection(
+                LineCollection(segments, colors=[(*rgb, 0.35) for rgb in lc], linewidths=width, zorder=2.5, gid=f"sample{s}"), autolim=False
+            )
         jc = joint_colors(skeleton, palette)
-        ax.scatter(marginal_pose[:, 0], marginal_pose[:, 1], marker="D", s=(1.2 * st.marker_size) ** 2, c=jc,
-                   edgecolors="white", linewidths=0.8, zorder=5, gid="marginal-argmax")
+        ax.scatter(
+            marginal_pose[:, 0],
+            marginal_pose[:, 1],
+            marker="D",
+            s=(1.2 * st.marker_size) ** 2,
+            c=jc,
+            edgecolors="white",
+            linewidths=0.8,
+            zorder=5,
+            gid="marginal-argmax",
+        )
         if ellipses:
             mean, cov = map_moments(marg)
             for j in range(k):
-                ax.add_patch(ellipse(to_image(mean[j]), cov[j] * np.outer(scale, scale), n_std, fill=False,
-                                     edgecolor=jc[j], linewidth=0.6 * st.line_width, linestyle=":", zorder=4,
-                                     gid=f"ellipse-{skeleton.joints[j]}"))
+                ax.add_patch(
+                    ellipse(
+                        to_image(mean[j]),
+                        cov[j] * np.outer(scale, scale),
+                        n_std,
+                        fill=False,
+                        edgecolor=jc[j],
+                        linewidth=0.6 * st.line_width,
+                        linestyle=":",
+                        zorder=4,
+                        gid=f"ellipse-{skeleton.joints[j]}",
+                    )
+                )
     return fig

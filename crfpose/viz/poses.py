@@ -7,6 +7,7 @@ Coordinates are ``(x, y)`` image pixels with integer values at pixel centres (th
 ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``). A prediction is drawn with filled markers and solid limbs, the
 ground truth with hollow markers and dashed limbs, so the two stay apart in greyscale print.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
@@ -19,8 +20,17 @@ from matplotlib.patches import Rectangle
 
 from crfpose.skeletons import Skeleton
 from crfpose.viz._base import (
-    Style, _check_skeleton, as_image, as_poses, axes_for, get_style, joint_colors, link_colors, new_figure,
-    styled, to_numpy,
+    Style,
+    _check_skeleton,
+    as_image,
+    as_poses,
+    axes_for,
+    get_style,
+    joint_colors,
+    link_colors,
+    new_figure,
+    styled,
+    to_numpy,
 )
 
 __all__ = ["plot_poses", "plot_gallery", "pose_errors", "most_different"]
@@ -69,8 +79,16 @@ def _points_per_unit(ax: Axes) -> float:
 
 
 def _draw_pose(
-    ax: Axes, pose: np.ndarray, skeleton: Skeleton, visible: np.ndarray, alpha: np.ndarray, size: float,
-    style: Style, palette: Optional[dict], ground_truth: bool, gid: str,
+    ax: Axes,
+    pose: np.ndarray,
+    skeleton: Skeleton,
+    visible: np.ndarray,
+    alpha: np.ndarray,
+    size: float,
+    style: Style,
+    palette: Optional[dict],
+    ground_truth: bool,
+    gid: str,
 ) -> None:
     """One person: limbs between visible joints (opacity = the lower end's) and markers at visible joints."""
     base = style.line_width
@@ -83,20 +101,33 @@ def _draw_pose(
             colours.append((*rgb, min(alpha[a], alpha[b])))
     z = 2 if ground_truth else 3
     if segments:
-        lines = LineCollection(segments, colors=colours, linewidths=width * (0.8 if ground_truth else 1.0),
-                               linestyles=GT_DASHES if ground_truth else "solid", capstyle="butt" if ground_truth
-                               else "round", zorder=z, gid=f"{gid}-limbs")
+        lines = LineCollection(
+            segments,
+            colors=colours,
+            linewidths=width * (0.8 if ground_truth else 1.0),
+            linestyles=GT_DASHES if ground_truth else "solid",
+            capstyle="butt" if ground_truth else "round",
+            zorder=z,
+            gid=f"{gid}-limbs",
+        )
         ax.add_collection(lines, autolim=False)
     idx = np.flatnonzero(visible)
     if len(idx):
         rgba = [(*jc[j], alpha[j]) for j in idx]
         area = (1.1 * width + 0.5 * style.marker_size) ** 2
         if ground_truth:
-            ax.scatter(pose[idx, 0], pose[idx, 1], s=area, facecolors="none", edgecolors=rgba,
-                       linewidths=0.5 * width, zorder=z + 0.5, gid=f"{gid}-joints")
+            ax.scatter(
+                pose[idx, 0],
+                pose[idx, 1],
+                s=area,
+                facecolors="none",
+                edgecolors=rgba,
+                linewidths=0.5 * width,
+                zorder=z + 0.5,
+                gid=f"{gid}-joints",
+            )
         else:
-            ax.scatter(pose[idx, 0], pose[idx, 1], s=area, c=rgba, edgecolors="none", zorder=z + 0.5,
-                       gid=f"{gid}-joints")
+            ax.scatter(pose[idx, 0], pose[idx, 1], s=area, c=rgba, edgecolors="none", zorder=z + 0.5, gid=f"{gid}-joints")
 
 
 def plot_poses(
@@ -174,14 +205,24 @@ def plot_poses(
             _draw_pose(ax, pose, skeleton, visible, alpha, size, st, palette, False, f"pose{i}")
             if box is not None:
                 bx, by, bw, bh = box[i]
-                ax.add_patch(Rectangle((bx, by), bw, bh, fill=False, edgecolor=BOX_COLOR,
-                                       linewidth=0.5 * st.line_width, zorder=1.5, gid=f"box{i}"))
+                ax.add_patch(
+                    Rectangle((bx, by), bw, bh, fill=False, edgecolor=BOX_COLOR, linewidth=0.5 * st.line_width, zorder=1.5, gid=f"box{i}")
+                )
             if person_scores is not None and np.isfinite(person_scores[i]):
                 anchor = box[i, :2] if box is not None else np.nanmin(np.where(visible[:, None], pose[:, :2], np.nan), 0)
                 if np.isfinite(anchor).all():
-                    ax.text(anchor[0], anchor[1], f"{person_scores[i]:.2f}", fontsize=st.font_size - 1,
-                            color="white", va="bottom", ha="left", zorder=4, clip_on=True,
-                            bbox=dict(boxstyle="square,pad=0.15", facecolor="#333333", edgecolor="none", alpha=0.7))
+                    ax.text(
+                        anchor[0],
+                        anchor[1],
+                        f"{person_scores[i]:.2f}",
+                        fontsize=st.font_size - 1,
+                        color="white",
+                        va="bottom",
+                        ha="left",
+                        zorder=4,
+                        clip_on=True,
+                        bbox=dict(boxstyle="square,pad=0.15", facecolor="#333333", edgecolor="none", alpha=0.7),
+                    )
     return fig
 
 
@@ -258,13 +299,20 @@ def plot_gallery(
     height = sum(rows_in) + len(chosen) * title_in + 0.05
     fig = new_figure(st, height)
     with styled(st):
-        grid = fig.add_gridspec(max(len(chosen), 1), cols, left=0.01, right=0.99, bottom=0.05 / height,
-                                top=1 - title_in / height, wspace=0.04, height_ratios=aspects,
-                                hspace=title_in / (sum(rows_in) / len(rows_in)))
+        grid = fig.add_gridspec(
+            max(len(chosen), 1),
+            cols,
+            left=0.01,
+            right=0.99,
+            bottom=0.05 / height,
+            top=1 - title_in / height,
+            wspace=0.04,
+            height_ratios=aspects,
+            hspace=title_in / (sum(rows_in) / len(rows_in)),
+        )
         for row, (i, px) in enumerate(zip(chosen, pixels)):
             ax = fig.add_subplot(grid[row, 0])
-            plot_poses(px, np.zeros((0, skeleton.num_joints, 3)), skeleton, ground_truth=gt[i], ax=ax,
-                       palette=palette, style=st)
+            plot_poses(px, np.zeros((0, skeleton.num_joints, 3)), skeleton, ground_truth=gt[i], ax=ax, palette=palette, style=st)
             ax.set_title("ground truth\n")
             for col, (label, p) in enumerate(poses.items(), start=1):
                 ax = fig.add_subplot(grid[row, col])
