@@ -1,4 +1,5 @@
 """crfpose: 2D human pose estimation as probabilistic structured prediction."""
+
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -31,9 +32,15 @@ setup(
         # crfpose predict on video files: PyAV (FFmpeg's libraries in self-contained wheels, no system
         # ffmpeg needed; frames decode straight to numpy arrays and overlays encode to MP4)
         "video": ["av>=12"],
-        "dev": ["pytest>=7.4", "hypothesis>=6.80", "pytest-xdist>=3.3", "gradio>=5.0", "gradio_client>=1.0",
-                "playwright>=1.40",
-                "av>=12",  # av: the video extra, so that CI tests crfpose predict on videos
-                "ruff>=0.6"],  # lint, run by .ci/run (settings in ruff.toml)
+        "dev": [
+            "pytest>=7.4",
+            "hypothesis>=6.80",
+            "pytest-xdist>=3.3",
+            "gradio>=5.0",
+            "gradio_client>=1.0",
+            "playwright>=1.40",
+            "av>=12",  # av: the video extra, so that CI tests crfpose predict on videos
+            "ruff>=0.17,<0.18",  # the layout `ruff format --check` enforces changes between minor versions
+        ],  # ruff: lint and layout, run by .ci/run (settings in ruff.toml)
     },
 )
