@@ -26,7 +26,7 @@ import numpy as np
 from crfpose import metrics
 from crfpose.skeletons import Skeleton
 
-__all__ = ["structure_scores", "summarise", "paired_bootstrap", "bootstrap_deltas", "pck_gain", "RATES"]
+__all__ = ["structure_scores", "summarise", "paired_bootstrap", "bootstrap_deltas", "pck_gain", "pooled_pck", "RATES"]
 
 MIN_LIMB_PX = 2.0
 RATES = ("pck", "pck_visible", "pck_occluded", "swap_rate", "swap_strict", "mixed_swap", "implausible_limbs")
@@ -144,7 +144,8 @@ def paired_bootstrap(
     return [float(np.nanpercentile(draws, tail)), float(np.nanpercentile(draws, 100 - tail))]
 
 
-def _pooled(correct: np.ndarray, counted: np.ndarray) -> float:
+def pooled_pck(correct: np.ndarray, counted: np.ndarray) -> float:
+    """PCK pooled over poses and joints: correct among counted, (N, K) bools (nan when nothing is counted)."""
     total = counted.sum()
     return float((correct & counted).sum() / total) if total else float("nan")
 
@@ -167,7 +168,7 @@ def pck_gain(
         raise ValueError(f"pck_gain: expected three (N, K) arrays of one shape, got {correct.shape}, {base_correct.shape}, {counted.shape}")
 
     def gain(idx: np.ndarray) -> float:
-        return _pooled(correct[idx], counted[idx]) - _pooled(base_correct[idx], counted[idx])
+        return pooled_pck(correct[idx], counted[idx]) - pooled_pck(base_correct[idx], counted[idx])
 
     ci = paired_bootstrap(gain, len(correct), resamples=resamples, seed=seed, level=level)
     return {"gain": gain(np.arange(len(correct))), "ci": ci}

@@ -15,6 +15,9 @@ A grid file (YAML) holds::
     test: {name: lsp, options: {root: ../shared/data/lsp, split: test}}
     evaluate: {flip: true, alpha: 0.2, normalizer: torso, all_joints: true, bootstrap: 1000}
     variants: {quick: {set: [...], rows: [...]}, gpu: {set: [...]}}   # a variant's set comes after the rows' own
+    averages:                             # gains averaged over repeats (seeds), in averages.json and results.md
+      - name: tree_vs_control
+        pairs: [[tree/marginals, control/marginals], [tree_seed1/marginals, control_seed1/marginals]]
     rows:
       - name: cnn_mse                     # a run folder <output>/<name>
         set: [train.mode=unary, train.epochs=40]
@@ -31,6 +34,10 @@ resumes training from it (exactly, see :func:`crfpose.engine.train`). The budget
 training epochs and seconds of its row plus those of the rows it starts ``from``. Model selection never
 looks at the test set: every row is evaluated at its ``last.pt`` (a fixed budget); the configs'
 validation split drives the stall warning and, where a row asks for it, the CRF's calibration.
+
+An *average* is the mean over its pairs of each pair's PCK gain, with a paired bootstrap interval that
+resamples the same test poses for every pair: it summarises repeats of one comparison (e.g. seeds),
+and its interval covers test-set sampling, not the spread between the repeats (shown beside it).
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ from crfpose.config import Config, from_dict, load_config, to_dict
 from crfpose.evaluate import predict_dataset
 from crfpose.fileio import atomic_write
 from crfpose.skeletons import get_skeleton
-from crfpose.structure import RATES, pck_gain, structure_scores, summarise
+from crfpose.structure import RATES, paired_bootstrap, pck_gain, pooled_pck, structure_scores, summarise
 from experiments import figures
 
 __all__ = ["Grid", "Row", "load_grid", "run_row", "run_grid", "collect", "format_table", "main"]
@@ -86,6 +93,7 @@ class Grid:
     test: dict
     evaluate: dict
     rows: list
+    averages: list = field(default_factory=list)  # {"name", "pairs": [[result, baseline], ...]}
 
     def row(self, name: str) -> Row:
         for row in self.rows:
@@ -149,6 +157,14 @@ def load_grid(path: str | os.PathLike, variant: Optional[str] = None, overrides:
         for b in [r.baseline, *r.also] if r.baseline is not None else r.also:
             if b.split("/")[0] not in names:
                 raise ValueError(f"{path}: row {r.name!r} compares with {b!r}, whose row is not here")
+    averages = data.get("averages") or []
+    for i, item in enumerate(averages):
+        pairs = item.get("pairs") if isinstance(item, dict) else None
+        if not isinstance(pairs, list) or not pairs or "name" not in item or any(len(p) != 2 for p in pairs):
+            raise ValueError(f"{path}: averages[{i}]: expected a name and pairs [[result, baseline], ...], got {item!r}")
+        missing = [n for pair in pairs for n in pair if n.split("/")[0] not in [r.get("name") for r in data["rows"]]]
+        if missing:
+            raise ValueError(f"{path}: averages[{i}] ({item['name']}): no row for {missing}")
     base = data.get("base")
     output = Path(data.get("output", f"runs/{path.stem}")) / (variant or "main")
     return Grid(
@@ -162,6 +178,7 @@ def load_grid(path: str | os.PathLike, variant: Optional[str] = None, overrides:
         test=dict(data.get("test") or {}),
         evaluate=EVALUATE_DEFAULTS | dict(data.get("evaluate") or {}),
         rows=rows,
+        averages=[a for a in averages if all(n.split("/")[0] in names for pair in a["pairs"] for n in pair)],  # a variant's rows
     )
 
 
@@ -292,18 +309,65 @@ def collect(grid: Grid) -> list[dict]:
     return results
 
 
-def _gain(grid: Grid, name: str, baseline: str, skeleton) -> dict:
-    """PCK of result ``name`` minus that of ``baseline`` on the same test poses, with its 95% paired
-    bootstrap interval, in points."""
+def _paired_scores(grid: Grid, name: str, baseline: str, skeleton) -> tuple[dict, dict]:
+    """The structure scores of results ``name`` and ``baseline``, checked to be on the same test poses."""
     e = grid.evaluate
     a, b = _load_predictions(grid, name), _load_predictions(grid, baseline)
     if not np.array_equal(a["index"], b["index"]):
         raise ValueError(f"{name} and {baseline} were evaluated on different test poses")
     kw = dict(alpha=e["alpha"], normalizer=e["normalizer"], all_joints=e["all_joints"])
     kw |= {"boxes": a["box"]} if e["normalizer"] == "bbox" else {}
-    sa, sb = (structure_scores(x["pred"], x["gt"], skeleton, **kw) for x in (a, b))
-    gain = pck_gain(sa["correct"], sb["correct"], sa["counted"], resamples=e["bootstrap"])
+    return tuple(structure_scores(x["pred"], x["gt"], skeleton, **kw) for x in (a, b))
+
+
+def _gain(grid: Grid, name: str, baseline: str, skeleton) -> dict:
+    """PCK of result ``name`` minus that of ``baseline`` on the same test poses, with its 95% paired
+    bootstrap interval, in points."""
+    sa, sb = _paired_scores(grid, name, baseline, skeleton)
+    gain = pck_gain(sa["correct"], sb["correct"], sa["counted"], resamples=grid.evaluate["bootstrap"])
     return {"gain": 100 * gain["gain"], "ci": [100 * c for c in gain["ci"]]}
+
+
+def collect_averages(grid: Grid, results: list[dict]) -> list[dict]:
+    """Each average of the grid whose results are all collected: ``name``, ``pairs``, the pairs' own
+    ``gains``, their mean ``gain`` and its 95% paired bootstrap ``ci`` (points)."""
+    done = {r["name"]: r for r in results}
+    out = []
+    for average in grid.averages:
+        pairs = [tuple(p) for p in average["pairs"]]
+        if not all(n in done for pair in pairs for n in pair):
+            continue
+        skeleton = get_skeleton(json.loads((grid.folder(done[pairs[0][0]]["row"]) / "result.json").read_text())["config"]["skeleton"])
+        scores = [_paired_scores(grid, a, b, skeleton) for a, b in pairs]
+
+        def gains(idx: np.ndarray) -> list[float]:
+            return [
+                100 * (pooled_pck(sa["correct"][idx], sa["counted"][idx]) - pooled_pck(sb["correct"][idx], sb["counted"][idx]))
+                for sa, sb in scores
+            ]
+
+        every = np.arange(len(scores[0][0]["correct"]))
+        ci = paired_bootstrap(lambda idx: float(np.mean(gains(idx))), len(every), resamples=grid.evaluate["bootstrap"])
+        out.append(
+            {
+                "name": average["name"],
+                "pairs": [list(p) for p in pairs],
+                "gains": gains(every),
+                "gain": float(np.mean(gains(every))),
+                "ci": ci,
+            }
+        )
+    return out
+
+
+def format_averages(averages: list[dict]) -> str:
+    """The averages as a Markdown table."""
+    lines = ["| average | pairs | each pair's gain | mean gain [95% CI] |", "|---|---|---|---|"]
+    for a in averages:
+        pairs = "; ".join(f"{x} vs {y}" for x, y in a["pairs"])
+        each = ", ".join(f"{g:+.1f}" for g in a["gains"])
+        lines.append(f"| {a['name']} | {pairs} | {each} | {a['gain']:+.1f} [{a['ci'][0]:+.1f}, {a['ci'][1]:+.1f}] |")
+    return "\n".join(lines)
 
 
 def format_table(results: list[dict]) -> str:
@@ -341,6 +405,10 @@ def write_report(grid: Grid, results: list[dict]) -> None:
         )
     atomic_write(grid.report / "results.json", lambda f: json.dump(results, f, indent=1))
     text = f"# {grid.name}: results\n\n{format_table(results)}\n\n## PCK per joint\n\n{format_joints(results)}\n"
+    averages = collect_averages(grid, results)
+    if averages:
+        atomic_write(grid.report / "averages.json", lambda f: json.dump(averages, f, indent=1))
+        text += f"\n## Gains averaged over repeats\n\n{format_averages(averages)}\n"
     atomic_write(grid.report / "results.md", lambda f: f.write(text))
 
 

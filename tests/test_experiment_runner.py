@@ -52,6 +52,7 @@ def grid_file(tmp_path):
             },
         ],
         "variants": {"quick": {"set": ["train.epochs=1"], "rows": ["mse", "control"]}},
+        "averages": [{"name": "tree_vs_control", "pairs": [["tree/marginals", "control/marginals"], ["tree/map", "control/marginals"]]}],
     }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
@@ -86,7 +87,12 @@ def test_grid_runs_skips_finished_rows_and_resumes_an_interrupted_one(grid_file,
     assert stamps == {n: (grid.folder(n) / "result.json").stat().st_mtime_ns for n in stamps}
     figures = sorted(p.name for p in (grid.report / "figures").iterdir())
     assert figures == ["deformation_tree.png", "gallery_mse-unary_vs_tree-map.png", "joint_pck.png", "kernels_tree.png", "pck_curves.png"]
+    (average,) = json.loads((grid.report / "averages.json").read_text())  # the mean of the two pairs' gains
+    assert average["gains"] == pytest.approx([results[2]["gain"], results[3]["gain"]])
+    assert average["gain"] == pytest.approx((results[2]["gain"] + results[3]["gain"]) / 2)
+    assert average["ci"][0] <= average["gain"] <= average["ci"][1]
     table = (grid.report / "results.md").read_text()
+    assert "| tree_vs_control | tree/marginals vs control/marginals; tree/map vs control/marginals | " in table
     for r in again:  # the Markdown table shows what the JSON holds
         line = next(x for x in table.splitlines() if x.startswith(f"| {r['name']} |"))
         assert line.split(" | ")[1] == f"{r['pck']:.1f}"
@@ -108,6 +114,12 @@ def test_quick_variant_and_bad_grids(grid_file, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data))
     with pytest.raises(ValueError, match=r"bad.yaml: row 'control' starts from 'nothing'"):
+        runner.load_grid(bad)
+    assert quick.averages == []  # its pairs need the tree, which the quick variant does not run
+    data = yaml.safe_load(grid_file.read_text())
+    data["averages"][0]["pairs"][1] = ["tree_seed9/map", "control/marginals"]
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match=r"bad.yaml: averages\[0\] \(tree_vs_control\): no row for \['tree_seed9/map'\]"):
         runner.load_grid(bad)
 
 
