@@ -77,7 +77,8 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
         with torch.no_grad():
             tables = _tables(model, config)
         written.append(viz.save(viz.plot_pairwise(tables, skeleton), out / f"kernels_{row}.png"))
-        written.append(viz.save(viz.plot_deformation(tables, skeleton), out / f"deformation_{row}.png"))
+        if config.crf.pairwise == "gaussian":  # one ellipse per limb reads a Gaussian, not a mixture's rings
+            written.append(viz.save(viz.plot_deformation(tables, skeleton), out / f"deformation_{row}.png"))
     return written
 
 
