@@ -13,6 +13,7 @@ from crfpose.config import load_config
 from crfpose.crf import GaussianPairwise
 from crfpose.engine import NonFiniteLoss, build_model_from_config, load_checkpoint, load_model, plan_stages, train
 from crfpose.models import ChainPoseCRF, PoseCRF
+from tiny_config import TINY_SYNTHETIC
 
 
 def tiny(tmp_path, mode, *extra):
@@ -22,12 +23,7 @@ def tiny(tmp_path, mode, *extra):
         [
             f"train.mode={mode}",
             f"output_dir={tmp_path}",
-            "model.options={width: 8, depth: 1}",
-            "data.train={length: 16, seed: 0}",
-            "data.val={length: 8, seed: 1}",
-            "data.input_size=[32, 32]",
-            "data.heatmap_size=[8, 8]",
-            "crf.radius=3",
+            *TINY_SYNTHETIC,
             "train.batch_size=8",
             "train.epochs=2",
             "train.stage1_epochs=1",

@@ -17,6 +17,7 @@ import torch
 
 from crfpose.config import load_config, save_config
 from crfpose.engine import load_checkpoint
+from tiny_config import TINY_SYNTHETIC
 
 TOLERANCE = 1e-5
 
@@ -33,12 +34,7 @@ def _config(tmp_path, name, batch_size):
         [
             "train.mode=joint",
             f"output_dir={tmp_path / name}",
-            "model.options={width: 8, depth: 1}",
-            "data.train={length: 16, seed: 0}",
-            "data.val={length: 8, seed: 1}",
-            "data.input_size=[32, 32]",
-            "data.heatmap_size=[8, 8]",
-            "crf.radius=3",
+            *TINY_SYNTHETIC,
             "train.epochs=2",
             "optim.lr=1e-2",
             "train.freeze_bn=true",

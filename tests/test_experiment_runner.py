@@ -11,14 +11,10 @@ import yaml
 from crfpose import engine
 from crfpose.structure import paired_bootstrap, pck_gain
 from experiments import run as runner
+from tiny_config import TINY_SYNTHETIC
 
 TINY = [
-    "model.options={width: 8, depth: 1}",
-    "data.train={length: 16, seed: 0}",
-    "data.val={length: 8, seed: 1}",
-    "data.input_size=[32, 32]",
-    "data.heatmap_size=[8, 8]",
-    "crf.radius=3",
+    *TINY_SYNTHETIC,
     "train.batch_size=8",
     "optim.lr=1e-2",
     "eval.every=0",

@@ -12,14 +12,10 @@ from crfpose.config import load_config
 from crfpose.data.transforms import affine_points, invert_affine
 from crfpose.engine import load_model, make_dataset, train
 from crfpose.evaluate import compute_metrics, predict_dataset_decoders
+from tiny_config import TINY_SYNTHETIC
 
 TINY = [
-    "model.options={width: 8, depth: 1}",
-    "data.train={length: 16, seed: 0}",
-    "data.val={length: 8, seed: 1}",
-    "data.input_size=[32, 32]",
-    "data.heatmap_size=[8, 8]",
-    "crf.radius=3",
+    *TINY_SYNTHETIC,
     "train.batch_size=8",
     "optim.lr=1e-2",
     "eval.every=0",

@@ -18,14 +18,10 @@ from crfpose import cli, engine
 from crfpose.cli import main
 from crfpose.config import load_config, save_config
 from crfpose.engine import NonFiniteLoss, load_checkpoint, train
+from tiny_config import TINY_SYNTHETIC
 
 TINY = [
-    "model.options={width: 8, depth: 1}",
-    "data.train={length: 16, seed: 0}",
-    "data.val={length: 8, seed: 1}",
-    "data.input_size=[32, 32]",
-    "data.heatmap_size=[8, 8]",
-    "crf.radius=3",
+    *TINY_SYNTHETIC,
     "train.batch_size=8",
     "optim.lr=1e-2",
     "schedule.warmup_epochs=0.5",
