@@ -88,7 +88,6 @@ def checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: str
 
     from crfpose import viz
     from crfpose.cli import parse_set_options
-    from crfpose.crf import TreeCRF
     from crfpose.data.transforms import affine_points
     from crfpose.engine import evaluation_dataset, load_model
     from crfpose.evaluate import compute_metrics, predict_dataset
@@ -130,15 +129,18 @@ def checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: str
     if crf:
         with torch.no_grad():
             _, unary, pairwise = model.outputs(items[0]["image"][None])  # (1, K, H, W), pairwise tables
-        distribution = TreeCRF(unary, pairwise, skeleton)
+        distribution = model.distribution(unary, pairwise)
         marginals = distribution.marginals[0]
         figures |= {
             "heatmaps": viz.plot_heatmaps(crops[0], unary[0], marginals, skeleton, style=style),
             "heatmaps_top": viz.plot_heatmaps(crops[0], unary[0], marginals, skeleton, top=min(4, skeleton.num_joints), style=style),
-            "pairwise": viz.plot_pairwise(pairwise, skeleton, style=style),
-            "deformation": viz.plot_deformation(pairwise, skeleton, style=style),
-            "samples": viz.plot_samples(crops[0], distribution, skeleton, 20, ellipses=True, style=style),
         }
+        if pairwise is not None:  # a tree: its tables and samples (the chain baseline has transitions, not tables)
+            figures |= {
+                "pairwise": viz.plot_pairwise(pairwise, skeleton, style=style),
+                "deformation": viz.plot_deformation(pairwise, skeleton, style=style),
+                "samples": viz.plot_samples(crops[0], distribution, skeleton, 20, ellipses=True, style=style),
+            }
     log = Path(args.checkpoint).parent / "log.jsonl"
     if log.is_file():
         figures["training"] = viz.plot_training(log, style=style)

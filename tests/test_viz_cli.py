@@ -123,3 +123,30 @@ def test_errors_exit_with_status_2(trained, tmp_path, capsys):
     assert "log: file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["viz", "--log", "x", "--format", "jpg", "--out", str(tmp_path)])
+
+
+def test_checkpoint_figures_of_the_chain_baseline(tmp_path):
+    """A chain checkpoint (crf.structure=chain) gets the heatmaps-vs-marginals figures and no tree tables."""
+    config = load_config(
+        None,
+        [
+            "train.mode=joint",
+            "crf.structure=chain",
+            "crf.cell=2",
+            f"output_dir={tmp_path / 'run'}",
+            "model.options={width: 8, depth: 1}",
+            "data.train={length: 8, seed: 0}",
+            "data.val={length: 4, seed: 1}",
+            "data.input_size=[32, 32]",
+            "data.heatmap_size=[8, 8]",
+            "train.batch_size=4",
+            "train.epochs=1",
+            "eval.every=0",
+            "eval.decoder=marginals",
+        ],
+    )
+    assert main(["train", str(save_config(config, tmp_path / "chain.yaml"))]) == 0
+    out = tmp_path / "figs"
+    checkpoint = str(tmp_path / "run" / "last.pt")
+    assert main(["viz", checkpoint, "--data", "synthetic", "--set", "length=4", "--num", "2", "--out", str(out)]) == 0
+    assert {p.stem for p in out.iterdir()} == CHECKPOINT_FIGURES - {"pairwise", "deformation", "samples"}
