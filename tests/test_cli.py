@@ -9,6 +9,7 @@ import torch
 
 from crfpose.cli import build_parser, main
 from crfpose.config import load_config, save_config
+from tiny_config import TINY_SYNTHETIC
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["eval"]])
@@ -35,12 +36,9 @@ def tiny_config(tmp_path):
         [
             "train.mode=separate",
             f"output_dir={tmp_path / 'run'}",
-            "model.options={width: 8, depth: 1}",
+            *TINY_SYNTHETIC,
             "data.train={length: 8, seed: 0}",
             "data.val={length: 4, seed: 1}",
-            "data.input_size=[32, 32]",
-            "data.heatmap_size=[8, 8]",
-            "crf.radius=3",
             "train.batch_size=4",
             "train.stage1_epochs=1",
             "train.stage2_epochs=1",

@@ -6,6 +6,7 @@ import pytest
 
 from crfpose.cli import build_parser, main
 from crfpose.config import load_config, save_config
+from tiny_config import TINY_SYNTHETIC
 
 CHECKPOINT_FIGURES = {"overlays", "heatmaps", "heatmaps_top", "pairwise", "deformation", "samples", "pck_curves", "joint_pck", "training"}
 
@@ -19,12 +20,9 @@ def trained(tmp_path_factory):
         [
             "train.mode=separate",
             f"output_dir={tmp / 'run'}",
-            "model.options={width: 8, depth: 1}",
+            *TINY_SYNTHETIC,
             "data.train={length: 8, seed: 0}",
             "data.val={length: 4, seed: 1}",
-            "data.input_size=[32, 32]",
-            "data.heatmap_size=[8, 8]",
-            "crf.radius=3",
             "train.batch_size=4",
             "train.stage1_epochs=1",
             "train.stage2_epochs=1",
@@ -134,11 +132,9 @@ def test_checkpoint_figures_of_the_chain_baseline(tmp_path):
             "crf.structure=chain",
             "crf.cell=2",
             f"output_dir={tmp_path / 'run'}",
-            "model.options={width: 8, depth: 1}",
+            *TINY_SYNTHETIC,
             "data.train={length: 8, seed: 0}",
             "data.val={length: 4, seed: 1}",
-            "data.input_size=[32, 32]",
-            "data.heatmap_size=[8, 8]",
             "train.batch_size=4",
             "train.epochs=1",
             "eval.every=0",
