@@ -51,10 +51,12 @@ def server(checkpoint, tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = build_app(Predictor.from_checkpoint(checkpoint, device="cpu"), tmp_path_factory.mktemp("work"))
-    launch(app, "127.0.0.1", port, block=False)
-    yield f"http://127.0.0.1:{port}/"
-    app.close()
+    with pytest.MonkeyPatch.context() as patch:  # gradio's file cache of its own: test workers' servers do not share one
+        patch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
+        app = build_app(Predictor.from_checkpoint(checkpoint, device="cpu"), tmp_path_factory.mktemp("work"))
+        launch(app, "127.0.0.1", port, block=False)
+        yield f"http://127.0.0.1:{port}/"
+        app.close()
 
 
 def test_predict_endpoint_returns_what_the_predictor_gives(server, checkpoint, photo):
