@@ -128,17 +128,17 @@ def test_the_page_in_a_real_browser(server, photo, tmp_path):
             for attempt in range(3):  # on a loaded machine a file can arrive before the page's scripts listen
                 upload.locator("input[type=file]").set_input_files(str(photo))
                 try:
-                    upload.get_by_text("person.png").wait_for(timeout=30_000)
+                    upload.get_by_text("person.png").wait_for(timeout=60_000)
                     break
                 except sync_api.TimeoutError:
                     if attempt == 2:
                         raise
             page.locator("#run").click()
             overlay = page.locator("#overlay img")
-            overlay.wait_for(state="visible", timeout=60_000)
+            overlay.wait_for(state="visible", timeout=120_000)
             assert overlay.evaluate("img => img.complete && img.naturalWidth > 50")
             link = page.locator("#download a").first
-            link.wait_for(timeout=30_000)
+            link.wait_for(timeout=60_000)
             record = json.loads(page.request.get(link.get_attribute("href")).text())
             assert len(record["instances"][0]["keypoints"]) == K
             assert "1 person(s)" in page.locator("#message").inner_text()
