@@ -29,7 +29,7 @@ from crfpose.evaluate import compute_metrics, predict_dataset_decoders
 from crfpose.models import PoseCRF
 from crfpose.skeletons import get_skeleton
 
-__all__ = ["main", "build_parser", "parse_set_options", "COMMANDS"]
+__all__ = ["main", "build_parser", "add_set_option", "parse_set_options", "COMMANDS"]
 
 # Commands beyond train/eval: name -> (module, one-line help). Each module has
 # ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
@@ -73,14 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by 'crfpose train'")
     ev.add_argument("--data", required=True, choices=CHOICES["data.name"], help="dataset name")
     ev.add_argument("--split", help="dataset split (e.g. test, val2017); default: the config's validation options")
-    ev.add_argument(
-        "--set",
-        dest="options",
-        action="append",
-        default=[],
-        metavar="key=value",
-        help="dataset option (repeatable), value parsed as YAML, e.g. --set root=/data/lsp",
-    )
+    add_set_option(ev)
     ev.add_argument("--flip", action="store_true", help="flip test: average with the mirrored crop's maps")
     ev.add_argument(
         "--decoder",
@@ -147,6 +140,18 @@ def _resume_hint(args: argparse.Namespace, last: Path) -> str:
         return f"no epoch had finished, so there is no checkpoint to resume from ({last} does not exist)"
     command = shlex.join(["crfpose", "train", args.config, *args.overrides, "--resume", str(last)])
     return f"the last checkpoint is {last}; resume with: {command}"
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """The repeatable ``--set key=value`` dataset option (read back with :func:`parse_set_options`)."""
+    parser.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="key=value",
+        help="dataset option (repeatable), value parsed as YAML, e.g. --set root=/data/lsp",
+    )
 
 
 def parse_set_options(items: Sequence[str]) -> dict:

@@ -505,14 +505,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("synthetic", "lsp"),
         help="synthetic figures (embedded, no files) or the real LSP images (needs --set root=PATH)",
     )
-    parser.add_argument(
-        "--set",
-        dest="options",
-        action="append",
-        default=[],
-        metavar="key=value",
-        help="dataset option (repeatable), e.g. --set root=/data/lsp",
-    )
+    from crfpose.cli import add_set_option  # here: crfpose.cli loads this module's parser
+
+    add_set_option(parser)
     parser.add_argument(
         "--out",
         default="crfpose-demo",

@@ -38,14 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data", choices=CHOICES["data.name"], help="dataset name (with CHECKPOINT)")
     parser.add_argument("--split", help="dataset split; default: the config's validation options")
-    parser.add_argument(
-        "--set",
-        dest="options",
-        action="append",
-        default=[],
-        metavar="key=value",
-        help="dataset option (repeatable), value parsed as YAML, e.g. --set root=/data/lsp",
-    )
+    from crfpose.cli import add_set_option  # here: crfpose.cli loads this module's parser
+
+    add_set_option(parser)
     parser.add_argument(
         "--num",
         type=int,
