@@ -111,37 +111,58 @@ def test_app_without_a_checkpoint_trains_nothing_and_says_how_to_get_one(capsys)
     assert build_parser().parse_args(["app", "model.pt"]).host == "127.0.0.1"
 
 
+def _upload(page, photo, timeout_s=180.0):
+    """Give the page's file box the photo and wait until it shows the file's name.
+
+    Once a file is taken the box replaces its file input by the file's name, so the file is given
+    again only while the input is still there (on a loaded machine the first one can go unheard)."""
+    import time
+
+    from playwright.sync_api import TimeoutError
+
+    upload, deadline = page.locator("#upload"), time.monotonic() + timeout_s
+    file_input, shown = upload.locator("input[type=file]"), upload.get_by_text(Path(photo).name)
+    while time.monotonic() < deadline:
+        if file_input.count():
+            file_input.set_input_files(str(photo))
+        try:
+            shown.wait_for(timeout=20_000)
+            return
+        except TimeoutError:
+            pass  # look again
+    raise AssertionError(f"the page did not take {photo} in {timeout_s:.0f} s (file inputs on the page: {file_input.count()})")
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
 def test_the_page_in_a_real_browser(server, photo, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
-    requested = []
+    requested, failures = [], []
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
         )
+        page = browser.new_page()
+        page.set_default_timeout(120_000)  # the suite's other worker loads the 2 cores
+        page.on("request", lambda request: requested.append(request.url))
+        page.on("response", lambda response: response.status >= 400 and failures.append(f"{response.status} {response.url}"))
+        page.on("console", lambda message: message.type == "error" and failures.append(f"console: {message.text}"))
         try:
-            page = browser.new_page()
-            page.on("request", lambda request: requested.append(request.url))
             page.goto(server, wait_until="networkidle")
-            upload = page.locator("#upload")
-            for attempt in range(3):  # on a loaded machine a file can arrive before the page's scripts listen
-                upload.locator("input[type=file]").set_input_files(str(photo))
-                try:
-                    upload.get_by_text("person.png").wait_for(timeout=60_000)
-                    break
-                except sync_api.TimeoutError:
-                    if attempt == 2:
-                        raise
+            page.locator("#upload input[type=file]").wait_for(state="attached")
+            _upload(page, photo)
             page.locator("#run").click()
             overlay = page.locator("#overlay img")
-            overlay.wait_for(state="visible", timeout=120_000)
+            overlay.wait_for(state="visible")
             assert overlay.evaluate("img => img.complete && img.naturalWidth > 50")
             link = page.locator("#download a").first
-            link.wait_for(timeout=60_000)
+            link.wait_for()
             record = json.loads(page.request.get(link.get_attribute("href")).text())
             assert len(record["instances"][0]["keypoints"]) == K
             assert "1 person(s)" in page.locator("#message").inner_text()
+        except Exception as error:  # say what the page saw: the screenshot and its failed requests
+            page.screenshot(path=tmp_path / "page.png")
+            raise AssertionError(f"{error}\nscreenshot: {tmp_path / 'page.png'}\nfailed on the page: {failures}") from error
         finally:
             browser.close()
     hosts = {urlparse(url).hostname for url in requested if not url.startswith(("data:", "blob:"))}
