@@ -59,13 +59,24 @@ def _factors(k: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor, torc
 
 def _top2(x: torch.Tensor, kern: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """1-D max-plus along the last axis of x (N, A, L) with kernels kern (N, T): the best value,
-    its first tap, and the best value of the other taps, each (N, A, L + 2 pad - T + 1)."""
+    its first tap, and the best value of the other taps, each (N, A, L + 2 pad - T + 1).
+
+    One tap at a time over whole maps (no (N, A, L, T) block): the same sums x + k, in place."""
     taps = kern.shape[-1]
-    windows = F.pad(x, (pad, pad), value=-math.inf).unfold(-1, taps, 1)  # (N, A, Lo, T)
-    terms = windows + kern[:, None, None, :]
-    best, tap = terms.max(dim=-1)  # the first maximum
-    terms.scatter_(-1, tap[..., None], -math.inf)
-    return best, tap, terms.amax(dim=-1)
+    xp = F.pad(x, (pad, pad), value=-math.inf)
+    out = xp.shape[-1] - taps + 1
+    k = kern[:, None, None, :]  # (N, 1, 1, T)
+    best = xp[..., :out] + k[..., 0]
+    tap = torch.zeros(best.shape, dtype=torch.long, device=x.device)
+    second = torch.full_like(best, -math.inf)
+    value, better = torch.empty_like(best), torch.empty(best.shape, dtype=torch.bool, device=x.device)
+    for t in range(1, taps):
+        torch.add(xp[..., t : t + out], k[..., t], out=value)
+        torch.gt(value, best, out=better)  # strictly: a tie keeps the first tap
+        torch.maximum(second, torch.minimum(value, best), out=second)
+        torch.maximum(best, value, out=best)
+        tap.masked_fill_(better, t)
+    return best, tap, second
 
 
 def _passes(x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -87,14 +98,16 @@ def _passes(x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, pad: tuple[int, i
 def _brute_cells(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The brute force's value and first arg-max tap at the listed cells (F, 3) = (n, i, j)."""
     hk, wk = k.shape[-2:]
-    xp = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf)
-    rows_off, cols_off = torch.arange(hk, device=x.device), torch.arange(wk, device=x.device)
+    hx, wx = x.shape[-2:]
+    rows_off, cols_off = torch.arange(hk, device=x.device) - pad[0], torch.arange(wk, device=x.device) - pad[1]
     values = x.new_empty(cells.shape[0])
     taps = torch.empty(cells.shape[0], dtype=torch.long, device=x.device)
     step = max(1, tuning.GATHER_BLOCK // (hk * wk))
     for start in range(0, cells.shape[0], step):
         n, i, j = cells[start : start + step].unbind(1)
-        window = xp[n[:, None, None], (i[:, None] + rows_off)[:, :, None], (j[:, None] + cols_off)[:, None, :]]
+        rows, cols = (i[:, None] + rows_off)[:, :, None], (j[:, None] + cols_off)[:, None, :]  # (F, Hk, 1), (F, 1, Wk)
+        inside = (rows >= 0) & (rows < hx) & (cols >= 0) & (cols < wx)
+        window = torch.where(inside, x[n[:, None, None], rows.clamp(0, hx - 1), cols.clamp(0, wx - 1)], -math.inf)
         values[start : start + step], taps[start : start + step] = (window + k[n]).flatten(1).max(dim=1)
     return values, taps
 
@@ -114,7 +127,7 @@ def separable_max_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, in
     margin = (margin + 8 * torch.finfo(x.dtype).eps * finite_x)[:, None, None]  # (N, 1, 1)
     best = x.new_empty(n, ho, wo)
     tap = torch.empty(n, ho, wo, dtype=torch.long, device=x.device)
-    step = max(1, tuning.SEPARABLE_MAX_BLOCK // (max(hx, ho) * max(wx, wo) * max(hk, wk)))
+    step = max(1, tuning.SEPARABLE_MAX_BLOCK // (max(hx, ho) * max(wx, wo)))
     for start in range(0, n, step):
         part = slice(start, start + step)
         best[part], tap[part], second = _passes(x[part], f[part], g[part], pad)

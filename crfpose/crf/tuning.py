@@ -25,4 +25,4 @@ PRUNE_MIN_TAPS = 25  # kernels this small go straight to the brute force
 
 # crfpose.crf.separable_max: max-plus correlation with separable kernels
 SEPARABLE_MAX_RESIDUAL = 1e-4  # largest |k - f - g| for which a kernel takes the separable MAP path
-SEPARABLE_MAX_BLOCK = 1 << 23  # elements of one 1-D pass's (maps, rows, cols, taps) block
+SEPARABLE_MAX_BLOCK = 1 << 22  # cells (maps x rows x cols) of one block of 1-D passes
