@@ -33,7 +33,6 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from crfpose.crf import tuning
 
@@ -61,21 +60,24 @@ def _top2(x: torch.Tensor, kern: torch.Tensor, pad: int) -> tuple[torch.Tensor, 
     """1-D max-plus along the last axis of x (N, A, L) with kernels kern (N, T): the best value,
     its first tap, and the best value of the other taps, each (N, A, L + 2 pad - T + 1).
 
-    One tap at a time over whole maps (no (N, A, L, T) block): the same sums x + k, in place."""
-    taps = kern.shape[-1]
-    xp = F.pad(x, (pad, pad), value=-math.inf)
-    out = xp.shape[-1] - taps + 1
+    One tap at a time over whole maps, each tap only over the output cells whose source lies on
+    the grid (a tap off the grid scores -inf and changes nothing): the brute force's sums x + k."""
+    taps, length = kern.shape[-1], x.shape[-1]
+    out = length + 2 * pad - taps + 1
     k = kern[:, None, None, :]  # (N, 1, 1, T)
-    best = xp[..., :out] + k[..., 0]
+    best = x.new_full((*x.shape[:-1], out), -math.inf)
     tap = torch.zeros(best.shape, dtype=torch.long, device=x.device)
     second = torch.full_like(best, -math.inf)
-    value, better = torch.empty_like(best), torch.empty(best.shape, dtype=torch.bool, device=x.device)
-    for t in range(1, taps):
-        torch.add(xp[..., t : t + out], k[..., t], out=value)
-        torch.gt(value, best, out=better)  # strictly: a tie keeps the first tap
-        torch.maximum(second, torch.minimum(value, best), out=second)
-        torch.maximum(best, value, out=best)
-        tap.masked_fill_(better, t)
+    for t in range(taps):
+        lo, hi = max(0, pad - t), min(out, pad - t + length)  # source j + t - pad in [0, L)
+        if lo >= hi:
+            continue
+        top, runner_up = best[..., lo:hi], second[..., lo:hi]
+        value = x[..., lo + t - pad : hi + t - pad] + k[..., t]
+        better = value > top  # strictly: a tie keeps the first tap
+        torch.maximum(runner_up, torch.minimum(value, top), out=runner_up)
+        torch.maximum(top, value, out=top)
+        tap[..., lo:hi].masked_fill_(better, t)
     return best, tap, second
 
 
