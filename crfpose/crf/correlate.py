@@ -97,7 +97,8 @@ class _Correlator:
             return self._direct(x, torch.broadcast_shapes(x.shape[:-2], self.kern.shape[:-2]))
         (ho, wo), (py, px) = self.out_hw, self.pad
         spectrum = torch.fft.rfft2(F.pad(x, (px, 0, py, 0)), s=self.size) * self.spectrum
-        out = torch.fft.irfft2(spectrum, s=self.size)[..., :ho, :wo]
+        # the inverse in two 1-D steps, the second only over the Ho rows that are kept
+        out = torch.fft.irfft(torch.fft.ifft(spectrum, dim=-2)[..., :ho, :], n=self.size[1], dim=-1)[..., :wo]
         # FFT convolution error: (log2 n) eps-sized rounding of a spectrum whose l2 norm is at most
         # min(|x|_2 |k|_1, |x|_1 |k|_2) (Young's inequality).
         flat = x.flatten(-2)
