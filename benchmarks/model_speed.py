@@ -6,7 +6,8 @@ Prints, in one run: parameter counts; forward images/s of cnn, resnet50 and hrne
 (batch 8, eval mode, no grad); forward+backward images/s of cnn at 128x128 (training speed); and
 for PoseCRF(hrnet_w32, COCO17, Gaussian pairwise, R=15) on the 64x48 grid, the time of the backbone
 vs the CRF (marginals; MAP) on trained-looking potentials, the CRF's share of the whole, and the
-end-to-end ``PoseCRF.predict`` time (marginal decoding, untrained network) against the backbone. Usage:
+end-to-end ``PoseCRF.predict`` time (marginal decoding, untrained network) against the backbone;
+then the marginals' share for free-form (random) tables at R and at full range (R=63). Usage:
 
     python benchmarks/model_speed.py [--batch 8] [--repeats 5] [--threads N]
 """
@@ -110,6 +111,20 @@ def main() -> None:
         print(f"  {what:9s}: backbone {t_net * 1000:.0f} ms, CRF {t_crf * 1000:.1f} ms per batch -> CRF share {100 * share:.1f}%")
     overhead = (t_predict - t_net) / t_predict
     print(f"  predict (untrained net): {t_predict * 1000:.0f} ms per batch -> {100 * overhead:.1f}% beyond the backbone")
+
+    print(f"\nmarginals by pairwise table, same unaries, against the backbone's {t_net * 1000:.0f} ms")
+    gen = torch.Generator().manual_seed(0)
+    for radius in (args.radius, 63):
+        tables = {
+            "gaussian": GaussianPairwise(COCO17.num_edges, radius)(),
+            "free-form": torch.randn(COCO17.num_edges, 2 * radius + 1, 2 * radius + 1, generator=gen),
+        }
+        with torch.no_grad():
+            t = seconds({name: (lambda tb=tb: TreeCRF(unary, tb, COCO17).marginals) for name, tb in tables.items()}, args.repeats)
+        for name, t_crf in t.items():
+            print(
+                f"  R={radius:<3d}{name:10s}: CRF {t_crf * 1000:6.1f} ms per batch -> {100 * t_crf / t_net:.1f}% of the backbone's forward"
+            )
 
 
 if __name__ == "__main__":
