@@ -50,6 +50,7 @@ _DIRECT_MARGIN = math.log(1e10)  # direct sums this far above their flushing flo
 class Level:
     """The edges whose child sits at one depth of the tree (processed together)."""
 
+    depth: int  # the children's depth (1 for the root's children)
     edges: torch.Tensor  # (n,) edge indices
     parents: torch.Tensor  # (n,) parent joint of each edge
     children: torch.Tensor  # (n,) child joint of each edge
@@ -75,6 +76,7 @@ def schedule(skeleton: Skeleton, device: torch.device) -> list[Level]:
         children = [skeleton.edges[e][1] for e in edges]
         levels.append(
             Level(
+                depth=depth,
                 edges=as_tensor(edges),
                 parents=as_tensor([skeleton.edges[e][0] for e in edges]),
                 children=as_tensor(children),
@@ -147,7 +149,7 @@ class Inference:
         self.up_factors = self.down_factors = None
         if self.separable is not None:
             self.separable.matrices(unary.shape[-2:], _pad(pairwise))
-            self.up_factors = {id(level): self.separable[:, level.edge_at] for level in levels}
+            self.up_factors = {level.depth: self.separable[:, level.edge_at] for level in levels}
         self._upward(None)
         # log Z alone is certified when each message is within a relative tol of its exact value
         # at every cell: computed messages are upper bounds, so Z is then within (1 + tol)^E.
@@ -186,7 +188,7 @@ class Inference:
 
     def _message(self, level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         """Log-sum-exp messages of one level, exact at the cells marked exact; records their errors."""
-        factors = kernels if self.up_factors is None else self.up_factors[id(level)]
+        factors = kernels if self.up_factors is None else self.up_factors[level.depth]
         msg, err = lse_correlate(beliefs, factors, _pad(kernels), finite=self.finite)  # (B, n, H, W), (B, n, 1 | H, 1 | W)
         error = err + _LOG2
         if self.any_exact or not self.finite:
@@ -229,10 +231,10 @@ class Inference:
         if self.separable is not None and self.down_factors is None:
             flipped = self.separable.flip()
             flipped.matrices(self.unary.shape[-2:], pad)
-            self.down_factors = {id(level): flipped[:, level.edge_at] for level in self.levels}
+            self.down_factors = {level.depth: flipped[:, level.edge_at] for level in self.levels}
         for level in self.levels:
             kernels = pairwise[:, level.edge_at].flip(-2, -1)  # (B', n, P, P)
-            factors = kernels if self.down_factors is None else self.down_factors[id(level)]
+            factors = kernels if self.down_factors is None else self.down_factors[level.depth]
             rest = self._rest(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
             self.rests.append(rest)
             # Message cells whose error, weighted by everything around them, could reach tol.
