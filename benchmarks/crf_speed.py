@@ -5,8 +5,9 @@ Prints, in one run:
    and for full-range kernels, on three kinds of unaries: flat (untrained), peaked at a plausible
    pose (trained), and peaked at random places (every joint contradicting the deformation model);
    with an isotropic Gaussian table in float32 (as GaussianPairwise makes it; separable MAP path,
-   FFT sum-product), the same in float64 (separable sum-product too) and a free-form random table
-   (pruned max-plus MAP);
+   FFT sum-product), the same in float64 (separable sum-product too), a Gaussian with a full
+   precision in float32 (what training gives a GaussianPairwise; pruned max-plus MAP) and a
+   free-form random table (pruned max-plus MAP);
 2. the same linear-chain problem (a shared full-range kernel over 24 x 32 = 768 states) solved by
    TreeCRF and by pytorch-crf's forward algorithm, in float64 and float32, for a separable
    (diagonal Gaussian) and a non-separable (rotated Gaussian) kernel: times, their ratio, and
@@ -26,9 +27,12 @@ from torchcrf import CRF
 from crfpose import COCO17, Skeleton, TreeCRF
 
 
-def gaussian_kernel(radius: int, sigma: float) -> torch.Tensor:
+def gaussian_kernel(radius: int, sigma: float, correlation: float = 0.0) -> torch.Tensor:
+    """(P, P) float64 log-kernel [R + dy, R + dx]: isotropic, or with a cross term (a full precision,
+    as a trained GaussianPairwise has) when ``correlation`` is not 0."""
     d = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    return -(d[:, None] ** 2 + d[None, :] ** 2) / (2 * sigma**2)  # (P, P) float64, [R + dy, R + dx]
+    dy, dx = d[:, None], d[None, :]
+    return -(dy**2 + dx**2 - 2 * correlation * dy * dx) / (2 * sigma**2)
 
 
 def unaries(kind: str, batch: int, skeleton: Skeleton, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
@@ -67,6 +71,7 @@ def coco_tables(radius: int, gen: torch.Generator, device: str) -> dict[str, tor
     return {
         "gaussian32": gaussian.float().to(device),  # as GaussianPairwise computes it (float32; not separable to 1e-13)
         "gaussian64": gaussian.to(device),  # float64: separable to 1e-13, the sum-product's matrix-product path
+        "rotated32": gaussian_kernel(radius, 4.3, 0.6).expand(e, -1, -1).float().to(device),  # a full precision: not separable
         "free": torch.randn(e, p, p, generator=gen).to(device),  # a free-form (random) table
     }
 
@@ -93,11 +98,9 @@ def chain_comparison(repeats: int) -> None:
     b, k, h, w = 32, 14, 24, 32
     skeleton = Skeleton("chain", [f"j{i}" for i in range(k)], [-1] + list(range(k - 1)))
     radius = max(h, w) - 1
-    d = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    dy, dx = d[:, None], d[None, :]
     kernels = {  # log-kernels (P, P), [R + dy, R + dx]
-        "diagonal Gaussian (separable)": -(dy**2 + dx**2) / (2 * 6.0**2),
-        "rotated Gaussian (FFT)": -(dy**2 + dx**2 - 1.2 * dy * dx) / (2 * 6.0**2),
+        "diagonal Gaussian (separable)": gaussian_kernel(radius, 6.0),
+        "rotated Gaussian (FFT)": gaussian_kernel(radius, 6.0, 0.6),
     }
     unary = unaries("pose", b, skeleton, h, w, gen)
     cells = torch.tensor([(x, y) for y in range(h) for x in range(w)])
