@@ -75,7 +75,7 @@ def test_fft_bound_holds_and_cells_are_exact():
 
 @pytest.mark.parametrize("gather_cost", [0.0, 1e9], ids=["cells-in-log-domain", "whole-maps-direct"])
 def test_fix_cells_makes_flagged_cells_exact(monkeypatch, gather_cost):
-    monkeypatch.setattr(tuning, "LOG_DOMAIN_CELL_COST", gather_cost)
+    monkeypatch.setattr(tuning, "LOG_DOMAIN_TAP_COST", gather_cost)
     gen = torch.Generator().manual_seed(5)
     x, k = operands(gen, 3, (9, 8), (7, 7), 40.0)
     fast, _ = lse_correlate(x, k, (3, 3))

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from crfpose.crf import tuning
 
-__all__ = ["Separable", "lse_correlate", "lse_correlate_cells", "max_correlate", "separable_factors"]
+__all__ = ["Separable", "direct_plan", "lse_correlate", "lse_correlate_cells", "max_correlate", "separable_factors"]
 
 _TINY = 2.0**-511  # linear-domain values below this are set to 0, so that no product is subnormal
 _TINY_SEPARABLE = 2.0**-340  # the same for the separable path's products of three
@@ -114,9 +114,7 @@ class _Correlator:
         hk, wk = kern.shape[-2:]
         maps = math.prod(lead)
         floor = x.new_full((*lead, 1, 1), self.flush_loss)
-        window = ho * wo * hk * wk
-        loop = min(hk * wk, ho * wo)
-        if window <= tuning.CONV_MAX_WINDOW and maps * window < tuning.CONV_PER_STEP * loop:
+        if direct_plan(maps, (ho, wo), (hk, wk))[0]:
             xs = x.expand(*lead, *x.shape[-2:]).reshape(1, maps, *x.shape[-2:])
             weights = kern.expand(*lead, hk, wk).reshape(maps, 1, hk, wk)
             with torch.backends.cudnn.flags(enabled=False):  # no FFT or Winograd algorithms: plain sums
@@ -133,6 +131,16 @@ class _Correlator:
                 for j in range(wo):
                     out[..., i, j] = (xp[..., i : i + hk, j : j + wk] * kern).sum(dim=(-2, -1))
         return out, floor
+
+
+def direct_plan(maps: int, out_hw: tuple[int, int], k_hw: tuple[int, int]) -> tuple[bool, float]:
+    """How direct sums would correlate ``maps`` maps: (by one grouped convolution, else by a loop over
+    the kernel taps or the output cells; the estimated cost in multiply-adds, loop steps included)."""
+    window = out_hw[0] * out_hw[1] * k_hw[0] * k_hw[1]
+    loop = min(k_hw[0] * k_hw[1], out_hw[0] * out_hw[1])
+    if window <= tuning.CONV_MAX_WINDOW and maps * window < tuning.CONV_PER_STEP * loop:
+        return True, float(maps * window)
+    return False, float(loop * tuning.CONV_PER_STEP + maps * window)
 
 
 class Separable:

@@ -35,7 +35,7 @@ from typing import Callable, Optional
 import torch
 
 from crfpose.crf import tuning
-from crfpose.crf.correlate import lse_correlate, lse_correlate_cells, separable_factors
+from crfpose.crf.correlate import direct_plan, lse_correlate, lse_correlate_cells, separable_factors
 from crfpose.crf.maxplus import max_correlate_fast
 from crfpose.crf.separable_max import separable_max_correlate
 from crfpose.skeletons import Skeleton
@@ -95,8 +95,8 @@ def _pad(pairwise: torch.Tensor) -> tuple[int, int]:
 def _fix_cells(values: torch.Tensor, flagged: torch.Tensor, x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
     """values (..., Ho, Wo) with the flagged cells (bool, same shape) made exact.
 
-    A few flagged cells are recomputed one by one in the log domain. When they are many, the maps
-    holding them are recomputed by direct sums, which have no rounding cancellation, and only
+    Flagged cells are recomputed one by one in the log domain, or, when that would cost more, the
+    maps holding them are recomputed by direct sums, which have no rounding cancellation, and only
     the flagged cells that those leave near the flushing floor go to the log domain.
     """
     cells = flagged.nonzero()  # (F, D)
@@ -104,7 +104,8 @@ def _fix_cells(values: torch.Tensor, flagged: torch.Tensor, x: torch.Tensor, k: 
         return values
     values = values.clone()
     maps = flagged.flatten(-2).any(dim=-1).nonzero()  # (M, D - 2)
-    if cells.shape[0] * tuning.LOG_DOMAIN_CELL_COST > maps.shape[0] * values.shape[-2] * values.shape[-1]:
+    taps = k.shape[-2] * k.shape[-1]
+    if cells.shape[0] * taps * tuning.LOG_DOMAIN_TAP_COST > direct_plan(maps.shape[0], values.shape[-2:], k.shape[-2:])[1]:
         lead = values.shape[:-2]
         pick = lambda t: t.expand(*lead, *t.shape[-2:])[maps.unbind(1)]  # noqa: E731  (M, h, w)
         direct, err = lse_correlate(pick(x), pick(k), pad, direct=True)  # (M, Ho, Wo), (M, 1, 1)

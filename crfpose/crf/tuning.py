@@ -15,7 +15,7 @@ CONV_PER_STEP = 40_000  # multiply-adds a grouped convolution does in the time o
 GATHER_BLOCK = 1 << 22  # elements per chunk when cells are gathered one by one (exact fallbacks)
 
 # crfpose.crf.tree: making flagged cells exact
-LOG_DOMAIN_CELL_COST = 24.0  # one cell summed in the log domain costs about as much as this many by direct sums (measured 16-37)
+LOG_DOMAIN_TAP_COST = 24.0  # one tap of a cell summed in the log domain costs about this many multiply-adds of direct sums (measured 16-37)
 
 # crfpose.crf.maxplus: pruned max-plus correlation
 PRUNE_BLOCK = 1 << 21  # elements per gathered block
