@@ -15,7 +15,6 @@ initialised network's (nearly flat) or a trained one's (peaks near the labels).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -24,7 +23,8 @@ from crfpose.crf import TreeCRF
 from crfpose.crf.correlate import separable_factors
 from crfpose.crf.pairwise import GaussianPairwise
 from crfpose.losses import likelihood_nll
-from model_speed import COVARIANCE, MEAN, trained_gaussian  # benchmarks/ is on the path when run as a script
+from crf_speed import best_time  # benchmarks/ is on the path when run as a script
+from model_speed import COVARIANCE, MEAN, trained_gaussian
 
 RADII = (8, 10, 12, 14, 16, 20, 24)
 
@@ -45,16 +45,6 @@ def tables(radius: int) -> dict[str, torch.Tensor]:
     e = LSP14.num_edges
     with torch.no_grad():
         return {"initial": GaussianPairwise(e, radius)().float(), "trained": trained_gaussian(e, radius)().float()}
-
-
-def seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -90,10 +80,11 @@ def main() -> None:
                     if grad:
                         value.backward()
 
+                loss(True)  # warm-up
                 with torch.no_grad():
-                    forward = seconds(lambda: loss(False), args.repeats)
-                both = seconds(lambda: loss(True), args.repeats)
-                print(f"{radius:>7}{name:>9}{str(separable):>11}{kind:>9}{forward * 1e3:>9.0f}{both * 1e3:>11.0f}")
+                    forward = best_time(lambda: loss(False), args.repeats)
+                both = best_time(lambda: loss(True), args.repeats)
+                print(f"{radius:>7}{name:>9}{str(separable):>11}{kind:>9}{forward:>9.0f}{both:>11.0f}")
 
 
 if __name__ == "__main__":
