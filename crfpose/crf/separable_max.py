@@ -56,38 +56,44 @@ def _factors(k: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor, torc
     return f, g, residual + 8 * eps * size
 
 
-def _top2(x: torch.Tensor, kern: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """1-D max-plus along the last axis of x (N, A, L) with kernels kern (N, T): the best value,
-    its first tap, and the best value of the other taps, each (N, A, L + 2 pad - T + 1).
+def _top2(x: torch.Tensor, kern: torch.Tensor, pad: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """1-D max-plus along axis ``dim`` (1 or 2) of x (N, A, L) with kernels kern (N, T): the best
+    value, its first tap, and the best value of the other taps, each with L + 2 pad - T + 1 cells
+    along ``dim``.
 
     One tap at a time over whole maps, each tap only over the output cells whose source lies on
-    the grid (a tap off the grid scores -inf and changes nothing): the brute force's sums x + k."""
-    taps, length = kern.shape[-1], x.shape[-1]
+    the grid (a tap off the grid scores -inf and changes nothing): the brute force's sums x + k.
+    Along axis 1 every slice is a block of whole rows, which is why the second pass runs there
+    rather than on transposed maps; the scratch tensors are reused from tap to tap."""
+    taps, length = kern.shape[-1], x.shape[dim]
     out = length + 2 * pad - taps + 1
-    k = kern[:, None, None, :]  # (N, 1, 1, T)
-    best = x.new_full((*x.shape[:-1], out), -math.inf)
-    tap = torch.zeros(best.shape, dtype=torch.long, device=x.device)
+    shape = list(x.shape)
+    shape[dim] = out
+    best = x.new_full(shape, -math.inf)
     second = torch.full_like(best, -math.inf)
+    tap = torch.zeros(shape, dtype=torch.int16 if taps <= torch.iinfo(torch.int16).max else torch.long, device=x.device)
+    value_buf, low_buf = torch.empty_like(best), torch.empty_like(best)
+    better_buf = torch.empty(shape, dtype=torch.bool, device=x.device)
+    k = kern.view(kern.shape[0], 1, 1, taps)  # (N, 1, 1, T)
     for t in range(taps):
-        lo, hi = max(0, pad - t), min(out, pad - t + length)  # source j + t - pad in [0, L)
+        lo, hi = max(0, pad - t), min(out, pad - t + length)  # source cell + t - pad in [0, L)
         if lo >= hi:
             continue
-        top, runner_up = best[..., lo:hi], second[..., lo:hi]
-        value = x[..., lo + t - pad : hi + t - pad] + k[..., t]
-        better = value > top  # strictly: a tie keeps the first tap
-        torch.maximum(runner_up, torch.minimum(value, top), out=runner_up)
+        top, runner_up = best.narrow(dim, lo, hi - lo), second.narrow(dim, lo, hi - lo)
+        value = torch.add(x.narrow(dim, lo + t - pad, hi - lo), k[..., t], out=value_buf.narrow(dim, 0, hi - lo))
+        better = torch.gt(value, top, out=better_buf.narrow(dim, 0, hi - lo))  # strictly: a tie keeps the first tap
+        torch.maximum(runner_up, torch.minimum(value, top, out=low_buf.narrow(dim, 0, hi - lo)), out=runner_up)
         torch.maximum(top, value, out=top)
-        tap[..., lo:hi].masked_fill_(better, t)
-    return best, tap, second
+        tap.narrow(dim, lo, hi - lo).masked_fill_(better, t)
+    return best, tap.long(), second
 
 
 def _passes(x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Separable best (N, Ho, Wo), its tap a * Wk + b, and the best of every other tap."""
     wk = g.shape[-1]
-    h1, b1, h2 = _top2(x, g, pad[1])  # along x: (N, Hx, Wo)
-    # along y, on the transposed maps; the second pass also carries the first's arg-max and runner-up
-    best, a, second = _top2(h1.transpose(1, 2), f, pad[0])  # (N, Wo, Ho)
-    best, a, second = best.transpose(1, 2), a.transpose(1, 2), second.transpose(1, 2)  # (N, Ho, Wo)
+    h1, b1, h2 = _top2(x, g, pad[1], dim=2)  # along x: (N, Hx, Wo)
+    best, a, second = _top2(h1, f, pad[0], dim=1)  # along y: (N, Ho, Wo)
+    # the second pass carries the first's arg-max and runner-up of the winning row
     rows = torch.arange(best.shape[1], device=x.device)[None, :, None] + a - pad[0]  # the source row of h1
     inside = (rows >= 0) & (rows < x.shape[1])
     pick = lambda t: t.gather(1, rows.clamp(0, x.shape[1] - 1))  # noqa: E731  (N, Ho, Wo)
