@@ -313,3 +313,15 @@ def test_lazy_queries_are_consistent_and_batched_sampling_shapes():
     # The MAP pose scores at least as well as any sample.
     samples = crf.sample((200,))
     assert (crf.score(samples) <= crf.score(crf.argmax) + 1e-4).all()
+
+
+def test_score_with_float32_tables_and_float64_unaries_sums_in_float64():
+    # the pairwise terms used to be summed in float32 before joining the float64 unary sum
+    gen = torch.Generator().manual_seed(5)
+    skeleton = Skeleton("chain4", ["a", "b", "c", "d"], [-1, 0, 1, 2])
+    unary = torch.randn(1, 4, 3, 3, generator=gen, dtype=torch.float64)
+    table = (torch.randn(3, 5, 5, generator=gen) * 1000).float()
+    pose = torch.tensor([[[0, 0], [1, 1], [2, 1], [2, 2]]])
+    expected = sum(float(unary[0, j, y, x]) for j, (x, y) in enumerate(pose[0].tolist()))
+    expected += float(table[0, 2 + 1, 2 + 1]) + float(table[1, 2 + 0, 2 + 1]) + float(table[2, 2 + 1, 2 + 0])  # [e, R + dy, R + dx]
+    assert TreeCRF(unary, table, skeleton).score(pose).item() == pytest.approx(expected, rel=0, abs=1e-10)

@@ -267,7 +267,8 @@ class TreeCRF(Distribution):
         edges = torch.arange(len(children), device=pose.device)
         pair = self._pw[pw_batch, edges, (dy + r).clamp(0, 2 * r), (dx + r).clamp(0, 2 * r)]
         pair = torch.where(inside, pair, pair.new_tensor(-math.inf))
-        return total + pair.sum(dim=-1)
+        common = torch.promote_types(total.dtype, pair.dtype)  # float32 tables with float64 unaries: sum in float64
+        return total.to(common) + pair.to(common).sum(dim=-1)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """log p(pose) for poses (..., B, K, 2) long (x, y) -> (..., B)."""
