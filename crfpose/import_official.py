@@ -154,7 +154,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--images", metavar="DIR", help="the annotated images: the unary scale is fitted on them too")
     parser.add_argument("--out", required=True, metavar="FILE", help="the crfpose checkpoint to write")
-    parser.add_argument("--pairwise", default="gaussian", choices=("gaussian", "freeform"), help="pairwise kind (default gaussian)")
+    parser.add_argument(
+        "--pairwise", default="gaussian", choices=("gaussian", "axis_gaussian", "freeform"), help="pairwise kind (default gaussian)"
+    )
     parser.add_argument("--radius", type=int, default=6, help="pairwise window radius in grid cells (default 6)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("W", "H"), help="crop size (default: the architecture's)")
 

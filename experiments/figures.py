@@ -77,7 +77,7 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
         with torch.no_grad():
             tables = _tables(model, config)
         written.append(viz.save(viz.plot_pairwise(tables, skeleton), out / f"kernels_{row}.png"))
-        if config.crf.pairwise == "gaussian":  # one ellipse per limb reads a Gaussian, not a mixture's rings
+        if config.crf.pairwise in ("gaussian", "axis_gaussian"):  # one ellipse per limb reads a Gaussian, not a mixture's rings
             written.append(viz.save(viz.plot_deformation(tables, skeleton), out / f"deformation_{row}.png"))
     return written
 

@@ -82,3 +82,28 @@ def test_map_with_gaussian_tables_matches_brute_force_and_the_free_form_path(see
     monkeypatch.setattr(tree, "separable_max_correlate", lambda x, k, pad: None)
     free_best, free_pose = map_pose(unary, per_image, levels, skeleton.root)
     assert torch.equal(pose, crf.argmax) and torch.equal(pose, free_pose) and torch.equal(best, free_best)
+
+
+def test_axis_aligned_gaussian_pairwise_takes_the_separable_path_at_full_range(monkeypatch):
+    # a trained-looking axis-aligned GaussianPairwise: float32 tables of up to ~4000 nats, whose
+    # rounding residual (~2e-4) is above an absolute 1e-4 but small against the table's size
+    from crfpose.crf.pairwise import GaussianPairwise
+
+    gen = torch.Generator().manual_seed(3)
+    skeleton = Skeleton("y", ["a", "b", "c", "d"], [-1, 0, 0, 2])
+    h, w = 6, 5
+    radius = max(h, w) - 1
+    precision = torch.diag_embed(torch.rand(3, 2, generator=gen, dtype=torch.float64) * 40 + 80)  # sharp: ties are rare
+    module = GaussianPairwise(3, radius, mean=torch.randn(3, 2, generator=gen), precision=precision, axis_aligned=True)
+    table = module().detach()
+    assert table.abs().max() > 1000
+    calls = []
+    monkeypatch.setattr(tree, "max_correlate_fast", lambda *args: calls.append(1) or max_correlate(*args))
+    unary = torch.randn(2, 4, h, w, generator=gen, dtype=torch.float64) * 50
+    crf = TreeCRF(unary, table, skeleton)
+    assert not calls  # every edge went through separable_max_correlate
+    levels = schedule(skeleton, unary.device)
+    monkeypatch.setattr(tree, "separable_max_correlate", lambda x, k, pad: None)
+    best, pose = map_pose(unary, table.double()[None], levels, skeleton.root)
+    assert calls and torch.equal(pose, crf.argmax)
+    assert torch.allclose(crf.score(crf.argmax), brute_force(unary, table.double(), skeleton)["map_score"], rtol=0, atol=1e-9)

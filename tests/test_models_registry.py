@@ -72,7 +72,7 @@ def test_bad_names_and_options_list_the_valid_ones():
     with pytest.raises(
         ValueError,
         match=r"crf\['pairwise'\] must be one of "
-        r"\('freeform', 'gaussian', 'mixture', 'relation', 'flat'\), got 'potts'",
+        r"\('freeform', 'gaussian', 'axis_gaussian', 'mixture', 'relation', 'flat'\), got 'potts'",
     ):
         build_model("cnn", skeleton=LSP14, crf={"pairwise": "potts"})
     with pytest.raises(ValueError, match=r"crf\['structure'\] must be one of \('tree', 'chain'\), got 'loop'"):

@@ -198,3 +198,28 @@ def test_free_from_keypoints_total_probability_is_one():
     table = FreePairwise.from_keypoints(keypoints, LSP14, radius=3)().detach()
     assert torch.allclose(table.exp().sum(dim=(1, 2)), torch.ones(13), atol=1e-5)
     assert math.isfinite(float(table.min()))
+
+
+def test_axis_aligned_gaussian_keeps_each_axis_variance_and_no_correlation():
+    gen = torch.Generator().manual_seed(2)
+    keypoints = torch.zeros(60, 14, 3)
+    keypoints[..., :2] = torch.randn(60, 14, 2, generator=gen) * torch.tensor([2.0, 5.0])
+    keypoints[..., 1] += 0.8 * keypoints[..., 0]  # correlated dx and dy: the full fit keeps it, this one drops it
+    keypoints[..., 2] = 2
+    module = GaussianPairwise.from_keypoints(keypoints, LSP14, radius=6, min_variance=0.5, axis_aligned=True)
+    assert [name for name, _ in module.named_parameters()] == ["mean", "log_diag"]
+    for e, (parent, child) in enumerate(LSP14.edges):
+        samples = (keypoints[:, child, :2] - keypoints[:, parent, :2]).double().numpy()
+        variances = samples.var(axis=0) + 0.5
+        assert np.allclose(module.precision[e].detach().double().numpy(), np.diag(1 / variances), rtol=1e-5, atol=0)
+    # training moves the variances and the mean but never creates a correlation
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    module().square().sum().backward()
+    optimizer.step()
+    assert torch.equal(module.off_diag, torch.zeros(LSP14.num_edges)) and module.precision[:, 0, 1].abs().max() == 0
+    # its state round-trips into a fresh axis-aligned module, and fit_ keeps it axis-aligned
+    fresh = GaussianPairwise(LSP14.num_edges, 6, axis_aligned=True)
+    fresh.load_state_dict(module.state_dict())
+    assert torch.equal(fresh(), module())
+    assert fresh.fit_(keypoints, LSP14).precision[:, 0, 1].abs().max() == 0
+    assert "axis_aligned=True" in repr(fresh)

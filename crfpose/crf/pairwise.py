@@ -190,6 +190,11 @@ class GaussianPairwise(Pairwise):
 
     The mean offset ``mu_e`` (``(dx, dy)``) and the precision ``P_e = L_e L_e^T`` are learned; ``L_e``
     is lower triangular with a positive (exponentiated) diagonal, so ``P_e`` stays positive definite.
+    With ``axis_aligned`` the precision is diagonal (no dx-dy correlation; ``L_e``'s off-diagonal is a
+    zero buffer, not a parameter): the tables are then separable, ``f(dy) + g(dx)``, and the exact MAP
+    takes the fast separable path (:mod:`crfpose.crf.separable_max`), where a full precision takes
+    the slower pruned max-plus correlation. Fitted from data, it keeps each axis's variance and
+    drops the covariance.
     """
 
     def __init__(
@@ -198,8 +203,10 @@ class GaussianPairwise(Pairwise):
         radius: int,
         mean: Optional[Tensor] = None,
         precision: Optional[Tensor] = None,
+        axis_aligned: bool = False,
     ) -> None:
         super().__init__(num_edges, radius)
+        self.axis_aligned = bool(axis_aligned)
         mean = torch.zeros(num_edges, 2) if mean is None else torch.as_tensor(mean, dtype=torch.float32)
         if mean.shape != (num_edges, 2):
             raise ValueError(f"mean must have shape ({num_edges}, 2), got {tuple(mean.shape)}")
@@ -211,9 +218,14 @@ class GaussianPairwise(Pairwise):
         chol, info = torch.linalg.cholesky_ex(0.5 * (precision + precision.transpose(1, 2)))
         if not torch.allclose(precision, precision.transpose(1, 2)) or bool((info != 0).any()):
             raise ValueError("precision must hold symmetric positive-definite 2x2 matrices, got one that is not")
+        if self.axis_aligned:  # keep each axis's variance: the diagonal of the covariance, inverted
+            chol = torch.diag_embed(torch.diagonal(torch.linalg.inv(precision), dim1=1, dim2=2).rsqrt())
         self.mean = nn.Parameter(mean.clone())
         self.log_diag = nn.Parameter(torch.diagonal(chol, dim1=1, dim2=2).log().float())  # (E, 2)
-        self.off_diag = nn.Parameter(chol[:, 1, 0].float())  # (E,)
+        if self.axis_aligned:
+            self.register_buffer("off_diag", torch.zeros(num_edges))
+        else:
+            self.off_diag = nn.Parameter(chol[:, 1, 0].float())  # (E,)
 
     @property
     def cholesky(self) -> Tensor:
@@ -237,11 +249,14 @@ class GaussianPairwise(Pairwise):
         return -0.5 * whitened.square().sum(dim=-1)  # (E, 2R+1, 2R+1)
 
     def fit_(self, keypoints: Tensor, skeleton: Skeleton) -> "GaussianPairwise":
-        self.load_state_dict(self.from_keypoints(keypoints, skeleton, self.radius).state_dict())
+        fitted = self.from_keypoints(keypoints, skeleton, self.radius, axis_aligned=self.axis_aligned)
+        self.load_state_dict(fitted.state_dict())
         return self
 
     @classmethod
-    def from_keypoints(cls, keypoints: Tensor, skeleton: Skeleton, radius: int, min_variance: float = 1.0) -> "GaussianPairwise":
+    def from_keypoints(
+        cls, keypoints: Tensor, skeleton: Skeleton, radius: int, min_variance: float = 1.0, axis_aligned: bool = False
+    ) -> "GaussianPairwise":
         """Mean and precision set from the sample moments of each edge's labelled displacements.
 
         ``min_variance`` (grid pixels squared) is added to the covariance's diagonal, which keeps it
@@ -249,7 +264,10 @@ class GaussianPairwise(Pairwise):
         the default (zero mean, precision ``I / R^2``). ``keypoints`` is ``(N, K, 3)`` in grid pixels.
         """
         mean, precision = _type_moments(keypoints, skeleton, radius, 1, min_variance)  # (E, 1, 2), (E, 1, 2, 2)
-        return cls(skeleton.num_edges, radius, mean=mean[:, 0].float(), precision=precision[:, 0])
+        return cls(skeleton.num_edges, radius, mean=mean[:, 0].float(), precision=precision[:, 0], axis_aligned=axis_aligned)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", axis_aligned=True" if self.axis_aligned else "")
 
 
 class MixturePairwise(Pairwise):

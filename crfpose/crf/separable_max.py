@@ -24,7 +24,8 @@ Why not the O(H W) distance transform (lower envelope of parabolas, Felzenszwalb
 It gives each cell the maximum but no second best, and without one a near-tie between the
 separable scores and the table's own roundings cannot be told from a clear winner, so the result
 would not be exact. A full (rotated) precision is not separable at all: such kernels go to
-:func:`crfpose.crf.maxplus.max_correlate_fast`.
+:func:`crfpose.crf.maxplus.max_correlate_fast`, several times slower; ``GaussianPairwise(...,
+axis_aligned=True)`` (``crf.pairwise=axis_gaussian``) keeps a learned Gaussian on this path.
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ def _factors(k: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor, torc
     f = k[torch.arange(k.shape[0]), :, top % wk]  # (N, Hk): the column through the maximum
     g = k[torch.arange(k.shape[0]), top // wk, :] - f.gather(1, (top // wk)[:, None])  # (N, Wk), g = 0 there
     residual = (k - f[:, :, None] - g[:, None, :]).abs().flatten(1).amax(dim=1)
-    if bool((residual > tuning.SEPARABLE_MAX_RESIDUAL).any()):
+    largest = k.abs().flatten(1).amax(dim=1)
+    if bool((residual > tuning.SEPARABLE_MAX_RESIDUAL * (1 + largest)).any()):
         return None
     eps = torch.finfo(k.dtype).eps
-    size = k.abs().flatten(1).amax(dim=1) + f.abs().amax(dim=1) + g.abs().amax(dim=1)
+    size = largest + f.abs().amax(dim=1) + g.abs().amax(dim=1)
     return f, g, residual + 8 * eps * size
 
 

@@ -24,5 +24,6 @@ PRUNE_BUDGET = 1.0  # share of a map's brute-force cost that pruning may spend b
 PRUNE_MIN_TAPS = 25  # kernels this small go straight to the brute force
 
 # crfpose.crf.separable_max: max-plus correlation with separable kernels
-SEPARABLE_MAX_RESIDUAL = 1e-4  # largest |k - f - g| for which a kernel takes the separable MAP path
+# largest |k - f - g| / (1 + max |k|) for which a kernel takes the separable MAP path (float32 tables round to ~1e-7)
+SEPARABLE_MAX_RESIDUAL = 1e-4
 SEPARABLE_MAX_BLOCK = 1 << 22  # cells (maps x rows x cols) of one block of 1-D passes

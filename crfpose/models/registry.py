@@ -35,7 +35,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "hrnet_small": hrnet_small,
 }
 
-PAIRWISE = ("freeform", "gaussian", "mixture", "relation", "flat")
+PAIRWISE = ("freeform", "gaussian", "axis_gaussian", "mixture", "relation", "flat")
 STRUCTURES = ("tree", "chain")
 UNARY = ("scaled", "identity")
 
@@ -73,7 +73,8 @@ def build_pairwise_for(
     feature_channels: Optional[int] = None,
     pool: int = 4,
 ) -> nn.Module:
-    """A pairwise module for ``skeleton``: ``"freeform"`` and ``"gaussian"`` give (E, 2R+1, 2R+1);
+    """A pairwise module for ``skeleton``: ``"freeform"``, ``"gaussian"`` and ``"axis_gaussian"`` (a
+    Gaussian with a diagonal precision, whose exact MAP is several times faster) give (E, 2R+1, 2R+1);
     ``"flat"`` gives zeros (no structure: the loss control); ``"mixture"`` (``num_types`` Gaussian types
     per edge, per-image weights predicted from the backbone's K maps, globally pooled) and
     ``"relation"`` (the same, predicted from the backbone's ``feature_channels`` features pooled to
@@ -85,8 +86,8 @@ def build_pairwise_for(
         return FlatPairwise(e, radius)
     if name == "freeform":
         return FreePairwise(e, radius)
-    if name == "gaussian":
-        return GaussianPairwise(e, radius)
+    if name in ("gaussian", "axis_gaussian"):
+        return GaussianPairwise(e, radius, axis_aligned=name == "axis_gaussian")
     if name == "mixture":
         return MixturePairwise(skeleton.num_joints, GaussianPairwise(e * num_types, radius), num_types)
     if feature_channels is None:
