@@ -6,8 +6,9 @@ Prints, in one run:
    pose (trained), and peaked at random places (every joint contradicting the deformation model);
    with an isotropic Gaussian table in float32 (as GaussianPairwise makes it; separable MAP path,
    FFT sum-product), the same in float64 (separable sum-product too), a Gaussian with a full
-   precision in float32 (what training gives a GaussianPairwise; pruned max-plus MAP) and a
-   free-form random table (pruned max-plus MAP);
+   precision in float32 (what training gives a GaussianPairwise; pruned max-plus MAP), a trained-
+   looking axis-aligned one (``GaussianPairwise(axis_aligned=True)``: off-centre mean, two variances;
+   separable MAP path) and a free-form random table (pruned max-plus MAP);
 2. the same linear-chain problem (a shared full-range kernel over 24 x 32 = 768 states) solved by
    TreeCRF and by pytorch-crf's forward algorithm, in float64 and float32, for a separable
    (diagonal Gaussian) and a non-separable (rotated Gaussian) kernel: times, their ratio, and
@@ -25,6 +26,7 @@ import torch
 from torchcrf import CRF
 
 from crfpose import COCO17, Skeleton, TreeCRF
+from model_speed import trained_gaussian  # benchmarks/ is on the path when run as a script
 
 
 def gaussian_kernel(radius: int, sigma: float, correlation: float = 0.0) -> torch.Tensor:
@@ -72,6 +74,7 @@ def coco_tables(radius: int, gen: torch.Generator, device: str) -> dict[str, tor
         "gaussian32": gaussian.float().to(device),  # as GaussianPairwise computes it (float32; not separable to 1e-13)
         "gaussian64": gaussian.to(device),  # float64: separable to 1e-13, the sum-product's matrix-product path
         "rotated32": gaussian_kernel(radius, 4.3, 0.6).expand(e, -1, -1).float().to(device),  # a full precision: not separable
+        "axis32": trained_gaussian(e, radius, axis_aligned=True)().detach().to(device),  # a trained-looking axis-aligned GaussianPairwise
         "free": torch.randn(e, p, p, generator=gen).to(device),  # a free-form (random) table
     }
 

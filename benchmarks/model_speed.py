@@ -5,7 +5,7 @@ Shape legend: B batch, K joints, H x W input, H/4 x W/4 heatmap grid, R pairwise
 Prints, in one run: parameter counts; forward images/s of cnn, resnet50 and hrnet_w32 at 256x192
 (batch 8, eval mode, no grad); forward+backward images/s of cnn at 128x128 (training speed); and
 for PoseCRF(hrnet_w32, COCO17, a trained-looking Gaussian pairwise, R=15) on the 64x48 grid, the time of the backbone
-vs the CRF (marginals; MAP) on trained-looking potentials, the CRF's share of the whole, and the
+vs the CRF (marginals; MAP; MAP with an axis-aligned Gaussian) on trained-looking potentials, the CRF's share of the whole, and the
 end-to-end ``PoseCRF.predict`` time (marginal decoding, untrained network) against the backbone;
 then the marginals' share for free-form (random) tables at R and at full range (R=63). Usage:
 
@@ -55,11 +55,12 @@ def peaked_heatmaps(b: int, k: int, h: int, w: int, sigma: float = 2.0) -> torch
 MEAN, COVARIANCE = torch.tensor([1.5, 4.0]), torch.tensor([[9.0, 3.0], [3.0, 6.0]], dtype=torch.float64)  # (dx, dy)
 
 
-def trained_gaussian(num_edges: int, radius: int) -> GaussianPairwise:
+def trained_gaussian(num_edges: int, radius: int, axis_aligned: bool = False) -> GaussianPairwise:
     """A Gaussian pairwise as training leaves it: an off-centre mean and a full precision (so its MAP
-    takes the pruned max-plus path; the initial I / R^2 is diagonal and takes the separable one)."""
+    takes the pruned max-plus path; the initial I / R^2 is diagonal and takes the separable one);
+    with ``axis_aligned``, the same variances without the correlation (the separable MAP path)."""
     mean, precision = MEAN.expand(num_edges, 2), torch.linalg.inv(COVARIANCE).expand(num_edges, 2, 2)
-    return GaussianPairwise(num_edges, radius, mean=mean, precision=precision)
+    return GaussianPairwise(num_edges, radius, mean=mean, precision=precision, axis_aligned=axis_aligned)
 
 
 def main() -> None:
@@ -105,20 +106,22 @@ def main() -> None:
         # The CRF's cost depends on the potentials (cells far below a peak are recomputed exactly),
         # so it runs on maps shaped like a trained network's, through the default ScaledUnary.
         unary, table = model.unary(peaked_heatmaps(b, 17, 64, 48)), pairwise()
+        axis_table = trained_gaussian(COCO17.num_edges, args.radius, axis_aligned=True)()
         t = seconds(
             {
                 "backbone": lambda: backbone(images),
                 "marginals": lambda: TreeCRF(unary, table, COCO17).marginals,
                 "MAP": lambda: TreeCRF(unary, table, COCO17).argmax,
+                "MAP, axis-aligned Gaussian": lambda: TreeCRF(unary, axis_table, COCO17).argmax,
                 "predict": lambda: model.predict(images),
             },
             args.repeats,
         )
     t_net, t_predict = t["backbone"], t["predict"]
-    for what in ("marginals", "MAP"):
+    for what in ("marginals", "MAP", "MAP, axis-aligned Gaussian"):
         t_crf = t[what]
         share = t_crf / (t_net + t_crf)
-        print(f"  {what:9s}: backbone {t_net * 1000:.0f} ms, CRF {t_crf * 1000:.1f} ms per batch -> CRF share {100 * share:.1f}%")
+        print(f"  {what:26s}: backbone {t_net * 1000:.0f} ms, CRF {t_crf * 1000:.1f} ms per batch -> CRF share {100 * share:.1f}%")
     overhead = (t_predict - t_net) / t_predict
     print(f"  predict (untrained net): {t_predict * 1000:.0f} ms per batch -> {100 * overhead:.1f}% beyond the backbone")
 
