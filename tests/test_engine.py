@@ -240,3 +240,13 @@ def test_chain_baseline_trains_end_to_end_and_reloads(tmp_path):
     for decoder in ("marginals", "map"):
         points = model.predict(images, decoder)
         assert points.shape == (2, 14, 3) and torch.equal(points, again.predict(images, decoder))
+
+
+def test_axis_gaussian_trains_from_statistics_with_a_map_decoder_and_reloads_axis_aligned(tmp_path):
+    config = tiny(tmp_path, "joint", "crf.pairwise=axis_gaussian", "eval.decoder=map")
+    train(config)
+    model, loaded = load_model(tmp_path / "last.pt")
+    assert loaded.crf.pairwise == "axis_gaussian" and model.pairwise.axis_aligned
+    assert torch.equal(model.pairwise.off_diag, torch.zeros_like(model.pairwise.off_diag))
+    # started from the data's per-axis variances, then trained: the diagonal moved, no correlation appeared
+    assert model.pairwise.precision[:, 0, 1].abs().max() == 0 and model.pairwise.log_diag.abs().max() > 0

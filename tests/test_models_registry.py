@@ -40,6 +40,7 @@ def test_hrnet_from_a_config_takes_num_joints_from_the_skeleton():
         ({}, GaussianPairwise, ScaledUnary),
         ({"pairwise": "freeform", "radius": 2, "unary": "identity"}, FreePairwise, IdentityUnary),
         ({"pairwise": "mixture", "radius": 3, "num_types": 2, "init_scale": 4.0}, MixturePairwise, ScaledUnary),
+        ({"pairwise": "axis_gaussian", "radius": 3}, GaussianPairwise, ScaledUnary),
     ],
 )
 def test_pose_crf_by_name(crf, pairwise_cls, unary_cls):
@@ -55,6 +56,8 @@ def test_pose_crf_by_name(crf, pairwise_cls, unary_cls):
         assert model.pairwise.num_types == 2 and out.pairwise.shape == (2, 16, 7, 7)
     if crf.get("init_scale"):
         assert torch.allclose(model.unary.scale, torch.full((17,), 4.0))
+    if crf["pairwise"] in ("gaussian", "axis_gaussian"):
+        assert model.pairwise.axis_aligned == (crf["pairwise"] == "axis_gaussian")
 
 
 def test_bad_names_and_options_list_the_valid_ones():
