@@ -135,3 +135,15 @@ def test_separable_kernels_are_correlated_to_a_relative_error_at_every_cell(scal
     assert (out[finite] >= truth[finite] - 1e-12 * truth[finite].abs().clamp_min(1)).all()
     assert ((out - truth)[finite].abs() <= 1e-12 * truth[finite].abs().clamp_min(1)).all()
     assert ((log_delta - out)[finite] < math.log(1e-12)).all()  # relative bound
+
+
+def test_separable_factors_allow_a_residual_of_tol_over_8():
+    # exactly f + g on a grid of 2^-11, up to ~4000 nats: the residual's own rounding (~1e-12) is
+    # above the float64 bound (2e-13) but far below what a float32 CRF's tol (1e-7) allows
+    d = torch.arange(-63, 64, dtype=torch.float64)
+    f = torch.round(-0.5 * d**2 * 2.0**11) / 2.0**11
+    k = (f[:, None] + f[None, :])[None]
+    assert correlate.separable_factors(k) is None
+    factors = correlate.separable_factors(k, 1e-7)
+    assert factors is not None and factors.rho <= 1e-7 / 8
+    assert correlate.separable_factors(k + 1e-6 * torch.randn(k.shape, generator=torch.Generator().manual_seed(0)), 1e-7) is None

@@ -181,9 +181,11 @@ class Separable:
         return self._matrices[key]
 
 
-def separable_factors(k: torch.Tensor) -> Optional[Separable]:
-    """The factors of log-kernels k (..., Hk, Wk) when all are finite and separable to within
-    _SEPARABLE_RESIDUAL (a Gaussian with a diagonal precision, for one); else None."""
+def separable_factors(k: torch.Tensor, tol: float = 0.0) -> Optional[Separable]:
+    """The factors of log-kernels k (..., Hk, Wk) when all are finite and separable (a Gaussian with
+    a diagonal precision, for one) to within the larger of _SEPARABLE_RESIDUAL and ``tol / 8``; else
+    None. Messages through such factors are then within a relative ``tol`` (about 4 rho plus
+    roundings), which is what lets the upward pass alone certify log Z to ``tol``."""
     k = k.double()
     if k.numel() == 0 or not bool(torch.isfinite(k).all()):
         return None
@@ -195,7 +197,7 @@ def separable_factors(k: torch.Tensor) -> Optional[Separable]:
     residual = (k - f[..., :, None] - g[..., None, :]).abs().amax().item()
     # the residual's own rounding: two subtractions, an ulp of the largest magnitude each
     rho = residual + 2 * torch.finfo(torch.float64).eps * (k.abs().amax().item() + 1.0)
-    return Separable(f, g, rho) if rho <= _SEPARABLE_RESIDUAL else None
+    return Separable(f, g, rho) if rho <= max(_SEPARABLE_RESIDUAL, tol / 8) else None
 
 
 def _toeplitz(factor: torch.Tensor, n_in: int, n_out: int, pad: int) -> torch.Tensor:

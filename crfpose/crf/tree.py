@@ -146,7 +146,7 @@ class Inference:
         self.finite = not (bool(torch.isinf(unary).any()) or bool(torch.isinf(pairwise).any()))
         # The pairwise as factors when it is separable, per level (the downward ones on request);
         # the banded matrices are built once for all edges, before the per-level slices take them.
-        self.separable = separable_factors(pairwise)
+        self.separable = separable_factors(pairwise, tol)
         self.up_factors = self.down_factors = None
         if self.separable is not None:
             self.separable.matrices(unary.shape[-2:], _pad(pairwise))
