@@ -7,7 +7,7 @@ Prints, in one run: parameter counts; forward images/s of cnn, resnet50 and hrne
 for PoseCRF(hrnet_w32, COCO17, a trained-looking Gaussian pairwise, R=15) on the 64x48 grid, the time of the backbone
 vs the CRF (marginals; MAP; MAP with an axis-aligned Gaussian) on trained-looking potentials, the CRF's share of the whole, and the
 end-to-end ``PoseCRF.predict`` time (marginal decoding, untrained network) against the backbone;
-then the marginals' share for free-form (random) tables at R and at full range (R=63). Usage:
+then the marginals' share for Gaussian (full and axis-aligned) and free-form (random) tables at R and at full range (R=63). Usage:
 
     python benchmarks/model_speed.py [--batch 8] [--repeats 5] [--threads N]
 """
@@ -130,13 +130,14 @@ def main() -> None:
     for radius in (args.radius, 63):
         tables = {
             "gaussian": trained_gaussian(COCO17.num_edges, radius)(),
+            "axis-aligned": trained_gaussian(COCO17.num_edges, radius, axis_aligned=True)(),
             "free-form": torch.randn(COCO17.num_edges, 2 * radius + 1, 2 * radius + 1, generator=gen),
         }
         with torch.no_grad():
             t = seconds({name: (lambda tb=tb: TreeCRF(unary, tb, COCO17).marginals) for name, tb in tables.items()}, args.repeats)
         for name, t_crf in t.items():
             print(
-                f"  R={radius:<3d}{name:10s}: CRF {t_crf * 1000:6.1f} ms per batch -> {100 * t_crf / t_net:.1f}% of the backbone's forward"
+                f"  R={radius:<3d}{name:13s}: CRF {t_crf * 1000:6.1f} ms per batch -> {100 * t_crf / t_net:.1f}% of the backbone's forward"
             )
 
 

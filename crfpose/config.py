@@ -68,8 +68,8 @@ class CRFConfig:
     ``init_from_data`` the pairwise starts from training-set displacement statistics (``init_samples``
     training items at most, read without augmentation) when its first CRF stage begins. ``pairwise``:
     ``flat`` (no structure, the loss control; its window always covers the grid), ``gaussian``,
-    ``axis_gaussian`` (diagonal precision: a fast exact MAP), ``freeform``, ``mixture`` (``num_types``
-    per edge weighted per image from the K maps) or
+    ``axis_gaussian`` (diagonal precision: exactly separable tables, a fast sum-product and exact MAP),
+    ``freeform``, ``mixture`` (``num_types`` per edge weighted per image from the K maps) or
     ``relation`` (the same from the backbone's features pooled to ``pool x pool`` cells).
     ``fit_split``: the data of the CRF stage of ``separate`` training, ``train`` or ``val`` (held-out
     images, on which the frozen backbone is not over-confident: a calibrated unary scale).
