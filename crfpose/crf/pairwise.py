@@ -194,7 +194,8 @@ class GaussianPairwise(Pairwise):
     zero buffer, not a parameter): the tables are then separable, ``f(dy) + g(dx)``, and the exact MAP
     takes the fast separable path (:mod:`crfpose.crf.separable_max`), where a full precision takes
     the slower pruned max-plus correlation. Fitted from data, it keeps each axis's variance and
-    drops the covariance.
+    drops the covariance. A full Gaussian whose precision happens to be diagonal (the initial
+    ``I / R^2``) gets the same exactly separable table, with ``off_diag``'s gradient intact.
     """
 
     def __init__(
@@ -245,6 +246,10 @@ class GaussianPairwise(Pairwise):
         """The deformation log-potentials, ``(E, 2R+1, 2R+1)``; ``features`` is ignored."""
         if self.axis_aligned:
             return self._separable_table()
+        if not bool(self.off_diag.detach().ne(0).any()):
+            # diagonal for now (the initial I / R^2, for one): the exactly separable table, fast at
+            # every radius; the cross terms are exact zeros that carry off_diag's gradient
+            return self._separable_table() + self._cross_terms()
         grid = displacement_grid(self.radius, self.mean.dtype, self.mean.device)  # (2R+1, 2R+1, 2)
         centred = grid - self.mean[:, None, None, :]  # (E, 2R+1, 2R+1, 2)
         whitened = torch.einsum("ewhi,eij->ewhj", centred, self.cholesky)  # (d - mu)^T L
@@ -264,6 +269,14 @@ class GaussianPairwise(Pairwise):
         step = torch.exp2(torch.ceil(torch.log2(span + 1))) * torch.finfo(f.dtype).eps  # |f + g| <= 1 / eps steps: exact
         on_grid = lambda t: torch.round(t / step) * step + (t - t.detach())  # noqa: E731  (exact value, identity gradient)
         return on_grid(f)[:, :, None] + on_grid(g)[:, None, :]  # [e, R + dy, R + dx]
+
+    def _cross_terms(self) -> Tensor:
+        """What ``L``'s off-diagonal adds to the separable table: ``-wx wy' - wy'^2 / 2`` with
+        ``wx = (dx - mu_x) L_00`` and ``wy' = (dy - mu_y) L_10``, ``(E, 2R+1, 2R+1)``."""
+        d = torch.arange(-self.radius, self.radius + 1, dtype=self.mean.dtype, device=self.mean.device)
+        wx = (d - self.mean[:, :1]) * self.log_diag[:, :1].exp()  # (E, 2R+1) over dx
+        wy = (d - self.mean[:, 1:]) * self.off_diag[:, None]  # (E, 2R+1) over dy
+        return -(wy[:, :, None] * wx[:, None, :] + 0.5 * wy.square()[:, :, None])
 
     def fit_(self, keypoints: Tensor, skeleton: Skeleton) -> "GaussianPairwise":
         fitted = self.from_keypoints(keypoints, skeleton, self.radius, axis_aligned=self.axis_aligned)
