@@ -2,10 +2,11 @@
 
 Prints, for each radius, the time of the two log-partitions of ``losses.likelihood_nll`` (the free
 distribution and the one clamped to the labels by the target's log-Gaussian), forward and with the
-backward pass, for two Gaussian tables: the initial one (``GaussianPairwise``'s precision I / R^2)
-and a trained-looking one (full precision, off-centre mean), and the latter's variances without
+backward pass, for three Gaussian tables: the initial one (``GaussianPairwise``'s precision I / R^2,
+diagonal), a trained-looking one (full precision, off-centre mean), and the latter's variances without
 the correlation (``GaussianPairwise(axis_aligned=True)``). It also says whether the float32 table is
-exactly separable, which picks the sum-product's matrix-product path over the FFT.
+exactly separable (a diagonal precision is, at every radius), which picks the sum-product's
+matrix-product path over the FFT.
 Labels are poses drawn from the trained-looking Gaussian along the tree (``--labels uniform``: each
 joint anywhere, so that many children lie farther than R from their parents); unaries are a freshly
 initialised network's (nearly flat) or a trained one's (peaks near the labels).

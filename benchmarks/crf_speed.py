@@ -4,11 +4,13 @@ Prints, in one run:
 1. log-partition + marginals (one certified sum-product pass) next to the MAP pose, for radius 15
    and for full-range kernels, on three kinds of unaries: flat (untrained), peaked at a plausible
    pose (trained), and peaked at random places (every joint contradicting the deformation model);
-   with an isotropic Gaussian table in float32 (as GaussianPairwise makes it; separable MAP path,
-   FFT sum-product), the same in float64 (separable sum-product too), a Gaussian with a full
+   with an isotropic Gaussian table computed in float32 by the general formula (rounded, so only
+   separable to ~1e-6: separable MAP path, FFT sum-product), the same in float64 (separable
+   sum-product too), a Gaussian with a full
    precision in float32 (what training gives a GaussianPairwise; pruned max-plus MAP), a trained-
    looking axis-aligned one (``GaussianPairwise(axis_aligned=True)``: off-centre mean, two variances;
-   separable MAP path) and a free-form random table (pruned max-plus MAP);
+   exactly separable: separable MAP path and sum-product) and a free-form random table (pruned
+   max-plus MAP);
 2. the same linear-chain problem (a shared full-range kernel over 24 x 32 = 768 states) solved by
    TreeCRF and by pytorch-crf's forward algorithm, in float64 and float32, for a separable
    (diagonal Gaussian) and a non-separable (rotated Gaussian) kernel: times, their ratio, and
@@ -71,7 +73,7 @@ def coco_tables(radius: int, gen: torch.Generator, device: str) -> dict[str, tor
     e, p = COCO17.num_edges, 2 * radius + 1
     gaussian = gaussian_kernel(radius, 4.3).expand(e, -1, -1)  # 4.3: not a power of two, so float32 rounds it
     return {
-        "gaussian32": gaussian.float().to(device),  # as GaussianPairwise computes it (float32; not separable to 1e-13)
+        "gaussian32": gaussian.float().to(device),  # the general formula in float32: separable to ~1e-6 only
         "gaussian64": gaussian.to(device),  # float64: separable to 1e-13, the sum-product's matrix-product path
         "rotated32": gaussian_kernel(radius, 4.3, 0.6).expand(e, -1, -1).float().to(device),  # a full precision: not separable
         "axis32": trained_gaussian(e, radius, axis_aligned=True)().detach().to(device),  # a trained-looking axis-aligned GaussianPairwise
