@@ -74,7 +74,8 @@ def build_pairwise_for(
     pool: int = 4,
 ) -> nn.Module:
     """A pairwise module for ``skeleton``: ``"freeform"``, ``"gaussian"`` and ``"axis_gaussian"`` (a
-    Gaussian with a diagonal precision: exactly separable tables, whose sum-product and exact MAP are faster) give (E, 2R+1, 2R+1);
+    Gaussian with a diagonal precision: exactly separable tables, with a faster sum-product and exact
+    MAP) give (E, 2R+1, 2R+1);
     ``"flat"`` gives zeros (no structure: the loss control); ``"mixture"`` (``num_types`` Gaussian types
     per edge, per-image weights predicted from the backbone's K maps, globally pooled) and
     ``"relation"`` (the same, predicted from the backbone's ``feature_channels`` features pooled to
