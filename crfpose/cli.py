@@ -2,7 +2,7 @@
 
 Shape legend: K joints (rows of the printed per-joint table).
 
-    crfpose train CONFIG [key.sub=value ...] [--resume CKPT] [--max-epochs N]
+    crfpose train CONFIG [key.sub=value ...] [--resume CKPT | --overwrite] [--max-epochs N]
     crfpose eval CHECKPOINT --data NAME [--split S] [--set key=value ...] [--flip] [--decoder D ...] [--out FILE]
 
 Under ``torchrun --nproc_per_node N -m crfpose train ...`` training runs with DistributedDataParallel.
@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--resume", metavar="CKPT", help="continue exactly from this checkpoint (a run's last.pt)")
     tr.add_argument("--max-epochs", type=int, metavar="N", help="stop after N epochs in this call (resume later)")
+    tr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an output_dir that holds a run (its checkpoints and log are deleted); "
+        "without it such a folder is refused unless --resume continues it",
+    )
 
     ev = commands.add_parser(
         "eval",
@@ -111,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     try:
-        result = train(config, resume=args.resume, max_epochs=args.max_epochs)
+        result = train(config, resume=args.resume, max_epochs=args.max_epochs, overwrite=args.overwrite)
     except KeyboardInterrupt:
         print(f"crfpose train: interrupted; {_resume_hint(args, Path(config.output_dir) / 'last.pt')}", file=sys.stderr)
         return 130

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from crfpose.config import Config, load_config, to_dict
 from crfpose.crf import TreeCRF
-from crfpose.engine import load_model, make_dataset, plan_stages, save_checkpoint, train
+from crfpose.engine import load_model, make_dataset, plan_stages, run_files, save_checkpoint, train
 from crfpose.evaluate import predict_dataset_decoders
 from crfpose.fileio import atomic_write
 from crfpose.models.pose_crf import PoseCRF
@@ -186,14 +186,15 @@ def build_configs(data: str, budget: Budget, out: Path, seed: int, options: dict
     return {"cnn": cnn, "separate": separate, "joint": joint, "test": test}
 
 
-def train_phase(config: Config, title: str) -> Path:
+def train_phase(config: Config, title: str, overwrite: bool = False) -> Path:
     """Train ``config`` one epoch per :func:`train` call (each resumes the last exactly), so that the
-    phase's progress shows per epoch; returns the final ``last.pt``."""
+    phase's progress shows per epoch; returns the final ``last.pt``. ``overwrite``: start over in a run
+    folder that holds an earlier run."""
     epochs = sum(s.epochs for s in plan_stages(config))
     last: Optional[Path] = None
     with Phase(title, epochs) as phase:
         for _ in range(epochs):
-            result = train(config, resume=last, max_epochs=1)
+            result = train(config, resume=last, max_epochs=1, overwrite=overwrite and last is None)
             last = Path(result["last"])
             record = result["history"][-1]
             note = f"{record['stage']} loss {record['loss']:.4g}"
@@ -338,9 +339,11 @@ def run_demo(
     image_format: str = "png",
     workers: int = 0,
     figures: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Train, evaluate and draw (see the module docstring); returns the summary written to
-    ``out/summary.json`` (its ``report`` is the printed text)."""
+    ``out/summary.json`` (its ``report`` is the printed text). A folder ``out`` that holds an earlier
+    demo is refused unless ``overwrite`` (then its runs, model and figures are replaced)."""
     if data not in ("synthetic", "lsp"):
         raise ValueError(f"data: expected 'synthetic' or 'lsp', got {data!r}")
     if image_format not in ("png", "pdf", "svg"):
@@ -351,11 +354,18 @@ def run_demo(
     out = Path(out)
     budget = BUDGETS[data + ("-quick" if quick else "")]
     configs = build_configs(data, budget, out, seed, options, workers)
+    earlier = [out / name for name in ("summary.json", "model.pt") if (out / name).is_file()]
+    earlier += [f for name in MODELS for f in run_files(Path(configs[name].output_dir))]
+    if earlier and not overwrite:
+        raise ValueError(
+            f"--out {out}: holds an earlier demo ({', '.join(str(p.relative_to(out)) for p in earlier[:3])}"
+            f"{', ...' if len(earlier) > 3 else ''}); choose another --out, or pass --overwrite to replace it"
+        )
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     for name in MODELS:
         t0 = time.perf_counter()
-        train_phase(configs[name], f"train {MODELS[name]}")
+        train_phase(configs[name], f"train {MODELS[name]}", overwrite)
         seconds[f"train_{name}"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     models = {name: load_model(configs[name].output_dir + "/last.pt")[0] for name in MODELS}
@@ -518,6 +528,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format", dest="image_format", default="png", choices=("png", "pdf", "svg"), help="figure file format (default png)"
     )
     parser.add_argument("--quick", action="store_true", help="a reduced run (tiny data, 1-2 epochs) to check the set-up")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier demo in --out (its runs, model.pt, summary and figures)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="training seed (the run is deterministic for a seed)")
     parser.add_argument("--workers", type=int, default=1, help="data-loading worker processes drawing the figures (default 1)")
     parser.add_argument(
@@ -545,6 +558,7 @@ def run(args: argparse.Namespace) -> int:
         options=parse_set_options(args.options),
         image_format=args.image_format,
         workers=args.workers,
+        overwrite=args.overwrite,
     )
     print(summary["report"])
     print(

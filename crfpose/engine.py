@@ -57,6 +57,7 @@ __all__ = [
     "fit_pairwise",
     "save_checkpoint",
     "load_checkpoint",
+    "run_files",
     "load_model",
     "train",
     "NonFiniteLoss",
@@ -605,13 +606,21 @@ class _RunState:
         return sum(s.epochs for s in stages[: self.stage]) + self.epoch
 
 
-def train(config: Config, resume: Union[str, os.PathLike, None] = None, max_epochs: Optional[int] = None) -> dict[str, Any]:
+def train(
+    config: Config,
+    resume: Union[str, os.PathLike, None] = None,
+    max_epochs: Optional[int] = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Train as ``config`` says (see the module docstring); returns a summary.
 
     Args:
         config: the experiment.
         resume: a ``last.pt`` to continue from exactly (same mode); the config given here is used.
         max_epochs: stop after this many epochs in this call (a time-limited job; resume later).
+        overwrite: start over in an ``output_dir`` that already holds a run: its checkpoints and log
+            are deleted first. Without it such a folder is refused (ValueError) unless ``resume``
+            is a checkpoint in that same folder, so that no earlier run is lost by mistake.
 
     Returns ``{"output_dir", "last", "best", "history", "metrics", "best_pck", "complete", "rank"}``:
     checkpoint paths (``None`` if not written), one record per epoch of this call, the latest validation
@@ -622,7 +631,17 @@ def train(config: Config, resume: Union[str, os.PathLike, None] = None, max_epoc
     """
     if not isinstance(config, Config):
         raise TypeError(f"config: expected a crfpose.config.Config, got {type(config).__name__}")
+    if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1):
+        raise ValueError(f"max_epochs: expected an int >= 1 (or None for every epoch), got {max_epochs!r}")
+    if not sum(stage.epochs for stage in plan_stages(config)):
+        keys = "train.stage1_epochs + train.stage2_epochs" if config.train.mode == "separate" else "train.epochs"
+        raise ValueError(f"{keys}: mode {config.train.mode!r} has no epoch to train; expected at least 1")
+    output = Path(config.output_dir)
+    earlier = _check_output(output, resume, overwrite)
     ctx = _context(config)
+    if ctx.main:
+        for path in earlier:  # overwrite: the earlier run's files go before anything new is written
+            path.unlink(missing_ok=True)
     try:
         return _train(config, ctx, resume, max_epochs)
     finally:
@@ -725,6 +744,37 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
                 if run.epoch == stage.epochs and index + 1 < len(stages):
                     save_checkpoint(output / f"stage{index + 1}_{stage.name}.pt", checkpoint)
     return _summary(output, written, trainer.history, run, ctx, complete=True)
+
+
+def run_files(folder: Path) -> list[Path]:
+    """The files of a training run in ``folder``: checkpoints (``last.pt``, ``best.pt``, ``stage*_*.pt``)
+    and a non-empty ``log.jsonl`` (a ``config.yaml`` alone records no training)."""
+    if not folder.is_dir():
+        return []
+    files = [folder / name for name in ("last.pt", "best.pt") if (folder / name).is_file()]
+    files += sorted(p for p in folder.glob("stage*_*.pt") if p.is_file())
+    log = folder / "log.jsonl"
+    return files + ([log] if log.is_file() and log.stat().st_size else [])
+
+
+def _check_output(output: Path, resume, overwrite: bool) -> list[Path]:
+    """The earlier run files that ``overwrite`` replaces in ``output`` (none when the folder is free or
+    ``resume`` continues the run it holds); a ValueError when starting here would lose an earlier run."""
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"output_dir {output}: is a file, expected a folder for the run")
+    earlier = run_files(output)
+    continues = resume is not None and Path(resume).resolve().parent == output.resolve()
+    if not earlier or continues:
+        return []
+    if overwrite:
+        return earlier + [output / "config.yaml"]
+    last = output / "last.pt"
+    hint = f"continue it with --resume {last} or " if last.is_file() else ""
+    names = ", ".join(p.name for p in earlier)
+    raise ValueError(
+        f"output_dir {output}: already holds a run ({names}); {hint}start over with --overwrite "
+        "(deletes its checkpoints and log), or choose another output_dir"
+    )
 
 
 def _keep_log(path: Path, epochs: int) -> None:

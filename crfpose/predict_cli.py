@@ -5,12 +5,15 @@ Shape legend: N persons, K joints; frames are ``(h, w, 3)`` uint8 RGB arrays.
     crfpose predict CHECKPOINT SOURCE... [--out DIR] [--draw] [--coco-json FILE] [--detections FILE]
                     [--annotations FILE] [--detector NAME | --detector-weights PATH] [--decoder D] ...
 
-Outputs under ``--out``: ``predictions/<stem>.json`` per image (MMPose's per-image layout: a list of
+Outputs under ``--out``: ``predictions/<name>.json`` per image (MMPose's per-image layout: a list of
 instances ``{"keypoints": [[x, y], ...], "keypoint_scores": [...], "bbox": [[x1, y1, x2, y2]],
 "bbox_score", "score"}``; note MMPose's corner box, where :class:`~crfpose.predict.Predictor` gives
 ``(x, y, w, h)``), per video one JSON ``[{"frame_id", "instances"}, ...]``; with ``--draw`` overlays in
-``visualizations/`` (PNG per image, MP4 per video). Unreadable files are named, skipped and counted; the
-exit status is non-zero only if nothing was processed. Every file is written atomically.
+``visualizations/`` (PNG per image, MP4 per video). ``<name>`` is the input's path relative to the
+folder all inputs share, without its suffix (``photos/a/x.jpg`` -> ``a/x``); inputs that would share a
+name keep their suffix (``x.jpg``, ``x.png``), so no result replaces another. Results of an earlier call
+are not overwritten unless ``--overwrite`` is given. Unreadable files are named, skipped and counted;
+the exit status is non-zero only if nothing was processed. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
@@ -29,7 +33,7 @@ import numpy as np
 
 from crfpose.fileio import atomic_write
 
-__all__ = ["add_arguments", "run", "collect_sources", "mmpose_instances", "PredictionWriter", "VIDEO_SUFFIXES"]
+__all__ = ["add_arguments", "run", "collect_sources", "output_names", "mmpose_instances", "PredictionWriter", "VIDEO_SUFFIXES"]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -42,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint of 'crfpose train' or 'crfpose import-official'")
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="image files, folders, glob patterns or video files")
     parser.add_argument("--out", default="predictions_out", metavar="DIR", help="output folder (default: predictions_out)")
-    parser.add_argument("--draw", action="store_true", help="also write overlays: visualizations/<stem>.png, or .mp4 per video")
+    parser.add_argument("--draw", action="store_true", help="also write overlays: visualizations/<name>.png, or .mp4 per video")
     parser.add_argument(
         "--draw-threshold",
         type=float,
@@ -66,10 +70,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-flip", action="store_true", help="no flip test")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=16, help="person crops per forward pass (default 16)")
+    parser.add_argument("--overwrite", action="store_true", help="replace results of an earlier call in --out (else refused)")
 
 
 def _is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def output_names(paths: Sequence[Path]) -> dict[Path, Path]:
+    """The output name of each input (see the module docstring): its path relative to the inputs' common
+    folder without the suffix, or with it where two inputs would share a name (then ``-2``, ``-3`` ... if
+    even that repeats)."""
+    absolute = [Path(os.path.abspath(p)) for p in paths]
+    if not absolute:
+        return {}
+    root = Path(os.path.commonpath([p.parent for p in absolute]))
+    relative = [p.relative_to(root) for p in absolute]
+    stems = Counter(r.with_suffix("") for r in relative)
+    names: dict[Path, Path] = {}
+    for path, rel in zip(paths, relative):
+        name = rel.with_suffix("") if stems[rel.with_suffix("")] == 1 else rel
+        candidate, n = name, 1
+        while candidate in names.values():
+            n += 1
+            candidate = name.with_name(f"{name.name}-{n}")
+        names[path] = candidate
+    return names
 
 
 def collect_sources(sources: Sequence[str]) -> list[Path]:
@@ -86,7 +112,10 @@ def collect_sources(sources: Sequence[str]) -> list[Path]:
             found += [Path(m) for m in matches if Path(m).is_file()]
         else:
             raise ValueError(f"SOURCE: no such file, folder or glob match: {source}")
-    return list(dict.fromkeys(found))
+    unique: dict[str, Path] = {}
+    for path in found:  # each file once, as first named
+        unique.setdefault(os.path.abspath(path), path)
+    return list(unique.values())
 
 
 class _Progress:
@@ -230,6 +259,7 @@ class PredictionWriter:
         self.coco_json = Path(coco_json) if coco_json else None
         self.detections, self.image_ids = detections, image_ids
         self.records: list[dict[str, Any]] = []
+        self.names: dict[Path, Path] = {}  # input -> output name (set by run)
         self.numbers: dict[str, int] = {}
         self.skipped: list[str] = []
         self.processed = 0
@@ -281,14 +311,14 @@ class PredictionWriter:
                 progress.update(len(group))
 
     def _write_image(self, path: Path, tensor, persons: list[dict[str, Any]]) -> None:
-        _write_json(self.out / "predictions" / f"{path.stem}.json", mmpose_instances(persons))
+        _write_json(self._target(path, "predictions", ".json"), mmpose_instances(persons))
         if self.coco_json is not None:
             image_id = self._image_id(path)
             for p in persons:
                 xy = np.concatenate([p["keypoints"], p["keypoint_scores"][:, None]], axis=1)
                 self.records.append({"image_id": image_id, "keypoints": xy, "score": p["score"]})
         if self.draw:
-            self._save_overlay(tensor, persons, self.out / "visualizations" / f"{path.stem}.png")
+            self._save_overlay(tensor, persons, self._target(path, "visualizations", ".png"))
         self.processed += 1
 
     def _image_id(self, path: Path) -> int:
@@ -322,13 +352,34 @@ class PredictionWriter:
         if not entries:
             self._skip(path, "no frame could be decoded")
             return
-        _write_json(self.out / "predictions" / f"{path.stem}.json", entries)
+        _write_json(self._target(path, "predictions", ".json"), entries)
         if self.draw:
-            write_video(self.out / "visualizations" / f"{path.stem}.mp4", overlays, fps)
+            write_video(self._target(path, "visualizations", ".mp4"), overlays, fps)
         self.processed += 1
 
-    def run(self, paths: Sequence[Path]) -> None:
-        """Images first (batched across files), then each video; then the COCO results file."""
+    def _target(self, path: Path, folder: str, suffix: str) -> Path:
+        name = self.names[path]
+        return self.out / folder / name.with_name(name.name + suffix)
+
+    def targets(self, paths: Sequence[Path]) -> list[Path]:
+        """Every file a run over ``paths`` writes."""
+        self.names = output_names(paths)
+        files = [self._target(p, "predictions", ".json") for p in paths]
+        if self.draw:
+            files += [self._target(p, "visualizations", ".mp4" if _is_video(p) else ".png") for p in paths]
+        if self.coco_json is not None:
+            files += [self.coco_json] + ([] if self.image_ids else [self.coco_json.with_name(f"{self.coco_json.stem}.image_ids.json")])
+        return files
+
+    def run(self, paths: Sequence[Path], overwrite: bool = False) -> None:
+        """Images first (batched across files), then each video; then the COCO results file. Files that
+        an earlier call wrote are a ValueError (before any work) unless ``overwrite``."""
+        earlier = [f for f in self.targets(paths) if f.exists()]
+        if earlier and not overwrite:
+            raise ValueError(
+                f"--out {self.out}: would overwrite {len(earlier)} earlier result(s), e.g. {earlier[0]}; "
+                "pass --overwrite to replace them, or choose another --out"
+            )
         images = [p for p in paths if not _is_video(p)]
         progress = _Progress(len(images) or None, "images")
         try:
@@ -408,7 +459,7 @@ def run(args: argparse.Namespace) -> int:
         image_ids=image_ids if args.coco_json else None,
         draw_threshold=args.draw_threshold,
     )
-    writer.run(paths)
+    writer.run(paths, overwrite=args.overwrite)
     print(json.dumps({"processed": writer.processed, "skipped": len(writer.skipped), "out": str(writer.out)}))
     if writer.skipped:
         print(f"crfpose predict: {len(writer.skipped)} file(s) skipped: {', '.join(writer.skipped)}", file=sys.stderr)

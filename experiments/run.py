@@ -212,7 +212,8 @@ def run_row(grid: Grid, row: Row) -> dict:
         return json.loads(done.read_text())
     config = row_config(grid, row)
     last = folder / "last.pt"
-    engine.train(config, resume=last if last.is_file() else None)
+    # a row folder without last.pt holds nothing to resume (an epoch cut short): the row starts over
+    engine.train(config, resume=last if last.is_file() else None, overwrite=not last.is_file())
     model, config = engine.load_model(last)
     skeleton = get_skeleton(config.skeleton)
     test = _test_set(grid, config)

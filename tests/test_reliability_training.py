@@ -151,3 +151,75 @@ def test_resume_into_another_width_names_the_file_and_the_mismatch(tmp_path, cap
     assert len(err.strip().splitlines()) == 1
     assert f"resume {last}: its weights do not fit the model" in err
     assert "in the checkpoint" in err and "model.options: {'width': 8, 'depth': 1} in the checkpoint" in err
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_a_second_train_into_a_used_folder_is_refused_and_changes_no_byte(tmp_path, capsys):
+    path = tiny_yaml(tmp_path, "train.epochs=2")
+    assert main(["train", str(path)]) == 0
+    run = tmp_path / "run"
+    before = _snapshot(run)
+    assert {"config.yaml", "log.jsonl", "last.pt", "best.pt"} <= set(before)
+    capsys.readouterr()
+    assert main(["train", str(path), "train.epochs=1", "optim.lr=0.5"]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 1 and "Traceback" not in err
+    assert str(run) in lines[0] and f"--resume {run / 'last.pt'}" in lines[0] and "--overwrite" in lines[0]
+    assert _snapshot(run) == before  # every byte of the first run kept
+
+
+def test_overwrite_starts_over_and_resume_from_elsewhere_is_refused(tmp_path, capsys):
+    path = tiny_yaml(tmp_path, "train.epochs=2")
+    assert main(["train", str(path)]) == 0
+    other = tiny_yaml(tmp_path, "train.epochs=1", f"output_dir={tmp_path / 'other'}", name="other.yaml")
+    assert main(["train", str(other)]) == 0
+    before = _snapshot(tmp_path / "run")
+    capsys.readouterr()
+    # a checkpoint of another folder does not continue the run in this one
+    assert main(["train", str(path), "--resume", str(tmp_path / "other" / "last.pt")]) == 2
+    assert "already holds a run" in capsys.readouterr().err and _snapshot(tmp_path / "run") == before
+    (tmp_path / "run" / "stage1_heatmap.pt").write_bytes(b"old")  # a stale file of the earlier run
+    assert main(["train", str(path), "train.epochs=1", "--overwrite"]) == 0
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["global_epoch"] for r in log] == [1]  # the earlier run's two records are gone
+    assert not (tmp_path / "run" / "stage1_heatmap.pt").exists()
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["train"]["epochs"] == 1
+
+
+def test_zero_epochs_and_bad_max_epochs_are_refused_before_anything_is_written(tmp_path, capsys):
+    path = tiny_yaml(tmp_path, "train.epochs=0")
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "train.epochs" in err and "at least 1" in err and "None" not in err and not (tmp_path / "run").exists()
+    separate = tiny_yaml(tmp_path, "train.mode=separate", "train.stage1_epochs=0", "train.stage2_epochs=0", name="s.yaml")
+    assert main(["train", str(separate)]) == 2
+    assert "train.stage1_epochs + train.stage2_epochs" in capsys.readouterr().err
+    good = tiny_yaml(tmp_path, "train.epochs=1", name="good.yaml")
+    for bad in ("0", "-1"):
+        assert main(["train", str(good), "--max-epochs", bad]) == 2
+        assert "max_epochs: expected an int >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main(["train", str(good)]) == 0
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    assert main(["train", str(path), "--resume", str(tmp_path / "run" / "last.pt")]) == 2  # zero epochs: refused
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log  # the log is not emptied
+
+
+def test_an_output_dir_that_is_a_file_is_named(tmp_path, capsys):
+    (tmp_path / "run").write_text("not a folder")
+    assert main(["train", str(tiny_yaml(tmp_path, "train.epochs=1"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"crfpose train: error: output_dir {tmp_path / 'run'}: is a file, expected a folder for the run"
+
+
+def test_the_demo_refuses_an_earlier_demo_folder_before_training(tmp_path):
+    from crfpose.demo import run_demo
+
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"--out .*holds an earlier demo \(summary.json\).*--overwrite"):
+        run_demo(tmp_path, quick=True, figures=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # nothing trained or written
