@@ -21,7 +21,7 @@ from PIL import Image
 
 from crfpose.models import build_model
 from crfpose.predict import Predictor
-from crfpose.predict_cli import PredictionWriter
+from crfpose.export import PredictionWriter
 from crfpose.skeletons import COCO17
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = build_model(args.model, skeleton=COCO17, crf={"radius": args.radius})
+    model = build_model(args.model, skeleton=COCO17, input_size=tuple(args.size), crf={"radius": args.radius})
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
@@ -48,11 +48,10 @@ def main() -> None:
         for batch in args.batch_sizes:
             seconds = {}
             for decoder in ("unary", "marginals"):
-                net = model.backbone if decoder == "unary" else model
-                predictor = Predictor(net, COCO17, tuple(args.size), decoder=decoder, flip=False, batch_size=batch, device=args.device)
-                PredictionWriter(predictor, Path(tmp) / "warm").run(paths[:batch])  # warm-up
+                predictor = Predictor(model, decoder=decoder, flip=False, batch_size=batch, device=args.device)
+                PredictionWriter(predictor, Path(tmp) / "warm").run(paths[:batch], overwrite=True)  # warm-up
                 start = time.perf_counter()
-                PredictionWriter(predictor, Path(tmp) / "out").run(paths)
+                PredictionWriter(predictor, Path(tmp) / "out").run(paths, overwrite=True)
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 seconds[decoder] = time.perf_counter() - start

@@ -21,8 +21,11 @@ _LAZY = {
     "FreePairwise": ("crfpose.crf", "FreePairwise"),
     "GaussianPairwise": ("crfpose.crf", "GaussianPairwise"),
     "MixturePairwise": ("crfpose.crf", "MixturePairwise"),
-    "PoseCRF": ("crfpose.models", "PoseCRF"),
+    "PoseModel": ("crfpose.models", "PoseModel"),
+    "TreeHead": ("crfpose.models", "TreeHead"),
+    "ChainHead": ("crfpose.models", "ChainHead"),
     "build_model": ("crfpose.models", "build_model"),
+    "register_backbone": ("crfpose.models", "register_backbone"),
     "load_official_checkpoint": ("crfpose.models", "load_official_checkpoint"),
     "build_dataset": ("crfpose.data", "build_dataset"),
     "crf_nll": ("crfpose.losses", "crf_nll"),
@@ -30,11 +33,12 @@ _LAZY = {
     "load_config": ("crfpose.config", "load_config"),
     "save_config": ("crfpose.config", "save_config"),
     "train": ("crfpose.engine", "train"),
-    "load_model": ("crfpose.engine", "load_model"),
+    "load_model": ("crfpose.checkpoint", "load_model"),
+    "Predictor": ("crfpose.predict", "Predictor"),
     "evaluate_model": ("crfpose.evaluate", "evaluate"),
     **{
         name: (f"crfpose.{name}", None)
-        for name in ("codec", "config", "crf", "data", "engine", "evaluate", "losses", "metrics", "skeletons")
+        for name in ("checkpoint", "codec", "config", "crf", "data", "engine", "evaluate", "losses", "metrics", "models", "skeletons")
     },
 }
 

@@ -1,4 +1,4 @@
-"""``crfpose app CHECKPOINT``: a web demo (Gradio) over :class:`crfpose.predict.Predictor` and :mod:`crfpose.viz`.
+"""A web demo (Gradio) over :class:`crfpose.predict.Predictor` and :mod:`crfpose.viz` (``crfpose app CHECKPOINT``).
 
 Shape legend: K joints, H x W heatmap grid, h x w the uploaded image.
 
@@ -14,8 +14,6 @@ names no uploaded file.
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
 import os
 import tempfile
@@ -24,11 +22,11 @@ from typing import Optional
 
 import numpy as np
 
+from crfpose.export import mmpose_instances, render_persons
 from crfpose.fileio import atomic_write
-from crfpose.models.pose_crf import PoseCRF
 from crfpose.predict import Predictor, read_image
 
-__all__ = ["DECODER_CHOICES", "build_app", "add_arguments", "run"]
+__all__ = ["DECODER_CHOICES", "NO_CHECKPOINT", "build_app", "launch"]
 
 DECODER_CHOICES = {"CNN alone": "unary", "CRF marginals": "marginals", "CRF MAP": "map"}
 NO_CHECKPOINT = (
@@ -49,49 +47,32 @@ def _offline_gradio():
 
 
 class _Session:
-    """The predictors (one per decoder, sharing one model) and where the per-request files go."""
+    """The predictor and where the per-request files go."""
 
     def __init__(self, predictor: Predictor, workdir: Path) -> None:
-        self.skeleton = predictor.skeleton
-        decoders = DECODER_CHOICES.values() if isinstance(predictor.model, PoseCRF) else ("unary",)
-        self.predictors = {d: copy.copy(predictor) for d in decoders}
-        for decoder, p in self.predictors.items():
-            p.decoder = decoder
+        self.predictor, self.skeleton = predictor, predictor.skeleton
+        self.decoders = [d for d in DECODER_CHOICES.values() if d in predictor.model.decoders]
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
 
     def predict(self, upload: Optional[str], webcam: Optional[np.ndarray], decoder_label: str, threshold: float):
-        """One request: ``(overlay path, marginals path, JSON dict, JSON file path, message)``."""
-        from crfpose.predict_cli import mmpose_instances
-        from crfpose.viz import plot_heatmaps, plot_poses, save
+        """One request, one forward pass: ``(overlay path, marginals path, JSON dict, JSON file path, message)``."""
+        from crfpose.viz import plot_heatmaps, save
 
         nothing = (None, None, None, None)
         if upload is None and webcam is None:
             return *nothing, "Upload an image (or take a webcam picture), then press **Estimate poses**."
         decoder = DECODER_CHOICES.get(decoder_label)
-        if decoder not in self.predictors:
-            return *nothing, f"Unknown decoder {decoder_label!r}: expected one of {list(self.predictors)}."
+        if decoder not in self.decoders:
+            return *nothing, f"Unknown decoder {decoder_label!r}: expected one of {self.decoders}."
         try:
             image = read_image(upload if upload is not None else np.ascontiguousarray(webcam[..., :3]))
-        except ValueError:
+        except ValueError as err:
             name = Path(upload).name if upload is not None else "the webcam picture"
-            return *nothing, f"**{name}** is not an image that can be read (JPEG, PNG, BMP, ...): nothing was predicted."
-        persons = self.predictors[decoder](image, return_maps=True)
+            return *nothing, f"**{name}** is not an image that can be read ({str(err).split(': ', 1)[-1]}): nothing was predicted."
+        persons = self.predictor(image, decoder=decoder, return_maps=True)
         folder = Path(tempfile.mkdtemp(dir=self.workdir))  # this request's files
-        k = self.skeleton.num_joints
-        keypoints = np.stack([p["keypoints"] for p in persons]).reshape(-1, k, 2)  # (N, K, 2)
-        scores = np.stack([p["keypoint_scores"] for p in persons]).reshape(-1, k)  # (N, K)
-        overlay = save(
-            plot_poses(
-                image,
-                keypoints,
-                self.skeleton,
-                scores=scores,
-                threshold=threshold,
-                boxes=np.array([p["bbox"] for p in persons]).reshape(-1, 4),
-            ),
-            folder / "poses.png",
-        )
+        overlay = save(render_persons(image, persons, self.skeleton, threshold), folder / "poses.png")
         marginals = None
         if persons and persons[0]["marginals"] is not None:
             figure = plot_heatmaps(None, persons[0]["unary"], persons[0]["marginals"], self.skeleton)
@@ -104,6 +85,7 @@ class _Session:
             "instances": mmpose_instances(persons),
         }
         json_path = atomic_write(folder / "predictions.json", lambda f: json.dump(record, f, indent=1))
+        scores = np.array([p["keypoint_scores"] for p in persons]).reshape(-1)
         message = (
             f"{len(persons)} person(s), decoder **{decoder_label}**: {int((scores >= threshold).sum())} of "
             f"{scores.size} joints scored at or above the threshold {threshold:.2f} are drawn."
@@ -117,7 +99,7 @@ def build_app(predictor: Predictor, workdir: Optional[Path] = None):
     ``(overlay, marginals, JSON, JSON file, message)``."""
     gr = _offline_gradio()
     session = _Session(predictor, Path(workdir or tempfile.mkdtemp(prefix="crfpose-app-")))
-    choices = [label for label, d in DECODER_CHOICES.items() if d in session.predictors]
+    choices = [label for label, d in DECODER_CHOICES.items() if d in session.decoders]
     default = next(label for label, d in DECODER_CHOICES.items() if d == predictor.decoder)
     with gr.Blocks(analytics_enabled=False, title="crfpose: poses with a tree CRF", delete_cache=(3600, 3600)) as app:
         gr.Markdown(
@@ -165,36 +147,3 @@ def launch(app, host: str = "127.0.0.1", port: Optional[int] = None, block: bool
         footer_links=[],
         show_error=False,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``crfpose app``."""
-    parser.description = (
-        "A web page to try a model on your own photos: upload or webcam, decoder (CNN alone / "
-        "CRF marginals / CRF MAP), threshold; shows the poses, the per-joint CRF marginals and the "
-        "predictions as JSON. Needs the 'app' extra: pip install -e '.[app]'. " + NO_CHECKPOINT
-    )
-    parser.add_argument(
-        "checkpoint", nargs="?", metavar="CHECKPOINT", help="a crfpose checkpoint, e.g. crfpose-demo/model.pt written by 'crfpose demo'"
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``crfpose app``: serve until interrupted; without a checkpoint, say how to get one (exit 2)."""
-    import sys
-
-    if args.checkpoint is None:
-        print(NO_CHECKPOINT, file=sys.stderr)
-        return 2
-    if not Path(args.checkpoint).is_file():
-        raise ValueError(f"CHECKPOINT: file not found: {args.checkpoint}. {NO_CHECKPOINT}")
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=device)
-    print(f"crfpose app: serving {args.checkpoint} on http://{args.host}:{args.port} (Ctrl+C stops)", file=sys.stderr)
-    launch(build_app(predictor), args.host, args.port)
-    return 0

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from crfpose.checks import check_size
+from crfpose.skeletons import Skeleton
 
 __all__ = [
     "HeatmapCodec",
@@ -34,10 +35,13 @@ __all__ = [
     "heatmap_to_input",
     "input_to_heatmap",
     "stride_between",
+    "flip_heatmaps",
     "REFINEMENTS",
+    "DEFAULT_INPUT_SIZE",
 ]
 
 REFINEMENTS = ("dark", "quarter", "none")
+DEFAULT_INPUT_SIZE = (192, 256)  # (W, H) of a top-down crop, as the published COCO models use
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -204,6 +208,19 @@ def input_to_heatmap(points: ArrayLike, stride: Union[float, Sequence[float]]) -
 def stride_between(images: torch.Tensor, maps: torch.Tensor) -> tuple[float, float]:
     """``(sx, sy)`` input pixels per heatmap cell of ``maps (..., H, W)`` computed from ``images (..., H_in, W_in)``."""
     return images.shape[-1] / maps.shape[-1], images.shape[-2] / maps.shape[-2]
+
+
+def flip_heatmaps(heatmaps: torch.Tensor, skeleton: Skeleton) -> torch.Tensor:
+    """Mirror ``(B, K, H, W)`` heatmaps left-right and swap the left/right joint channels (flip test).
+
+    With the pixel-centre convention, mirroring the input crop (``x -> W_in - 1 - x``) is exactly
+    mirroring the heatmap grid (``h -> W - 1 - h``): no one-cell shift is needed.
+    """
+    if heatmaps.dim() != 4 or heatmaps.shape[1] != skeleton.num_joints:
+        raise ValueError(
+            f"heatmaps must have shape (B, {skeleton.num_joints}, H, W) for skeleton {skeleton.name!r}, got {tuple(heatmaps.shape)}"
+        )
+    return heatmaps.flip(-1)[:, list(skeleton.flip_permutation)]
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from crfpose.codec import REFINEMENTS, HeatmapCodec
+from crfpose.codec import REFINEMENTS
 from crfpose.data import DATASETS, PATH_OPTIONS, TopDownTransform
 from crfpose.fileio import atomic_write
 from crfpose.metrics import DEFAULT_NORMALIZER, NORMALIZERS
-from crfpose.models.pose_crf import DECODERS
-from crfpose.models.registry import BACKBONES, CRF_DEFAULTS, PAIRWISE, STRUCTURES, UNARY
+from crfpose.models.pose_model import DECODERS
+from crfpose.models.registry import CRF_DEFAULTS, PAIRWISE, STRUCTURES, UNARY
 from crfpose.skeletons import BUILTIN
 
 __all__ = [
@@ -43,6 +43,8 @@ __all__ = [
     "CHOICES",
     "load_config",
     "save_config",
+    "config_path",
+    "shipped_configs",
     "to_dict",
     "from_dict",
     "apply_overrides",
@@ -96,8 +98,9 @@ class CRFConfig:
 class DataConfig:
     """Datasets by name (``synthetic``, ``lsp``, ``mpii``, ``coco``) with their options for each split.
 
-    ``input_size``/``heatmap_size`` are ``(W, H)`` and ``sigma`` the heatmap target std (grid cells);
-    they go to the synthetic generator or to the top-down transform of the real datasets. Relative
+    ``input_size`` is the crops' ``(W, H)`` and ``sigma`` the heatmap target std (grid cells); the heatmap
+    grid is ``input_size`` over the backbone's stride (``heatmap_size``, ``(W, H)``, may state it and must
+    then agree). They go to the synthetic generator or to the top-down transform of the real datasets. Relative
     paths in ``train``/``val`` (``root``, ``ann_file``, ``image_dir``, ``detections``, ``head_boxes``)
     written in a config file are relative to that file's folder (see :func:`load_config`).
     """
@@ -106,13 +109,8 @@ class DataConfig:
     train: dict = field(default_factory=lambda: {"length": 256, "seed": 0})
     val: dict = field(default_factory=lambda: {"length": 64, "seed": 1})
     input_size: list = field(default_factory=lambda: [64, 64])
-    heatmap_size: list = field(default_factory=lambda: [16, 16])
+    heatmap_size: Optional[list] = None
     sigma: float = 1.5
-
-    @property
-    def codec(self) -> HeatmapCodec:
-        """The crop <-> heatmap map of ``input_size``, ``heatmap_size`` and ``sigma``."""
-        return HeatmapCodec(self.input_size, self.heatmap_size, self.sigma)
 
 
 _TRANSFORM = {f.name: f.default for f in dataclasses.fields(TopDownTransform)}
@@ -224,7 +222,6 @@ class Config:
 # The valid values of the fields with a fixed set, from the library's own tables where it has them.
 CHOICES: dict[str, tuple] = {
     "skeleton": tuple(BUILTIN),
-    "model.name": tuple(BACKBONES),
     "crf.pairwise": PAIRWISE,
     "crf.structure": STRUCTURES,
     "crf.fit_split": ("train", "val"),
@@ -309,7 +306,7 @@ def _check_consistency(config: Config) -> None:
         raise ValueError(f"optim.lr: expected a positive float, got {config.optim.lr}")
     for key in ("data.input_size", "data.heatmap_size"):
         size = getattr(config.data, key.split(".")[1])
-        if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        if size is not None and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
             raise ValueError(f"{key}: expected [W, H] positive ints, got {size}")
 
 
@@ -342,8 +339,29 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return merged
 
 
+SHIPPED = Path(__file__).with_name("configs")  # the configs that ship inside the package
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs that ship with crfpose (``crfpose train NAME`` finds them)."""
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def config_path(path: Union[str, os.PathLike]) -> Path:
+    """The config file ``path`` names: a file, or the name of a shipped config (``synthetic_separate``);
+    else a ValueError listing the shipped names."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    shipped = SHIPPED / (given.name if given.suffix else f"{given.name}.yaml")
+    if len(given.parts) == 1 and shipped.is_file():
+        return shipped
+    raise ValueError(f"path: no config file {path} (shipped configs, usable by name: {', '.join(shipped_configs())})")
+
+
 def load_config(path: Union[str, os.PathLike, None] = None, overrides: Sequence[str] = ()) -> Config:
-    """The config in YAML file ``path`` (defaults when ``None``) with ``key.sub=value`` overrides.
+    """The config in YAML file ``path`` (a file or a shipped config's name; defaults when ``None``) with
+    ``key.sub=value`` overrides.
 
     Override values are parsed as YAML (``train.lr=1e-3``, ``eval.flip_test=true``,
     ``data.input_size=[64,64]``); keys inside ``model.options``, ``data.train`` and ``data.val`` may be new.
@@ -353,6 +371,7 @@ def load_config(path: Union[str, os.PathLike, None] = None, overrides: Sequence[
     """
     data: Any = {}
     if path is not None:
+        path = config_path(path)
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as err:

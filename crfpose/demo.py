@@ -3,7 +3,7 @@ mistakes, and the numbers and pictures show it.
 
 Shape legend: N test poses, K joints, E edges (= K - 1), H x W heatmap grid.
 
-Three models train through :func:`crfpose.engine.train` (configs from ``experiments/configs/``):
+Three models train through :func:`crfpose.engine.train` (shipped configs, ``crfpose/configs/``):
 
 * ``cnn``: the plain CNN alone (mode ``unary``, heatmap MSE);
 * ``separate``: that same CNN, frozen, with a tree CRF fitted on top (mode ``separate``, its stage 1
@@ -15,15 +15,13 @@ alone), ``marginals`` and ``map`` decoders; :mod:`crfpose.structure` gives the s
 (left/right mix-ups within a limb, implausible limbs, occluded joints) and paired bootstrap intervals
 of each CRF decoder's change against the CNN alone. The tables are printed, every printed number goes
 into ``summary.json``, figures are drawn by :mod:`crfpose.viz`, and the joint model is saved as a
-checkpoint (``model.pt``) for ``crfpose predict`` and ``crfpose app``.
+checkpoint (``model.pt``) for ``crfpose predict`` and ``crfpose app``. The command is ``crfpose demo``
+(:mod:`crfpose.cli.demo`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,21 +29,21 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from torch import nn
-from tqdm import tqdm
 
+from crfpose.builders import make_dataset
+from crfpose.checkpoint import load_model, save_checkpoint
 from crfpose.config import Config, load_config, to_dict
-from crfpose.crf import TreeCRF
-from crfpose.engine import load_model, make_dataset, plan_stages, run_files, save_checkpoint, train
-from crfpose.evaluate import predict_dataset_decoders
+from crfpose.engine import plan_stages, run_files, train
+from crfpose.evaluate import compute_metrics, predict_dataset
 from crfpose.fileio import atomic_write
-from crfpose.models.pose_crf import PoseCRF
+from crfpose.figures import figure_set, training_records
+from crfpose.models import PoseModel
+from crfpose.progress import Progress
 from crfpose.skeletons import get_skeleton
 from crfpose.structure import bootstrap_deltas, structure_scores, summarise
 
-__all__ = ["Budget", "BUDGETS", "MODELS", "DECODERS", "run_demo", "format_report", "add_arguments", "run"]
+__all__ = ["Budget", "BUDGETS", "MODELS", "DECODERS", "run_demo", "format_report"]
 
-CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 MODELS = {"cnn": "CNN alone", "separate": "CNN + CRF, separate", "joint": "CNN + CRF, joint"}
 DECODERS = {"unary": "CNN alone", "marginals": "CRF marginals", "map": "CRF MAP"}
 CRF_ROWS = ("separate/marginals", "separate/map", "joint/marginals", "joint/map")
@@ -95,34 +93,6 @@ LSP_OVERRIDES = [
 ]
 
 
-# ----------------------------------------------------------------------------- progress
-
-
-class Phase:
-    """Progress of one phase: a tqdm bar on a terminal, else one plain line per step on stderr."""
-
-    def __init__(self, name: str, total: int) -> None:
-        self.name, self.total, self.done = name, total, 0
-        self.bar = tqdm(total=total, desc=name, file=sys.stderr, leave=True) if sys.stderr.isatty() else None
-        if self.bar is None:
-            print(f"{name}: starting ({total} steps)", file=sys.stderr, flush=True)
-
-    def step(self, note: str = "") -> None:
-        self.done += 1
-        if self.bar is not None:
-            self.bar.set_postfix_str(note, refresh=False)
-            self.bar.update()
-        else:
-            print(f"{self.name}: {self.done}/{self.total} {note}".rstrip(), file=sys.stderr, flush=True)
-
-    def __enter__(self) -> "Phase":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 # ----------------------------------------------------------------------------- configs and training
 
 
@@ -150,7 +120,7 @@ def build_configs(data: str, budget: Budget, out: Path, seed: int, options: dict
         _override("train.batch_size", budget.batch_size),
     ]
     cnn = load_config(
-        CONFIGS / "synthetic_unary.yaml",
+        "synthetic_unary",
         common
         + [
             _override("output_dir", str(runs / "cnn")),
@@ -160,7 +130,7 @@ def build_configs(data: str, budget: Budget, out: Path, seed: int, options: dict
         ],
     )  # validated as the CRF runs are
     separate = load_config(
-        CONFIGS / "synthetic_separate.yaml",
+        "synthetic_separate",
         common
         + [
             _override("output_dir", str(runs / "separate")),
@@ -181,8 +151,8 @@ def build_configs(data: str, budget: Budget, out: Path, seed: int, options: dict
         _override("train.init_checkpoint", str(runs / "separate" / "last.pt")),
         "eval.every=1",
     ]
-    joint = load_config(CONFIGS / "synthetic_separate.yaml", joint_overrides)
-    test = load_config(CONFIGS / "synthetic_separate.yaml", joint_overrides + [_override("data.val", test_opts)])
+    joint = load_config("synthetic_separate", joint_overrides)
+    test = load_config("synthetic_separate", joint_overrides + [_override("data.val", test_opts)])
     return {"cnn": cnn, "separate": separate, "joint": joint, "test": test}
 
 
@@ -192,7 +162,7 @@ def train_phase(config: Config, title: str, overwrite: bool = False) -> Path:
     folder that holds an earlier run."""
     epochs = sum(s.epochs for s in plan_stages(config))
     last: Optional[Path] = None
-    with Phase(title, epochs) as phase:
+    with Progress(title, epochs, "epochs", every_step=True) as progress:
         for _ in range(epochs):
             result = train(config, resume=last, max_epochs=1, overwrite=overwrite and last is None)
             last = Path(result["last"])
@@ -200,25 +170,21 @@ def train_phase(config: Config, title: str, overwrite: bool = False) -> Path:
             note = f"{record['stage']} loss {record['loss']:.4g}"
             if "val" in record:
                 note += f", val PCK {100 * record['val']['pck']:.1f}%"
-            phase.step(note)
-    if last is None:
-        raise ValueError(f"{title}: expected at least one training epoch, got 0")
+            progress.step(note=note)
     return last
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
-def predict_all(models: dict[str, nn.Module], dataset, phase: Phase, workers: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """``{"model/decoder": predictions}``: the unary decoder for every model, the CRF decoders for the
-    PoseCRF models, from one backbone pass per model (:func:`crfpose.evaluate.predict_dataset_decoders`)."""
+def predict_all(models: dict[str, PoseModel], dataset, progress: Progress, workers: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """``{"model/decoder": predictions}``: every decoder each model has, from one backbone pass per batch."""
     out = {}
     for name, model in models.items():
-        decoders = list(DECODERS) if isinstance(model, PoseCRF) else ["unary"]
-        predictions = predict_dataset_decoders(model, dataset, decoders=decoders, batch_size=64, workers=workers)
-        for decoder in decoders:
-            out[f"{name}/{decoder}"] = predictions[decoder]
-            phase.step(f"{name}/{decoder}")
+        predictions = predict_dataset(model, dataset, decoders=model.decoders, batch_size=64, workers=workers)
+        for decoder, prediction in predictions.items():
+            out[f"{name}/{decoder}"] = prediction
+            progress.step(note=f"{name}/{decoder}")
     return out
 
 
@@ -369,11 +335,11 @@ def run_demo(
         seconds[f"train_{name}"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     models = {name: load_model(configs[name].output_dir + "/last.pt")[0] for name in MODELS}
-    test_set = make_dataset(configs["test"], "val", train=False)
+    test_set = make_dataset(configs["test"], "val", train=False, codec=models["joint"].codec)
     skeleton = get_skeleton(configs["test"].skeleton)
     normalizer = configs["test"].eval.normalizer
-    with Phase("evaluate", 2 * len(DECODERS) + 1) as phase:
-        predictions = predict_all(models, test_set, phase, workers)
+    with Progress("evaluate", sum(len(m.decoders) for m in models.values()), "results", every_step=True) as progress:
+        predictions = predict_all(models, test_set, progress, workers)
     rows, intervals = score_all(predictions, skeleton, normalizer, budget.bootstrap, seed)
     seconds["evaluate"] = time.perf_counter() - t0
     gt = predictions["cnn/unary"]["gt"]
@@ -404,7 +370,7 @@ def run_demo(
     summary["figures"] = []
     if figures:
         t0 = time.perf_counter()
-        summary["figures"] = [str(p) for p in draw_figures(out, image_format, models, test_set, predictions, configs)]
+        summary["figures"] = [str(p) for p in draw_figures(out, image_format, models["joint"], test_set, predictions, configs)]
         seconds["figures"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
     summary["seconds"] = seconds
@@ -418,153 +384,36 @@ GALLERY = {"CNN alone": "cnn/unary", "CRF separate": "separate/marginals", "CRF 
 def draw_figures(
     out: Path,
     image_format: str,
-    models: dict[str, nn.Module],
+    model: PoseModel,
     dataset,
     predictions: dict[str, dict[str, np.ndarray]],
     configs: dict[str, Config],
 ) -> list[Path]:
-    """The demo's figures (through :mod:`crfpose.viz`), one file each in ``out``: ``overlays`` (ground
-    truth vs CNN alone vs CNN + CRF where they differ most), ``heatmaps`` and ``heatmaps_top`` (CNN
-    distribution vs CRF marginal per joint), ``pairwise`` and ``deformation`` (the joint model's learned
-    kernels), ``samples`` (exact CRF samples), ``pck_curves``, ``joint_pck`` and ``training`` (the three
-    runs one after the other, stages marked)."""
+    """The demo's figures (:func:`crfpose.figures.figure_set`), one file each in ``out``: the overlays
+    show ground truth, CNN alone, CRF separate and CRF joint where the CNN alone and the joint CRF
+    differ most; the curves every row; the maps, kernels and samples are the joint model's; the
+    training curves the three runs one after the other."""
     from crfpose import viz
-    from crfpose.data.transforms import affine_points
-    from crfpose.evaluate import compute_metrics
-    from crfpose.viz_cli import crop_pixels
 
-    skeleton, t = get_skeleton(configs["test"].skeleton), configs["test"].eval
-    gt = predictions["cnn/unary"]["gt"]  # (N, K, 3) original pixels
-    compared = {label: predictions[GALLERY[label]]["pred"] for label in ("CNN alone", "CRF joint")}
-    chosen = viz.most_different(gt, compared, skeleton, min(4, len(gt)))  # where the two differ most
-    items = [dataset[int(predictions["cnn/unary"]["index"][i])] for i in chosen]
-    crops = [crop_pixels(item["image"], dataset) for item in items]
-    affines = [item["meta"]["affine"] for item in items]
-    in_crop = {
-        label: np.stack([affine_points(predictions[name]["pred"][i], a) for i, a in zip(chosen, affines)])
-        for label, name in GALLERY.items()
-    }
-    gt_crop = np.stack([affine_points(gt[i], a) for i, a in zip(chosen, affines)])
+    t = configs["test"].eval
+    gallery = {label: predictions[name] for label, name in GALLERY.items()}
     curves = {
-        _row_label(name): compute_metrics(predictions[name], skeleton, alpha=ALPHA, normalizer=t.normalizer, all_joints=True)
+        _row_label(name): compute_metrics(predictions[name], model.skeleton, alpha=ALPHA, normalizer=t.normalizer, all_joints=True)
         for name in ("cnn/unary", *CRF_ROWS)
     }
-    model = models["joint"]
-    with torch.no_grad():
-        _, unary, pairwise = model.outputs(items[0]["image"][None])  # (1, K, H, W), (E or 1 x E, 2R+1, 2R+1)
-    crf = TreeCRF(unary, pairwise, skeleton)
-    draw = {
-        "overlays": lambda: viz.plot_gallery(crops, gt_crop, in_crop, skeleton, num=len(chosen)),
-        "heatmaps": lambda: viz.plot_heatmaps(crops[0], unary[0], crf.marginals[0], skeleton),
-        "heatmaps_top": lambda: viz.plot_heatmaps(crops[0], unary[0], crf.marginals[0], skeleton, top=4),
-        "pairwise": lambda: viz.plot_pairwise(pairwise, skeleton),
-        "deformation": lambda: viz.plot_deformation(pairwise, skeleton),
-        "samples": lambda: viz.plot_samples(crops[0], crf, skeleton, 20, ellipses=True),
-        "pck_curves": lambda: viz.plot_pck_curves(list(curves.values()), list(curves)),
-        "joint_pck": lambda: viz.plot_joint_pck(list(curves.values()), list(curves)),
-        "training": lambda: viz.plot_training(_training_log(configs)),
-    }
-    written = []
-    with Phase("figures", len(draw)) as phase:
-        for name, figure in draw.items():
-            written.append(viz.save(figure(), out / f"{name}.{image_format}"))
-            phase.step(written[-1].name)
+    logs = [Path(configs[name].output_dir) / "log.jsonl" for name in MODELS]
+    figures = figure_set(model, dataset, gallery, curves, compare=("CNN alone", "CRF joint"), log=training_records(logs))
+    with Progress("figures", len(figures), "figures", every_step=True) as progress:
+        written = []
+        for name, figure in figures.items():
+            written.append(viz.save(figure, out / f"{name}.{image_format}"))
+            progress.step(note=written[-1].name)
     return written
 
 
-def _training_log(configs: dict[str, Config]) -> list[dict]:
-    """The three runs' log records one after the other (epochs renumbered), for one training figure."""
-    records, offset = [], 0
-    for name in MODELS:
-        run = [json.loads(line) for line in (Path(configs[name].output_dir) / "log.jsonl").read_text().splitlines()]
-        records += [r | {"global_epoch": r["global_epoch"] + offset} for r in run]
-        offset += len(run)
-    return records
-
-
-def save_final_model(model: nn.Module, config: Config, path: Path, rows: dict) -> Path:
+def save_final_model(model: PoseModel, config: Config, path: Path, rows: dict) -> Path:
     """The joint model as a lean checkpoint (weights, config, test metrics) for ``predict`` and ``app``."""
     data = to_dict(config)
     data["train"]["init_checkpoint"] = None  # self-contained: the weights are all here
     metrics = {name: {"pck": row["pck"]} for name, row in rows.items() if name.startswith("joint/")}
     return save_checkpoint(path, {"model": model.state_dict(), "config": data, "stage_name": "joint", "metrics": metrics})
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``crfpose demo``."""
-    b, q, lsp = BUDGETS["synthetic"], BUDGETS["synthetic-quick"], BUDGETS["lsp"]
-    parser.description = (
-        "The main job: train the plain CNN alone, the CNN with a separately trained tree CRF, and the two "
-        "fine-tuned jointly; score all on held-out poses with the CNN-alone, CRF-marginal and CRF-MAP "
-        "decoders; print the tables, write summary.json, figures and the joint model (model.pt, for "
-        "'crfpose predict' and 'crfpose app'). "
-        f"Synthetic budget (default, about 4 minutes on 2 CPU cores): CNN {b.cnn_epochs} epochs x "
-        f"{b.train_length} figures, CRF {b.crf_epochs} epochs, joint {b.joint_epochs} epochs, {b.test_length} "
-        f"held-out figures. --quick: {q.cnn_epochs}/{q.crf_epochs}/{q.joint_epochs} epochs on {q.train_length} "
-        f"figures. LSP budget (--data lsp --set root=PATH): CNN {lsp.cnn_epochs} epochs on LSP's 900 'fit' images "
-        f"(its 100 'val' images for the training curves), CRF {lsp.crf_epochs}, joint {lsp.joint_epochs} epochs, "
-        "96x128 crops (a longer run: roughly half an hour to an hour on 2 CPU cores), scored on the 1000 test images "
-        "(PCK@0.2, torso)."
-    )
-    parser.add_argument(
-        "--data",
-        default="synthetic",
-        choices=("synthetic", "lsp"),
-        help="synthetic figures (embedded, no files) or the real LSP images (needs --set root=PATH)",
-    )
-    from crfpose.cli import add_set_option  # here: crfpose.cli loads this module's parser
-
-    add_set_option(parser)
-    parser.add_argument(
-        "--out",
-        default="crfpose-demo",
-        metavar="DIR",
-        help="output folder: tables in summary.json, figures, model.pt, runs/ (default: ./crfpose-demo)",
-    )
-    parser.add_argument(
-        "--format", dest="image_format", default="png", choices=("png", "pdf", "svg"), help="figure file format (default png)"
-    )
-    parser.add_argument("--quick", action="store_true", help="a reduced run (tiny data, 1-2 epochs) to check the set-up")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an earlier demo in --out (its runs, model.pt, summary and figures)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="training seed (the run is deterministic for a seed)")
-    parser.add_argument("--workers", type=int, default=1, help="data-loading worker processes drawing the figures (default 1)")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: the cores left by --workers, at least 1; on 2 cores, 1 "
-        "thread + 1 worker keep both busy without two thread pools competing)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """``crfpose demo``: print the report and where the files went; 0 on success."""
-    from crfpose.cli import parse_set_options
-
-    if args.workers < 0 or (args.threads is not None and args.threads < 1):
-        raise ValueError(f"--workers, --threads: expected ints >= 0 and >= 1, got {args.workers} and {args.threads}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(args.threads or max(1, cores - args.workers))
-    summary = run_demo(
-        Path(args.out),
-        data=args.data,
-        quick=args.quick,
-        seed=args.seed,
-        options=parse_set_options(args.options),
-        image_format=args.image_format,
-        workers=args.workers,
-        overwrite=args.overwrite,
-    )
-    print(summary["report"])
-    print(
-        f"\nwritten: {Path(args.out) / 'summary.json'}, {len(summary['figures'])} figures in {args.out}; "
-        f"joint model: {summary['checkpoint']} (try: crfpose app {summary['checkpoint']}); "
-        f"{summary['seconds']['total']:.0f} s with {summary['threads']} torch thread(s) and "
-        f"{summary['workers']} data worker(s)"
-    )
-    return 0

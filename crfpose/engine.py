@@ -6,13 +6,14 @@ Shape legend: B batch, K joints, E edges (= K - 1), H x W heatmap grid, R pairwi
 A mode is a list of :class:`Stage` s; a stage says which parameters train and by which loss:
 
 * ``unary``:    [heatmap: backbone by target-weighted heatmap MSE]
-* ``separate``: [heatmap, crf: unary adapter + pairwise by the CRF NLL, backbone frozen (eval-mode BN)]
+* ``separate``: [heatmap, crf: the head (unary adapter + structure) by the CRF NLL, backbone frozen (eval-mode BN)]
 * ``joint``:    [joint: everything by the CRF NLL (+ ``train.mse_weight`` x heatmap MSE)]
 
-Each stage gets a fresh optimiser and schedule. A checkpoint (``last.pt`` every epoch, ``best.pt`` at
-the best validation PCK of the latest stage) holds the model, optimiser, scheduler, AMP scaler,
-stage, epoch, config and metrics; every epoch reseeds all generators from ``(seed, epoch, rank)`` so
-that resuming reproduces an uninterrupted run exactly.
+The model is any :class:`~crfpose.models.PoseModel`: the loop reads its ``backbone`` and ``head`` and
+calls its ``outputs``, nothing else. Each stage gets a fresh optimiser and schedule. A checkpoint
+(``last.pt`` every epoch, ``best.pt`` at the best validation PCK of the latest stage) holds the model,
+optimiser, scheduler, AMP scaler, stage, epoch, config and metrics; every epoch reseeds all generators
+from ``(seed, epoch, rank)`` so that resuming reproduces an uninterrupted run exactly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import math
 import os
 import random
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,34 +34,18 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
-from tqdm import tqdm
 
-from crfpose.config import Config, from_dict, save_config, to_dict
-from crfpose.fileio import atomic_write, load_torch_file
-from crfpose.data import TopDownTransform, build_dataset
+from crfpose.builders import make_dataset, model_from_config
+from crfpose.checkpoint import load_checkpoint, load_initial_weights, load_weights, plain, save_checkpoint
+from crfpose.config import Config, save_config, to_dict
 from crfpose.evaluate import compute_metrics, merge_predictions, predict_dataset
+from crfpose.fileio import atomic_write
 from crfpose.losses import heatmap_mse, likelihood_nll
-from crfpose.models import PoseCRF, build_model
+from crfpose.models import PoseModel
+from crfpose.progress import Progress
 from crfpose.skeletons import get_skeleton
 
-__all__ = [
-    "TrainingStalled",
-    "stall_message",
-    "Stage",
-    "plan_stages",
-    "build_model_from_config",
-    "make_dataset",
-    "evaluation_dataset",
-    "build_datasets",
-    "init_pairwise_from_data",
-    "fit_pairwise",
-    "save_checkpoint",
-    "load_checkpoint",
-    "run_files",
-    "load_model",
-    "train",
-    "NonFiniteLoss",
-]
+__all__ = ["TrainingStalled", "NonFiniteLoss", "Stage", "plan_stages", "stall_message", "init_pairwise_from_data", "run_files", "train"]
 
 
 @dataclass(frozen=True)
@@ -86,193 +70,18 @@ def plan_stages(config: Config) -> list[Stage]:
     return [Stage("joint", t.epochs, "all", "crf", lr)]
 
 
-def build_model_from_config(config: Config) -> nn.Module:
-    """The backbone (mode ``unary``) or a :class:`PoseCRF` (other modes) that ``config`` describes."""
-    crf = None
-    if config.train.mode != "unary":
-        c = config.crf
-        crf = {
-            "pairwise": c.pairwise,
-            "radius": c.radius,
-            "unary": c.unary,
-            "num_types": c.num_types,
-            "init_scale": c.init_scale,
-            "pool": c.pool,
-            "structure": c.structure,
-            "cell": c.cell,
-            "heatmap_size": tuple(config.data.heatmap_size),
-        }
-    return build_model(config.model.name, skeleton=get_skeleton(config.skeleton), crf=crf, **config.model.options)
-
-
-def make_dataset(config: Config, split: str, train: bool) -> Dataset:
-    """The ``"train"`` or ``"val"`` dataset of ``config``; ``train=True`` applies the augmentation."""
-    d, skeleton = config.data, get_skeleton(config.skeleton)
-    options = dict(d.train if split == "train" else d.val)
-    if d.name == "synthetic":
-        options.update(skeleton=skeleton, input_size=d.input_size, heatmap_size=d.heatmap_size, sigma=d.sigma)
-    else:
-        augment = to_dict(config)["augment"]
-        enabled, padding = augment.pop("enabled"), augment.pop("padding")
-        options["transform"] = TopDownTransform(
-            skeleton,
-            tuple(d.input_size),
-            tuple(d.heatmap_size),
-            d.sigma,
-            padding,
-            train=train and enabled,
-            **(augment if train and enabled else {}),
-        )
-        if d.name == "coco":
-            options["skeleton"] = skeleton
-    try:
-        dataset = build_dataset(d.name, **options)
-    except TypeError as err:
-        raise ValueError(f"data.{split}: {err}") from None
-    if dataset.skeleton.name != skeleton.name:
-        raise ValueError(f"skeleton: dataset {d.name!r} has skeleton {dataset.skeleton.name!r}, config says {skeleton.name!r}")
-    return dataset
-
-
-def evaluation_dataset(config: Config, name: str, split: Optional[str] = None, options: Optional[dict] = None) -> Dataset:
-    """Dataset ``name`` prepared as ``config`` prepares its validation data (input size, grid, skeleton):
-    the config's own validation options when ``name`` is its dataset, then ``split`` and ``options``."""
-    data = to_dict(config)
-    val = dict(data["data"]["val"]) if name == config.data.name else {}
-    if split is not None:
-        val["split"] = split
-    data["data"] |= {"name": name, "val": val | dict(options or {})}
-    return make_dataset(from_dict(data), "val", train=False)
-
-
-def build_datasets(config: Config) -> tuple[Dataset, Dataset]:
-    """``(train, val)`` datasets; the training one augments when ``augment.enabled``."""
-    return make_dataset(config, "train", train=True), make_dataset(config, "val", train=False)
-
-
-def init_pairwise_from_data(model: PoseCRF, config: Config) -> int:
-    """Set ``model.pairwise`` from the displacement statistics (heatmap-grid units) of up to
+def init_pairwise_from_data(model: PoseModel, config: Config) -> int:
+    """Set the head's structure from the displacement statistics (heatmap-grid units) of up to
     ``crf.init_samples`` training items read without augmentation; returns the number of poses used
-    (0 for a pairwise without parameters, e.g. the flat control: no data is read)."""
-    if not _fittable(model.pairwise):
+    (0 for a structure without parameters, e.g. the flat control: no data is read)."""
+    if not model.head.fittable:
         return 0
-    dataset = make_dataset(config, "train", train=False)
+    dataset = make_dataset(config, "train", train=False, codec=model.codec)
     subset = Subset(dataset, range(min(len(dataset), config.crf.init_samples)))
     loader = DataLoader(subset, batch_size=64, num_workers=config.train.workers)
     keypoints = torch.cat([batch["keypoints"] for batch in loader])  # (N, K, 3) crop pixels
-    fit_pairwise(model, config.data.codec.to_heatmap(keypoints))
+    model.head.fit_(model.codec.to_heatmap(keypoints).to(next(model.parameters()).device))
     return len(keypoints)
-
-
-def fit_pairwise(model: PoseCRF, keypoints: torch.Tensor) -> None:
-    """Set ``model.pairwise`` from the displacement statistics of ``keypoints`` (N, K, 3) in grid cells."""
-    model.pairwise.fit_(keypoints, model.skeleton)
-
-
-def _fittable(pairwise: nn.Module) -> bool:
-    """Whether a pairwise module has parameters that displacement statistics could set."""
-    return any(True for _ in pairwise.parameters())
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Union[str, os.PathLike], state: dict) -> Path:
-    """``torch.save(state)`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    return atomic_write(path, lambda f: torch.save(state, f), binary=True)
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays and paths turned into plain Python values, so that the
-    checkpoint holding it loads with ``torch.load(weights_only=True)``."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
-
-
-def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
-    """A checkpoint written by :func:`train`, on the CPU, read with ``weights_only=True`` (a file that
-    carries code is refused, never run). Anything else gives a one-line ValueError naming the file."""
-    state = load_torch_file(path, "checkpoint")
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("config"), dict):
-        got = f"a dict with keys {sorted(map(str, state))[:6]}" if isinstance(state, dict) else f"a {type(state).__name__}"
-        raise ValueError(f"checkpoint {path}: not a crfpose checkpoint (expected a dict with 'model' and 'config', got {got})")
-    return state
-
-
-def load_model(checkpoint: Union[str, os.PathLike, dict]) -> tuple[nn.Module, Config]:
-    """The model of a :func:`train` checkpoint (weights loaded, eval mode) and its config."""
-    state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    name = "checkpoint" if isinstance(checkpoint, dict) else f"checkpoint {checkpoint}"
-    config = from_dict(state["config"])
-    model = build_model_from_config(config)
-    _load_weights(model, state, name)
-    return model.eval(), config
-
-
-def _load_weights(model: nn.Module, state: dict, name: str, config: Optional[Config] = None) -> None:
-    """``model.load_state_dict(state["model"])``, or a one-line ValueError naming ``name`` and the first
-    mismatch (missing/unexpected key, tensor shape), plus the model settings of ``config`` that differ
-    from the checkpoint's."""
-    ours, theirs = model.state_dict(), state["model"]
-    problems = [f"missing {k}" for k in ours if k not in theirs] + [f"unexpected {k}" for k in theirs if k not in ours]
-    problems += [
-        f"{k} is {tuple(theirs[k].shape)} in the checkpoint, {tuple(v.shape)} in the model"
-        for k, v in ours.items()
-        if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)
-    ]
-    if not problems:
-        model.load_state_dict(theirs)
-        return
-    settings = ""
-    if config is not None:
-        saved, mine = state["config"], to_dict(config)
-        differ = [
-            f"{section}.{k}: {saved.get(section, {}).get(k)!r} in the checkpoint, {v!r} here"
-            for section in ("model", "crf")
-            for k, v in mine[section].items()
-            if saved.get(section, {}).get(k) != v
-        ]
-        if saved.get("skeleton") != config.skeleton:
-            differ.append(f"skeleton: {saved.get('skeleton')!r} in the checkpoint, {config.skeleton!r} here")
-        settings = f"; the config differs: {'; '.join(differ)}" if differ else ""
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    raise ValueError(f"{name}: its weights do not fit the model ({problems[0]}{more}){settings}")
-
-
-def _load_init(model: nn.Module, path: str) -> bool:
-    """Load ``train.init_checkpoint`` (a :func:`train` checkpoint or a bare state dict) into ``model``;
-    a backbone-only state goes into a PoseCRF's backbone, a PoseCRF's backbone into a bare one, and a
-    PoseCRF with another kind of pairwise gives its backbone and unary adapter only. Returns whether a
-    *fitted* pairwise was loaded: not from a checkpoint written while only the heatmaps trained (e.g.
-    ``stage1_heatmap.pt``), whose pairwise is still at its initial value."""
-    checkpoint = load_torch_file(path, "train.init_checkpoint")
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"train.init_checkpoint {path}: expected a crfpose checkpoint or a state dict, got a {type(checkpoint).__name__}")
-    state = checkpoint.get("model", checkpoint)
-    if isinstance(model, PoseCRF) and not any(k.startswith("backbone.") for k in state):
-        model.backbone.load_state_dict(state)
-        return False
-    if not isinstance(model, PoseCRF) and any(k.startswith("backbone.") for k in state):  # a PoseCRF's backbone
-        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-    if isinstance(model, PoseCRF) and _pairwise_shapes(state) != _pairwise_shapes(model.state_dict()):
-        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("pairwise.")}, strict=False)
-        missing = [k for k in model.state_dict() if not k.startswith("pairwise.") and k not in state]
-        if missing:
-            raise ValueError(f"train.init_checkpoint {path}: missing {missing[:3]} for this model")
-        return False
-    model.load_state_dict(state)
-    return isinstance(model, PoseCRF) and checkpoint.get("stage_name", "crf") != "heatmap"
-
-
-def _pairwise_shapes(state: dict) -> dict:
-    return {k: tuple(v.shape) for k, v in state.items() if k.startswith("pairwise.")}
 
 
 # ----------------------------------------------------------------------------- distributed and seeds
@@ -333,36 +142,20 @@ def _all_mean(values: torch.Tensor, ctx: _Context) -> torch.Tensor:
 # ----------------------------------------------------------------------------- one stage
 
 
-class _Forward(nn.Module):
-    """What a stage's loss needs from a batch of images: ``(maps, unary, pairwise)`` (the last two
-    ``None`` for the MSE loss). One module, so DistributedDataParallel sees every trained parameter."""
-
-    def __init__(self, model: nn.Module, loss: str) -> None:
-        super().__init__()
-        self.model, self.loss = model, loss
-
-    def forward(self, images: torch.Tensor):
-        if not isinstance(self.model, PoseCRF):
-            return self.model(images), None, None
-        if self.loss == "mse":
-            return self.model.backbone(images), None, None
-        return self.model.outputs(images)  # (maps, unary, pairwise)
-
-
-def _set_trainable(model: nn.Module, stage: Stage) -> list[nn.Parameter]:
+def _set_trainable(model: PoseModel, stage: Stage) -> list[nn.Parameter]:
     """Mark the stage's parameters trainable (the others frozen) and return them."""
-    backbone = model.backbone if isinstance(model, PoseCRF) else model
-    for p in model.parameters():
-        p.requires_grad_(stage.trains != "backbone")
-    for p in backbone.parameters():
+    for p in model.backbone.parameters():
         p.requires_grad_(stage.trains != "crf")
+    if model.head is not None:
+        for p in model.head.parameters():
+            p.requires_grad_(stage.trains != "backbone")
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _set_modes(model: nn.Module, stage: Stage, freeze_bn: bool) -> None:
+def _set_modes(model: PoseModel, stage: Stage, freeze_bn: bool) -> None:
     """Training mode, except a frozen backbone (and every BatchNorm with ``freeze_bn``) in eval mode."""
     model.train()
-    if stage.trains == "crf" and isinstance(model, PoseCRF):
+    if stage.trains == "crf":
         model.backbone.eval()
     if freeze_bn:
         for m in model.modules():
@@ -418,14 +211,6 @@ def stall_message(record: dict, stage_epoch: int) -> Optional[str]:
     return None
 
 
-PROGRESS_SECONDS = 10.0  # without a terminal, a plain progress line at most this often within an epoch
-
-
-def _progress(line: str) -> None:
-    """One plain progress line on stderr (where no progress bar can be drawn: CI, nohup, notebooks)."""
-    print(f"crfpose train: {line}", file=sys.stderr, flush=True)
-
-
 def _epoch_line(where: str, record: dict) -> str:
     """The plain end-of-epoch line: loss, validation PCK when computed, speed."""
     val = f", val PCK {100 * record['val']['pck']:.1f}%" if "val" in record else ""
@@ -439,14 +224,15 @@ class NonFiniteLoss(RuntimeError):
 class _Trainer:
     """State shared by the stages of one :func:`train` call."""
 
-    def __init__(self, config: Config, ctx: _Context, output: Path) -> None:
+    def __init__(self, config: Config, ctx: _Context, output: Path, model: PoseModel) -> None:
         self.config, self.ctx, self.output = config, ctx, output
         self.skeleton = get_skeleton(config.skeleton)
-        self.codec = config.data.codec
+        self.codec = model.codec
         self.amp = config.train.amp and ctx.device.type == "cuda"
-        self.train_set, self.val_set = build_datasets(config)
+        self.train_set = make_dataset(config, "train", train=True, codec=self.codec)
+        self.val_set = make_dataset(config, "val", train=False, codec=self.codec)
         held_out = config.train.mode == "separate" and config.crf.fit_split == "val"
-        self.crf_set = make_dataset(config, "val", train=True) if held_out else self.train_set
+        self.crf_set = make_dataset(config, "val", train=True, codec=self.codec) if held_out else self.train_set
         self.history: list[dict] = []
 
     def dataset(self, stage: Stage) -> Dataset:
@@ -467,18 +253,18 @@ class _Trainer:
             pin_memory=self.ctx.device.type == "cuda",
         )
 
-    def loss(self, model: nn.Module, outputs, batch: dict, stage: Stage) -> torch.Tensor:
-        maps, unary, pairwise = outputs
+    def loss(self, outputs, batch: dict, stage: Stage) -> torch.Tensor:
         device = self.ctx.device
 
         def mse() -> torch.Tensor:
-            return heatmap_mse(maps.float(), batch["target"].to(device), batch["target_weight"].to(device))
+            return heatmap_mse(outputs.maps.float(), batch["target"].to(device), batch["target_weight"].to(device))
 
         if stage.loss == "mse":
             return mse()
         keypoints = self.codec.to_heatmap(batch["keypoints"].to(device))  # (B, K, 3) grid cells
-        pairwise = None if pairwise is None else pairwise.float()  # None: a chain's transitions live in the model
-        loss = likelihood_nll(lambda u: model.distribution(u, pairwise), unary.float(), keypoints, sigma=self.config.crf.sigma)
+        pairwise = None if outputs.pairwise is None else outputs.pairwise.float()
+        head = outputs.head
+        loss = likelihood_nll(lambda u: head.distribution(u, pairwise), outputs.unary.float(), keypoints, sigma=self.config.crf.sigma)
         if stage.trains == "all" and self.config.train.mse_weight:
             loss = loss + self.config.train.mse_weight * mse()
         return loss
@@ -488,16 +274,15 @@ class _Trainer:
         cfg, ctx = self.config.train, self.ctx
         _set_modes(model, stage, cfg.freeze_bn)
         loader = self.loader(stage, epoch)
-        bar = tqdm(loader, desc=where, leave=False, disable=not ctx.main or not sys.stderr.isatty())
-        plain = ctx.main and not sys.stderr.isatty()  # no bar: plain lines every PROGRESS_SECONDS
-        total, count, images, peak, start = 0.0, 0, 0, 0.0, time.perf_counter()
-        shown, unreadable = start, []
-        for step, batch in enumerate(bar):
+        progress = Progress(f"crfpose train: {where}", len(loader), "steps", enabled=ctx.main)
+        total, count, images, peak, unreadable = 0.0, 0, 0, 0.0, []
+        for step, batch in enumerate(loader):
             with torch.autocast(ctx.device.type, enabled=self.amp):
-                outputs = net(batch["image"].to(ctx.device, non_blocking=True))
-            loss = self.loss(model, outputs, batch, stage)  # float32 outside autocast: the CRF needs the range
+                outputs = net(batch["image"].to(ctx.device, non_blocking=True), head=stage.loss == "crf")
+            loss = self.loss(outputs, batch, stage)  # float32 outside autocast: the CRF needs the range
             value = float(_all_mean(loss.detach().double().reshape(1), ctx))
             if not math.isfinite(value):
+                progress.close()
                 last = self.output / "last.pt"
                 kept = (
                     f"The last good checkpoint is kept: {last}"
@@ -515,15 +300,13 @@ class _Trainer:
             scheduler.step()
             total, count = total + value, count + 1
             if stage.loss == "mse":
-                peak += float(outputs[0].detach().float().amax(dim=(2, 3)).mean())
+                peak += float(outputs.maps.detach().float().amax(dim=(2, 3)).mean())
             images += len(batch["image"]) * ctx.world
             unreadable += [f for f in batch["meta"].get("skipped_file", []) if f]  # data.on_error="skip"
-            speed = images / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{value:.4f}", img_s=f"{speed:.1f}")
-            if plain and time.perf_counter() - shown >= PROGRESS_SECONDS and step + 1 < len(loader):
-                _progress(f"{where}: step {step + 1}/{len(loader)}, loss {total / count:.4g}, {speed:.1f} img/s")
-                shown = time.perf_counter()
-        seconds = time.perf_counter() - start
+            if step + 1 < len(loader):  # the last step is reported by the epoch's own line
+                progress.step(note=f"loss {total / count:.4g}, {images / (progress.elapsed or 1e-9):.1f} img/s")
+        progress.close()
+        seconds = progress.elapsed
         out = {"loss": total / max(count, 1), "images_per_s": images / seconds, "seconds": seconds}
         count_here = torch.tensor([float(len(unreadable))], dtype=torch.float64, device=ctx.device)  # NCCL: on the GPU
         skipped = round(float(_all_mean(count_here, ctx)) * ctx.world)
@@ -537,20 +320,21 @@ class _Trainer:
                 )
         return out | ({"peak": peak / max(count, 1)} if stage.loss == "mse" else {})
 
-    def validate(self, model: nn.Module, stage: Stage) -> dict:
+    def validate(self, model: PoseModel, stage: Stage) -> dict:
         """Validation metrics over every rank's shard, computed on each rank from the gathered predictions."""
         e, ctx = self.config.eval, self.ctx
+        decoder = "unary" if stage.loss == "mse" else e.decoder
         shard = range(ctx.rank, len(self.val_set), ctx.world)
         part = predict_dataset(
             model,
             self.val_set,
-            decoder="unary" if stage.loss == "mse" else e.decoder,
-            flip_test=e.flip_test,
+            decoders=[decoder],
+            flip=e.flip_test,
             refine=e.refine,
             batch_size=e.batch_size,
             workers=self.config.train.workers,
             indices=shard,
-        )
+        )[decoder]
         parts = [part]
         if ctx.world > 1:
             parts = [None] * ctx.world
@@ -593,7 +377,7 @@ class _RunState:
             "stage": self.stage,
             "stage_name": stages[self.stage].name,
             "epoch": self.epoch,
-            "metrics": _plain(self.metrics),
+            "metrics": plain(self.metrics),
             "best": float(self.best),
         }
 
@@ -611,26 +395,35 @@ def train(
     resume: Union[str, os.PathLike, None] = None,
     max_epochs: Optional[int] = None,
     overwrite: bool = False,
+    model: Optional[PoseModel] = None,
 ) -> dict[str, Any]:
     """Train as ``config`` says (see the module docstring); returns a summary.
 
     Args:
-        config: the experiment.
+        config: the experiment (data, budget, optimiser, schedule, validation, ``output_dir``).
         resume: a ``last.pt`` to continue from exactly (same mode); the config given here is used.
         max_epochs: stop after this many epochs in this call (a time-limited job; resume later).
         overwrite: start over in an ``output_dir`` that already holds a run: its checkpoints and log
             are deleted first. Without it such a folder is refused (ValueError) unless ``resume``
             is a checkpoint in that same folder, so that no earlier run is lost by mistake.
+        model: a :class:`~crfpose.models.PoseModel` built in Python to train instead of the one
+            ``config.model`` and ``config.crf`` describe (its codec makes the targets). Its checkpoints
+            load back with :func:`crfpose.checkpoint.load_weights` into the same model, and everywhere
+            by name when ``config.model.name`` is its registered backbone.
 
     Returns ``{"output_dir", "last", "best", "history", "metrics", "best_pck", "complete", "rank"}``:
     checkpoint paths (``None`` if not written), one record per epoch of this call, the latest validation
     metrics, the best PCK of the latest stage (``None`` before any validation), whether every stage has
     finished (``True`` with an empty history when ``resume`` is a finished run) and this process's rank.
     Only rank 0 writes files. Without a terminal on stderr, rank 0 prints a plain progress line per
-    epoch (and every :data:`PROGRESS_SECONDS` within one).
+    epoch (and every :data:`crfpose.progress.PROGRESS_SECONDS` within one).
     """
     if not isinstance(config, Config):
         raise TypeError(f"config: expected a crfpose.config.Config, got {type(config).__name__}")
+    if model is not None and not isinstance(model, PoseModel):
+        raise TypeError(f"model: expected a crfpose PoseModel (backbone + optional head), got {type(model).__name__}")
+    if model is not None and config.train.mode != "unary" and model.head is None:
+        raise ValueError(f"model: train.mode {config.train.mode!r} trains a CRF, but the model has no head")
     if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1):
         raise ValueError(f"max_epochs: expected an int >= 1 (or None for every epoch), got {max_epochs!r}")
     if not sum(stage.epochs for stage in plan_stages(config)):
@@ -643,13 +436,13 @@ def train(
         for path in earlier:  # overwrite: the earlier run's files go before anything new is written
             path.unlink(missing_ok=True)
     try:
-        return _train(config, ctx, resume, max_epochs)
+        return _train(config, ctx, resume, max_epochs, model)
     finally:
         if ctx.owns_group:
             dist.destroy_process_group()
 
 
-def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> dict[str, Any]:
+def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int], model: Optional[PoseModel]) -> dict[str, Any]:
     cfg = config.train
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -658,8 +451,8 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
     output = Path(config.output_dir)
     stages = plan_stages(config)
     _seed(cfg.seed, 0, 0)
-    model = build_model_from_config(config).to(ctx.device)
-    trainer = _Trainer(config, ctx, output)
+    model = (model if model is not None else model_from_config(config)).to(ctx.device)
+    trainer = _Trainer(config, ctx, output, model)
     run = _RunState()
     resumed = None  # the checkpoint whose optimiser, schedule and scaler continue stage run.stage
     pairwise_loaded = False
@@ -667,7 +460,7 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
         resumed = load_checkpoint(resume)
         if resumed["config"]["train"]["mode"] != cfg.mode:
             raise ValueError(f"resume: checkpoint is a {resumed['config']['train']['mode']!r} run, config.train.mode is {cfg.mode!r}")
-        _load_weights(model, resumed, f"resume {resume}", config)
+        load_weights(model, resumed, f"resume {resume}", config)
         run = _RunState.from_checkpoint(resumed)
         if run.epoch >= stages[run.stage].epochs:  # its stage had finished
             if run.stage + 1 == len(stages):  # nothing left to train
@@ -675,7 +468,7 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
             run.start_stage(run.stage + 1)
             resumed = None
     elif cfg.init_checkpoint:
-        pairwise_loaded = _load_init(model, cfg.init_checkpoint)
+        pairwise_loaded = load_initial_weights(model, cfg.init_checkpoint)
     if ctx.main:
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "config.yaml")
@@ -690,9 +483,9 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
         params = _set_trainable(model, stage)
         if resumed is None and stage.loss == "crf" and config.crf.init_from_data and not pairwise_loaded:
             init_pairwise_from_data(model, config)
-        net: nn.Module = _Forward(model, stage.loss)
+        net: nn.Module = model
         if ctx.world > 1:
-            net = DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+            net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         steps = math.ceil(len(trainer.dataset(stage)) / ctx.world / cfg.batch_size)
         optimizer = _optimizer(params, config, stage.lr)
         scheduler = _schedule(optimizer, config, stage.epochs, steps)
@@ -729,14 +522,14 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int]) -> 
                     warnings.warn(f"{where}: {stalled}", TrainingStalled, stacklevel=2)
             trainer.log(record)
             if ctx.main and not sys.stderr.isatty():
-                _progress(_epoch_line(where, record))
+                print(f"crfpose train: {_epoch_line(where, record)}", file=sys.stderr, flush=True)
             if ctx.main:
                 checkpoint = {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
-                    "config": _plain(to_dict(config)),
+                    "config": plain(to_dict(config)),
                 } | run.checkpoint_keys(stages)
                 written["last"] = save_checkpoint(output / "last.pt", checkpoint)
                 if improved:

@@ -7,7 +7,7 @@ Shape legend: N persons, K joints, H x W heatmap grid, H_in x W_in input crop, h
     persons[0]["keypoints"]                      # (K, 2) (x, y) in photo.jpg's pixels
 
 Crops of every image and person in a call are batched together; the decoders and the flip test are
-those of :func:`crfpose.evaluate.predict_batch`, the crop that of :func:`crfpose.data.transforms.crop_box`.
+those of :meth:`crfpose.models.PoseModel.predict`, the crop that of :func:`crfpose.data.transforms.crop_box`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch import nn
 
-from crfpose.data.transforms import affine_points, crop_box, image_to_tensor, invert_affine
-from crfpose.evaluate import FlipAveraged, predict_batch
-from crfpose.models.pose_crf import DECODERS, PoseCRF
-from crfpose.skeletons import Skeleton
+from crfpose.checkpoint import load_model
+from crfpose.codec import REFINEMENTS
+from crfpose.data.transforms import PADDING, affine_points, crop_box, image_to_tensor, invert_affine
+from crfpose.models import PoseModel
 
 __all__ = ["Predictor", "read_image", "whole_image_box"]
 
@@ -74,13 +73,13 @@ def _as_boxes(boxes: Any, index: int) -> np.ndarray:
 
 
 class Predictor:
-    """Poses of the persons in images, in the images' own pixels.
+    """Poses of the persons in images, in the images' own pixels: boxes -> top-down crops ->
+    :meth:`PoseModel.predict` -> back to the image through each crop's affine.
 
     Args:
-        model: a :class:`PoseCRF` (any decoder) or a bare backbone (``decoder="unary"``).
-        skeleton: the model's skeleton (default: ``model.skeleton``).
-        input_size: ``(W_in, H_in)`` of the crops the model was trained on.
-        decoder: ``"marginals"`` (default for a PoseCRF), ``"map"`` or ``"unary"`` (default for a backbone).
+        model: a :class:`~crfpose.models.PoseModel` (its codec gives the crop size and grid).
+        decoder: ``"marginals"`` (default with a CRF), ``"map"`` or ``"unary"`` (the default without one);
+            a call may ask for another.
         flip: the flip test (average with the mirrored crop's maps), as in evaluation.
         refine: sub-pixel refinement of :func:`crfpose.codec.decode` (``"none"``, ``"quarter"``, ``"dark"``).
         padding: the box is enlarged by this factor (after the aspect-ratio fix) before cropping.
@@ -93,42 +92,35 @@ class Predictor:
     Keypoint scores: with the ``marginals`` and ``map`` decoders they are the CRF's marginal
     probability that the joint lies within one grid cell of the reported one (the 3 x 3 block around
     it), a calibrated probability (unlike heatmap maxima, whose scale is arbitrary); with ``unary``
-    they are the backbone map's value there. A pose's
-    ``score`` is the mean keypoint score times the box score.
+    they are the backbone map's value there. A pose's ``score`` is the mean keypoint score times the
+    box score.
     """
 
     def __init__(
         self,
-        model: nn.Module,
-        skeleton: Optional[Skeleton] = None,
-        input_size: Sequence[int] = (192, 256),
+        model: PoseModel,
         *,
         decoder: Optional[str] = None,
         flip: bool = True,
         refine: str = "none",
-        padding: float = 1.25,
+        padding: float = PADDING,
         normalized: bool = True,
         detector: Optional[Callable[[torch.Tensor], np.ndarray]] = None,
         batch_size: int = 32,
         device: Union[str, torch.device, None] = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
-        skeleton = skeleton if skeleton is not None else getattr(model, "skeleton", None)
-        if not isinstance(skeleton, Skeleton):
-            raise ValueError("skeleton: expected a crfpose Skeleton (or a PoseCRF model, which has one), got none")
-        decoder = decoder if decoder is not None else ("marginals" if isinstance(model, PoseCRF) else "unary")
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
-        if not isinstance(model, PoseCRF) and decoder != "unary":
-            raise ValueError(f"decoder: a model without a CRF supports only 'unary', got {decoder!r}")
+        if not isinstance(model, PoseModel):
+            raise TypeError(f"model: expected a crfpose PoseModel (a backbone alone: wrap it in PoseModel), got {type(model).__name__}")
+        (decoder,) = model.check_decoders(None if decoder is None else [decoder])
+        if refine not in REFINEMENTS:
+            raise ValueError(f"refine: expected one of {REFINEMENTS}, got {refine!r}")
         if not (isinstance(batch_size, int) and batch_size > 0):
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-        if len(input_size) != 2 or not all(int(v) == v and v > 0 for v in input_size):
-            raise ValueError(f"input_size: expected (W, H) positive integers, got {input_size!r}")
+        if not (isinstance(padding, (int, float)) and padding > 0):
+            raise ValueError(f"padding: expected a positive number, got {padding!r}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
-        self.skeleton, self.input_size = skeleton, (int(input_size[0]), int(input_size[1]))
+        self.skeleton = model.skeleton
         self.decoder, self.flip, self.refine, self.padding = decoder, bool(flip), refine, float(padding)
         self.normalized, self.detector, self.batch_size = bool(normalized), detector, batch_size
 
@@ -144,16 +136,13 @@ class Predictor:
         **options: Any,
     ) -> "Predictor":
         """A predictor for a checkpoint of ``crfpose train`` or ``crfpose import-official`` (read with
-        ``weights_only=True``). Input size, padding and colour normalisation come from its config;
-        ``refine`` defaults to the config's ``eval.refine``. A file that is not a crfpose checkpoint is
-        a one-line ValueError naming it."""
-        from crfpose.engine import load_model
-
+        ``weights_only=True``). Padding and colour normalisation come from its config; ``refine``
+        defaults to the config's ``eval.refine``. A file that is not a crfpose checkpoint is a
+        one-line ValueError naming it."""
         model, config = load_model(path)
         normalized = bool(config.data.val.get("normalize", True)) if config.data.name == "synthetic" else True
         return cls(
             model,
-            input_size=tuple(config.data.input_size),
             decoder=decoder,
             flip=flip,
             refine=refine if refine is not None else config.eval.refine,
@@ -175,6 +164,7 @@ class Predictor:
         images: Union[ImageLike, Sequence[ImageLike]],
         boxes: Any = None,
         *,
+        decoder: Optional[str] = None,
         return_maps: bool = False,
     ) -> Union[list[dict[str, Any]], list[list[dict[str, Any]]]]:
         """Persons in one image (a list of dicts) or in each of a list of images (a list of such lists).
@@ -183,12 +173,15 @@ class Predictor:
             images: a path, PIL image, ``(h, w, 3)`` uint8 array or ``(3, h, w)`` tensor, or a list of them.
             boxes: per image, ``(N, 4)`` or ``(N, 5)`` rows ``(x, y, w, h[, score])`` in its pixels (for a list
                 of images, a list of those); default: the detector's boxes, or the whole image.
-            return_maps: add each person's ``unary`` and ``marginals`` maps ``(K, H, W)`` (``marginals`` is
-                ``None`` without a CRF), for :func:`crfpose.viz.plot_heatmaps`.
+            decoder: this call's decoder (default: the predictor's).
+            return_maps: add each person's ``unary`` and ``marginals`` maps ``(K, H, W)`` from the same
+                pass (``marginals`` is ``None`` without a CRF), for :func:`crfpose.viz.plot_heatmaps`.
 
         Each person: ``bbox`` ``(x, y, w, h)``, ``bbox_score``, ``keypoints`` ``(K, 2)`` float64 (x, y) in the
         original image's pixels, ``keypoint_scores`` ``(K,)`` and ``score`` (see the class docstring).
+        A non-finite output (e.g. a model with NaN weights) is a ValueError naming the image.
         """
+        (decoder,) = self.model.check_decoders([decoder or self.decoder])
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
         if boxes is not None:
@@ -199,36 +192,32 @@ class Predictor:
         per_image = [self.boxes(t) if boxes is None else _as_boxes(boxes[i], i) for i, t in enumerate(tensors)]
         owners = [(i, box) for i, image_boxes in enumerate(per_image) for box in image_boxes]
         results: list[list[dict[str, Any]]] = [[] for _ in images]
+        input_size = self.model.codec.input_size
+        wanted = [decoder] + (["marginals"] if return_maps and self.model.head is not None else [])  # one pass for both
         for start in range(0, len(owners), self.batch_size):
             chunk = owners[start : start + self.batch_size]
-            crops, affines = zip(*(crop_box(tensors[i], box[:4], self.input_size, self.padding, self.normalized) for i, box in chunk))
+            crops, affines = zip(*(crop_box(tensors[i], box[:4], input_size, self.padding, self.normalized) for i, box in chunk))
             batch = torch.stack(crops).to(self.device)  # (B, 3, H_in, W_in)
-            points = predict_batch(self.model, batch, self.skeleton, self.decoder, self.flip, self.refine)  # (B, K, 3)
-            points = points.cpu().double().numpy()
-            maps = self._maps(batch) if return_maps else None
+            prediction = self.model.predict(batch, wanted, flip=self.flip, refine=self.refine)
+            points = prediction.keypoints[decoder].cpu().double().numpy()  # (B, K, 3) crop pixels
             for b, ((i, box), affine) in enumerate(zip(chunk, affines)):
-                xy = affine_points(points[b, :, :2], invert_affine(affine))  # (K, 2) original pixels
+                if not np.isfinite(points[b]).all():
+                    raise ValueError(f"{_name(images[i], i)}: the model's output is not finite (NaN or infinite): check its weights")
                 scores = points[b, :, 2]
                 person = {
                     "bbox": box[:4].tolist(),
                     "bbox_score": float(box[4]),
-                    "keypoints": xy,
+                    "keypoints": affine_points(points[b, :, :2], invert_affine(affine)),  # (K, 2) original pixels
                     "keypoint_scores": scores,
                     "score": float(scores.mean() * box[4]),
                 }
-                if maps is not None:
-                    person["unary"], person["marginals"] = maps[0][b], None if maps[1] is None else maps[1][b]
+                if return_maps:
+                    person["unary"] = prediction.unary[b].cpu()
+                    person["marginals"] = None if prediction.marginals is None else prediction.marginals[b].cpu()
                 results[i].append(person)
         return results[0] if single else results
 
-    def _maps(self, batch: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """``(unary, marginals)`` ``(B, K, H, W)`` on the CPU for a batch of crops (flip test included)."""
-        crf = isinstance(self.model, PoseCRF)
-        backbone = self.model.backbone if crf else self.model
-        if self.flip:
-            backbone = FlipAveraged(backbone, self.skeleton)
-        if not crf:
-            return backbone(batch).cpu(), None
-        m = self.model
-        _, unary, pairwise = m.with_backbone(backbone).outputs(batch)
-        return unary.cpu(), m.distribution(unary, pairwise).marginals.detach().cpu()
+
+def _name(image: ImageLike, index: int) -> str:
+    """How an error names an input image: its path, else its position."""
+    return f"image {image}" if isinstance(image, (str, os.PathLike)) else f"image {index} of the call"

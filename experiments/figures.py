@@ -16,7 +16,8 @@ from typing import Sequence
 
 import torch
 
-from crfpose import engine, viz
+from crfpose import viz
+from crfpose.checkpoint import load_model
 from crfpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from crfpose.skeletons import get_skeleton
 
@@ -70,22 +71,22 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
         )
         written.append(viz.save(figure, out / f"gallery_{_slug(focus[0])}_vs_{_slug(focus[1])}.png", dpi=GALLERY_DPI))
     for row in dict.fromkeys(r["row"] for r in chosen):  # a row's kernels once, whatever its decoders
-        model, config = engine.load_model(grid.folder(row) / "last.pt")
-        if not hasattr(model, "pairwise") or config.crf.structure != "tree" or config.crf.pairwise == "flat":
+        model, config = load_model(grid.folder(row) / "last.pt")
+        if model.head is None or config.crf.structure != "tree" or config.crf.pairwise == "flat":
             continue
         skeleton = get_skeleton(config.skeleton)
         with torch.no_grad():
-            tables = _tables(model, config)
+            tables = _tables(model)
         written.append(viz.save(viz.plot_pairwise(tables, skeleton), out / f"kernels_{row}.png"))
         if config.crf.pairwise in ("gaussian", "axis_gaussian"):  # one ellipse per limb reads a Gaussian, not a mixture's rings
             written.append(viz.save(viz.plot_deformation(tables, skeleton), out / f"deformation_{row}.png"))
     return written
 
 
-def _tables(model, config) -> torch.Tensor:
+def _tables(model) -> torch.Tensor:
     """The pairwise tables of a model: static ones as they are; an image-conditioned one on a grey image."""
-    w, h = config.data.input_size
-    return model.outputs(torch.zeros(1, 3, h, w))[2]
+    w, h = model.codec.input_size
+    return model.outputs(torch.zeros(1, 3, h, w)).pairwise
 
 
 def _fractions(result: dict) -> dict:

@@ -10,7 +10,7 @@ A grid file (YAML) holds::
     name: lsp_ablation
     output: runs/lsp_ablation             # run folders <output>/<variant or main>/<row> (checkpoints, logs, predictions)
     report: docs/experiments/lsp_ablation # results.json, results.md and figures (a variant's go to its run folder)
-    base: configs/lsp_cnn.yaml            # the training config every row starts from (relative to this file)
+    base: ../crfpose/configs/lsp_cnn.yaml  # the training config every row starts from (relative to this file)
     set: [key=value, ...]                 # overrides for every row (a row's own come after them)
     test: {name: lsp, options: {root: ../shared/data/lsp, split: test}}
     evaluate: {flip: true, alpha: 0.2, normalizer: torso, all_joints: true, bootstrap: 1000}
@@ -56,6 +56,8 @@ import numpy as np
 import yaml
 
 from crfpose import engine, metrics
+from crfpose.builders import evaluation_dataset, model_from_config
+from crfpose.checkpoint import load_model
 from crfpose.config import Config, from_dict, load_config, to_dict
 from crfpose.evaluate import predict_dataset
 from crfpose.fileio import atomic_write
@@ -191,9 +193,9 @@ def row_config(grid: Grid, row: Row) -> Config:
     return load_config(grid.base, [*grid.set, *row.set, *grid.late, *extra])
 
 
-def _test_set(grid: Grid, config: Config):
+def _test_set(grid: Grid, config: Config, codec):
     """The grid's test set, prepared as the row's config prepares its validation data."""
-    return engine.evaluation_dataset(config, grid.test.get("name", config.data.name), options=grid.test.get("options"))
+    return evaluation_dataset(config, grid.test.get("name", config.data.name), codec, options=grid.test.get("options"))
 
 
 def _seconds(folder: Path) -> tuple[int, float]:
@@ -214,14 +216,14 @@ def run_row(grid: Grid, row: Row) -> dict:
     last = folder / "last.pt"
     # a row folder without last.pt holds nothing to resume (an epoch cut short): the row starts over
     engine.train(config, resume=last if last.is_file() else None, overwrite=not last.is_file())
-    model, config = engine.load_model(last)
+    model, config = load_model(last)
     skeleton = get_skeleton(config.skeleton)
-    test = _test_set(grid, config)
+    test = _test_set(grid, config, model.codec)
     e = grid.evaluate
     result: dict[str, Any] = {"row": row.name, "config": to_dict(config), "decoders": {}}
     for decoder in row.decoders:
         started = time.perf_counter()
-        p = predict_dataset(model, test, decoder=decoder, flip_test=e["flip"], batch_size=e["batch_size"])
+        p = predict_dataset(model, test, decoders=[decoder], flip=e["flip"], batch_size=e["batch_size"])[decoder]
         atomic_write(folder / f"predictions_{decoder}.npz", lambda f: np.savez(f, **p), binary=True)
         result["decoders"][decoder] = score(p, skeleton, e) | {"eval_seconds": time.perf_counter() - started}
     result["epochs"], result["seconds"] = _seconds(folder)
@@ -402,7 +404,11 @@ def write_report(grid: Grid, results: list[dict]) -> None:
     if results:
         config = from_dict(json.loads((grid.folder(results[0]["row"]) / "result.json").read_text())["config"])
         figures.draw(
-            grid, results, lambda name: _load_predictions(grid, name), lambda: _test_set(grid, config), focus=grid.evaluate.get("focus", ())
+            grid,
+            results,
+            lambda name: _load_predictions(grid, name),
+            lambda: _test_set(grid, config, model_from_config(config).codec),
+            focus=grid.evaluate.get("focus", ()),
         )
     atomic_write(grid.report / "results.json", lambda f: json.dump(results, f, indent=1))
     text = f"# {grid.name}: results\n\n{format_table(results)}\n\n## PCK per joint\n\n{format_joints(results)}\n"

@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from crfpose import engine
+from crfpose.checkpoint import load_model
 from crfpose.config import load_config
 from crfpose.data.synthetic import SyntheticDataset
 from crfpose.evaluate import predict_dataset
 from crfpose.skeletons import get_skeleton
-from crfpose.models import PoseCRF
 from crfpose.structure import bootstrap_deltas, pck_gain, structure_scores, summarise
 
 DECODERS = ("unary", "marginals", "map")
-BASE_CONFIG = Path(__file__).parent / "configs" / "synthetic_separate.yaml"
+BASE_CONFIG = "synthetic_separate"  # a shipped config (crfpose/configs/)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,15 +89,20 @@ def main(argv=None) -> dict:
         config = load_config(args.config, [f"output_dir={output / 'train'}", *args.set])
         summary = engine.train(config)
         checkpoint = str(summary["last"])
-    model, config = engine.load_model(checkpoint)
+    model, config = load_model(checkpoint)
     trained = time.time()
     skeleton = get_skeleton(config.skeleton)
     d = config.data
     test = SyntheticDataset(
-        skeleton, length=args.test_length, seed=args.test_seed, input_size=d.input_size, heatmap_size=d.heatmap_size, sigma=d.sigma
+        skeleton,
+        length=args.test_length,
+        seed=args.test_seed,
+        input_size=model.codec.input_size,
+        heatmap_size=model.codec.heatmap_size,
+        sigma=d.sigma,
     )
-    decoders = DECODERS if isinstance(model, PoseCRF) else ("unary",)
-    preds = {name: predict_dataset(model, test, decoder=name) for name in decoders}
+    decoders = model.decoders
+    preds = predict_dataset(model, test, decoders=decoders)
     gt, box = preds["unary"]["gt"], preds["unary"]["box"]
     visible = gt[..., 2] == 2  # (N, K); every synthetic joint is labelled, v=1 where hidden
     scores = {name: structure_scores(p["pred"], gt, skeleton, alpha=args.alpha, normalizer="bbox", boxes=box) for name, p in preds.items()}
@@ -110,7 +115,7 @@ def main(argv=None) -> dict:
     versus = {}
     if args.baseline:
         path, decoder = args.baseline.rsplit(":", 1)
-        other = predict_dataset(engine.load_model(path)[0], test, decoder=decoder)
+        other = predict_dataset(load_model(path)[0], test, decoders=[decoder])[decoder]
         base = structure_scores(other["pred"], gt, skeleton, alpha=args.alpha, normalizer="bbox", boxes=box)
         versus = {name: pck_gain(s["correct"], base["correct"], s["counted"], resamples=args.bootstrap) for name, s in scores.items()}
     result = {

@@ -13,12 +13,13 @@ from PIL import Image
 
 from crfpose.cli import main
 from crfpose.config import load_config, to_dict
-from crfpose.engine import build_model_from_config, save_checkpoint
+from crfpose.builders import model_from_config
+from crfpose.checkpoint import save_checkpoint
 from crfpose.predict import Predictor
 
 gradio_client = pytest.importorskip("gradio_client")
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio's own pandas deprecations
-CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "crfpose" / "configs"
 CHROMIUM = "/usr/bin/chromium"
 K = 14
 
@@ -31,7 +32,7 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     config = load_config(CONFIGS / "synthetic_separate.yaml")
     path = tmp_path_factory.mktemp("app") / "model.pt"
-    save_checkpoint(path, {"model": build_model_from_config(config).state_dict(), "config": to_dict(config)})
+    save_checkpoint(path, {"model": model_from_config(config).state_dict(), "config": to_dict(config)})
     return path
 
 

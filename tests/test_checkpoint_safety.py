@@ -6,10 +6,11 @@ import os
 import pytest
 import torch
 
-from crfpose import engine
+from crfpose.builders import model_from_config
+from crfpose.checkpoint import load_checkpoint, load_initial_weights, load_model, plain, save_checkpoint
 from crfpose.cli import main
-from crfpose.engine import build_model_from_config, load_checkpoint, load_model, save_checkpoint
 from crfpose.config import Config, to_dict
+from crfpose.models import build_model
 from crfpose.models.official import load_official_checkpoint
 
 
@@ -26,8 +27,8 @@ class Payload:
 def tiny_checkpoint(path):
     config = Config()
     config.model.name, config.model.options = "cnn", {"width": 4, "blocks": 1}
-    config.data.input_size, config.data.heatmap_size = (32, 32), (8, 8)
-    model = build_model_from_config(config)
+    config.data.input_size, config.data.heatmap_size = [32, 32], [8, 8]
+    model = model_from_config(config)
     save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(config), "metrics": {}, "best": 0.0})
     return path
 
@@ -36,7 +37,8 @@ def test_a_pickle_carrying_code_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
     torch.save({"model": {}, "config": {}, "extra": Payload(marker)}, evil)
-    for load in (load_checkpoint, load_official_checkpoint, lambda p: engine._load_init(torch.nn.Linear(1, 1), p)):
+    model = build_model("cnn", "lsp14", input_size=(32, 32), width=4, depth=1)
+    for load in (load_checkpoint, load_official_checkpoint, lambda p: load_initial_weights(model, p)):
         with pytest.raises(ValueError, match=r"evil\.pt: refused: it holds Python objects") as info:
             load(evil)
         assert "\n" not in str(info.value)
@@ -76,8 +78,8 @@ def test_a_saved_checkpoint_loads_with_weights_only(tmp_path):
     model, config = load_model(tmp_path / "ok.pt")
     assert config.model.options == {"width": 4, "blocks": 1}
     assert all(torch.equal(v, state["model"][k]) for k, v in model.state_dict().items())
-    plain = engine._plain({"pck": np.float64(0.5), "per": np.arange(2), "path": tmp_path})
-    assert plain == {"pck": 0.5, "per": [0, 1], "path": str(tmp_path)} and type(plain["pck"]) is float
+    values = plain({"pck": np.float64(0.5), "per": np.arange(2), "path": tmp_path})
+    assert values == {"pck": 0.5, "per": [0, 1], "path": str(tmp_path)} and type(values["pck"]) is float
 
 
 def test_cli_eval_on_a_bad_checkpoint_prints_one_line_and_exits_2(tmp_path, capsys):

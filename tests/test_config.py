@@ -7,7 +7,7 @@ import yaml
 
 from crfpose.config import MODES, Config, from_dict, load_config, save_config, to_dict
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "crfpose" / "configs").glob("*.yaml"))
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):
@@ -67,7 +67,7 @@ def test_unknown_key_in_yaml_names_its_dotted_path(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="path: .* must hold a YAML mapping, got list"):
         load_config(path)
-    with pytest.raises(ValueError, match="path: cannot read YAML config"):
+    with pytest.raises(ValueError, match="path: no config file .*shipped configs, usable by name: .*synthetic_separate"):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ValueError, match="config: expected a mapping"):
         from_dict([1])
@@ -79,3 +79,14 @@ def test_shipped_configs_load(path):
     assert config.output_dir.startswith("runs/")
     named = path.stem.rsplit("_", 1)[-1]  # e.g. synthetic_joint; a grid's base config (lsp_cnn) names none
     assert config.train.mode == named or named not in MODES
+
+
+def test_shipped_configs_load_by_name_from_anywhere(tmp_path, monkeypatch):
+    from crfpose.config import shipped_configs
+
+    monkeypatch.chdir(tmp_path)  # not the checkout: the configs ship inside the package
+    assert "synthetic_separate" in shipped_configs()
+    for name in ("synthetic_separate", "synthetic_separate.yaml"):
+        assert load_config(name).train.mode == "separate"
+    (tmp_path / "synthetic_separate.yaml").write_text("train: {mode: joint}\n")
+    assert load_config("synthetic_separate.yaml").train.mode == "joint"  # a file of that name comes first

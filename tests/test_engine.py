@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from crfpose import engine
+from crfpose.builders import make_dataset, model_from_config
+from crfpose.checkpoint import load_checkpoint, load_initial_weights, load_model
 from crfpose.codec import input_to_heatmap
 from crfpose.config import load_config
 from crfpose.crf import GaussianPairwise
-from crfpose.engine import NonFiniteLoss, build_model_from_config, load_checkpoint, load_model, plan_stages, train
-from crfpose.models import ChainPoseCRF, PoseCRF
+from crfpose.crf.chain import ChainCRF
+from crfpose.engine import NonFiniteLoss, plan_stages, train
 from tiny_config import TINY_SYNTHETIC
 
 
@@ -59,7 +61,7 @@ def test_each_mode_lowers_its_loss(tmp_path, mode, extra):
     assert all("val" in r and 0 <= r["val"]["pck"] <= 1 for r in log)
     assert result["last"].is_file() and result["best"].is_file() and (tmp_path / "config.yaml").is_file()
     model, config = load_model(result["last"])
-    assert config.train.mode == mode and isinstance(model, PoseCRF) == (mode != "unary")
+    assert config.train.mode == mode and (model.head is not None) == (mode != "unary")
 
 
 def test_separate_stage2_leaves_the_backbone_bit_identical(tmp_path):
@@ -74,7 +76,7 @@ def test_separate_stage2_leaves_the_backbone_bit_identical(tmp_path):
     assert any("running_mean" in k for k in backbone)  # BN statistics are compared too
     for key in backbone:
         assert torch.equal(stage1["model"][key], stage2["model"][key]), key
-    for key in ("unary.log_scale", "pairwise.mean", "pairwise.log_diag"):
+    for key in ("head.unary.log_scale", "head.pairwise.mean", "head.pairwise.log_diag"):
         assert not torch.equal(stage1["model"][key], stage2["model"][key]), key
 
 
@@ -83,21 +85,22 @@ def test_separate_crf_stage_can_fit_on_the_held_out_split(tmp_path):
     result = train(config)
     stages = [r for r in result["history"] if r["stage"] == "crf"]
     assert stages and all(r["images_per_s"] > 0 for r in stages)
-    trainer = engine._Trainer(config, engine._context(config), tmp_path)
+    trainer = engine._Trainer(config, engine._context(config), tmp_path, model_from_config(config))
     crf_stage = plan_stages(config)[1]
     assert len(trainer.dataset(crf_stage)) == 4 and len(trainer.dataset(plan_stages(config)[0])) == 16
 
 
 def test_crf_stage_starts_from_displacement_statistics(tmp_path):
     config = tiny(tmp_path, "joint")
-    model = build_model_from_config(config)
+    model = model_from_config(config)
     used = engine.init_pairwise_from_data(model, config)
-    dataset = engine.make_dataset(config, "train", train=False)
+    dataset = make_dataset(config, "train", train=False, codec=model.codec)
     keypoints = torch.stack([dataset[i]["keypoints"] for i in range(len(dataset))])
     grid = input_to_heatmap(keypoints, 4.0)  # 32 px input over an 8-cell grid
     expected = GaussianPairwise.from_keypoints(grid, model.skeleton, 3)
     assert used == 16
-    assert torch.allclose(model.pairwise.mean, expected.mean) and torch.allclose(model.pairwise.precision, expected.precision)
+    pairwise = model.head.pairwise
+    assert torch.allclose(pairwise.mean, expected.mean) and torch.allclose(pairwise.precision, expected.precision)
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -139,32 +142,32 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 def test_joint_can_start_from_a_unary_checkpoint(tmp_path):
     unary = train(tiny(tmp_path / "u", "unary", "train.epochs=1"))
     config = tiny(tmp_path / "j", "joint", f"train.init_checkpoint={unary['last']}")
-    model = build_model_from_config(config)
-    assert engine._load_init(model, config.train.init_checkpoint) is False  # backbone only: pairwise from data
+    model = model_from_config(config)
+    assert load_initial_weights(model, config.train.init_checkpoint) is False  # backbone only: pairwise from data
     for key, value in weights(unary["last"]).items():
-        assert torch.equal(model.backbone.state_dict()[key], value)
+        assert torch.equal(model.state_dict()[key], value)
 
 
 def test_unary_can_continue_from_a_crf_checkpoint_backbone(tmp_path):
     first = train(tiny(tmp_path / "a", "separate"))
     result = train(tiny(tmp_path / "b", "unary", "train.epochs=1", f"train.init_checkpoint={first['last']}", "optim.lr=1e-12"))
     before, after = load_checkpoint(first["last"])["model"], load_checkpoint(result["last"])["model"]
-    key = "final_layer.weight"
-    assert torch.allclose(before["backbone." + key], after[key], atol=1e-8)  # loaded, then (almost) not moved
+    key = "backbone.final_layer.weight"
+    assert torch.allclose(before[key], after[key], atol=1e-8)  # loaded, then (almost) not moved
 
 
 def test_joint_with_another_pairwise_takes_backbone_and_unary_of_the_init_checkpoint(tmp_path):
     first = train(tiny(tmp_path / "a", "separate"))
     config = tiny(tmp_path / "b", "joint", "crf.pairwise=flat", "crf.radius=7", f"train.init_checkpoint={first['last']}")
-    model = build_model_from_config(config)
-    assert engine._load_init(model, first["last"]) is False  # its Gaussian pairwise does not fit a flat one
+    model = model_from_config(config)
+    assert load_initial_weights(model, first["last"]) is False  # its Gaussian pairwise does not fit a flat one
     before = load_checkpoint(first["last"])["model"]
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key  # everything but the pairwise came from the checkpoint
-    bad = {k: v for k, v in before.items() if k != "unary.log_scale"}
-    torch.save(bad, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match=r"missing \['unary.log_scale'\]"):
-        engine._load_init(build_model_from_config(config), tmp_path / "bad.pt")
+    bad = {k.removeprefix("backbone."): v for k, v in before.items() if k.startswith("backbone.") and "final_layer" not in k}
+    torch.save(bad, tmp_path / "bad.pt")  # a bare backbone state dict without its last layer
+    with pytest.raises(ValueError, match=r"its backbone does not fit this model \(missing or reshaped: \['backbone.final_layer"):
+        load_initial_weights(model_from_config(config), tmp_path / "bad.pt")
 
 
 def test_joint_from_a_stage1_checkpoint_still_fits_the_pairwise(tmp_path):
@@ -173,8 +176,8 @@ def test_joint_from_a_stage1_checkpoint_still_fits_the_pairwise(tmp_path):
     separate = tiny(tmp_path / "s", "separate")
     train(separate)
     config = tiny(tmp_path / "j", "joint", f"train.init_checkpoint={tmp_path / 's' / 'stage1_heatmap.pt'}")
-    assert engine._load_init(build_model_from_config(config), config.train.init_checkpoint) is False
-    assert engine._load_init(build_model_from_config(config), str(tmp_path / "s" / "last.pt")) is True
+    assert load_initial_weights(model_from_config(config), config.train.init_checkpoint) is False
+    assert load_initial_weights(model_from_config(config), str(tmp_path / "s" / "last.pt")) is True
 
 
 def test_errors(tmp_path):
@@ -202,7 +205,7 @@ def test_cuda_requested_without_cuda(tmp_path):
 def test_dataset_skeleton_must_match(lsp_root, tmp_path):
     config = tiny(tmp_path, "unary", "skeleton=coco17", "data.name=lsp", f"data.train={{root: '{lsp_root}'}}")
     with pytest.raises(ValueError, match="skeleton: dataset 'lsp' has skeleton 'lsp14', config says 'coco17'"):
-        engine.build_datasets(config)
+        make_dataset(config, "train", train=False, codec=model_from_config(config).codec)
 
 
 def test_stall_messages_name_the_cause():
@@ -230,23 +233,24 @@ def test_chain_baseline_trains_end_to_end_and_reloads(tmp_path):
     losses = [r["loss"] for r in result["history"]]
     assert losses[-1] < losses[0], losses
     model, loaded = load_model(result["last"])
-    assert isinstance(model, ChainPoseCRF) and loaded.crf.structure == "chain" and model.pairwise.num_tags == 16
-    transitions = model.pairwise.crf.transitions
+    assert isinstance(model.head.chain, ChainCRF) and loaded.crf.structure == "chain" and model.head.chain.num_tags == 16
+    transitions = model.head.chain.crf.transitions
     assert torch.isfinite(transitions).all() and transitions.std() > 0
     images = torch.randn(2, 3, 32, 32)
     model.eval()
     again, _ = load_model(result["last"])
     again.eval()
+    points, other = model.predict(images, ["marginals", "map"]).keypoints, again.predict(images, ["marginals", "map"]).keypoints
     for decoder in ("marginals", "map"):
-        points = model.predict(images, decoder)
-        assert points.shape == (2, 14, 3) and torch.equal(points, again.predict(images, decoder))
+        assert points[decoder].shape == (2, 14, 3) and torch.equal(points[decoder], other[decoder])
 
 
 def test_axis_gaussian_trains_from_statistics_with_a_map_decoder_and_reloads_axis_aligned(tmp_path):
     config = tiny(tmp_path, "joint", "crf.pairwise=axis_gaussian", "eval.decoder=map")
     train(config)
     model, loaded = load_model(tmp_path / "last.pt")
-    assert loaded.crf.pairwise == "axis_gaussian" and model.pairwise.axis_aligned
-    assert torch.equal(model.pairwise.off_diag, torch.zeros_like(model.pairwise.off_diag))
+    pairwise = model.head.pairwise
+    assert loaded.crf.pairwise == "axis_gaussian" and pairwise.axis_aligned
+    assert torch.equal(pairwise.off_diag, torch.zeros_like(pairwise.off_diag))
     # started from the data's per-axis variances, then trained: the diagonal moved, no correlation appeared
-    assert model.pairwise.precision[:, 0, 1].abs().max() == 0 and model.pairwise.log_diag.abs().max() > 0
+    assert pairwise.precision[:, 0, 1].abs().max() == 0 and pairwise.log_diag.abs().max() > 0

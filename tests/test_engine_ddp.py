@@ -89,7 +89,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         if value.is_floating_point():
             torch.testing.assert_close(b["model"][key], value, rtol=0, atol=TOLERANCE, msg=key)
             compared += 1
-    assert compared > 20 and "pairwise.mean" in a["model"]
+    assert compared > 20 and "head.pairwise.mean" in a["model"]
     log_a = [json.loads(r) for r in (tmp_path / "single" / "log.jsonl").read_text().splitlines()]
     log_b = [json.loads(r) for r in (tmp_path / "multi" / "log.jsonl").read_text().splitlines()]
     assert len(log_a) == len(log_b) == 2  # rank 0 alone wrote the log

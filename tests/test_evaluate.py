@@ -10,14 +10,16 @@ from torch import nn
 from crfpose.crf import FreePairwise
 from crfpose.data import COCODataset, PersonRecord, PoseDataset, TopDownTransform
 from crfpose.data.transforms import flip_heatmaps
-from crfpose.evaluate import FlipAveraged, evaluate, merge_predictions, predict_batch, predict_dataset
-from crfpose.models import PoseCRF, ScaledUnary
+from crfpose.evaluate import evaluate, merge_predictions, predict_dataset
+from crfpose.models import PoseModel, ScaledUnary, TreeHead
 from crfpose.skeletons import COCO17, LSP14
 
 
 class Oracle(nn.Module):
     """Returns the target heatmaps of each crop it was shown, and their mirror (flip_heatmaps) for the
     mirrored crop, as an exactly flip-equivariant network would. Counts the mirrored crops it saw."""
+
+    stride = 4
 
     def __init__(self, dataset, skeleton):
         super().__init__()
@@ -59,13 +61,15 @@ def person_dataset(tmp_path_factory):
 @pytest.mark.parametrize("flip", [False, True])
 def test_oracle_scores_perfectly_in_original_pixels(person_dataset, flip):
     oracle = Oracle(person_dataset, LSP14)
-    result = evaluate(oracle, person_dataset, flip_test=flip, decoder="unary", refine="dark", alpha=0.05, normalizer="bbox", batch_size=4)
+    model = PoseModel(oracle, LSP14, (48, 64))
+    result = evaluate(model, person_dataset, flip=flip, decoder="unary", refine="dark", alpha=0.05, normalizer="bbox", batch_size=4)
     assert result["num_poses"] == 6
     assert result["pck"] == 1.0 and result["auc"] > 0.85
     assert result["epe"] < 0.5  # original pixels; a crop-pixel or un-flipped answer is off by many pixels
     assert (oracle.mirrored > 0) == flip
     assert np.isnan(result["pck_per_joint"][LSP14.joints[3]])  # never labelled: no rate
     assert "PCK@0.05" in result["table"] and "mean" in result["table"]
+    assert {k: result[k] for k in ("metric", "normalizer", "joints")} == {"metric": "PCK@0.05", "normalizer": "bbox", "joints": "labelled"}
 
 
 def test_flip_test_swaps_left_and_right(person_dataset):
@@ -73,12 +77,16 @@ def test_flip_test_swaps_left_and_right(person_dataset):
     gets two equal peaks and PCK falls: the swap is what makes the flip test exact."""
     oracle = Oracle(person_dataset, LSP14)
     images = torch.stack([person_dataset[i]["image"] for i in range(6)])
-    straight = predict_batch(oracle, images, LSP14, "unary", flip_test=False)
-    flipped = predict_batch(oracle, images, LSP14, "unary", flip_test=True)
+    model = PoseModel(oracle, LSP14, (48, 64))
+    straight = model.predict(images, ["unary"], flip=False).keypoints["unary"]
+    flipped = model.predict(images, ["unary"], flip=True).keypoints["unary"]
     assert torch.allclose(straight, flipped)
     unswapped = LSP14.__class__(LSP14.name, LSP14.joints, LSP14.parents)  # no flip pairs
-    wrong = predict_batch(oracle, images, unswapped, "unary", flip_test=True)
+    wrong = PoseModel(oracle, unswapped, (48, 64)).predict(images, ["unary"], flip=True).keypoints["unary"]
     assert not torch.allclose(straight[..., :2], wrong[..., :2])
+    maps = oracle(images)
+    averaged = model.outputs(images, flip=True).maps  # the mirrored crops' maps, flipped back, averaged in
+    assert torch.allclose(averaged, 0.5 * (maps + flip_heatmaps(oracle(images.flip(-1)), LSP14)))
 
 
 @pytest.mark.parametrize("decoder", ["marginals", "map"])
@@ -86,17 +94,18 @@ def test_crf_decoders_through_the_flip_test(person_dataset, decoder):
     """A flat pairwise covering the whole grid makes the joints independent: the CRF's marginals and
     MAP fall on the oracle's peaks (whole cells, so judged at PCK@0.2)."""
     oracle = Oracle(person_dataset, LSP14)
-    model = PoseCRF(oracle, LSP14, FreePairwise(LSP14.num_edges, 16), ScaledUnary(14, 30.0))
-    result = evaluate(model, person_dataset, flip_test=True, decoder=decoder, alpha=0.2, batch_size=6)
+    head = TreeHead(LSP14, FreePairwise(LSP14.num_edges, 16), ScaledUnary(14, 30.0))
+    model = PoseModel(oracle, LSP14, (48, 64), head)
+    result = evaluate(model, person_dataset, flip=True, decoder=decoder, alpha=0.2, batch_size=6)
     assert result["pck"] == 1.0
     assert result["epe"] < 5.0
 
 
 def test_predict_dataset_shards_merge_to_the_whole(person_dataset):
-    oracle = Oracle(person_dataset, LSP14)
-    whole = predict_dataset(oracle, person_dataset, decoder="unary")
-    shards = [predict_dataset(oracle, person_dataset, decoder="unary", indices=range(r, 6, 4)) for r in range(4)]
-    shards.append(predict_dataset(oracle, person_dataset, decoder="unary", indices=[0]))  # a padded duplicate
+    model = PoseModel(Oracle(person_dataset, LSP14), LSP14, (48, 64))
+    whole = predict_dataset(model, person_dataset, decoders=["unary"])["unary"]
+    shards = [predict_dataset(model, person_dataset, decoders=["unary"], indices=range(r, 6, 4))["unary"] for r in range(4)]
+    shards.append(predict_dataset(model, person_dataset, decoders=["unary"], indices=[0])["unary"])  # a padded duplicate
     merged = merge_predictions(shards)
     assert merged.keys() == whole.keys()
     for key in whole:
@@ -105,19 +114,15 @@ def test_predict_dataset_shards_merge_to_the_whole(person_dataset):
 
 def test_errors_name_the_argument(person_dataset):
     oracle = Oracle(person_dataset, LSP14)
-    with pytest.raises(ValueError, match="decoder: a model without a CRF supports only 'unary'"):
-        evaluate(oracle, person_dataset, decoder="marginals")
-    with pytest.raises(ValueError, match=r"decoder: expected one of \('marginals', 'map', 'unary'\)"):
-        evaluate(oracle, person_dataset, decoder="argmax")
+    model = PoseModel(oracle, LSP14, (48, 64))
+    with pytest.raises(ValueError, match="decoder: a model without a CRF has only 'unary'"):
+        evaluate(model, person_dataset, decoder="marginals")
+    with pytest.raises(ValueError, match=r"decoder: expected one of \('unary', 'marginals', 'map'\)"):
+        evaluate(model, person_dataset, decoder="argmax")
     with pytest.raises(ValueError, match="normalizer: expected one of"):
-        evaluate(oracle, person_dataset, decoder="unary", normalizer="height")
-    with pytest.raises(ValueError, match="dataset: expected a .skeleton"):
-        predict_dataset(oracle, [person_dataset[0]], decoder="unary")
-
-
-def test_flip_averaged_is_a_backbone():
-    net = FlipAveraged(nn.Conv2d(3, 14, 1), LSP14)
-    assert net.num_joints == 14 and net(torch.zeros(2, 3, 8, 8)).shape == (2, 14, 8, 8)
+        evaluate(model, person_dataset, decoder="unary", normalizer="height")
+    with pytest.raises(TypeError, match="model: expected a crfpose PoseModel, got Oracle"):
+        predict_dataset(oracle, person_dataset, decoders=["unary"])
 
 
 def test_coco_ap_of_the_oracle(coco_mini_root):
@@ -125,7 +130,7 @@ def test_coco_ap_of_the_oracle(coco_mini_root):
     crop have no target, so a few are missed)."""
     transform = TopDownTransform(COCO17, input_size=(96, 128), heatmap_size=(24, 32), sigma=1.0)
     dataset = COCODataset(coco_mini_root, "train2017", transform=transform)
-    oracle = Oracle(dataset, COCO17)
-    result = evaluate(oracle, dataset, decoder="unary", refine="dark", batch_size=16)
+    model = PoseModel(Oracle(dataset, COCO17), COCO17, (96, 128))
+    result = evaluate(model, dataset, decoder="unary", refine="dark", batch_size=16)
     assert result["coco"]["AP"] > 0.9
     assert result["pck"] > 0.95

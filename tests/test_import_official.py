@@ -43,13 +43,13 @@ def test_import_official_loads_in_predictor_with_the_official_backbone(coco_mini
     predictor = Predictor.from_checkpoint(out, flip=False)
     backbone = predictor.model.backbone.state_dict()
     assert backbone.keys() == official.keys() and all(torch.equal(backbone[k], v) for k, v in official.items())
-    assert predictor.input_size == (64, 96)
+    assert predictor.model.codec.input_size == (64, 96)
     # the pairwise is the one fitted to the annotations' displacement statistics
     poses = torch.as_tensor(crop_keypoints(ann, 17, (64, 96)), dtype=torch.float32)
     grid = poses.clone()
     grid[..., :2] = (poses[..., :2] + 0.5) / 4 - 0.5
     expected = GaussianPairwise.from_keypoints(grid, COCO17, 6)
-    assert all(torch.allclose(v, expected.state_dict()[k]) for k, v in predictor.model.pairwise.state_dict().items())
+    assert all(torch.allclose(v, expected.state_dict()[k]) for k, v in predictor.model.head.pairwise.state_dict().items())
     persons = predictor(np.zeros((80, 60, 3), np.uint8))
     assert len(persons) == 1 and persons[0]["keypoints"].shape == (17, 2)
     assert np.all((persons[0]["keypoint_scores"] > 0) & (persons[0]["keypoint_scores"] <= 1))

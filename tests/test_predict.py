@@ -13,9 +13,9 @@ from crfpose.codec import heatmap_to_input, input_to_heatmap
 from crfpose.crf import FreePairwise
 from crfpose.data.transforms import affine_points, crop_box, flip_heatmaps, invert_affine
 from crfpose.detect import load_detections
-from crfpose.models import IdentityUnary, PoseCRF
+from crfpose.models import IdentityUnary, PoseModel, TreeHead
 from crfpose.predict import Predictor, read_image, whole_image_box
-from crfpose.predict_cli import PredictionWriter, collect_sources
+from crfpose.export import PredictionWriter, collect_sources
 from crfpose.skeletons import COCO17, LSP14
 
 INPUT, GRID = (48, 64), (12, 16)
@@ -30,6 +30,7 @@ class Oracle(nn.Module):
         super().__init__()
         self.skeleton, self.num_joints = skeleton, skeleton.num_joints
         self.input_size, self.grid, self.padding = input_size, grid, padding
+        self.stride = input_size[0] // grid[0]
         self.dummy = nn.Parameter(torch.zeros(()))
         self.maps = {}
 
@@ -49,9 +50,10 @@ class Oracle(nn.Module):
 
 
 def crf_oracle(skeleton, input_size=INPUT, grid=GRID, padding=1.25):
-    """A PoseCRF whose marginals are the oracle's normalised Gaussians: flat pairwise over the whole grid."""
+    """A PoseModel whose CRF marginals are the oracle's normalised Gaussians: flat pairwise over the whole grid."""
     oracle = Oracle(skeleton, input_size, grid, padding)
-    return oracle, PoseCRF(oracle, skeleton, FreePairwise(skeleton.num_edges, max(grid)), IdentityUnary())
+    head = TreeHead(skeleton, FreePairwise(skeleton.num_edges, max(grid)), IdentityUnary())
+    return oracle, PoseModel(oracle, skeleton, input_size, head)
 
 
 def grid_keypoints(image, box, rng, k):
@@ -86,7 +88,7 @@ def test_given_boxes_round_trip_to_original_pixels(scenes, decoder, flip):
         for box, kp in zip(boxes, kps):
             oracle.add(image, box[:4], kp)
         truth.append(kps)
-    predictor = Predictor(model, input_size=INPUT, decoder=decoder, flip=flip, normalized=False, batch_size=3)
+    predictor = Predictor(model, decoder=decoder, flip=flip, normalized=False, batch_size=3)
     results = predictor([p for p, _ in scenes], [b for _, b in scenes])
     for (path, boxes), persons, kps in zip(scenes, results, truth):
         assert len(persons) == 2
@@ -104,7 +106,7 @@ def test_keypoint_scores_are_crf_marginal_probabilities(scenes):
     image = read_image(scenes[0][0])
     box = scenes[0][1][0, :4]
     oracle.add(image, box, grid_keypoints(image, box, np.random.default_rng(2), 14))
-    person = Predictor(model, input_size=INPUT, flip=False, normalized=False)(image, [box], return_maps=True)[0]
+    person = Predictor(model, flip=False, normalized=False)(image, [box], return_maps=True)[0]
     marginals = person["marginals"]  # (K, H, W), each a distribution
     assert not marginals.requires_grad
     assert torch.allclose(marginals.sum((-2, -1)), torch.ones(14), atol=1e-5)
@@ -125,7 +127,7 @@ def test_whole_image_mode_round_trips(scenes):
         box = whole_image_box(image)[0, :4]
         truth[path] = grid_keypoints(image, box, rng, 14)
         oracle.add(image, box, truth[path])
-    results = Predictor(model, input_size=INPUT, normalized=False)([p for p, _ in scenes])
+    results = Predictor(model, normalized=False)([p for p, _ in scenes])
     for (path, _), persons in zip(scenes, results):
         h, w = read_image(path).shape[-2:]
         assert len(persons) == 1 and persons[0]["bbox"] == [0.0, 0.0, w, h]
@@ -146,7 +148,7 @@ def test_detections_json_round_trip_through_the_command_writer(scenes, tmp_path)
     records.append({"image_id": 2, "category_id": 3, "bbox": [1, 1, 5, 5], "score": 0.99})  # a car: ignored
     (tmp_path / "dets.json").write_text(json.dumps(records))
     oracle.add(read_image(scenes[3][0]), whole_image_box(read_image(scenes[3][0]))[0, :4], np.zeros((14, 2)))
-    predictor = Predictor(model, input_size=INPUT, normalized=False, batch_size=2)
+    predictor = Predictor(model, normalized=False, batch_size=2)
     writer = PredictionWriter(predictor, tmp_path / "out", detections=load_detections(tmp_path / "dets.json"))
     writer.run(collect_sources([str(scenes[0][0].parent)]))
     assert writer.processed == 4 and not writer.skipped
@@ -180,7 +182,7 @@ def test_coco_json_scores_ap_1_for_the_oracle_on_coco_mini(coco_mini_root, tmp_p
         oracle.add(image, a["bbox"], np.asarray(a["keypoints"], dtype=np.float64).reshape(17, 3)[:, :2])
     dets = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 1.0} for a in people]
     (tmp_path / "dets.json").write_text(json.dumps(dets))
-    predictor = Predictor(model, input_size=size, refine="dark", padding=padding, normalized=False, batch_size=32)
+    predictor = Predictor(model, refine="dark", padding=padding, normalized=False, batch_size=32)
     writer = PredictionWriter(
         predictor,
         tmp_path / "out",
@@ -210,7 +212,7 @@ def test_truncated_and_non_image_files_are_named_skipped_and_the_rest_processed(
     oracle, model = crf_oracle(LSP14)
     image = read_image(folder / "good.png")
     oracle.add(image, whole_image_box(image)[0, :4], np.zeros((14, 2)))
-    writer = PredictionWriter(Predictor(model, input_size=INPUT, normalized=False), tmp_path / "out")
+    writer = PredictionWriter(Predictor(model, normalized=False), tmp_path / "out")
     writer.run(collect_sources([str(folder)]))
     err = capsys.readouterr().err
     assert writer.processed == 1 and sorted(writer.skipped) == sorted([str(folder / "cut.png"), str(folder / "notes.txt")])
@@ -220,13 +222,15 @@ def test_truncated_and_non_image_files_are_named_skipped_and_the_rest_processed(
 
 def test_bad_input_is_named():
     _, model = crf_oracle(LSP14)
-    predictor = Predictor(model, input_size=INPUT)
+    predictor = Predictor(model)
     with pytest.raises(ValueError, match=r"boxes\[0\]: expected finite \(N, 4\) or \(N, 5\)"):
         predictor(np.zeros((20, 20, 3), np.uint8), [[1, 2, 3]])
     with pytest.raises(ValueError, match="boxes: expected one entry per image"):
         predictor([np.zeros((20, 20, 3), np.uint8)] * 2, [[[1, 2, 3, 4]]])
-    with pytest.raises(ValueError, match="decoder: a model without a CRF supports only 'unary'"):
-        Predictor(Oracle(LSP14), LSP14, decoder="marginals")
+    with pytest.raises(ValueError, match="decoder: a model without a CRF has only 'unary'"):
+        Predictor(PoseModel(Oracle(LSP14), LSP14, INPUT), decoder="marginals")
+    with pytest.raises(TypeError, match="model: expected a crfpose PoseModel .*got Oracle"):
+        Predictor(Oracle(LSP14))
     with pytest.raises(ValueError, match="SOURCE: no such file"):
         collect_sources(["/nonexistent/*.jpg"])
     assert predictor(np.zeros((20, 20, 3), np.uint8), np.zeros((0, 4))) == []

@@ -9,9 +9,9 @@ import torch
 
 from crfpose.detect import PersonDetector
 from crfpose.predict import Predictor, whole_image_box
-from crfpose.predict_cli import PredictionWriter, read_video, write_video
+from crfpose.export import PredictionWriter, read_video, write_video
 from crfpose.skeletons import LSP14
-from test_predict import INPUT, crf_oracle, grid_keypoints
+from test_predict import crf_oracle, grid_keypoints
 
 av = pytest.importorskip("av")
 
@@ -30,7 +30,7 @@ def test_short_video_gives_one_json_per_video_and_an_mp4_overlay(tmp_path):
         box = whole_image_box(image)[0, :4]
         truth.append(grid_keypoints(image, box, rng, 14))
         oracle.add(image, box, truth[-1])
-    writer = PredictionWriter(Predictor(model, input_size=INPUT, normalized=False, batch_size=2), tmp_path / "out", draw=True)
+    writer = PredictionWriter(Predictor(model, normalized=False, batch_size=2), tmp_path / "out", draw=True)
     writer.run([tmp_path / "clip.mp4"])
     entries = json.loads((tmp_path / "out" / "predictions" / "clip.json").read_text())
     assert [e["frame_id"] for e in entries] == [0, 1, 2, 3, 4]

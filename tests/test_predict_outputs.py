@@ -10,9 +10,10 @@ from PIL import Image
 
 from crfpose.cli import main
 from crfpose.config import load_config, to_dict
-from crfpose.engine import build_model_from_config, save_checkpoint
+from crfpose.builders import model_from_config
+from crfpose.checkpoint import save_checkpoint
 from crfpose.predict import Predictor
-from crfpose.predict_cli import mmpose_instances, output_names
+from crfpose.export import mmpose_instances, output_names
 from tiny_config import TINY_SYNTHETIC
 
 
@@ -27,7 +28,7 @@ def test_output_names_keep_folders_and_disambiguate_shared_stems():
 def checkpoint(tmp_path):
     config = load_config(None, ["train.mode=joint", *TINY_SYNTHETIC])
     torch.manual_seed(0)
-    model = build_model_from_config(config)
+    model = model_from_config(config)
     return save_checkpoint(tmp_path / "model.pt", {"model": model.state_dict(), "config": to_dict(config)})
 
 

@@ -16,7 +16,9 @@ from PIL import Image
 from crfpose.cli import main
 from crfpose.config import load_config
 from crfpose.data import COCODataset
-from crfpose.engine import load_model, make_dataset, train
+from crfpose.builders import make_dataset
+from crfpose.checkpoint import load_model
+from crfpose.engine import train
 from crfpose.evaluate import predict_dataset
 from crfpose.skeletons import LSP14
 
@@ -95,7 +97,8 @@ def test_a_truncated_jpeg_is_skipped_when_read_and_reported(tmp_path):
 
     model, config = load_model(result["last"])  # evaluation leaves the unreadable item out
     with pytest.warns(UserWarning, match=r"left out 1 item\(s\) whose image cannot be read.*1\.jpg"):
-        predictions = predict_dataset(model, make_dataset(config, "val", train=False), decoder="unary", batch_size=3)
+        dataset = make_dataset(config, "val", train=False, codec=model.codec)
+        predictions = predict_dataset(model, dataset, decoders=["unary"], batch_size=3)["unary"]
     assert predictions["index"].tolist() == [0, 2, 3] and predictions["image_id"].tolist() == [1, 3, 4]
     assert predictions["pred"].shape == (3, 14, 3) and predictions["gt"].shape == (3, 14, 3)
 
@@ -135,5 +138,5 @@ def test_shipped_configs_point_at_the_shared_data(name, monkeypatch):
     expected = os.path.normpath(REPO / ".." / "shared" / "data")
     for cwd in (REPO, REPO / "docs"):
         monkeypatch.chdir(cwd)
-        config = load_config(REPO / "experiments" / "configs" / f"{name}.yaml")
+        config = load_config(REPO / "crfpose" / "configs" / f"{name}.yaml")
         assert os.path.dirname(config.data.train["root"]) == os.path.dirname(config.data.val["root"]) == expected

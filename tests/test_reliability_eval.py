@@ -10,8 +10,10 @@ import torch
 from crfpose.cli import main
 from crfpose.config import load_config
 from crfpose.data.transforms import affine_points, invert_affine
-from crfpose.engine import load_model, make_dataset, train
-from crfpose.evaluate import compute_metrics, predict_dataset_decoders
+from crfpose.builders import make_dataset
+from crfpose.checkpoint import load_model
+from crfpose.engine import train
+from crfpose.evaluate import compute_metrics, predict_dataset
 from tiny_config import TINY_SYNTHETIC
 
 TINY = [
@@ -59,18 +61,18 @@ def test_several_decoders_in_one_call_with_predictions_beside_the_metrics(runs, 
     assert sorted(results) == ["map", "marginals", "unary"]
     printed = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
     assert [p["decoder"] for p in printed] == ["unary", "marginals", "map"]
-    assert "crfpose eval: batch 2/2" in captured.err  # progress without a terminal
+    assert "crfpose eval: 2/2 batches" in captured.err  # progress without a terminal
 
-    # every decoder's predictions, recomputed one item at a time from PoseCRF.predict
+    # every decoder's predictions, recomputed one item at a time from PoseModel.predict
     model, config = load_model(runs["joint"])
-    dataset = make_dataset(load_config(None, [*TINY, "data.val={length: 6, seed: 1}"]), "val", train=False)
+    dataset = make_dataset(load_config(None, [*TINY, "data.val={length: 6, seed: 1}"]), "val", train=False, codec=model.codec)
     saved = np.load(out.with_suffix(".npz"))
     assert saved["pred_map"].shape == (6, 14, 3) and saved["index"].tolist() == list(range(6))
     for decoder in ("unary", "marginals", "map"):
         for i in range(6):
             item = dataset[i]
             with torch.no_grad():
-                crop = model.predict(item["image"][None], decoder, "input")[0].double().numpy()
+                crop = model.predict(item["image"][None], [decoder]).keypoints[decoder][0].double().numpy()
             expected = affine_points(crop, invert_affine(item["meta"]["affine"]))
             np.testing.assert_allclose(saved[f"pred_{decoder}"][i], expected, rtol=1e-6, atol=1e-6)
         assert saved[f"score_{decoder}"] == pytest.approx(saved[f"pred_{decoder}"][..., 2].mean(-1))
@@ -84,13 +86,13 @@ def test_several_decoders_in_one_call_with_predictions_beside_the_metrics(runs, 
 
 def test_the_backbone_runs_once_per_batch_for_all_decoders(runs):
     model, config = load_model(runs["joint"])
-    dataset = make_dataset(config, "val", train=False)  # 8 items
+    dataset = make_dataset(config, "val", train=False, codec=model.codec)  # 8 items
     calls = []
     model.backbone.register_forward_hook(lambda *args: calls.append(1))
-    predictions = predict_dataset_decoders(model, dataset, decoders=["unary", "marginals", "map"], batch_size=4)
+    predictions = predict_dataset(model, dataset, decoders=["unary", "marginals", "map"], batch_size=4)
     assert len(calls) == 2 and set(predictions) == {"unary", "marginals", "map"}
     calls.clear()
-    predict_dataset_decoders(model, dataset, decoders=["marginals", "map"], batch_size=4, flip_test=True)
+    predict_dataset(model, dataset, decoders=["marginals", "map"], batch_size=4, flip=True)
     assert len(calls) == 4  # the crop and its mirror image, per batch
 
 
@@ -103,4 +105,4 @@ def test_a_unary_run_evaluates_with_the_unary_decoder_by_default(runs, capsys):
     assert np.load(runs["root"] / "unary.npz")["pred_unary"].shape == (4, 14, 3)
     capsys.readouterr()
     assert main(["eval", str(runs["unary"]), "--data", "synthetic", "--decoder", "map"]) == 2  # asked explicitly
-    assert "a model without a CRF supports only 'unary', got 'map'" in capsys.readouterr().err
+    assert "a model without a CRF has only 'unary', got 'map'" in capsys.readouterr().err

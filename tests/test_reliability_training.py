@@ -14,10 +14,11 @@ import pytest
 import torch
 
 import crfpose
-from crfpose import cli, engine
+from crfpose import engine, progress
 from crfpose.cli import main
 from crfpose.config import load_config, save_config
-from crfpose.engine import NonFiniteLoss, load_checkpoint, train
+from crfpose.checkpoint import load_checkpoint
+from crfpose.engine import NonFiniteLoss, train
 from tiny_config import TINY_SYNTHETIC
 
 TINY = [
@@ -106,16 +107,17 @@ def test_summary_line_is_strict_json_and_progress_is_plain_without_a_terminal(tm
     assert main(["train", str(path)]) == 0
     out, err = capsys.readouterr()
     summary = strict_json(out.strip())
-    assert summary == {"last": str(tmp_path / "run" / "last.pt"), "best": None, "best_pck": None}
+    protocol = {"metric": "PCK@0.2", "alpha": 0.2, "normalizer": "bbox", "joints": "labelled"}  # what a PCK number means
+    assert summary == {"last": str(tmp_path / "run" / "last.pt"), "best": None, "best_pck": None, "protocol": protocol}
     lines = [line for line in err.splitlines() if line.startswith("crfpose train: heatmap epoch")]
     assert len(lines) == 2 and lines[1].startswith("crfpose train: heatmap epoch 2/2: loss ")
     assert all("img/s" in line and "step" not in line for line in lines)
 
-    monkeypatch.setattr(engine, "PROGRESS_SECONDS", 0.0)  # a long epoch: a line every few seconds
+    monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.0)  # a long epoch: a line every few seconds
     assert main(["train", str(tiny_yaml(tmp_path, "train.epochs=1", "eval.every=1", f"output_dir={tmp_path / 'b'}"))]) == 0
     out, err = capsys.readouterr()
-    assert "heatmap epoch 1/1: step 1/2, loss " in err  # the last step is reported by the epoch line
-    assert "heatmap epoch 1/1: step 2/2" not in err
+    assert "heatmap epoch 1/1: 1/2 steps, " in err and " loss " in err  # the last step is reported by the epoch line
+    assert "heatmap epoch 1/1: 2/2 steps" not in err
     assert 0 <= strict_json(out.strip())["best_pck"] <= 1 and "val PCK" in err
 
 
@@ -123,7 +125,7 @@ def test_only_rank_0_prints_the_summary(tmp_path, capsys, monkeypatch):
     path = tiny_yaml(tmp_path)
     for rank, printed in ((1, False), (0, True)):
         result = {"last": tmp_path / "last.pt", "best": None, "best_pck": 0.5, "complete": True, "history": [{}], "rank": rank}
-        monkeypatch.setattr(cli, "train", lambda *args, result=result, **kwargs: result)
+        monkeypatch.setattr(engine, "train", lambda *args, result=result, **kwargs: result)
         assert main(["train", str(path)]) == 0
         assert (capsys.readouterr().out != "") == printed
 

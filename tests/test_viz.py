@@ -383,6 +383,6 @@ def test_gallery_shows_where_the_models_differ_most():
 
 
 def test_import_crfpose_does_not_import_matplotlib():
-    code = "import sys, crfpose, crfpose.viz_cli; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    code = "import sys, crfpose, crfpose.cli, crfpose.figures; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -25,12 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from crfpose.checks import check_size
-from crfpose.codec import HeatmapCodec
+from crfpose.codec import DEFAULT_INPUT_SIZE, HeatmapCodec, flip_heatmaps
 from crfpose.skeletons import Skeleton
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "PADDING",
     "image_to_tensor",
     "normalize",
     "box_to_center_scale",
@@ -48,6 +49,7 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PADDING = 1.25  # a person box is enlarged by this factor (after the aspect-ratio fix) before cropping
 
 _MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
 _STD = np.array(IMAGENET_STD, dtype=np.float32)[:, None, None]
@@ -71,7 +73,7 @@ def normalize(image: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy((image.detach().cpu().numpy() - _MEAN) / _STD)
 
 
-def box_to_center_scale(box: Sequence[float], aspect_ratio: float, padding: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
+def box_to_center_scale(box: Sequence[float], aspect_ratio: float, padding: float = PADDING) -> tuple[np.ndarray, np.ndarray]:
     """Centre ``(2,)`` and crop size ``(2,)`` (pixels) of an ``(x, y, w, h)`` box.
 
     The box is widened or heightened to ``aspect_ratio`` (= crop width / height) around its
@@ -175,19 +177,6 @@ def flip_keypoints(keypoints: np.ndarray, width: float, skeleton: Skeleton) -> n
     return out
 
 
-def flip_heatmaps(heatmaps: torch.Tensor, skeleton: Skeleton) -> torch.Tensor:
-    """Mirror ``(B, K, H, W)`` heatmaps left-right and swap the left/right joint channels (flip test).
-
-    With the pixel-centre convention, mirroring the input crop (``x -> W_in - 1 - x``) is exactly
-    mirroring the heatmap grid (``h -> W - 1 - h``): no one-cell shift is needed.
-    """
-    if heatmaps.dim() != 4 or heatmaps.shape[1] != skeleton.num_joints:
-        raise ValueError(
-            f"heatmaps must have shape (B, {skeleton.num_joints}, H, W) for skeleton {skeleton.name!r}, got {tuple(heatmaps.shape)}"
-        )
-    return heatmaps.flip(-1)[:, list(skeleton.flip_permutation)]
-
-
 def color_jitter(image: torch.Tensor, strength: float, rng: np.random.Generator) -> torch.Tensor:
     """Random brightness, contrast and saturation, each a factor in ``[1 - strength, 1 + strength]``.
 
@@ -227,7 +216,7 @@ def half_body_box(keypoints: np.ndarray, skeleton: Skeleton, rng: np.random.Gene
 
 
 def crop_box(
-    image: torch.Tensor, box: Sequence[float], input_size: Sequence[int], padding: float = 1.25, normalized: bool = True
+    image: torch.Tensor, box: Sequence[float], input_size: Sequence[int], padding: float = PADDING, normalized: bool = True
 ) -> tuple[torch.Tensor, np.ndarray]:
     """The deterministic top-down crop of one person box, for inference (no keypoints needed).
 
@@ -256,10 +245,10 @@ class TopDownTransform:
     """
 
     skeleton: Skeleton
-    input_size: tuple[int, int] = (192, 256)
-    heatmap_size: tuple[int, int] = (48, 64)
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE
+    heatmap_size: tuple[int, int] = (DEFAULT_INPUT_SIZE[0] // 4, DEFAULT_INPUT_SIZE[1] // 4)
     sigma: float = 2.0
-    padding: float = 1.25
+    padding: float = PADDING
     train: bool = False
     scale_factor: float = 0.35
     rotation_factor: float = 45.0

@@ -1,21 +1,27 @@
-"""Backbones (plain CNN, ResNet simple baseline, official-layout HRNet), unary adapters, PoseCRF and the builder."""
+"""Models: backbones (plain CNN, ResNet simple baseline, official-layout HRNet, or your own), structured
+heads (the tree CRF, the linear chain), and :class:`PoseModel`, the one interface over them."""
 
 from crfpose.models.cnn import PlainCNN, cnn
 from crfpose.models.common import Backbone
+from crfpose.models.heads import ChainHead, TreeHead
 from crfpose.models.hrnet import HRNet, hrnet, hrnet_config, hrnet_small, hrnet_w18, hrnet_w32, hrnet_w48
 from crfpose.models.official import config_from_state_dict, load_official_checkpoint
-from crfpose.models.pose_crf import ChainPoseCRF, PoseCRF
-from crfpose.models.registry import BACKBONES, build_model
+from crfpose.models.pose_model import DECODERS, Outputs, PoseModel, Prediction
+from crfpose.models.registry import BACKBONES, build_backbone, build_head, build_model, register_backbone
 from crfpose.models.resnet import PoseResNet, resnet18, resnet34, resnet50, resnet101, resnet152
 from crfpose.models.unary import IdentityUnary, ScaledUnary
 
 __all__ = [
+    "PoseModel",
+    "Outputs",
+    "Prediction",
+    "DECODERS",
+    "TreeHead",
+    "ChainHead",
     "Backbone",
     "PlainCNN",
     "PoseResNet",
     "HRNet",
-    "PoseCRF",
-    "ChainPoseCRF",
     "ScaledUnary",
     "IdentityUnary",
     "cnn",
@@ -33,5 +39,8 @@ __all__ = [
     "config_from_state_dict",
     "load_official_checkpoint",
     "BACKBONES",
+    "register_backbone",
+    "build_backbone",
+    "build_head",
     "build_model",
 ]

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
+from crfpose.cli.common import add_set_option, parse_set_options
 from crfpose.config import CHOICES
 
-__all__ = ["add_arguments", "run", "checkpoint_figures", "crop_pixels"]
+__all__ = ["SUMMARY", "add_arguments", "run"]
 
+SUMMARY = "figures: overlays, heatmaps vs marginals, kernels, samples, PCK curves, training curves"
 FORMATS = ("png", "pdf", "svg")
 STYLE_NAMES = ("screen", "paper", "paper-wide")
 
@@ -38,8 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data", choices=CHOICES["data.name"], help="dataset name (with CHECKPOINT)")
     parser.add_argument("--split", help="dataset split; default: the config's validation options")
-    from crfpose.cli import add_set_option  # here: crfpose.cli loads this module's parser
-
     add_set_option(parser)
     parser.add_argument(
         "--num",
@@ -64,81 +61,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder receiving the figures")
 
 
-def crop_pixels(image: Any, dataset: Any) -> np.ndarray:
-    """An item's crop as (H, W, 3) uint8, undoing the ImageNet normalisation when the dataset applied it."""
-    from crfpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    normalised = getattr(dataset, "normalize", None)
-    if normalised is None:
-        normalised = getattr(getattr(dataset, "transform", None), "normalize", False)
-    chw = image.detach().cpu().double().numpy()
-    if normalised:
-        chw = chw * np.array(IMAGENET_STD)[:, None, None] + np.array(IMAGENET_MEAN)[:, None, None]
-    return np.round(np.clip(chw.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
-
-
-def checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: str) -> list[Path]:
-    """The figure set of ``args.checkpoint`` on ``args.data``; returns the files written."""
-    import torch
-
+def _checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: str) -> list[Path]:
+    """The figure set (:func:`crfpose.figures.figure_set`) of ``args.checkpoint`` on ``args.data``:
+    the CNN alone against the model's own decoder; returns the files written."""
     from crfpose import viz
-    from crfpose.cli import parse_set_options
-    from crfpose.data.transforms import affine_points
-    from crfpose.engine import evaluation_dataset, load_model
+    from crfpose.builders import evaluation_dataset
+    from crfpose.checkpoint import load_model
     from crfpose.evaluate import compute_metrics, predict_dataset
-    from crfpose.models.pose_crf import PoseCRF
+    from crfpose.figures import figure_set
 
     if args.data is None:
         raise ValueError("--data: expected a dataset name with CHECKPOINT, got none")
     if args.num < 1 or (args.limit is not None and args.limit < 1):
         raise ValueError(f"--num and --limit: expected positive ints, got {args.num} and {args.limit}")
     model, config = load_model(args.checkpoint)
-    dataset = evaluation_dataset(config, args.data, args.split, parse_set_options(args.options))
-    skeleton = dataset.skeleton
+    dataset = evaluation_dataset(config, args.data, model.codec, args.split, parse_set_options(args.options))
     indices = range(min(len(dataset), args.limit or len(dataset)))
     if not len(indices):
         raise ValueError(f"--data: the dataset {args.data!r} has no poses")
     e = config.eval
-    crf = isinstance(model, PoseCRF)
-    decoders = {"CNN": "unary"} | ({"CNN + CRF": e.decoder if e.decoder != "unary" else "marginals"} if crf else {})
-    predictions = {
-        label: predict_dataset(model, dataset, decoder=d, refine=e.refine, batch_size=e.batch_size, indices=indices)
-        for label, d in decoders.items()
-    }
+    labels = {"unary": "CNN"} | ({e.decoder if e.decoder != "unary" else "marginals": "CNN + CRF"} if model.head is not None else {})
+    predictions = predict_dataset(model, dataset, decoders=list(labels), refine=e.refine, batch_size=e.batch_size, indices=indices)
+    gallery = {label: predictions[decoder] for decoder, label in labels.items()}
     results = {
-        label: compute_metrics(p, skeleton, alpha=e.alpha, normalizer=e.normalizer, all_joints=e.all_joints)
-        for label, p in predictions.items()
+        label: compute_metrics(p, model.skeleton, alpha=e.alpha, normalizer=e.normalizer, all_joints=e.all_joints)
+        for label, p in gallery.items()
     }
-    gt = next(iter(predictions.values()))["gt"]
-    chosen = viz.most_different(gt, {k: p["pred"] for k, p in predictions.items()}, skeleton, min(args.num, len(gt)))
-    items = [dataset[int(predictions["CNN"]["index"][i])] for i in chosen]
-    crops = [crop_pixels(item["image"], dataset) for item in items]
-    affines = [item["meta"]["affine"] for item in items]
-    in_crop = {label: np.stack([affine_points(p["pred"][i], a) for i, a in zip(chosen, affines)]) for label, p in predictions.items()}
-    gt_crop = np.stack([affine_points(gt[i], a) for i, a in zip(chosen, affines)])
-    figures = {
-        "overlays": viz.plot_gallery(crops, gt_crop, in_crop, skeleton, num=len(chosen), style=style),
-        "pck_curves": viz.plot_pck_curves(list(results.values()), list(results), style=style),
-        "joint_pck": viz.plot_joint_pck(list(results.values()), list(results), style=style),
-    }
-    if crf:
-        with torch.no_grad():
-            _, unary, pairwise = model.outputs(items[0]["image"][None])  # (1, K, H, W), pairwise tables
-        distribution = model.distribution(unary, pairwise)
-        marginals = distribution.marginals[0]
-        figures |= {
-            "heatmaps": viz.plot_heatmaps(crops[0], unary[0], marginals, skeleton, style=style),
-            "heatmaps_top": viz.plot_heatmaps(crops[0], unary[0], marginals, skeleton, top=min(4, skeleton.num_joints), style=style),
-        }
-        if pairwise is not None:  # a tree: its tables and samples (the chain baseline has transitions, not tables)
-            figures |= {
-                "pairwise": viz.plot_pairwise(pairwise, skeleton, style=style),
-                "deformation": viz.plot_deformation(pairwise, skeleton, style=style),
-                "samples": viz.plot_samples(crops[0], distribution, skeleton, 20, ellipses=True, style=style),
-            }
     log = Path(args.checkpoint).parent / "log.jsonl"
-    if log.is_file():
-        figures["training"] = viz.plot_training(log, style=style)
+    figures = figure_set(
+        model, dataset, gallery, results, compare=list(gallery), num=args.num, log=log if log.is_file() else None, style=style
+    )
     return [viz.save(fig, out / f"{name}.{fmt}") for name, fig in figures.items()]
 
 
@@ -153,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     out, fmt, style = Path(args.out), args.format, args.style
     written: list[Path] = []
     if args.checkpoint is not None:
-        written += checkpoint_figures(args, out, fmt, style)
+        written += _checkpoint_figures(args, out, fmt, style)
     if args.log is not None:
         written.append(viz.save(viz.plot_training(args.log, style=style), out / f"training.{fmt}"))
     if args.results is not None:

@@ -1,29 +1,25 @@
-"""``crfpose predict``: poses for image files, folders, globs and videos, written as JSON (and overlays).
+"""Writing predictions: MMPose-layout JSON per image or video, a COCO results file, overlays (PNG per
+image, MP4 per video), and reading video frames: what ``crfpose predict`` writes and the app downloads.
 
 Shape legend: N persons, K joints; frames are ``(h, w, 3)`` uint8 RGB arrays.
 
-    crfpose predict CHECKPOINT SOURCE... [--out DIR] [--draw] [--coco-json FILE] [--detections FILE]
-                    [--annotations FILE] [--detector NAME | --detector-weights PATH] [--decoder D] ...
-
-Outputs under ``--out``: ``predictions/<name>.json`` per image (MMPose's per-image layout: a list of
-instances ``{"keypoints": [[x, y], ...], "keypoint_scores": [...], "bbox": [[x1, y1, x2, y2]],
+Outputs under a folder ``out``: ``predictions/<name>.json`` per image (MMPose's per-image layout: a list
+of instances ``{"keypoints": [[x, y], ...], "keypoint_scores": [...], "bbox": [[x1, y1, x2, y2]],
 "bbox_score", "score"}``; note MMPose's corner box, where :class:`~crfpose.predict.Predictor` gives
-``(x, y, w, h)``), per video one JSON ``[{"frame_id", "instances"}, ...]``; with ``--draw`` overlays in
+``(x, y, w, h)``), per video one JSON ``[{"frame_id", "instances"}, ...]``; with ``draw``, overlays in
 ``visualizations/`` (PNG per image, MP4 per video). ``<name>`` is the input's path relative to the
 folder all inputs share, without its suffix (``photos/a/x.jpg`` -> ``a/x``); inputs that would share a
-name keep their suffix (``x.jpg``, ``x.png``), so no result replaces another. Results of an earlier call
-are not overwritten unless ``--overwrite`` is given. Unreadable files are named, skipped and counted;
-the exit status is non-zero only if nothing was processed. Every file is written atomically.
+name keep their suffix (``x.jpg``, ``x.png``), so no result replaces another. Results of an earlier
+call are not overwritten unless asked. Unreadable files are named, skipped and counted. Every file is
+written atomically.
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
 import sys
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,45 +28,20 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from crfpose.fileio import atomic_write
+from crfpose.progress import Progress
 
-__all__ = ["add_arguments", "run", "collect_sources", "output_names", "mmpose_instances", "PredictionWriter", "VIDEO_SUFFIXES"]
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "collect_sources",
+    "output_names",
+    "mmpose_instances",
+    "render_persons",
+    "read_video",
+    "write_video",
+    "PredictionWriter",
+]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``crfpose predict``."""
-    from crfpose.detect import DETECTORS
-    from crfpose.models.pose_crf import DECODERS
-
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint of 'crfpose train' or 'crfpose import-official'")
-    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="image files, folders, glob patterns or video files")
-    parser.add_argument("--out", default="predictions_out", metavar="DIR", help="output folder (default: predictions_out)")
-    parser.add_argument("--draw", action="store_true", help="also write overlays: visualizations/<name>.png, or .mp4 per video")
-    parser.add_argument(
-        "--draw-threshold",
-        type=float,
-        default=0.3,
-        help="overlays leave out joints whose score (a CRF marginal probability) is below this (default 0.3)",
-    )
-    parser.add_argument("--coco-json", metavar="FILE", help="also write one COCO keypoint results file (pycocotools loadRes)")
-    parser.add_argument("--detections", metavar="FILE", help="person boxes: a COCO detection-results JSON")
-    parser.add_argument(
-        "--annotations", metavar="FILE", help="COCO-format annotation file: maps image ids to file names (for --detections and --coco-json)"
-    )
-    parser.add_argument(
-        "--detector", choices=DETECTORS, help="person boxes from this torchvision detector (pretrained weights downloaded by torchvision)"
-    )
-    parser.add_argument(
-        "--detector-weights", metavar="PATH", help="local weights file for --detector (default detector: fasterrcnn_resnet50_fpn)"
-    )
-    parser.add_argument("--score-threshold", type=float, default=0.5, help="detector: lowest person score kept (default 0.5)")
-    parser.add_argument("--max-persons", type=int, default=20, help="detector: at most this many persons per image")
-    parser.add_argument("--decoder", choices=DECODERS, help="marginals (default with a CRF), map or unary")
-    parser.add_argument("--no-flip", action="store_true", help="no flip test")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--batch-size", type=int, default=16, help="person crops per forward pass (default 16)")
-    parser.add_argument("--overwrite", action="store_true", help="replace results of an earlier call in --out (else refused)")
 
 
 def _is_video(path: Path) -> bool:
@@ -118,33 +89,6 @@ def collect_sources(sources: Sequence[str]) -> list[Path]:
     return list(unique.values())
 
 
-class _Progress:
-    """A tqdm bar on a terminal; elsewhere (CI, nohup, notebooks) a plain line every ``every`` seconds."""
-
-    def __init__(self, total: Optional[int], what: str, every: float = 5.0) -> None:
-        self.total, self.what, self.every, self.done = total, what, every, 0
-        self.start = self.last = time.monotonic()
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit=what, file=sys.stderr)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif time.monotonic() - self.last >= self.every:
-            self.last = time.monotonic()
-            rate = self.done / max(self.last - self.start, 1e-9)
-            of = f"/{self.total}" if self.total else ""
-            print(f"predict: {self.done}{of} {self.what} ({rate:.1f}/s)", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def mmpose_instances(persons: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Persons of :class:`~crfpose.predict.Predictor` in MMPose's JSON layout (corner boxes)."""
     out = []
@@ -166,15 +110,17 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda f: json.dump(data, f))
 
 
-def _render(image: np.ndarray, persons: list[dict[str, Any]], skeleton, threshold: float = 0.3) -> Any:
-    """The overlay figure of ``persons`` on ``image`` (crfpose.viz); joints scored under ``threshold`` are not drawn."""
+def render_persons(image: Any, persons: list[dict[str, Any]], skeleton, threshold: Optional[float] = None) -> Any:
+    """The overlay figure of :class:`~crfpose.predict.Predictor` ``persons`` on ``image``
+    (:func:`crfpose.viz.plot_poses`); joints scored under ``threshold`` (default: the figure's) are not drawn."""
     from crfpose.viz import plot_poses
 
     k = skeleton.num_joints
     keypoints = np.stack([p["keypoints"] for p in persons]) if persons else np.zeros((0, k, 2))
     scores = np.stack([p["keypoint_scores"] for p in persons]) if persons else np.zeros((0, k))
     boxes = np.array([p["bbox"] for p in persons]).reshape(-1, 4)
-    return plot_poses(image, keypoints, skeleton, scores=scores, boxes=boxes, threshold=threshold)
+    options = {} if threshold is None else {"threshold": threshold}
+    return plot_poses(image, keypoints, skeleton, scores=scores, boxes=boxes, **options)
 
 
 def _figure_to_array(fig) -> np.ndarray:
@@ -253,7 +199,7 @@ class PredictionWriter:
         coco_json: Optional[os.PathLike] = None,
         detections: Optional[dict[str, np.ndarray]] = None,
         image_ids: Optional[dict[str, int]] = None,
-        draw_threshold: float = 0.3,
+        draw_threshold: Optional[float] = None,
     ) -> None:
         self.predictor, self.out, self.draw, self.draw_threshold = predictor, Path(out), draw, draw_threshold
         self.coco_json = Path(coco_json) if coco_json else None
@@ -278,10 +224,10 @@ class PredictionWriter:
     def _save_overlay(self, image, persons, path: Path) -> None:
         from crfpose.viz import save
 
-        fig = _render(image, persons, self.predictor.skeleton, self.draw_threshold)
+        fig = render_persons(image, persons, self.predictor.skeleton, self.draw_threshold)
         save(fig, path)
 
-    def images(self, paths: Sequence[Path], progress: _Progress) -> None:
+    def images(self, paths: Sequence[Path], progress: Progress) -> None:
         """Predict for image files in chunks (the next chunk decodes in threads while the model runs)."""
         from crfpose.predict import read_image
 
@@ -308,7 +254,7 @@ class PredictionWriter:
                     results = self.predictor([t for _, t in good], boxes)
                     for (path, tensor), persons in zip(good, results):
                         self._write_image(path, tensor, persons)
-                progress.update(len(group))
+                progress.step(len(group))
 
     def _write_image(self, path: Path, tensor, persons: list[dict[str, Any]]) -> None:
         _write_json(self._target(path, "predictions", ".json"), mmpose_instances(persons))
@@ -328,7 +274,7 @@ class PredictionWriter:
             return self.image_ids[path.name]
         return self.numbers.setdefault(str(path), len(self.numbers) + 1)
 
-    def video(self, path: Path, progress: _Progress) -> None:
+    def video(self, path: Path, progress: Progress) -> None:
         """One JSON for the whole video (``[{"frame_id", "instances"}]``) and, with ``draw``, an MP4 overlay."""
         frames, fps, _ = read_video(path)
         entries: list[dict[str, Any]] = []
@@ -339,8 +285,8 @@ class PredictionWriter:
             for frame, persons in zip(batch, self.predictor(list(batch))):
                 entries.append({"frame_id": len(entries), "instances": mmpose_instances(persons)})
                 if self.draw:
-                    overlays.append(_figure_to_array(_render(frame, persons, self.predictor.skeleton, self.draw_threshold)))
-            progress.update(len(batch))
+                    overlays.append(_figure_to_array(render_persons(frame, persons, self.predictor.skeleton, self.draw_threshold)))
+            progress.step(len(batch))
             batch.clear()
 
         for frame in frames:
@@ -381,7 +327,7 @@ class PredictionWriter:
                 "pass --overwrite to replace them, or choose another --out"
             )
         images = [p for p in paths if not _is_video(p)]
-        progress = _Progress(len(images) or None, "images")
+        progress = Progress("crfpose predict", len(images) or None, "images")
         try:
             self.images(images, progress)
             for path in (p for p in paths if _is_video(p)):
@@ -407,60 +353,3 @@ class PredictionWriter:
         if self.image_ids is None:
             mapping = {str(i): name for name, i in self.numbers.items()}
             _write_json(self.coco_json.with_name(f"{self.coco_json.stem}.image_ids.json"), mapping)
-
-
-def _detector(args: argparse.Namespace):
-    if args.detector is None and args.detector_weights is None:
-        return None
-    from crfpose.detect import PersonDetector
-
-    name = args.detector or "fasterrcnn_resnet50_fpn"
-    weights = None if args.detector_weights else "DEFAULT"
-    return PersonDetector.from_torchvision(
-        name,
-        weights_path=args.detector_weights,
-        weights=weights,
-        score_threshold=args.score_threshold,
-        max_persons=args.max_persons,
-        device=args.device,
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """``crfpose predict``: 0 when at least one file was processed, else 1 (2 for bad arguments)."""
-    import torch
-
-    from crfpose.detect import load_detections
-    from crfpose.predict import Predictor
-
-    if args.detections and (args.detector or args.detector_weights):
-        raise ValueError("--detections: give boxes from a file or from a detector, not both")
-    paths = collect_sources(args.sources)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint,
-        device=device,
-        decoder=args.decoder,
-        flip=not args.no_flip,
-        batch_size=args.batch_size,
-    )
-    predictor.detector = _detector(args)
-    image_ids = None
-    if args.annotations:
-        images = json.loads(Path(args.annotations).read_text()).get("images", [])
-        image_ids = {im["file_name"]: im["id"] for im in images}
-    detections = load_detections(args.detections, args.annotations) if args.detections else None
-    writer = PredictionWriter(
-        predictor,
-        args.out,
-        draw=args.draw,
-        coco_json=args.coco_json,
-        detections=detections,
-        image_ids=image_ids if args.coco_json else None,
-        draw_threshold=args.draw_threshold,
-    )
-    writer.run(paths, overwrite=args.overwrite)
-    print(json.dumps({"processed": writer.processed, "skipped": len(writer.skipped), "out": str(writer.out)}))
-    if writer.skipped:
-        print(f"crfpose predict: {len(writer.skipped)} file(s) skipped: {', '.join(writer.skipped)}", file=sys.stderr)
-    return 0 if writer.processed else 1
