@@ -13,6 +13,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["crfpose", "crfpose.*"]),
+    package_data={"crfpose": ["configs/*.yaml"]},  # the shipped configs (crfpose demo, crfpose train NAME)
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -12,16 +12,17 @@ is the exact negative log-likelihood of the labels with the unlabelled joints ma
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import warnings
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
 
-from crfpose.codec import labelled
+from crfpose.codec import HeatmapCodec, labelled
 from crfpose.crf import TreeCRF
 from crfpose.skeletons import Skeleton
 
-__all__ = ["target_log_weights", "crf_nll", "likelihood_nll", "heatmap_mse"]
+__all__ = ["target_log_weights", "crf_nll", "likelihood_nll", "heatmap_mse", "OffGridLabels"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -76,6 +77,7 @@ def crf_nll(
     keypoints: Tensor,
     sigma: float = 1.0,
     reduction: str = "mean",
+    codec: Optional[HeatmapCodec] = None,
 ) -> Tensor:
     """Exact negative log-likelihood of the labelled joints under the tree CRF, ``log Z(u) - log Z(u + tau)``.
 
@@ -83,15 +85,25 @@ def crf_nll(
         unary: ``(B, K, H, W)`` log-potentials.
         pairwise: ``(E, 2R+1, 2R+1)`` or ``(B, E, 2R+1, 2R+1)`` log-potentials.
         skeleton: the tree.
-        keypoints: ``(B, K, 3)`` labels ``(x, y, v)`` in heatmap pixels.
+        keypoints: ``(B, K, 3)`` labels ``(x, y, v)`` in heatmap pixels, or in crop pixels when ``codec``
+            (e.g. a :class:`~crfpose.models.PoseModel`'s ``codec``) is given to map them onto the grid.
         sigma: std of the soft targets in heatmap pixels; ``0`` gives the textbook one-hot NLL.
         reduction: ``mean`` or ``sum`` over the batch, or ``none`` for ``(B,)``.
+        codec: the crop <-> grid map of ``keypoints`` in crop pixels.
 
     With ``sigma=0`` a labelled pose whose displacements fall outside the pairwise window has
     probability 0 and its loss is ``+inf``; choose ``R`` to cover the training displacements, or
-    use ``sigma > 0``, whose targets are positive everywhere.
+    use ``sigma > 0``, whose targets are positive everywhere. When most labelled joints fall off the
+    grid (crop pixels given as grid cells, say) a :class:`OffGridLabels` warning says so.
     """
-    return likelihood_nll(lambda u: TreeCRF(u, pairwise, skeleton), unary, keypoints, sigma, reduction)
+    return likelihood_nll(lambda u: TreeCRF(u, pairwise, skeleton), unary, keypoints, sigma, reduction, codec)
+
+
+class OffGridLabels(UserWarning):
+    """Most labelled joints fall outside the heatmap grid: they add nothing to the likelihood loss."""
+
+
+OFF_GRID_SHARE = 0.5  # warn when more than this share of a batch's labelled joints lies off the grid
 
 
 def likelihood_nll(
@@ -100,6 +112,7 @@ def likelihood_nll(
     keypoints: Tensor,
     sigma: float = 1.0,
     reduction: str = "mean",
+    codec: Optional[HeatmapCodec] = None,
 ) -> Tensor:
     """:func:`crf_nll` for any pose distribution built from unary maps: ``distribution(unary)`` must
     have a ``log_partition`` ``(B,)`` (a :class:`crfpose.crf.TreeCRF`, a
@@ -107,12 +120,33 @@ def likelihood_nll(
     _check_reduction(reduction)
     if not isinstance(unary, Tensor) or unary.dim() != 4:
         raise ValueError(f"unary must be a (B, K, H, W) tensor, got {getattr(unary, 'shape', type(unary).__name__)}")
+    if codec is not None:
+        if tuple(unary.shape[-1:-3:-1]) != codec.heatmap_size:
+            raise ValueError(f"codec: its grid is {codec.heatmap_size} (W, H), unary's {tuple(unary.shape[-1:-3:-1])}")
+        keypoints = codec.to_heatmap(keypoints)
     tau = target_log_weights(keypoints, unary.shape[2], unary.shape[3], sigma)  # (B, K, H, W)
     if keypoints.shape[:2] != unary.shape[:2]:
         raise ValueError(f"keypoints must have shape ({unary.shape[0]}, {unary.shape[1]}, 3) like unary, got {tuple(keypoints.shape)}")
+    _warn_off_grid(keypoints, unary.shape[3], unary.shape[2], codec is None)
     log_z = distribution(unary).log_partition  # (B,)
     clamped = distribution(unary + tau.to(unary)).log_partition  # (B,)
     return _reduce(log_z - clamped, reduction)
+
+
+def _warn_off_grid(keypoints: Tensor, width: int, height: int, grid_units: bool) -> None:
+    """An :class:`OffGridLabels` warning when most labelled joints (v > 0) of the batch fall off the grid."""
+    given = keypoints[..., 2] > 0  # (B, K)
+    total = int(given.sum())
+    if not total:
+        return
+    kept = int(labelled(keypoints.detach(), (width, height)).sum())
+    if kept < (1 - OFF_GRID_SHARE) * total:
+        hint = " (keypoints must be in heatmap cells; crop pixels go through codec=model.codec)" if grid_units else ""
+        warnings.warn(
+            f"keypoints: only {kept} of {total} labelled joints lie on the {width}x{height} grid{hint}",
+            OffGridLabels,
+            stacklevel=3,
+        )
 
 
 def heatmap_mse(pred: Tensor, target: Tensor, weight: Tensor, reduction: str = "mean") -> Tensor:

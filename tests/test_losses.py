@@ -180,3 +180,23 @@ def test_nll_trains_pairwise_modules_end_to_end():
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_crop_pixel_labels_go_through_the_codec_and_grid_misuse_warns():
+    """Keypoints in crop pixels with the model's codec give the loss of the same keypoints in grid cells;
+    crop pixels passed as grid cells leave most joints off the grid, and a warning says so."""
+    from crfpose.codec import HeatmapCodec
+    from crfpose.losses import OffGridLabels
+    from crfpose.skeletons import LSP14
+
+    codec = HeatmapCodec((64, 64), (16, 16))
+    torch.manual_seed(0)
+    unary, pairwise = torch.randn(2, 14, 16, 16, dtype=torch.float64), torch.zeros(13, 7, 7, dtype=torch.float64)
+    crop = torch.cat([torch.rand(2, 14, 2) * 60 + 2, torch.full((2, 14, 1), 2.0)], -1).double()  # (B, K, 3) crop pixels
+    grid = codec.to_heatmap(crop)
+    expected = crf_nll(unary, pairwise, LSP14, grid)
+    assert crf_nll(unary, pairwise, LSP14, crop, codec=codec) == pytest.approx(expected.item(), rel=1e-12)
+    with pytest.warns(OffGridLabels, match=r"only \d+ of 28 labelled joints lie on the 16x16 grid.*codec=model.codec"):
+        assert crf_nll(unary, pairwise, LSP14, crop).item() != pytest.approx(expected.item())
+    with pytest.raises(ValueError, match=r"codec: its grid is \(8, 8\) \(W, H\), unary's \(16, 16\)"):
+        crf_nll(unary, pairwise, LSP14, crop, codec=HeatmapCodec((32, 32), (8, 8)))
