@@ -95,8 +95,8 @@ def decode_image(image: Union[str, os.PathLike, Image.Image], *, apply_exif: boo
         else:
             with Image.open(image) as pil:
                 pil.load()  # the pixels stay in memory when the file closes
-        if apply_exif:
-            pil = ImageOps.exif_transpose(pil)
+        if apply_exif and pil.getexif().get(_ORIENTATION, 1) != 1:
+            pil = ImageOps.exif_transpose(pil)  # a turned copy
     except DECODE_ERRORS as err:
         raise ValueError(f"{name}: cannot read image ({_reason(err)})") from None
     return _to_rgb(pil, name)

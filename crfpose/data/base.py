@@ -50,6 +50,7 @@ __all__ = ["PersonRecord", "BadRecord", "PoseDataset", "load_image", "read_json_
 
 ON_ERROR = ("raise", "skip")
 _NAN4 = np.full(4, np.nan)
+_PLAIN = {int, float}  # exact types: a bool is no int here
 # What scipy's loadmat raises on text, truncated or corrupt (bad zlib stream) files.
 _MAT_ERRORS = (MatReadError, OSError, ValueError, TypeError, EOFError, IndexError, struct.error, zlib.error)
 
@@ -98,11 +99,9 @@ def as_numbers(value: Any, what: str, shape: Optional[tuple[int, ...]] = None) -
     """``value`` (a number, nested lists of numbers or a numeric array) as a float64 array, of ``shape`` if
     given. Strings, booleans, None, dicts, ragged or wrongly shaped lists are a ``ValueError`` naming ``what``
     (NaN and infinities pass: the record checks name them)."""
-    if isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
-        array = value.astype(np.float64)
-    elif isinstance(value, np.ndarray) and value.dtype.kind != "O":
+    if isinstance(value, np.ndarray) and value.dtype.kind not in "iufO":
         raise ValueError(f"{what} must be numbers, got an array of {value.dtype}")
-    else:
+    if not (type(value) in _PLAIN or (type(value) is list and set(map(type, value)) <= _PLAIN)):  # else JSON numbers: fast
         try:
             items = np.asarray(value, dtype=object)  # a ragged list gives an array of lists, caught below
         except ValueError:
@@ -110,10 +109,10 @@ def as_numbers(value: Any, what: str, shape: Optional[tuple[int, ...]] = None) -
         for item in items.flat:
             if isinstance(item, (bool, np.bool_)) or not isinstance(item, (int, float, np.integer, np.floating)):
                 raise ValueError(f"{what} must be numbers, got {reprlib.repr(item)}")
-        try:
-            array = items.astype(np.float64)
-        except OverflowError:
-            raise ValueError(f"{what} holds a number too large for float64") from None
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"{what} holds a number too large for float64") from None
     if shape is not None and array.shape != shape:
         expected = "a single number" if shape == () else f"shape {shape}"
         raise ValueError(f"{what} must be {expected}, got shape {array.shape}")

@@ -88,6 +88,7 @@ class COCODataset(PoseDataset):
         self.ann_file = ann_file
         self.coco = load_coco(ann_file)
         self.category = person_category(self.coco, skeleton, ann_file)
+        self._images: dict[Any, Union[tuple[Path, tuple[int, int]], ValueError]] = {}
         if detections is None:
             records = self._annotated(image_dir, skeleton, min_keypoints)
         else:
@@ -98,6 +99,16 @@ class COCODataset(PoseDataset):
         """The file and annotated ``(w, h)`` of an image id; an unknown id or a malformed image entry is a ``ValueError``."""
         if not isinstance(image_id, (int, str)) or isinstance(image_id, bool) or image_id not in self.coco.imgs:
             raise ValueError(f"image id {image_id!r} is not in the annotation file {self.ann_file}")
+        if image_id not in self._images:  # each image entry is checked once, however many persons it holds
+            try:
+                self._images[image_id] = self._image_entry(image_id, image_dir)
+            except ValueError as err:
+                self._images[image_id] = err
+        if isinstance(self._images[image_id], ValueError):
+            raise self._images[image_id]
+        return self._images[image_id]
+
+    def _image_entry(self, image_id: Any, image_dir: Path) -> tuple[Path, tuple[int, int]]:
         info = self.coco.imgs[image_id]
         if not isinstance(info.get("file_name"), str) or not info["file_name"]:
             raise ValueError(f"image id {image_id}: file_name must be a file name, got {info.get('file_name')!r}")
