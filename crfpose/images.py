@@ -16,12 +16,12 @@ Shape legend: h x w image (after EXIF orientation, where applied).
   whatever colour the hidden pixels happen to store.
 - EXIF orientation (all 8 values) is applied by default: the array is the picture as viewers show it,
   which is what a user means by "the photo". Datasets read the stored pixel frame instead
-  (``apply_exif=False``): COCO's ``width``/``height``, MPII's and LSP's joints are in that frame, and
-  reference loaders read it that way (pycocotools' demo via ``skimage.io.imread``, HRNet with OpenCV's
-  ``IMREAD_IGNORE_ORIENTATION``).
+  (``apply_exif=False``): COCO, MPII and LSP annotations are taken to be in that frame, the frame their
+  reference loaders read (pycocotools' demo via ``skimage.io.imread``, HRNet with OpenCV's
+  ``IMREAD_IGNORE_ORIENTATION``); :class:`~crfpose.data.base.PoseDataset` warns about tagged images.
 - A multi-frame file (GIF, multi-page TIFF) gives its first frame.
 
-Every failure is a one-line ``ValueError`` that names the file (or ``name``) and the problem.
+Every failure to read is a one-line ``ValueError`` that names the file (or ``name``) and the problem.
 """
 
 from __future__ import annotations

@@ -139,6 +139,13 @@ def test_transparency_is_composited_on_white(tmp_path):
     pa.putpalette(palette.getpalette())
     assert np.abs(decode_image(pa) - over_white(table[index], alpha)).max() <= 1
 
+    clear16 = int(RAMP16[0, 5])  # a 16-bit grey PNG's transparent value (tRNS)
+    expected16 = np.where(RAMP16 == clear16, 255, np.round(RAMP16 * 255.0 / 65535))
+    assert np.array_equal(decode_image(saved(tmp_path, Image.fromarray(RAMP16), "t16.png", transparency=clear16)), grey_rgb(expected16))
+    clear8 = int(grey[0, 0])
+    expected8 = np.where(grey == clear8, 255, grey)
+    assert np.array_equal(decode_image(saved(tmp_path, Image.fromarray(grey), "t8.png", transparency=clear8)), grey_rgb(expected8))
+
     opaque = saved(tmp_path, Image.fromarray(np.dstack([rgb, np.full((8, 9), 255, np.uint8)]), "RGBA"), "opaque.png")
     assert np.array_equal(decode_image(opaque), rgb)
 
