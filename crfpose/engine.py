@@ -39,7 +39,7 @@ from crfpose.builders import make_dataset, model_from_config
 from crfpose.checkpoint import load_checkpoint, load_initial_weights, load_weights, plain, save_checkpoint
 from crfpose.config import Config, save_config, to_dict
 from crfpose.evaluate import compute_metrics, merge_predictions, predict_dataset
-from crfpose.fileio import atomic_write
+from crfpose.fileio import atomic_write, remove_stale_temps
 from crfpose.losses import heatmap_mse, likelihood_nll
 from crfpose.models import PoseModel
 from crfpose.progress import Progress
@@ -471,6 +471,9 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int], mod
         pairwise_loaded = load_initial_weights(model, cfg.init_checkpoint)
     if ctx.main:
         output.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_temps(output)  # what an atomic write killed mid-way left behind
+        if stale:
+            print(f"crfpose train: removed {len(stale)} temporary file(s) of an interrupted write: {stale[0].name} ...", file=sys.stderr)
         save_config(config, output / "config.yaml")
         _keep_log(output / "log.jsonl", run.epochs_done(stages))
     written = {"last": None, "best": None}

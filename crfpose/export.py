@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from crfpose.fileio import atomic_write
+from crfpose.fileio import atomic_write, remove_stale_temps
 from crfpose.progress import Progress
 
 __all__ = [
@@ -159,10 +159,8 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float) -> Path:
     """Encode ``(h, w, 3)`` uint8 frames as an MP4 (MPEG-4 part 2, which every FFmpeg build has), atomically."""
     import av
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    try:
-        with av.open(str(tmp), mode="w") as container:
+    def encode(file) -> None:
+        with av.open(file, mode="w", format="mp4") as container:
             stream = None
             for array in frames:
                 h, w = array.shape[:2]
@@ -176,10 +174,8 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float) -> Path:
             if stream is not None:
                 for packet in stream.encode():
                     container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return atomic_write(path, encode, binary=True)
 
 
 class PredictionWriter:
@@ -320,7 +316,10 @@ class PredictionWriter:
     def run(self, paths: Sequence[Path], overwrite: bool = False) -> None:
         """Images first (batched across files), then each video; then the COCO results file. Files that
         an earlier call wrote are a ValueError (before any work) unless ``overwrite``."""
-        earlier = [f for f in self.targets(paths) if f.exists()]
+        targets = self.targets(paths)
+        for folder in {f.parent for f in targets}:
+            remove_stale_temps(folder)  # what a killed earlier call's atomic writes left
+        earlier = [f for f in targets if f.exists()]
         if earlier and not overwrite:
             raise ValueError(
                 f"--out {self.out}: would overwrite {len(earlier)} earlier result(s), e.g. {earlier[0]}; "

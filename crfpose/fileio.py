@@ -1,23 +1,31 @@
-"""Atomic file output (readers see the old file or the new one, never a partial one) and safe
-reading of torch files (tensors, containers and plain values only: never code)."""
+"""Atomic file output (readers see the old file or the new one, never a partial one), the clean-up of
+what a killed atomic write leaves, and safe reading of torch files (tensors, containers and plain values
+only: never code)."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Union
 
-__all__ = ["atomic_write", "load_torch_file"]
+__all__ = ["atomic_write", "remove_stale_temps", "load_torch_file"]
+
+# atomic_write's temp files are ".<name>.<random>.crfpose.tmp" (mkstemp's random part has no dot): a name
+# distinctive enough that remove_stale_temps never takes a file of the user's for one.
+_TEMP_SUFFIX = ".crfpose.tmp"
+_TEMP_NAME = re.compile(r"\..+\.[^./]+" + re.escape(_TEMP_SUFFIX))
 
 
 def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO], None], binary: bool = False) -> Path:
-    """Create or replace ``path`` atomically: ``write(file)`` fills a temp file in the same folder,
-    which is flushed, synced and renamed over ``path``; on any error the temp file is removed."""
+    """Create or replace ``path`` atomically: ``write(file)`` fills a temp file in the same folder
+    (``.<name>.<random>.crfpose.tmp``), which is flushed, synced and renamed over ``path``; on any error
+    the temp file is removed (a killed process leaves it: see :func:`remove_stale_temps`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -31,6 +39,20 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO], None], bin
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temps(folder: Union[str, os.PathLike]) -> list[Path]:
+    """Remove the temp files that atomic writes killed mid-way (SIGKILL, power loss) left in ``folder``
+    (not in its subfolders) and return their paths, sorted. Only regular files named as
+    :func:`atomic_write` names its temp files are removed, nothing else. A write in progress has such a
+    file too: call this when no other process writes into ``folder`` (when a run starts or resumes)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if _TEMP_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def load_torch_file(path: Union[str, os.PathLike], what: str = "checkpoint") -> Any:

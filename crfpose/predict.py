@@ -17,11 +17,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from crfpose.checkpoint import load_model
 from crfpose.codec import REFINEMENTS
 from crfpose.data.transforms import PADDING, affine_points, crop_box, image_to_tensor, invert_affine
+from crfpose.images import UNIT_TOLERANCE, decode_image, in_unit_range
 from crfpose.models import PoseModel
 
 __all__ = ["Predictor", "read_image", "whole_image_box"]
@@ -30,25 +31,28 @@ ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
 
 def read_image(image: ImageLike) -> torch.Tensor:
-    """A ``(3, h, w)`` float RGB tensor in ``[0, 1]`` from a path, PIL image, ``(h, w, 3)`` uint8 array
-    or ``(3, h, w)`` tensor (float in ``[0, 1]`` or uint8). An unreadable or truncated file is a
-    ValueError naming it."""
-    if isinstance(image, (str, os.PathLike)):
-        try:
-            with Image.open(image) as opened:
-                image = opened.convert("RGB")  # decodes the whole file: a truncated one fails here
-        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ValueError(f"image {image}: not a readable image ({reason})") from None
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        return image_to_tensor(image)
+    """A ``(3, h, w)`` float RGB tensor in ``[0, 1]`` from a path or PIL image (any mode, EXIF orientation
+    applied: see :mod:`crfpose.images`), an ``(h, w, 3)`` array or a ``(3, h, w)`` tensor (uint8, or float
+    in ``[0, 1]``). A float image outside ``[0, 1]`` (a 0-255 or normalised one), an unreadable or
+    truncated file, an unsupported mode or shape is a ValueError naming what was expected and got."""
+    if isinstance(image, (str, os.PathLike, Image.Image)):
+        return image_to_tensor(decode_image(image))
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and (image.dtype == np.uint8 or image.dtype.kind == "f"):
+        image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # (3, h, w)
     if isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == 3:
-        return image.float() / 255 if image.dtype == torch.uint8 else image.float()
+        if image.dtype == torch.uint8:
+            return image.float() / 255
+        if image.is_floating_point():
+            low, high = (float(image.min()), float(image.max())) if image.numel() else (0.0, 0.0)
+            if not in_unit_range(low, high):
+                raise ValueError(
+                    f"image: expected float values in [0, 1] (up to {UNIT_TOLERANCE} outside), got {low:g}..{high:g}: "
+                    "divide a 0-255 image by 255 (or pass it as uint8), and pass an image before ImageNet normalisation"
+                )
+            return image.float().clamp(0, 1)
     raise ValueError(
-        "image: expected a path, PIL image, (h, w, 3) uint8 array or (3, h, w) tensor, "
-        f"got {type(image).__name__} {tuple(getattr(image, 'shape', ()))}"
+        "image: expected a path, PIL image, (h, w, 3) array or (3, h, w) tensor of uint8 or float in [0, 1], "
+        f"got {type(image).__name__} {tuple(getattr(image, 'shape', ()))} {getattr(image, 'dtype', '')}".rstrip()
     )
 
 

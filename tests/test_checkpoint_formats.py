@@ -36,7 +36,9 @@ def test_a_format_1_checkpoint_loads_with_the_same_weights(tmp_path, mode, struc
 def test_a_newer_format_is_named(tmp_path):
     config = load_config(None, ["train.mode=unary", *TINY_SYNTHETIC])
     torch.save({"model": {}, "config": to_dict(config), "format": FORMAT + 1}, tmp_path / "new.pt")
-    with pytest.raises(ValueError, match=rf"new\.pt: format {FORMAT + 1} was written by a newer crfpose \(this one reads formats 1 to {FORMAT}\)"):
+    with pytest.raises(
+        ValueError, match=rf"new\.pt: format {FORMAT + 1} was written by a newer crfpose \(this one reads formats 1 to {FORMAT}\)"
+    ):
         load_model(tmp_path / "new.pt")
 
 
@@ -44,5 +46,7 @@ def test_a_config_that_builds_no_model_names_the_checkpoint(tmp_path):
     config = to_dict(load_config(None, ["train.mode=unary", *TINY_SYNTHETIC]))
     config["model"]["name"] = "no_such_backbone"
     torch.save({"model": {}, "config": config, "format": FORMAT}, tmp_path / "odd.pt")
-    with pytest.raises(ValueError, match=r"checkpoint .*odd\.pt: its config does not build a model \(unknown model name 'no_such_backbone'"):
+    with pytest.raises(
+        ValueError, match=r"checkpoint .*odd\.pt: its config does not build a model \(unknown model name 'no_such_backbone'"
+    ):
         load_model(tmp_path / "odd.pt")

@@ -123,8 +123,8 @@ def test_missing_and_corrupt_images(tmp_path):
     (tmp_path / "imgs" / "a.jpg").unlink()
     with pytest.raises(ValueError, match=r"a\.jpg: record annotation id 1: image file not found"):
         COCODataset(**paths)
-    with pytest.warns(UserWarning):
-        assert len(COCODataset(**paths, on_error="skip")) == 0
+    with pytest.raises(ValueError, match=r"ann\.json: no usable record: all 1 were skipped; first: .*a\.jpg: record annotation id 1"):
+        COCODataset(**paths, on_error="skip")
 
 
 def test_category_checked_against_skeleton(tmp_path):
@@ -151,9 +151,10 @@ def test_coco_file_errors(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps({"a": 1}))
     with pytest.raises(ValueError, match="must hold a JSON list"):
         COCODataset(**paths, detections=tmp_path / "d.json")
-    (tmp_path / "d.json").write_text(json.dumps([{"image_id": 1}, {"image_id": 9, "bbox": [0, 0, 4, 4], "score": 1}]))
+    detections = [{"image_id": 1}, {"image_id": 9, "bbox": [0, 0, 4, 4], "score": 1}, {"image_id": 1, "bbox": [0, 0, 4, 4], "score": 1}]
+    (tmp_path / "d.json").write_text(json.dumps(detections))
     with pytest.raises(ValueError, match="detection 0: needs image_id, bbox and score"):
         COCODataset(**paths, detections=tmp_path / "d.json")
     with pytest.warns(UserWarning, match="skipped 2"):
         ds = COCODataset(**paths, detections=tmp_path / "d.json", on_error="skip")
-    assert "image id 9 is not in the annotation file" in ds.skipped[1]["reason"]
+    assert "image id 9 is not in the annotation file" in ds.skipped[1]["reason"] and len(ds) == 1

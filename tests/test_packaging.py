@@ -18,7 +18,9 @@ def test_the_built_wheel_runs_the_quick_demo_from_another_directory(tmp_path):
     )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("crfpose-*.whl")
-    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"), str(wheel)], **run)
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"), str(wheel)], **run
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -26,7 +28,10 @@ def test_the_built_wheel_runs_the_quick_demo_from_another_directory(tmp_path):
     where = subprocess.run([sys.executable, "-c", "import crfpose; print(crfpose.__file__)"], cwd=elsewhere, env=env, **run)
     assert where.stdout.strip().startswith(str(tmp_path / "site")), where.stdout + where.stderr  # the wheel's copy, not the checkout
     demo = subprocess.run(
-        [sys.executable, "-m", "crfpose", "demo", "--quick", "--out", "demo", "--workers", "0", "--threads", "1"], cwd=elsewhere, env=env, **run
+        [sys.executable, "-m", "crfpose", "demo", "--quick", "--out", "demo", "--workers", "0", "--threads", "1"],
+        cwd=elsewhere,
+        env=env,
+        **run,
     )
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert (elsewhere / "demo" / "summary.json").is_file() and (elsewhere / "demo" / "model.pt").is_file()

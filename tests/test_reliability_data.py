@@ -1,6 +1,7 @@
 """Data in training and evaluation: a truncated JPEG skipped at access time under on_error="skip",
 COCO-format data without OKS sigmas still scored by PCK, relative config paths read from the config
-file's folder (command-line overrides from the current directory)."""
+file's folder (command-line overrides from the current directory), and data without a usable record
+stopping train and eval before they write anything."""
 
 import json
 import os
@@ -140,3 +141,26 @@ def test_shipped_configs_point_at_the_shared_data(name, monkeypatch):
         monkeypatch.chdir(cwd)
         config = load_config(REPO / "crfpose" / "configs" / f"{name}.yaml")
         assert os.path.dirname(config.data.train["root"]) == os.path.dirname(config.data.val["root"]) == expected
+
+
+def test_no_usable_record_stops_train_and_eval_before_any_output(tmp_path, capsys):
+    lsp14_coco(tmp_path / "data")
+    config = coco_config(tmp_path, "data", every=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        checkpoint = train(load_config(config))["last"]
+    ann_file = tmp_path / "data" / "ann.json"
+    data = json.loads(ann_file.read_text())
+    for ann in data["annotations"]:
+        ann["keypoints"] = "abc"  # every record is skipped under on_error=skip
+    ann_file.write_text(json.dumps(data))
+    capsys.readouterr()
+
+    assert main(["eval", str(checkpoint), "--data", "coco", "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"ann\.json: no usable record: all 4 were skipped; first: .*annotation id 1: keypoints must be numbers", err)
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r.json").exists()
+
+    assert main(["train", str(config), f"output_dir={tmp_path / 'again'}"]) == 2
+    assert "no usable record" in capsys.readouterr().err
+    assert not (tmp_path / "again" / "best.pt").exists() and not (tmp_path / "again" / "last.pt").exists()

@@ -225,3 +225,16 @@ def test_the_demo_refuses_an_earlier_demo_folder_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"--out .*holds an earlier demo \(summary.json\).*--overwrite"):
         run_demo(tmp_path, quick=True, figures=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # nothing trained or written
+
+
+def test_a_resumed_run_removes_the_temp_files_of_a_killed_write(tmp_path, capsys):
+    path = tiny_yaml(tmp_path, "train.epochs=2")
+    assert main(["train", str(path), "--max-epochs", "1"]) == 0
+    run = tmp_path / "run"
+    stale = run / ".last.pt.k3q_x9z.crfpose.tmp"  # atomic_write's temp name, left by a SIGKILL
+    stale.write_bytes(b"half a checkpoint")
+    (run / ".notes.tmp").write_text("the user's own")
+    capsys.readouterr()
+    assert main(["train", str(path), "--resume", str(run / "last.pt")]) == 0
+    assert not stale.exists() and (run / ".notes.tmp").read_text() == "the user's own"
+    assert "removed 1 temporary file(s) of an interrupted write: .last.pt.k3q_x9z.crfpose.tmp" in capsys.readouterr().err

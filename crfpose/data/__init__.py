@@ -47,7 +47,7 @@ PATH_OPTIONS = ("root", "ann_file", "image_dir", "detections", "head_boxes")
 
 def dataset_options(name: str) -> list[str]:
     """The keyword options that dataset ``name`` accepts (a :class:`PoseDataset` subclass's ``**kwargs``
-    are those of :class:`PoseDataset`)."""
+    are those of :class:`PoseDataset`, less what the subclass itself passes: records, skeleton, source)."""
     cls = DATASETS[name]
     names, more = [], False
     for param in inspect.signature(cls).parameters.values():
@@ -56,7 +56,7 @@ def dataset_options(name: str) -> list[str]:
         elif param.kind is not param.VAR_POSITIONAL:
             names.append(param.name)
     if more and issubclass(cls, PoseDataset):
-        names += [p for p in inspect.signature(PoseDataset).parameters if p not in (*names, "records", "skeleton")]
+        names += [p for p in inspect.signature(PoseDataset).parameters if p not in (*names, "records", "skeleton", "source")]
     return names
 
 

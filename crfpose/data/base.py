@@ -19,6 +19,8 @@ Every item is a dict::
 
 Bad input raises ``ValueError`` naming the file and record; with ``on_error="skip"`` the record is
 left out, listed in ``dataset.skipped`` (dicts with file, record, reason) and a warning says how many.
+A data set left with no usable record is a ``ValueError`` whatever ``on_error`` says. Images are read
+in their stored pixel frame, without EXIF orientation (see :mod:`crfpose.images`).
 An image that passes the header check but cannot be decoded when an item is read is skipped then
 (``meta["skipped_file"]`` names it; see :meth:`PoseDataset.__getitem__`).
 """
@@ -26,23 +28,31 @@ An image that passes the header check but cannot be decoded when an item is read
 from __future__ import annotations
 
 import json
+import reprlib
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple, Optional, Union
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Union
 
 import numpy as np
+import scipy.io
 import torch
-from PIL import Image
+from scipy.io.matlab import MatReadError
 from torch.utils.data import Dataset
 
 from crfpose.data.transforms import TopDownTransform, image_to_tensor
+from crfpose.images import decode_image, image_header
 from crfpose.skeletons import Skeleton
 
-__all__ = ["PersonRecord", "BadRecord", "PoseDataset", "load_image", "read_json_list", "ON_ERROR"]
+__all__ = ["PersonRecord", "BadRecord", "PoseDataset", "load_image", "read_json_list", "read_mat_variable", "as_numbers", "ON_ERROR"]
 
 ON_ERROR = ("raise", "skip")
 _NAN4 = np.full(4, np.nan)
+_PLAIN = {int, float}  # exact types: a bool is no int here
+# What scipy's loadmat raises on text, truncated or corrupt (bad zlib stream) files.
+_MAT_ERRORS = (MatReadError, OSError, ValueError, TypeError, EOFError, IndexError, struct.error, zlib.error)
 
 
 @dataclass
@@ -68,13 +78,10 @@ class BadRecord(NamedTuple):
 
 
 def load_image(path: Union[str, Path], record: str = "") -> torch.Tensor:
-    """``(3, h, w)`` float32 RGB in ``[0, 1]``; a missing or unreadable file is a ``ValueError``."""
-    try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path}: record {record}: cannot read image ({err})") from None
-    return image_to_tensor(array)
+    """``(3, h, w)`` float32 RGB in ``[0, 1]`` of an image file in its stored pixel frame (EXIF orientation
+    not applied: the frame datasets are annotated in; see :mod:`crfpose.images`); a missing or unreadable
+    file is a ``ValueError`` naming it and ``record``."""
+    return image_to_tensor(decode_image(path, apply_exif=False, name=f"{path}: record {record}" if record else None))
 
 
 def read_json_list(path: Path, argument: str, kind: str) -> list:
@@ -86,6 +93,49 @@ def read_json_list(path: Path, argument: str, kind: str) -> list:
     if not isinstance(data, list):
         raise ValueError(f"{argument}: {path} must hold a JSON list of {kind}, got {type(data).__name__}")
     return data
+
+
+def as_numbers(value: Any, what: str, shape: Optional[tuple[int, ...]] = None) -> np.ndarray:
+    """``value`` (a number, nested lists of numbers or a numeric array) as a float64 array, of ``shape`` if
+    given. Strings, booleans, None, dicts, ragged or wrongly shaped lists are a ``ValueError`` naming ``what``
+    (NaN and infinities pass: the record checks name them)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind not in "iufO":
+        raise ValueError(f"{what} must be numbers, got an array of {value.dtype}")
+    if not (type(value) in _PLAIN or (type(value) is list and set(map(type, value)) <= _PLAIN)):  # else JSON numbers: fast
+        try:
+            items = np.asarray(value, dtype=object)  # a ragged list gives an array of lists, caught below
+        except ValueError:
+            raise ValueError(f"{what} must be numbers in a regular (not ragged) array") from None
+        for item in items.flat:
+            if isinstance(item, (bool, np.bool_)) or not isinstance(item, (int, float, np.integer, np.floating)):
+                raise ValueError(f"{what} must be numbers, got {reprlib.repr(item)}")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"{what} holds a number too large for float64") from None
+    if shape is not None and array.shape != shape:
+        expected = "a single number" if shape == () else f"shape {shape}"
+        raise ValueError(f"{what} must be {expected}, got shape {array.shape}")
+    return array
+
+
+def read_mat_variable(path: Path, variable: str, context: str) -> Any:
+    """Variable ``variable`` of a MATLAB ``.mat`` file (v4 to v7.2, read by scipy). A missing file, a file that
+    is not a ``.mat`` file (text, truncated, corrupt), a v7.3 (HDF5) file or a missing variable is a one-line
+    ``ValueError`` starting with ``context``."""
+    if not Path(path).is_file():
+        raise ValueError(f"{context}: file not found")
+    try:
+        data = scipy.io.loadmat(str(path))
+    except NotImplementedError:
+        raise ValueError(f"{context}: a MATLAB v7.3 (HDF5) .mat file, which is not supported; save it with -v7") from None
+    except _MAT_ERRORS as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{context}: not a MATLAB .mat file ({reason})") from None
+    if variable not in data:
+        names = sorted(name for name in data if not name.startswith("__"))
+        raise ValueError(f"{context}: no variable {variable!r} in the .mat file (it has {names})")
+    return data[variable]
 
 
 def _check_record(rec: PersonRecord, skeleton: Skeleton) -> None:
@@ -109,15 +159,11 @@ def _check_record(rec: PersonRecord, skeleton: Skeleton) -> None:
             raise ValueError(f"{where}: box {rec.box.tolist()} lies outside the {w}x{h} image")
 
 
-def _image_size(path: Path, record: str) -> tuple[int, int]:
-    """``(w, h)`` from the image header; missing or unreadable files are a ``ValueError``."""
+def _image_header(path: Path, record: str) -> tuple[tuple[int, int], int]:
+    """``((w, h), EXIF orientation)`` from the image header; missing or unreadable files are a ``ValueError``."""
     if not path.is_file():
         raise ValueError(f"{path}: record {record}: image file not found")
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path}: record {record}: cannot read image ({err})") from None
+    return image_header(path, f"{path}: record {record}")
 
 
 class PoseDataset(Dataset):
@@ -129,7 +175,14 @@ class PoseDataset(Dataset):
         skeleton: the pose format.
         transform: crop/augmentation; default ``TopDownTransform(skeleton)`` (evaluation mode).
         on_error: ``"raise"`` or ``"skip"`` (skipped records go to ``self.skipped``).
-        check_images: open each image header at load time (existence, readability, size).
+        check_images: open each image header at load time (existence, readability, size, EXIF orientation).
+        source: what the records come from (annotation file or folder), named when none is usable;
+            default: the class name.
+
+    A data set without a usable record is a ``ValueError`` naming ``source`` and the first reasons
+    (with ``on_error="skip"`` too: training or evaluating on nothing is never what was meant). Images
+    are read in their stored pixel frame (see :mod:`crfpose.images`); images that carry an EXIF
+    orientation tag are counted in a warning.
     """
 
     def __init__(
@@ -139,28 +192,34 @@ class PoseDataset(Dataset):
         transform: Optional[Callable] = None,
         on_error: str = "raise",
         check_images: bool = True,
+        source: str = "",
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.skeleton = skeleton
         self.transform = transform if transform is not None else TopDownTransform(skeleton)
         self.on_error = on_error
+        self.source = str(source) or type(self).__name__
         self.skipped: list[dict] = []
         self.records: list[PersonRecord] = []
-        sizes: dict[Path, tuple[int, int]] = {}
+        headers: dict[Path, tuple[tuple[int, int], int]] = {}  # file -> ((w, h), EXIF orientation)
         for rec in records:
             try:
                 if isinstance(rec, BadRecord):
                     raise ValueError(f"{rec.file}: record {rec.record}: {rec.reason}")
                 if check_images:
-                    if rec.file not in sizes:
-                        sizes[rec.file] = _image_size(rec.file, rec.record)
-                    if rec.image_size is not None and tuple(rec.image_size) != sizes[rec.file]:
+                    if rec.file not in headers:
+                        headers[rec.file] = _image_header(rec.file, rec.record)
+                    size, orientation = headers[rec.file]
+                    if rec.image_size is not None and tuple(rec.image_size) != size:
+                        hint = ""
+                        if orientation > 4 and tuple(rec.image_size) == size[::-1]:  # 5-8 swap width and height
+                            hint = " (its EXIF-rotated size: annotations made on the rotated view need the file stored upright)"
                         raise ValueError(
-                            f"{rec.file}: record {rec.record}: image is {sizes[rec.file][0]}x{sizes[rec.file][1]}, "
-                            f"annotation says {rec.image_size[0]}x{rec.image_size[1]}"
+                            f"{rec.file}: record {rec.record}: image is {size[0]}x{size[1]}, annotation says "
+                            f"{rec.image_size[0]}x{rec.image_size[1]}{hint}"
                         )
-                    rec.image_size = sizes[rec.file]
+                    rec.image_size = size
                 _check_record(rec, skeleton)
             except ValueError as err:
                 if on_error == "raise":
@@ -168,9 +227,23 @@ class PoseDataset(Dataset):
                 self.skipped.append({"file": str(rec.file), "record": rec.record, "reason": str(err)})
                 continue
             self.records.append(rec)
+        if not self.records:
+            if not self.skipped:
+                raise ValueError(f"{self.source}: no records: the data set is empty")
+            first = "; ".join(s["reason"] for s in self.skipped[:3])
+            raise ValueError(f"{self.source}: no usable record: all {len(self.skipped)} were skipped; first: {first}")
         if self.skipped:
             warnings.warn(
                 f"{type(self).__name__}: skipped {len(self.skipped)} bad record(s) (see .skipped); first: {self.skipped[0]['reason']}",
+                UserWarning,
+                stacklevel=2,
+            )
+        turned = [(file, orientation) for file, (_, orientation) in headers.items() if orientation != 1]
+        if turned:
+            warnings.warn(
+                f"{type(self).__name__}: {len(turned)} image(s) carry an EXIF orientation tag (first: {turned[0][0]}, "
+                f"orientation {turned[0][1]}); data sets are read in the stored pixel frame, the frame of COCO, MPII and "
+                "LSP annotations",
                 UserWarning,
                 stacklevel=2,
             )

@@ -4,10 +4,15 @@ Shape legend: K joints.
 
 Persons are the non-crowd annotations of the category whose keypoint names equal the
 skeleton's joints, with at least ``min_keypoints`` labelled keypoints (the filter
-``coco.getAnnIds(catIds=[cat], iscrowd=False)`` + ``num_keypoints >= min_keypoints``). For
+``coco.getAnnIds(catIds=[cat], iscrowd=False)`` + ``num_keypoints >= min_keypoints``, applied to each
+annotation so that a malformed one becomes a bad record naming it; a missing ``iscrowd`` counts as 0,
+as in COCOeval, and a missing ``num_keypoints`` is the count of labelled keypoints). For
 evaluation, ``detections`` (a COCO results JSON: image_id, category_id, bbox, score) replaces the
 annotated boxes; those records carry no keypoints (all v = 0) and the detection score.
-COCO keypoint coordinates are used as they are (0-based pixel centres).
+COCO keypoint coordinates are used as they are (0-based pixel centres), in the images' stored pixel
+frame (EXIF orientation not applied; see :mod:`crfpose.images`).
+Image, annotation and category ids must be unique: a repeated one is refused before pycocotools
+indexes the file (see :func:`load_coco`).
 """
 
 from __future__ import annotations
@@ -15,16 +20,19 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import reprlib
+from collections import Counter
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 from pycocotools.coco import COCO
 
-from crfpose.data.base import BadRecord, PersonRecord, PoseDataset, read_json_list
+from crfpose.data.base import BadRecord, PersonRecord, PoseDataset, as_numbers, read_json_list
 from crfpose.skeletons import COCO17, Skeleton
 
-__all__ = ["COCODataset", "person_category"]
+__all__ = ["COCODataset", "load_coco", "person_category"]
 
 
 def person_category(coco: COCO, skeleton: Skeleton, ann_file: Union[str, Path]) -> int:
@@ -77,42 +85,66 @@ class COCODataset(PoseDataset):
             raise ValueError("root must be given, or both ann_file and image_dir; got neither")
         ann_file = Path(ann_file) if ann_file is not None else Path(root) / "annotations" / f"person_keypoints_{split}.json"
         image_dir = Path(image_dir) if image_dir is not None else Path(root) / split
-        if not ann_file.is_file():
-            raise ValueError(f"ann_file: annotation file not found: {ann_file}")
-        with contextlib.redirect_stdout(io.StringIO()):
-            try:
-                self.coco = COCO(str(ann_file))
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{ann_file}: not a COCO annotation file ({type(err).__name__}: {err})") from None
+        self.ann_file = ann_file
+        self.coco = load_coco(ann_file)
         self.category = person_category(self.coco, skeleton, ann_file)
+        self._images: dict[Any, Union[tuple[Path, tuple[int, int]], ValueError]] = {}
         if detections is None:
             records = self._annotated(image_dir, skeleton, min_keypoints)
         else:
             records = self._detected(Path(detections), image_dir, skeleton, min_score)
-        super().__init__(records, skeleton, **kwargs)
+        super().__init__(records, skeleton, source=detections if detections is not None else ann_file, **kwargs)
 
-    def _image(self, image_id: int, image_dir: Path) -> tuple[Path, tuple[int, int]]:
+    def _image(self, image_id: Any, image_dir: Path) -> tuple[Path, tuple[int, int]]:
+        """The file and annotated ``(w, h)`` of an image id; an unknown id or a malformed image entry is a ``ValueError``."""
+        if not isinstance(image_id, (int, str)) or isinstance(image_id, bool) or image_id not in self.coco.imgs:
+            raise ValueError(f"image id {image_id!r} is not in the annotation file {self.ann_file}")
+        if image_id not in self._images:  # each image entry is checked once, however many persons it holds
+            try:
+                self._images[image_id] = self._image_entry(image_id, image_dir)
+            except ValueError as err:
+                self._images[image_id] = err
+        if isinstance(self._images[image_id], ValueError):
+            raise self._images[image_id]
+        return self._images[image_id]
+
+    def _image_entry(self, image_id: Any, image_dir: Path) -> tuple[Path, tuple[int, int]]:
         info = self.coco.imgs[image_id]
-        return image_dir / info["file_name"], (int(info["width"]), int(info["height"]))
+        if not isinstance(info.get("file_name"), str) or not info["file_name"]:
+            raise ValueError(f"image id {image_id}: file_name must be a file name, got {info.get('file_name')!r}")
+        size = as_numbers([info.get("width"), info.get("height")], f"image id {image_id}: width and height", (2,))
+        if not (np.all(size > 0) and np.all(size == np.round(size))):
+            raise ValueError(f"image id {image_id}: width and height must be positive integers, got {size.tolist()}")
+        return image_dir / info["file_name"], (int(size[0]), int(size[1]))
 
     def _annotated(self, image_dir: Path, skeleton: Skeleton, min_keypoints: int) -> list:
+        """Records of the category's non-crowd annotations with at least ``min_keypoints`` labelled keypoints
+        (``num_keypoints``, or the count of ``v > 0`` where it is absent); malformed ones become :class:`BadRecord` s."""
         k = skeleton.num_joints
         records: list = []
-        for ann in self.coco.loadAnns(self.coco.getAnnIds(catIds=[self.category], iscrowd=False)):
-            if ann.get("num_keypoints", 0) < min_keypoints:
+        for ann in self.coco.dataset.get("annotations", []):
+            if ann["category_id"] != self.category:
                 continue
-            name = f"annotation id {ann['id']}"
-            if ann["image_id"] not in self.coco.imgs:
-                records.append(BadRecord(str(image_dir), name, f"image id {ann['image_id']} is not in the file"))
+            name, file = f"annotation id {ann['id']}", self.ann_file
+            try:
+                if ann.get("iscrowd", 0) not in (0, 1):
+                    raise ValueError(f"iscrowd must be 0 or 1, got {reprlib.repr(ann['iscrowd'])}")
+                if ann.get("iscrowd", 0):
+                    continue
+                if "num_keypoints" in ann and as_numbers(ann["num_keypoints"], "num_keypoints", ()) < min_keypoints:
+                    continue
+                file, size = self._image(ann["image_id"], image_dir)
+                kp = as_numbers(ann.get("keypoints", []), "keypoints")
+                if kp.size != 3 * k:
+                    raise ValueError(f"keypoints must have {3 * k} numbers for {k} joints, got {kp.size}")
+                kp = kp.reshape(k, 3)
+                if "num_keypoints" not in ann and (kp[:, 2] > 0).sum() < min_keypoints:
+                    continue
+                box = as_numbers(ann.get("bbox", []), "bbox")
+            except (KeyError, TypeError, ValueError) as err:
+                records.append(BadRecord(str(file), name, _reason(err)))
                 continue
-            file, size = self._image(ann["image_id"], image_dir)
-            kp = np.asarray(ann.get("keypoints", []), dtype=np.float64)
-            if kp.size != 3 * k:
-                records.append(BadRecord(str(file), name, f"keypoints must have {3 * k} numbers for {k} joints, got {kp.size}"))
-                continue
-            records.append(
-                PersonRecord(file, int(ann["image_id"]), name, np.asarray(ann.get("bbox", []), dtype=np.float64), kp.reshape(k, 3), size)
-            )
+            records.append(PersonRecord(file, ann["image_id"], name, box, kp, size))
         return records
 
     def _detected(self, detections: Path, image_dir: Path, skeleton: Skeleton, min_score: float) -> list:
@@ -121,15 +153,65 @@ class COCODataset(PoseDataset):
         records: list = []
         for i, det in enumerate(results):
             name = f"detection {i}"
-            if not isinstance(det, dict) or not {"image_id", "bbox", "score"} <= det.keys():
-                records.append(BadRecord(str(detections), name, "needs image_id, bbox and score"))
+            try:
+                if not isinstance(det, dict) or not {"image_id", "bbox", "score"} <= det.keys():
+                    raise ValueError("needs image_id, bbox and score")
+                score = float(as_numbers(det["score"], "score", ()))
+                if det.get("category_id", self.category) != self.category or score < min_score:
+                    continue
+                file, size = self._image(det["image_id"], image_dir)
+                box = as_numbers(det["bbox"], "bbox")
+            except (KeyError, TypeError, ValueError) as err:
+                records.append(BadRecord(str(detections), name, _reason(err)))
                 continue
-            if det.get("category_id", self.category) != self.category or det["score"] < min_score:
-                continue
-            if det["image_id"] not in self.coco.imgs:
-                records.append(BadRecord(str(detections), name, f"image id {det['image_id']} is not in the annotation file"))
-                continue
-            file, size = self._image(det["image_id"], image_dir)
-            box = np.asarray(det["bbox"], dtype=np.float64)
-            records.append(PersonRecord(file, int(det["image_id"]), name, box, empty.copy(), size, score=float(det["score"])))
+            records.append(PersonRecord(file, det["image_id"], name, box, empty.copy(), size, score=score))
         return records
+
+
+def _reason(err: Exception) -> str:
+    """A parse error as a record's reason: our ``ValueError`` s as they are, others with their type."""
+    return str(err) if type(err) is ValueError else f"malformed annotation ({type(err).__name__}: {err})"
+
+
+def load_coco(ann_file: Path) -> COCO:
+    """pycocotools' index of a COCO-format file, built only after checking that image, annotation and
+    category ids are unique (pycocotools' ``createIndex`` keys dicts by id: a repeated annotation id would
+    drop one annotation and count the other twice, a repeated image id pair annotations with the wrong
+    file) and that what it indexes by (ids, ``image_id``, ``category_id``) can be a key. Every problem is a
+    one-line ``ValueError`` naming the file (the other values of an annotation are checked per record)."""
+    if not ann_file.is_file():
+        raise ValueError(f"ann_file: annotation file not found: {ann_file}")
+    try:
+        dataset = json.loads(ann_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{ann_file}: not a COCO annotation file ({type(err).__name__}: {err})") from None
+    if not isinstance(dataset, dict):
+        raise ValueError(f"{ann_file}: not a COCO annotation file (a JSON object is expected, got {type(dataset).__name__})")
+    for key in ("images", "annotations", "categories"):
+        entries = dataset.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and "id" in e for e in entries):
+            raise ValueError(f"{ann_file}: not a COCO annotation file ({key!r} must be a list of objects with an 'id')")
+        try:
+            counts = Counter(e["id"] for e in entries)
+        except TypeError:
+            raise ValueError(f"{ann_file}: not a COCO annotation file ({key!r} ids must be numbers or strings)") from None
+        repeated = [i for i, n in counts.items() if n > 1]
+        if repeated:
+            kind = key[:-1] if key != "categories" else "category"
+            shown = ", ".join(map(repr, repeated[:5])) + (", ..." if len(repeated) > 5 else "")
+            raise ValueError(f"{ann_file}: duplicate {kind} ids: {shown} ({len(repeated)} ids repeated; ids must be unique)")
+    for ann in dataset.get("annotations", []):
+        for key in ("image_id", "category_id"):
+            if not isinstance(ann.get(key), Hashable):  # pycocotools indexes by them
+                raise ValueError(
+                    f"{ann_file}: not a COCO annotation file (annotation id {ann['id']!r}: {key} must be a number or a string, "
+                    f"got {reprlib.repr(ann[key])})"
+                )
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            coco.createIndex()
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{ann_file}: not a COCO annotation file ({type(err).__name__}: {err})") from None
+    return coco

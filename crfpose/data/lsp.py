@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-import scipy.io
 
-from crfpose.data.base import PersonRecord, PoseDataset
+from crfpose.data.base import BadRecord, PersonRecord, PoseDataset, as_numbers, read_mat_variable
 from crfpose.skeletons import LSP14
 
 __all__ = ["LSPDataset", "SPLITS", "load_lsp_joints"]
@@ -32,16 +31,21 @@ SPLITS = {"train": (1, 1000), "fit": (1, 900), "val": (901, 1000), "test": (1001
 
 
 def load_lsp_joints(path: Union[str, Path]) -> np.ndarray:
-    """``(N, 14, 3)`` 0-based ``(x, y, v)`` keypoints (COCO visibility) from an LSP ``joints.mat``."""
+    """``(N, 14, 3)`` 0-based ``(x, y, v)`` keypoints (COCO visibility) from an LSP ``joints.mat``; ``v`` is NaN
+    where the file's flag is neither 0 nor 1. A file that is not a ``.mat`` file, has no numeric
+    ``joints`` or one of another shape is a one-line ``ValueError`` naming it."""
+    context = f"{path}: cannot read LSP joints"
+    raw = read_mat_variable(Path(path), "joints", context)
     try:
-        joints = np.asarray(scipy.io.loadmat(str(path))["joints"], dtype=np.float64)
-    except (OSError, KeyError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read LSP joints ({type(err).__name__}: {err})") from None
+        joints = as_numbers(raw, "'joints'")
+    except ValueError as err:
+        raise ValueError(f"{context}: {err}") from None
     if joints.ndim != 3 or joints.shape[:2] != (3, LSP14.num_joints):
         raise ValueError(f"{path}: 'joints' must have shape (3, 14, N) (original LSP layout), got {joints.shape}")
     keypoints = joints.transpose(2, 1, 0).copy()  # (N, 14, 3)
     keypoints[..., :2] -= 1.0
-    keypoints[..., 2] = np.where(joints[2].T > 0, 1.0, 2.0)
+    flags = joints[2].T  # (N, 14)
+    keypoints[..., 2] = np.where(flags == 1, 1.0, np.where(flags == 0, 2.0, np.nan))
     return keypoints
 
 
@@ -53,19 +57,28 @@ class LSPDataset(PoseDataset):
         split: ``"train"`` (1-1000), ``"fit"`` (1-900) and ``"val"`` (901-1000) of it, ``"test"``
             (1001-2000) or ``"all"``.
         transform, on_error, check_images: see :class:`~crfpose.data.base.PoseDataset`.
+
+    An image whose joints in ``joints.mat`` are not finite or whose flags are not 0/1 is a bad record
+    naming ``joints.mat`` and the image.
     """
 
     def __init__(self, root: Union[str, Path], split: str = "train", **kwargs) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
         root = Path(root)
-        keypoints = load_lsp_joints(root / "joints.mat")
+        mat = root / "joints.mat"
+        keypoints = load_lsp_joints(mat)
         first, last = SPLITS[split]
         last = len(keypoints) if last is None else min(last, len(keypoints))
-        records = []
+        records: list = []
         for number in range(first, last + 1):
-            kp = keypoints[number - 1]
+            kp, name = keypoints[number - 1], f"image {number}"
+            bad_xy, bad_flag = np.flatnonzero(~np.isfinite(kp[:, :2]).all(1)), np.flatnonzero(np.isnan(kp[:, 2]))
+            if bad_xy.size or bad_flag.size:
+                reason = f"joints {bad_xy.tolist()} are not finite" if bad_xy.size else f"flags of joints {bad_flag.tolist()} not 0 or 1"
+                records.append(BadRecord(str(mat), name, reason))
+                continue
             lo, hi = kp[:, :2].min(axis=0), kp[:, :2].max(axis=0)
             box = np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]])
-            records.append(PersonRecord(root / "images" / f"im{number:04d}.jpg", number, f"image {number}", box, kp))
-        super().__init__(records, LSP14, **kwargs)
+            records.append(PersonRecord(root / "images" / f"im{number:04d}.jpg", number, name, box, kp))
+        super().__init__(records, LSP14, source=mat, **kwargs)

@@ -21,13 +21,13 @@ NaN and PCKh can use the ``"head"`` normaliser (head top to upper neck) instead.
 from __future__ import annotations
 
 import json
+import reprlib
 from pathlib import Path
-from typing import Union
+from typing import Any, Optional, Union
 
 import numpy as np
-import scipy.io
 
-from crfpose.data.base import BadRecord, PersonRecord, PoseDataset, read_json_list
+from crfpose.data.base import BadRecord, PersonRecord, PoseDataset, as_numbers, read_json_list, read_mat_variable
 from crfpose.skeletons import MPII16
 
 __all__ = ["MPIIDataset", "load_head_boxes"]
@@ -36,16 +36,22 @@ __all__ = ["MPIIDataset", "load_head_boxes"]
 def load_head_boxes(path: Union[str, Path]) -> np.ndarray:
     """``(N, 4)`` 1-based head boxes ``x1, y1, x2, y2`` from ``gt_valid.mat``, ``.json`` or ``.npy``."""
     path = Path(path)
+    context = f"head_boxes: cannot read head boxes from {path}"
+    if path.suffix == ".mat":
+        raw = read_mat_variable(path, "headboxes_src", context)
+    else:
+        try:
+            raw = np.load(path, allow_pickle=False) if path.suffix == ".npy" else json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{context} ({type(err).__name__}: {err})") from None
     try:
-        if path.suffix == ".mat":
-            src = np.asarray(scipy.io.loadmat(str(path))["headboxes_src"], dtype=np.float64)  # (2, 2, N)
-            boxes = src.transpose(2, 0, 1).reshape(-1, 4)
-        elif path.suffix == ".npy":
-            boxes = np.asarray(np.load(path), dtype=np.float64)
-        else:
-            boxes = np.asarray(json.loads(path.read_text()), dtype=np.float64)
-    except (OSError, KeyError, ValueError) as err:
-        raise ValueError(f"head_boxes: cannot read head boxes from {path} ({type(err).__name__}: {err})") from None
+        boxes = as_numbers(raw, "head boxes")
+    except ValueError as err:
+        raise ValueError(f"{context}: {err}") from None
+    if path.suffix == ".mat":
+        if boxes.ndim != 3 or boxes.shape[:2] != (2, 2):
+            raise ValueError(f"head_boxes: {path}: 'headboxes_src' must have shape (2, 2, N), got {boxes.shape}")
+        boxes = boxes.transpose(2, 0, 1).reshape(-1, 4)  # (2, 2, N) -> (N, 4)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"head_boxes: {path} must hold an (N, 4) array, got shape {boxes.shape}")
     return boxes
@@ -69,28 +75,32 @@ class MPIIDataset(PoseDataset):
         if boxes is not None and len(boxes) != len(entries):
             raise ValueError(f"head_boxes: {head_boxes} has {len(boxes)} boxes for {len(entries)} records in {ann_file}")
         records = [self._parse(i, entry, root / "images", ann_file, None if boxes is None else boxes[i]) for i, entry in enumerate(entries)]
-        super().__init__(records, MPII16, **kwargs)
+        super().__init__(records, MPII16, source=ann_file, **kwargs)
 
     @staticmethod
-    def _parse(index: int, entry: dict, image_dir: Path, ann_file: Path, head_box) -> Union[PersonRecord, BadRecord]:
+    def _parse(index: int, entry: Any, image_dir: Path, ann_file: Path, head_box: Optional[np.ndarray]) -> Union[PersonRecord, BadRecord]:
         k = MPII16.num_joints
         name = f"{index}"
         try:
-            file = image_dir / str(entry["image"])
-            center = np.asarray(entry["center"], dtype=np.float64).reshape(2) - 1
-            side = 200.0 * float(entry["scale"])
-            center[1] += 15.0 * float(entry["scale"])
+            if not isinstance(entry, dict):
+                raise TypeError(f"a record must be a JSON object, got {type(entry).__name__}")
+            if not isinstance(entry["image"], str) or not entry["image"]:
+                raise TypeError(f"image must be a file name, got {reprlib.repr(entry['image'])}")
+            center = as_numbers(entry["center"], "center", (2,)) - 1
+            scale = float(as_numbers(entry["scale"], "scale", ()))
+            side = 200.0 * scale
+            center[1] += 15.0 * scale
             if "joints" in entry:
-                joints = np.asarray(entry["joints"], dtype=np.float64) - 1
-                vis = np.asarray(entry["joints_vis"], dtype=np.float64)
-                if joints.shape != (k, 2) or vis.shape != (k,):
-                    raise ValueError(f"joints must be ({k}, 2) and joints_vis ({k},), got {joints.shape} and {vis.shape}")
-                keypoints = np.concatenate([joints, 2.0 * (vis > 0)[:, None]], axis=1)
+                joints = as_numbers(entry["joints"], "joints", (k, 2)) - 1
+                vis = as_numbers(entry["joints_vis"], "joints_vis", (k,))
+                if not np.isin(vis, (0, 1)).all():
+                    raise ValueError(f"joints_vis must be 0 or 1, got {vis.tolist()}")
+                keypoints = np.concatenate([joints, 2.0 * vis[:, None]], axis=1)
             else:
                 keypoints = np.zeros((k, 3))
             head = entry.get("head_box", head_box)
-            head = np.full(4, np.nan) if head is None else np.asarray(head, dtype=np.float64).reshape(4) - 1
+            head = np.full(4, np.nan) if head is None else as_numbers(head, "head_box", (4,)) - 1
         except (KeyError, TypeError, ValueError) as err:
             return BadRecord(str(ann_file), name, f"malformed MPII record ({type(err).__name__}: {err})")
         box = np.array([center[0] - side / 2, center[1] - side / 2, side, side])
-        return PersonRecord(file, str(entry["image"]), name, box, keypoints, head_box=head)
+        return PersonRecord(image_dir / entry["image"], entry["image"], name, box, keypoints, head_box=head)
