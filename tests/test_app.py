@@ -18,7 +18,7 @@ from crfpose.checkpoint import save_checkpoint
 from crfpose.predict import Predictor
 
 gradio_client = pytest.importorskip("gradio_client")
-pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio's own pandas deprecations
+pytestmark = [pytest.mark.filterwarnings("ignore:::gradio.queueing"), pytest.mark.slow]  # gradio's own pandas deprecations
 CONFIGS = Path(__file__).resolve().parents[1] / "crfpose" / "configs"
 CHROMIUM = "/usr/bin/chromium"
 K = 14

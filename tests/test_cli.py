@@ -96,6 +96,7 @@ def test_nan_loss_exits_with_status_1(tiny_config, monkeypatch, capsys):
     assert "stopped: training loss is inf at heatmap epoch 1/1, step 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_cli():
     done = subprocess.run([sys.executable, "-m", "crfpose", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "train" in done.stdout

@@ -19,6 +19,8 @@ from crfpose.checkpoint import load_checkpoint, load_model
 from crfpose.evaluate import evaluate
 from crfpose.skeletons import LSP14
 
+pytestmark = pytest.mark.slow  # trains or runs subprocesses: the full suite, not the fast tier
+
 FIGURES = ("overlays", "heatmaps", "heatmaps_top", "pairwise", "deformation", "samples", "pck_curves", "joint_pck", "training")
 CELL = re.compile(r"^([\d.]+) \(([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]\)$")
 

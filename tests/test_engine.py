@@ -171,7 +171,7 @@ def test_joint_with_another_pairwise_takes_backbone_and_unary_of_the_init_checkp
 
 
 def test_joint_from_a_stage1_checkpoint_still_fits_the_pairwise(tmp_path):
-    """A separate run's stage-1 checkpoint holds a PoseCRF whose pairwise never trained: joint
+    """A separate run's stage-1 checkpoint holds a CRF model whose pairwise never trained: joint
     training from it must fit the pairwise to the data, while a finished CRF stage counts as fitted."""
     separate = tiny(tmp_path / "s", "separate")
     train(separate)

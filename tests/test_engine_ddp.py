@@ -19,6 +19,8 @@ from crfpose.config import load_config, save_config
 from crfpose.engine import load_checkpoint
 from tiny_config import TINY_SYNTHETIC
 
+pytestmark = pytest.mark.slow  # trains or runs subprocesses: the full suite, not the fast tier
+
 TOLERANCE = 1e-5
 
 

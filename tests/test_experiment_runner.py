@@ -13,6 +13,8 @@ from crfpose.structure import paired_bootstrap, pck_gain
 from experiments import run as runner
 from tiny_config import TINY_SYNTHETIC
 
+pytestmark = pytest.mark.slow  # trains or runs subprocesses: the full suite, not the fast tier
+
 TINY = [
     *TINY_SYNTHETIC,
     "train.batch_size=8",

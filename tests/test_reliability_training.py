@@ -52,6 +52,7 @@ def test_nan_in_the_first_epoch_does_not_claim_a_checkpoint(tmp_path, monkeypatc
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_one_line_with_the_resume_command_and_exits_130(tmp_path):
     path = tiny_yaml(tmp_path, "train.epochs=100000", "eval.every=0")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

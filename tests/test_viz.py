@@ -382,6 +382,7 @@ def test_gallery_shows_where_the_models_differ_most():
     assert heights[0] / heights[1] == pytest.approx(80 / 40 / (white().shape[0] / white().shape[1]), rel=0.02)
 
 
+@pytest.mark.slow
 def test_import_crfpose_does_not_import_matplotlib():
     code = "import sys, crfpose, crfpose.cli, crfpose.figures; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -8,6 +8,8 @@ from crfpose.cli import build_parser, main
 from crfpose.config import load_config, save_config
 from tiny_config import TINY_SYNTHETIC
 
+pytestmark = pytest.mark.slow  # trains or runs subprocesses: the full suite, not the fast tier
+
 CHECKPOINT_FIGURES = {"overlays", "heatmaps", "heatmaps_top", "pairwise", "deformation", "samples", "pck_curves", "joint_pck", "training"}
 
 
