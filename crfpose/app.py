@@ -14,7 +14,6 @@ names no uploaded file.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from crfpose.export import mmpose_instances, render_persons
-from crfpose.fileio import atomic_write
+from crfpose.fileio import write_json
 from crfpose.predict import Predictor, read_image
 
 __all__ = ["DECODER_CHOICES", "NO_CHECKPOINT", "build_app", "launch"]
@@ -84,7 +83,7 @@ class _Session:
             "image_size": [int(image.shape[-1]), int(image.shape[-2])],
             "instances": mmpose_instances(persons),
         }
-        json_path = atomic_write(folder / "predictions.json", lambda f: json.dump(record, f, indent=1))
+        json_path = write_json(folder / "predictions.json", record, indent=1)
         scores = np.array([p["keypoint_scores"] for p in persons]).reshape(-1)
         message = (
             f"{len(persons)} person(s), decoder **{decoder_label}**: {int((scores >= threshold).sum())} of "

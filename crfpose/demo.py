@@ -35,7 +35,7 @@ from crfpose.checkpoint import load_model, save_checkpoint
 from crfpose.config import Config, load_config, to_dict
 from crfpose.engine import plan_stages, run_files, train
 from crfpose.evaluate import compute_metrics, predict_dataset
-from crfpose.fileio import atomic_write
+from crfpose.fileio import write_json
 from crfpose.figures import figure_set, training_records
 from crfpose.models import PoseModel
 from crfpose.progress import Progress
@@ -169,7 +169,7 @@ def train_phase(config: Config, title: str, overwrite: bool = False) -> Path:
             record = result["history"][-1]
             note = f"{record['stage']} loss {record['loss']:.4g}"
             if "val" in record:
-                note += f", val PCK {100 * record['val']['pck']:.1f}%"
+                note += f", val {record['val']['metric']} ({record['val']['normalizer']}) {100 * record['val']['pck']:.1f}%"
             progress.step(note=note)
     return last
 
@@ -374,7 +374,7 @@ def run_demo(
         seconds["figures"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
     summary["seconds"] = seconds
-    atomic_write(out / "summary.json", lambda f: json.dump(summary, f, indent=1))
+    write_json(out / "summary.json", summary, indent=1)
     return summary
 
 

@@ -39,7 +39,7 @@ from crfpose.builders import make_dataset, model_from_config
 from crfpose.checkpoint import load_checkpoint, load_initial_weights, load_weights, plain, save_checkpoint
 from crfpose.config import Config, save_config, to_dict
 from crfpose.evaluate import compute_metrics, merge_predictions, predict_dataset
-from crfpose.fileio import atomic_write, remove_stale_temps
+from crfpose.fileio import atomic_write, json_ready, remove_stale_temps
 from crfpose.losses import heatmap_mse, likelihood_nll
 from crfpose.models import PoseModel
 from crfpose.progress import Progress
@@ -213,7 +213,8 @@ def stall_message(record: dict, stage_epoch: int) -> Optional[str]:
 
 def _epoch_line(where: str, record: dict) -> str:
     """The plain end-of-epoch line: loss, validation PCK when computed, speed."""
-    val = f", val PCK {100 * record['val']['pck']:.1f}%" if "val" in record else ""
+    val = record.get("val")
+    val = f", val {val['metric']} ({val['normalizer']}) {100 * val['pck']:.1f}%" if val else ""
     return f"{where}: loss {record['loss']:.4g}{val}, {record['images_per_s']:.1f} img/s, {record['seconds']:.1f} s"
 
 
@@ -279,17 +280,16 @@ class _Trainer:
         for step, batch in enumerate(loader):
             with torch.autocast(ctx.device.type, enabled=self.amp):
                 outputs = net(batch["image"].to(ctx.device, non_blocking=True), head=stage.loss == "crf")
+            if stage.loss == "crf":  # a diverged network: the CRF cannot even be built on its potentials
+                finite = torch.stack([torch.isfinite(t).all() for t in (outputs.unary, outputs.pairwise) if t is not None]).all()
+                if float(_all_mean(finite.double().reshape(1), ctx)) < 1:
+                    progress.close()
+                    self.stop(f"the CRF's potentials are not finite at {where}, step {step}")
             loss = self.loss(outputs, batch, stage)  # float32 outside autocast: the CRF needs the range
             value = float(_all_mean(loss.detach().double().reshape(1), ctx))
             if not math.isfinite(value):
                 progress.close()
-                last = self.output / "last.pt"
-                kept = (
-                    f"The last good checkpoint is kept: {last}"
-                    if last.is_file()
-                    else "No epoch had finished, so no checkpoint was written."
-                )
-                raise NonFiniteLoss(f"training loss is {value} at {where}, step {step}; the run stopped. {kept}")
+                self.stop(f"training loss is {value} at {where}, step {step}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:
@@ -319,6 +319,12 @@ class _Trainer:
                     stacklevel=2,
                 )
         return out | ({"peak": peak / max(count, 1)} if stage.loss == "mse" else {})
+
+    def stop(self, what: str) -> None:
+        """Stop the run with a :class:`NonFiniteLoss` saying ``what`` and which checkpoint is kept."""
+        last = self.output / "last.pt"
+        kept = f"The last good checkpoint is kept: {last}" if last.is_file() else "No epoch had finished, so no checkpoint was written."
+        raise NonFiniteLoss(f"{what}; the run stopped. {kept}")
 
     def validate(self, model: PoseModel, stage: Stage) -> dict:
         """Validation metrics over every rank's shard, computed on each rank from the gathered predictions."""
@@ -354,7 +360,7 @@ class _Trainer:
         self.history.append(record)
         if self.ctx.main:
             with open(self.output / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json.dumps(json_ready(record), allow_nan=False) + "\n")
 
 
 @dataclass
@@ -515,7 +521,8 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int], mod
             improved = False
             if validate:
                 run.metrics = metrics = trainer.validate(model, stage)
-                record["val"] = {k: metrics[k] for k in ("pck", "auc", "epe")} | ({"coco": metrics["coco"]} if "coco" in metrics else {})
+                named = ("pck", "auc", "epe", "metric", "normalizer", "joints")  # the numbers and what they measure
+                record["val"] = {k: metrics[k] for k in named} | ({"coco": metrics["coco"]} if "coco" in metrics else {})
                 improved = not math.isnan(metrics["pck"]) and metrics["pck"] > run.best
                 run.best = metrics["pck"] if improved else run.best
             stalled = stall_message(record, run.epoch)

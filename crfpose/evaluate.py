@@ -62,6 +62,7 @@ def predict_dataset(
         for batch in Progress("crfpose eval", len(loader), "batches", enabled=progress, final_line=True).iterate(loader):
             meta = batch["meta"]
             crops = model.predict(batch["image"].to(device), decoders, flip=flip, refine=refine).keypoints
+            _check_finite(crops, meta)
             inverse = [invert_affine(affine) for affine in meta["affine"].numpy()]
             for decoder, crop in crops.items():
                 crop = crop.cpu().double().numpy()
@@ -92,6 +93,16 @@ def predict_dataset(
         pred = np.stack(pred)[kept] if pred else np.zeros((0, k, 3))
         out[decoder] = shared | {"pred": pred, "score": pred[..., 2].mean(-1) * detection}
     return out
+
+
+def _check_finite(crops: dict[str, torch.Tensor], meta: dict) -> None:
+    """A ValueError naming the first item whose predictions are not finite (e.g. a model with NaN weights)."""
+    for decoder, crop in crops.items():
+        bad = (~torch.isfinite(crop).all(dim=(-2, -1))).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            where = f"{meta['file'][i]}: record {meta['record'][i]}" if "file" in meta else f"image id {np.asarray(meta['image_id'])[i]}"
+            raise ValueError(f"{where}: the model's {decoder!r} output is not finite (NaN or infinite): check its weights")
 
 
 def merge_predictions(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

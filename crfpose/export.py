@@ -17,7 +17,6 @@ written atomically.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import sys
 from collections import Counter
@@ -27,7 +26,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from crfpose.fileio import atomic_write, remove_stale_temps
+from crfpose.fileio import atomic_write, remove_stale_temps, write_json
 from crfpose.progress import Progress
 
 __all__ = [
@@ -76,7 +75,12 @@ def collect_sources(sources: Sequence[str]) -> list[Path]:
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            if not files:
+                raise ValueError(
+                    f"SOURCE: the folder {source} holds no files (images and videos are read from it, not from its subfolders)"
+                )
+            found += files
         elif path.is_file():
             found.append(path)
         elif glob.has_magic(source) and (matches := sorted(glob.glob(source))):
@@ -104,10 +108,6 @@ def mmpose_instances(persons: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda f: json.dump(data, f))
 
 
 def render_persons(image: Any, persons: list[dict[str, Any]], skeleton, threshold: Optional[float] = None) -> Any:
@@ -247,13 +247,13 @@ class PredictionWriter:
                         self._skip(p, t)
                 if good:
                     boxes = None if self.detections is None else [self._boxes(p, t) for p, t in good]
-                    results = self.predictor([t for _, t in good], boxes)
+                    results = self.predictor([t for _, t in good], boxes, names=[str(p) for p, _ in good])
                     for (path, tensor), persons in zip(good, results):
                         self._write_image(path, tensor, persons)
                 progress.step(len(group))
 
     def _write_image(self, path: Path, tensor, persons: list[dict[str, Any]]) -> None:
-        _write_json(self._target(path, "predictions", ".json"), mmpose_instances(persons))
+        write_json(self._target(path, "predictions", ".json"), mmpose_instances(persons))
         if self.coco_json is not None:
             image_id = self._image_id(path)
             for p in persons:
@@ -278,7 +278,8 @@ class PredictionWriter:
         batch: list[np.ndarray] = []
 
         def flush() -> None:
-            for frame, persons in zip(batch, self.predictor(list(batch))):
+            names = [f"{path} frame {len(entries) + i}" for i in range(len(batch))]
+            for frame, persons in zip(batch, self.predictor(list(batch), names=names)):
                 entries.append({"frame_id": len(entries), "instances": mmpose_instances(persons)})
                 if self.draw:
                     overlays.append(_figure_to_array(render_persons(frame, persons, self.predictor.skeleton, self.draw_threshold)))
@@ -294,7 +295,7 @@ class PredictionWriter:
         if not entries:
             self._skip(path, "no frame could be decoded")
             return
-        _write_json(self._target(path, "predictions", ".json"), entries)
+        write_json(self._target(path, "predictions", ".json"), entries)
         if self.draw:
             write_video(self._target(path, "visualizations", ".mp4"), overlays, fps)
         self.processed += 1
@@ -316,6 +317,8 @@ class PredictionWriter:
     def run(self, paths: Sequence[Path], overwrite: bool = False) -> None:
         """Images first (batched across files), then each video; then the COCO results file. Files that
         an earlier call wrote are a ValueError (before any work) unless ``overwrite``."""
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {self.out}: is a file, expected a folder for the results")
         targets = self.targets(paths)
         for folder in {f.parent for f in targets}:
             remove_stale_temps(folder)  # what a killed earlier call's atomic writes left
@@ -351,4 +354,4 @@ class PredictionWriter:
         )
         if self.image_ids is None:
             mapping = {str(i): name for name, i in self.numbers.items()}
-            _write_json(self.coco_json.with_name(f"{self.coco_json.stem}.image_ids.json"), mapping)
+            write_json(self.coco_json.with_name(f"{self.coco_json.stem}.image_ids.json"), mapping)

@@ -4,14 +4,16 @@ only: never code)."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import pickle
 import re
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Union
+from typing import IO, Any, Callable, Optional, Union
 
-__all__ = ["atomic_write", "remove_stale_temps", "load_torch_file"]
+__all__ = ["atomic_write", "write_json", "json_ready", "remove_stale_temps", "load_torch_file"]
 
 # atomic_write's temp files are ".<name>.<random>.crfpose.tmp" (mkstemp's random part has no dot): a name
 # distinctive enough that remove_stale_temps never takes a file of the user's for one.
@@ -39,6 +41,27 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO], None], bin
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as strict JSON takes it: NaN and infinite floats become ``None`` (JSON has no NaN: a
+    missing number, such as the PCK of a joint that is never labelled, is ``null``), numpy scalars and
+    arrays plain numbers and lists, tuples lists."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalars and arrays
+        return json_ready(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Union[str, os.PathLike], data: Any, indent: Optional[int] = None) -> Path:
+    """Write ``data`` as strict JSON (see :func:`json_ready`) to ``path`` atomically."""
+    text = json.dumps(json_ready(data), indent=indent, allow_nan=False)
+    return atomic_write(path, lambda f: f.write(text))
 
 
 def remove_stale_temps(folder: Union[str, os.PathLike]) -> list[Path]:

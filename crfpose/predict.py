@@ -170,6 +170,7 @@ class Predictor:
         *,
         decoder: Optional[str] = None,
         return_maps: bool = False,
+        names: Optional[Sequence[str]] = None,
     ) -> Union[list[dict[str, Any]], list[list[dict[str, Any]]]]:
         """Persons in one image (a list of dicts) or in each of a list of images (a list of such lists).
 
@@ -180,6 +181,7 @@ class Predictor:
             decoder: this call's decoder (default: the predictor's).
             return_maps: add each person's ``unary`` and ``marginals`` maps ``(K, H, W)`` from the same
                 pass (``marginals`` is ``None`` without a CRF), for :func:`crfpose.viz.plot_heatmaps`.
+            names: how errors name the images (default: their paths, else their positions).
 
         Each person: ``bbox`` ``(x, y, w, h)``, ``bbox_score``, ``keypoints`` ``(K, 2)`` float64 (x, y) in the
         original image's pixels, ``keypoint_scores`` ``(K,)`` and ``score`` (see the class docstring).
@@ -188,6 +190,7 @@ class Predictor:
         (decoder,) = self.model.check_decoders([decoder or self.decoder])
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
+        names = [_name(image, i) for i, image in enumerate(images)] if names is None else [f"image {n}" for n in names]
         if boxes is not None:
             boxes = [boxes] if single else list(boxes)
             if len(boxes) != len(images):
@@ -206,7 +209,7 @@ class Predictor:
             points = prediction.keypoints[decoder].cpu().double().numpy()  # (B, K, 3) crop pixels
             for b, ((i, box), affine) in enumerate(zip(chunk, affines)):
                 if not np.isfinite(points[b]).all():
-                    raise ValueError(f"{_name(images[i], i)}: the model's output is not finite (NaN or infinite): check its weights")
+                    raise ValueError(f"{names[i]}: the model's output is not finite (NaN or infinite): check its weights")
                 scores = points[b, :, 2]
                 person = {
                     "bbox": box[:4].tolist(),

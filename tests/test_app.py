@@ -168,3 +168,45 @@ def test_the_page_in_a_real_browser(server, photo, tmp_path):
             browser.close()
     hosts = {urlparse(url).hostname for url in requested if not url.startswith(("data:", "blob:"))}
     assert hosts == {"127.0.0.1"}, f"the page fetched from {hosts - {'127.0.0.1'}}"
+
+
+def test_a_busy_port_is_one_line_and_nothing_claims_to_serve(checkpoint, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["app", str(checkpoint), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "serving" not in err and f"--port {port}: cannot serve on 127.0.0.1:{port}" in err
+
+
+def test_the_app_removes_its_temporary_folder_on_exit(checkpoint, photo, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"} | {"TMPDIR": str(scratch), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crfpose", "app", str(checkpoint), "--port", str(port), "--device", "cpu"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: __import__("signal").signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    line, deadline = "", time.monotonic() + 240
+    while "serving" not in line and time.monotonic() < deadline and proc.poll() is None:
+        line = proc.stderr.readline()
+    assert "serving" in line, line
+    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+    client.predict(gradio_client.handle_file(str(photo)), None, "CRF marginals", 0.3, api_name="/predict")
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("crfpose-app-")]  # the request's files were there
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0  # gradio closes the server on Ctrl-C, and the command ends normally
+    assert not [p for p in scratch.iterdir() if p.name.startswith("crfpose-app-")]

@@ -119,7 +119,7 @@ def test_summary_line_is_strict_json_and_progress_is_plain_without_a_terminal(tm
     out, err = capsys.readouterr()
     assert "heatmap epoch 1/1: 1/2 steps, " in err and " loss " in err  # the last step is reported by the epoch line
     assert "heatmap epoch 1/1: 2/2 steps" not in err
-    assert 0 <= strict_json(out.strip())["best_pck"] <= 1 and "val PCK" in err
+    assert 0 <= strict_json(out.strip())["best_pck"] <= 1 and "val PCK@0.2 (bbox) " in err
 
 
 def test_only_rank_0_prints_the_summary(tmp_path, capsys, monkeypatch):

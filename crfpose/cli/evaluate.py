@@ -70,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from crfpose.builders import evaluation_dataset
     from crfpose.checkpoint import load_model
     from crfpose.evaluate import compute_metrics, predict_dataset
-    from crfpose.fileio import atomic_write
+    from crfpose.fileio import atomic_write, json_ready, write_json
 
+    if args.out is not None and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out}: is a folder, expected the JSON file to write")
     positive(args.alpha, "--alpha")
     positive(args.batch_size, "--batch-size", integer=True)
     if args.alpha is not None and args.alpha > 1:
@@ -109,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
         if len(decoders) > 1:
             print(f"decoder {decoder}:")
         print(result["table"])
-        print(json.dumps({k: v for k, v in results[decoder].items() if k in _PRINTED}))
+        print(json.dumps(json_ready({k: v for k, v in results[decoder].items() if k in _PRINTED}), allow_nan=False))
     if args.out:
-        atomic_write(args.out, lambda f: json.dump(results[decoders[0]] if len(decoders) == 1 else results, f, indent=1))
+        write_json(args.out, results[decoders[0]] if len(decoders) == 1 else results, indent=1)
         shared = predictions[decoders[0]]
         arrays = {k: shared[k] for k in ("index", "image_id", "gt", "box", "head_box")}
         for decoder in decoders:

@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     if args.labels is not None and args.results is None:
         raise ValueError("--labels: expected with --results, got no --results")
     out, fmt, style = Path(args.out), args.format, args.style
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, expected a folder for the figures")
     written: list[Path] = []
     if args.checkpoint is not None:
         written += _checkpoint_figures(args, out, fmt, style)
