@@ -34,7 +34,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Optional, Union
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import scipy.io
@@ -166,6 +166,22 @@ def _image_header(path: Path, record: str) -> tuple[tuple[int, int], int]:
     return image_header(path, f"{path}: record {record}")
 
 
+def _select(records: list, limit: Optional[int], indices: Optional[Sequence[int]]) -> list:
+    """The first ``limit`` records, or those at ``indices`` (in that order), before any is checked."""
+    if limit is not None and indices is not None:
+        raise ValueError(f"limit and indices: give one of them, got limit={limit!r} and {len(indices)} indices")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit: expected a positive int (the first N records), got {limit!r}")
+        return records[:limit]
+    if indices is not None:
+        bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(records)]
+        if bad or not len(indices):
+            raise ValueError(f"indices: expected record numbers in 0..{len(records) - 1}, got {bad[:3] or 'none'}")
+        return [records[i] for i in indices]
+    return records
+
+
 class PoseDataset(Dataset):
     """Top-down dataset over :class:`PersonRecord` s (see the module docstring for the item format).
 
@@ -178,6 +194,8 @@ class PoseDataset(Dataset):
         check_images: open each image header at load time (existence, readability, size, EXIF orientation).
         source: what the records come from (annotation file or folder), named when none is usable;
             default: the class name.
+        limit, indices: keep only the first ``limit`` records, or those at ``indices`` (quick runs,
+            subsets), chosen before any record or image is checked.
 
     A data set without a usable record is a ``ValueError`` naming ``source`` and the first reasons
     (with ``on_error="skip"`` too: training or evaluating on nothing is never what was meant). Images
@@ -193,9 +211,12 @@ class PoseDataset(Dataset):
         on_error: str = "raise",
         check_images: bool = True,
         source: str = "",
+        limit: Optional[int] = None,
+        indices: Optional[Sequence[int]] = None,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        records = _select(list(records), limit, indices)
         self.skeleton = skeleton
         self.transform = transform if transform is not None else TopDownTransform(skeleton)
         self.on_error = on_error
