@@ -241,7 +241,7 @@ class TreeCRF(Distribution):
         if self.engine == "reference":
             best, pose = reference.map_pose(unary, pw, self.skeleton)
         else:
-            best, pose = map_pose(unary, pw, self._levels, self.skeleton.root)
+            best, pose = map_pose(unary, pw, self._levels, self.skeleton.root, torch.finfo(self.pairwise.dtype).eps)
         _require_feasible(best)
         return pose
 

@@ -36,8 +36,7 @@ import torch
 
 from crfpose.crf import tuning
 from crfpose.crf.correlate import direct_plan, lse_correlate, lse_correlate_cells, separable_factors
-from crfpose.crf.maxplus import max_correlate_fast
-from crfpose.crf.separable_max import separable_max_correlate
+from crfpose.crf.maxproduct import max_message
 from crfpose.skeletons import Skeleton
 
 __all__ = ["Level", "schedule", "upward", "Inference", "map_pose"]
@@ -276,20 +275,16 @@ def upward(
     return beliefs
 
 
-def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max-product: the best score (B,) and the MAP pose (B, K, 2) long, (x, y) cells. Messages with
-    separable kernels (diagonal Gaussians) take :mod:`crfpose.crf.separable_max`, the others
-    :mod:`crfpose.crf.maxplus`; both equal the brute force bit for bit."""
+def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max-product: the best score (B,) and a MAP pose (B, K, 2) long, (x, y) cells, by
+    :func:`crfpose.crf.maxproduct.max_message` (``eps``: the unit roundoff of the tables' dtype)."""
     b, _, h, w = unary.shape
     p = pairwise.shape[-1]
     taps = torch.empty(b, pairwise.shape[1], h, w, dtype=torch.long, device=unary.device)
 
     def message(level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-        n = len(level.edges)
-        x, k = beliefs.flatten(0, 1), kernels.expand(b, n, p, p).flatten(0, 1)
-        msg, tap = separable_max_correlate(x, k, _pad(kernels)) or max_correlate_fast(x, k, _pad(kernels))
-        taps[:, level.edges] = tap.view(b, n, h, w)
-        return msg.view(b, n, h, w)
+        msg, taps[:, level.edges] = max_message(beliefs, kernels, eps)
+        return msg
 
     beliefs = upward(unary, pairwise, levels, message)
     best, cell = beliefs[:, root].flatten(1).max(dim=1)  # (B,)

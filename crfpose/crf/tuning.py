@@ -27,3 +27,7 @@ PRUNE_MIN_TAPS = 25  # kernels this small go straight to the brute force
 # largest |k - f - g| / (1 + max |k|) for which a kernel takes the separable MAP path (float32 tables round to ~1e-7)
 SEPARABLE_MAX_RESIDUAL = 1e-4
 SEPARABLE_MAX_BLOCK = 1 << 22  # cells (maps x rows x cols) of one block of 1-D passes
+
+# crfpose.crf.maxproduct
+QUADRATIC_ULPS = 64.0  # a table is quadratic when the fit's largest residual is within this many ulps of its largest entry
+MAX_PLUS_BLOCK = 1 << 24  # elements (maps x H x W x P) of one block of the plain max-plus correlation
