@@ -21,7 +21,6 @@ on CPUs; where numba is missing or the maps are on a GPU, every table takes the 
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import torch
@@ -144,7 +143,7 @@ def _compiled():
                 for i in range(h):
                     for z in range(w):
                         if x[m, i, z] > -np.inf:
-                            count[i] = push(x[m, i], z, a[m], 0.0, r, queue[i], start[i], 0, count[i])
+                            count[i] = push(x[m, i], z, a[m], 0.0, 1 << 40, queue[i], start[i], 0, count[i])  # nothing expires
             for dy in range(-r, r + 1):
                 bend, s = -0.5 * b[m] * dy * dy, t[m] * dy
                 for i in range(max(0, -dy), min(h, h - dy)):

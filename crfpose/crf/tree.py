@@ -21,7 +21,7 @@ for an edge marginal), divided by Z. In each map whose cells' summed effect coul
 the cells above tol / (number of cells) are recomputed exactly, so each edge moves log Z and
 the marginals by at most about tol. Message cells found this way are fixed by re-running the
 upward pass with them exact, until none is left. When every message is within a relative tol
-of its exact value at every cell (always so for separable kernels), the upward pass alone
+of its exact value at every cell, the upward pass alone
 certifies log Z and the downward pass waits until marginals are asked for.
 All functions work in float64 and build no autograd graph.
 """
@@ -35,14 +35,13 @@ from typing import Callable, Optional
 import torch
 
 from crfpose.crf import tuning
-from crfpose.crf.correlate import direct_plan, lse_correlate, lse_correlate_cells, separable_factors
+from crfpose.crf.correlate import direct_plan, lse_correlate, lse_correlate_cells
 from crfpose.crf.maxproduct import max_message
 from crfpose.skeletons import Skeleton
 
 __all__ = ["Level", "schedule", "upward", "Inference", "map_pose"]
 
 _LOG2 = math.log(2.0)
-_DIRECT_MARGIN = math.log(1e10)  # direct sums this far above their flushing floor are exact to 2e-10
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ def _fix_cells(values: torch.Tensor, flagged: torch.Tensor, x: torch.Tensor, k: 
         direct, err = lse_correlate(pick(x), pick(k), pad, direct=True)  # (M, Ho, Wo), (M, 1, 1)
         values[maps.unbind(1)] = direct
         near_floor = torch.zeros_like(flagged)
-        near_floor[maps.unbind(1)] = direct - err < _DIRECT_MARGIN
+        near_floor[maps.unbind(1)] = direct - err < tuning.DIRECT_MARGIN
         cells = (flagged & near_floor).nonzero()
     if cells.shape[0]:
         values[cells.unbind(1)] = lse_correlate_cells(x, k, pad, cells)
@@ -143,13 +142,6 @@ class Inference:
         self.unary, self.pairwise, self.levels, self.root, self.tol = unary, pairwise, levels, root, tol
         # With finite potentials every score below is finite: no -inf bookkeeping is needed.
         self.finite = not (bool(torch.isinf(unary).any()) or bool(torch.isinf(pairwise).any()))
-        # The pairwise as factors when it is separable, per level (the downward ones on request);
-        # the banded matrices are built once for all edges, before the per-level slices take them.
-        self.separable = separable_factors(pairwise, tol)
-        self.up_factors = self.down_factors = None
-        if self.separable is not None:
-            self.separable.matrices(unary.shape[-2:], _pad(pairwise))
-            self.up_factors = {level.depth: self.separable[:, level.edge_at] for level in levels}
         self._upward(None)
         # log Z alone is certified when each message is within a relative tol of its exact value
         # at every cell: computed messages are upper bounds, so Z is then within (1 + tol)^E.
@@ -188,8 +180,7 @@ class Inference:
 
     def _message(self, level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         """Log-sum-exp messages of one level, exact at the cells marked exact; records their errors."""
-        factors = kernels if self.up_factors is None else self.up_factors[level.depth]
-        msg, err = lse_correlate(beliefs, factors, _pad(kernels), finite=self.finite)  # (B, n, H, W), (B, n, 1 | H, 1 | W)
+        msg, err = lse_correlate(beliefs, kernels, _pad(kernels), finite=self.finite)  # (B, n, H, W), (B, n, 1, 1)
         error = err + _LOG2
         if self.any_exact or not self.finite:
             exact = self.exact[:, level.edge_at]
@@ -228,18 +219,13 @@ class Inference:
         neg_inf = torch.zeros_like(self.unary).index_add_(1, parents, (~finite).double())
         self.rests: list[torch.Tensor] = []
         flagged = torch.zeros_like(self.exact)
-        if self.separable is not None and self.down_factors is None:
-            flipped = self.separable.flip()
-            flipped.matrices(self.unary.shape[-2:], pad)
-            self.down_factors = {level.depth: flipped[:, level.edge_at] for level in self.levels}
         for level in self.levels:
             kernels = pairwise[:, level.edge_at].flip(-2, -1)  # (B', n, P, P)
-            factors = kernels if self.down_factors is None else self.down_factors[level.depth]
             rest = self._rest(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
             self.rests.append(rest)
             # Message cells whose error, weighted by everything around them, could reach tol.
             flagged[:, level.edge_at] = _over_budget(rest + self.message_error[:, level.edge_at] - z, log_tol)
-            out, err = lse_correlate(rest, factors, pad, finite=self.finite)
+            out, err = lse_correlate(rest, kernels, pad, finite=self.finite)
             impact = self.beliefs[:, level.child_at] + err + _LOG2 - z
             outside[:, level.child_at] = _fix_cells(out, _over_budget(impact, log_tol), rest, kernels, pad)
         self.node = torch.exp(self.beliefs + outside - z)
