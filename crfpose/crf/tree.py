@@ -8,15 +8,15 @@ Upward pass (leaves to root), edges of equal depth together, one routine for bot
     belief_c = unary_c + sum of the messages from c's children                  (B, K, H, W)
     message_{c->p}(y) = log sum_d exp(belief_c(y + d) + pairwise_e(d))          (B, E, H, W)
     log Z = log sum_y exp(belief_root(y))
-Downward pass (root to leaves): rest_e = the parent's score without edge e's subtree (its
+Downward pass (root to leaves): cavity_e = the parent's score without edge e's subtree (its
 unary, its other children's messages and its outside score); the child's outside score is
-rest_e correlated with the flipped kernel, and the edge's displacement marginal is rest_e
+cavity_e correlated with the flipped kernel, and the edge's displacement marginal is cavity_e
 correlated with the child's belief. Node and edge marginals are the gradient of log Z.
 
 Exactness: every fast correlation returns an upper bound within 2 delta of the exact value
-(``crfpose.crf.correlate``), so beliefs, rest scores and outside scores are upper bounds too.
+(``crfpose.crf.correlate``), so beliefs, cavity beliefs and outside scores are upper bounds too.
 The effect of a cell's error on Z and on the marginals is at most 2 delta times the score of
-everything around it (rest_e for a message, the child's belief for an outside score, the kernel
+everything around it (cavity_e for a message, the child's belief for an outside score, the kernel
 for an edge marginal), divided by Z. In each map whose cells' summed effect could exceed tol,
 the cells above tol / (number of cells) are recomputed exactly, so each edge moves log Z and
 the marginals by at most about tol. Message cells found this way are fixed by re-running the
@@ -195,7 +195,7 @@ class Inference:
         self.message_gap[:, level.edge_at] = gap.amin(dim=(-2, -1))
         return msg
 
-    def _rest(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor) -> torch.Tensor:
+    def _cavity(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor) -> torch.Tensor:
         """The parents' scores without each edge's subtree, (B, n, H, W), from the children's
         messages per parent as a finite sum and a count of -inf (so that one child's contribution
         can be taken out exactly)."""
@@ -217,31 +217,31 @@ class Inference:
         finite = torch.isfinite(self.messages)
         finite_sum = torch.zeros_like(self.unary).index_add_(1, parents, torch.where(finite, self.messages, 0.0))
         neg_inf = torch.zeros_like(self.unary).index_add_(1, parents, (~finite).double())
-        self.rests: list[torch.Tensor] = []
+        self.cavities: list[torch.Tensor] = []
         flagged = torch.zeros_like(self.exact)
         for level in self.levels:
             kernels = pairwise[:, level.edge_at].flip(-2, -1)  # (B', n, P, P)
-            rest = self._rest(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
-            self.rests.append(rest)
+            cavity = self._cavity(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
+            self.cavities.append(cavity)
             # Message cells whose error, weighted by everything around them, could reach tol.
-            flagged[:, level.edge_at] = _over_budget(rest + self.message_error[:, level.edge_at] - z, log_tol)
-            out, err = lse_correlate(rest, kernels, pad, finite=self.finite)
+            flagged[:, level.edge_at] = _over_budget(cavity + self.message_error[:, level.edge_at] - z, log_tol)
+            out, err = lse_correlate(cavity, kernels, pad, finite=self.finite)
             impact = self.beliefs[:, level.child_at] + err + _LOG2 - z
-            outside[:, level.child_at] = _fix_cells(out, _over_budget(impact, log_tol), rest, kernels, pad)
+            outside[:, level.child_at] = _fix_cells(out, _over_budget(impact, log_tol), cavity, kernels, pad)
         self.node = torch.exp(self.beliefs + outside - z)
         return flagged
 
     def edge_marginals(self) -> torch.Tensor:
-        """p(y_c - y_p = d) of each edge, (B, E, P, P): each level's rest scores correlated with
+        """p(y_c - y_p = d) of each edge, (B, E, P, P): each level's cavity beliefs correlated with
         the children's beliefs, checked like the outside scores."""
         self.settle()
         pairwise, pad = self.pairwise, _pad(self.pairwise)
         z = self.log_z[:, None, None, None]
         edge_log = pairwise.new_empty(self.unary.shape[0], *pairwise.shape[1:])
-        for level, rest in zip(self.levels, self.rests):
+        for level, cavity in zip(self.levels, self.cavities):
             kernels, child_belief = pairwise[:, level.edge_at], self.beliefs[:, level.child_at]
-            pair, err = lse_correlate(child_belief, rest, pad)  # (B, n, P, P)
-            pair = _fix_cells(pair, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, rest, pad)
+            pair, err = lse_correlate(child_belief, cavity, pad)  # (B, n, P, P)
+            pair = _fix_cells(pair, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, cavity, pad)
             edge_log[:, level.edge_at] = pair + kernels - z
         return torch.exp(edge_log)
 
