@@ -4,9 +4,7 @@ Prints, for each radius, the time of the two log-partitions of ``losses.likeliho
 distribution and the one clamped to the labels by the target's log-Gaussian), forward and with the
 backward pass, for three Gaussian tables: the initial one (``GaussianPairwise``'s precision I / R^2,
 diagonal), a trained-looking one (full precision, off-centre mean), and the latter's variances without
-the correlation (``GaussianPairwise(axis_aligned=True)``). It also says whether the float32 table is
-exactly separable (a diagonal precision is, at every radius), which picks the sum-product's
-matrix-product path over the FFT.
+the correlation (``GaussianPairwise(axis_aligned=True)``).
 Labels are poses drawn from the trained-looking Gaussian along the tree (``--labels uniform``: each
 joint anywhere, so that many children lie farther than R from their parents); unaries are a freshly
 initialised network's (nearly flat) or a trained one's (peaks near the labels).
@@ -22,7 +20,6 @@ import torch
 
 from crfpose import LSP14
 from crfpose.crf import TreeCRF
-from crfpose.crf.correlate import separable_factors
 from crfpose.crf.pairwise import GaussianPairwise
 from crfpose.losses import likelihood_nll
 from crf_speed import best_time  # benchmarks/ is on the path when run as a script
@@ -44,7 +41,7 @@ def pose_labels(b: int, size: tuple[int, int], gen: torch.Generator) -> torch.Te
 
 def tables(radius: int) -> dict[str, torch.Tensor]:
     """(E, P, P) float32 tables: the initial Gaussian, a trained-looking one, and the same variances
-    axis-aligned (``GaussianPairwise(axis_aligned=True)``: exactly separable at every radius)."""
+    axis-aligned (``GaussianPairwise(axis_aligned=True)``)."""
     e = LSP14.num_edges
     with torch.no_grad():
         return {
@@ -75,10 +72,9 @@ def main() -> None:
     }
     print(f"torch {torch.__version__}, {args.threads} thread(s); LSP14, {h}x{w} grid, batch {b}, {args.labels} labels")
     print(f"the likelihood loss's two log Z's: forward, and forward + backward (unary and table gradients); ms, best of {args.repeats}")
-    print(f"{'radius':>7}{'table':>9}{'separable':>11}{'unaries':>9}{'forward':>9}{'+backward':>11}")
+    print(f"{'radius':>7}{'table':>9}{'unaries':>9}{'forward':>9}{'+backward':>11}")
     for radius in RADII:
         for name, table in tables(radius).items():
-            separable = separable_factors(table, 1e-7) is not None  # 1e-7: a float32 CRF's tol
             for kind, unary in unaries.items():
 
                 def loss(grad: bool) -> None:
@@ -91,7 +87,7 @@ def main() -> None:
                 with torch.no_grad():
                     forward = best_time(lambda: loss(False), args.repeats)
                 both = best_time(lambda: loss(True), args.repeats)
-                print(f"{radius:>7}{name:>9}{str(separable):>11}{kind:>9}{forward:>9.0f}{both:>11.0f}")
+                print(f"{radius:>7}{name:>9}{kind:>9}{forward:>9.0f}{both:>11.0f}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 Runs each checkpoint's network once on the first ``--images`` items of a data set (prepared as the
 checkpoint's config prepares its validation data), then times the CRF alone on those potentials:
 ``TreeCRF.marginals`` (log Z and the per-joint marginals) and ``TreeCRF.argmax`` (the exact MAP pose),
-best of ``--repeats``. It prints the grid, the pairwise kind and the times. With the LSP grid's
-``tree_gaussian_joint`` and ``tree_axis_gaussian_joint`` it shows what a diagonal precision buys the
-MAP (the separable path) on potentials a real training left:
+best of ``--repeats``. It prints the grid, the pairwise kind and the times, e.g. for the LSP grid's
+``tree_gaussian_joint`` and ``tree_axis_gaussian_joint`` (a full and a diagonal precision) on
+potentials a real training left:
 
     python benchmarks/decode_speed.py runs/lsp_ablation/main/tree_gaussian_joint/last.pt \\
         runs/lsp_ablation/main/tree_axis_gaussian_joint/last.pt --dataset lsp --root ../shared/data/lsp

@@ -56,9 +56,8 @@ MEAN, COVARIANCE = torch.tensor([1.5, 4.0]), torch.tensor([[9.0, 3.0], [3.0, 6.0
 
 
 def trained_gaussian(num_edges: int, radius: int, axis_aligned: bool = False) -> GaussianPairwise:
-    """A Gaussian pairwise as training leaves it: an off-centre mean and a full precision (so its MAP
-    takes the pruned max-plus path; the initial I / R^2 is diagonal and takes the separable one);
-    with ``axis_aligned``, the same variances without the correlation (the separable paths)."""
+    """A Gaussian pairwise as training leaves it: an off-centre mean and a full precision; with
+    ``axis_aligned``, the same variances without the correlation."""
     mean, precision = MEAN.expand(num_edges, 2), torch.linalg.inv(COVARIANCE).expand(num_edges, 2, 2)
     return GaussianPairwise(num_edges, radius, mean=mean, precision=precision, axis_aligned=axis_aligned)
 

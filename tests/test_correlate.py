@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from crfpose.crf import correlate, tree, tuning
+from crfpose.crf import tree, tuning
 from crfpose.crf.correlate import lse_correlate, lse_correlate_cells
 
 
@@ -99,51 +99,3 @@ def test_over_budget_keeps_each_maps_unflagged_impact_within_tol():
     total = impact.flatten(-2).logsumexp(-1)
     assert not flagged[total <= log_tol].any()  # maps within budget need nothing
     assert flagged[total > log_tol].flatten(-2).any(-1).all()  # the others always get some cells
-
-
-def test_separable_factors_accept_only_separable_finite_kernels():
-    gen = torch.Generator().manual_seed(9)
-    f = torch.randn(2, 7, generator=gen, dtype=torch.float64) * 5
-    g = torch.randn(2, 5, generator=gen, dtype=torch.float64) * 5
-    k = f[:, :, None] + g[:, None, :]
-    factors = correlate.separable_factors(k)
-    assert factors is not None
-    f_hat, g_hat, rho = factors.f, factors.g, factors.rho
-    assert rho < 2e-13
-    assert ((f_hat[:, :, None] + g_hat[:, None, :] - k).abs() <= rho).all()
-    coupled = k + 1e-6 * torch.arange(7.0, dtype=torch.float64)[:, None] * torch.arange(5.0, dtype=torch.float64)
-    assert correlate.separable_factors(coupled) is None
-    k[0, 3, 2] = -math.inf
-    assert correlate.separable_factors(k) is None
-
-
-@pytest.mark.parametrize("scale", [1.0, 100.0])
-def test_separable_kernels_are_correlated_to_a_relative_error_at_every_cell(scale):
-    """A diagonal Gaussian (plus a random separable tilt): two matrix products, accurate relative
-    to each cell however far below the map's maximum, -inf cells of x included."""
-    gen = torch.Generator().manual_seed(int(scale))
-    d = torch.arange(-4, 5, dtype=torch.float64)
-    k = -(d[:, None] ** 2 / 3 + d[None, :] ** 2 / 5) + torch.randn(9, generator=gen, dtype=torch.float64)[:, None]
-    k = k.expand(3, 9, 9)
-    x = torch.randn(3, 10, 7, generator=gen, dtype=torch.float64) * scale
-    x[1, :, :4] = -math.inf
-    out, log_delta = lse_correlate(x, correlate.separable_factors(k), (4, 4))
-    assert log_delta.shape == out.shape  # a bound per cell
-    truth = brute_correlate(x, k, (4, 4))
-    finite = torch.isfinite(truth)
-    assert torch.equal(torch.isneginf(out), torch.isneginf(truth))
-    assert (out[finite] >= truth[finite] - 1e-12 * truth[finite].abs().clamp_min(1)).all()
-    assert ((out - truth)[finite].abs() <= 1e-12 * truth[finite].abs().clamp_min(1)).all()
-    assert ((log_delta - out)[finite] < math.log(1e-12)).all()  # relative bound
-
-
-def test_separable_factors_allow_a_residual_of_tol_over_8():
-    # exactly f + g on a grid of 2^-11, up to ~4000 nats: the residual's own rounding (~1e-12) is
-    # above the float64 bound (2e-13) but far below what a float32 CRF's tol (1e-7) allows
-    d = torch.arange(-63, 64, dtype=torch.float64)
-    f = torch.round(-0.5 * d**2 * 2.0**11) / 2.0**11
-    k = (f[:, None] + f[None, :])[None]
-    assert correlate.separable_factors(k) is None
-    factors = correlate.separable_factors(k, 1e-7)
-    assert factors is not None and factors.rho <= 1e-7 / 8
-    assert correlate.separable_factors(k + 1e-6 * torch.randn(k.shape, generator=torch.Generator().manual_seed(0)), 1e-7) is None

@@ -119,21 +119,6 @@ def test_log_partition_alone_is_certified_by_the_upward_pass_when_messages_are_s
     assert peaked._fast.inference.settled
 
 
-def test_separable_kernels_take_the_matrix_product_path_and_match_brute_force():
-    """Diagonal Gaussians (a pictorial-structures deformation cost) are separable: every message is
-    then accurate relative to each cell, so log Z needs only the upward pass."""
-    gen = torch.Generator().manual_seed(13)
-    unary = torch.randn(2, 3, 7, 8, generator=gen, dtype=torch.float64) * 3
-    unary[1, 2, 0] = -INF
-    d = torch.arange(-6, 7, dtype=torch.float64)
-    mean = torch.randn(2, 2, generator=gen, dtype=torch.float64)
-    pairwise = -((d[:, None] - mean[:, None, None, 0]) ** 2 / 4 + (d[None, :] - mean[:, None, None, 1]) ** 2 / 9)
-    crf = TreeCRF(unary, pairwise, chain(3))
-    crf.log_partition
-    assert not crf._fast.inference.settled
-    assert_matches_brute_force(crf, atol=1e-10)
-
-
 def test_infeasible_crf_has_minus_inf_partition_and_undefined_marginals():
     unary = torch.zeros(2, 2, 6, 6, dtype=torch.float64)
     unary[1, 0, :, :3] = -INF  # image 1: joint 0 at x >= 3, joint 1 at x <= 2,
@@ -325,3 +310,20 @@ def test_score_with_float32_tables_and_float64_unaries_sums_in_float64():
     expected = sum(float(unary[0, j, y, x]) for j, (x, y) in enumerate(pose[0].tolist()))
     expected += float(table[0, 2 + 1, 2 + 1]) + float(table[1, 2 + 0, 2 + 1]) + float(table[2, 2 + 1, 2 + 0])  # [e, R + dy, R + dx]
     assert TreeCRF(unary, table, skeleton).score(pose).item() == pytest.approx(expected, rel=0, abs=1e-10)
+
+
+@pytest.mark.parametrize("shift", [1e11, 1e17])
+def test_shifting_every_map_and_table_moves_log_z_only(shift):
+    """Issue 19: marginals summed to 1.0001 at a unary shift of 1e11 and to 56 at 1e17. A constant added
+    to a joint's map (or an edge's table) moves log Z by that constant and nothing else."""
+    gen = torch.Generator().manual_seed(6)
+    skeleton = Skeleton("y", ["a", "b", "c", "d"], [-1, 0, 0, 2])
+    unary = torch.randn(2, 4, 3, 4, generator=gen, dtype=torch.float64) * 3 + shift
+    pairwise = torch.randn(3, 5, 5, generator=gen, dtype=torch.float64) + shift
+    crf = TreeCRF(unary, pairwise, skeleton)
+    truth = brute_force(unary - shift, pairwise - shift, skeleton)  # exact: the shifted values minus the shift
+    assert torch.allclose(crf.marginals, truth["marginals"], rtol=0, atol=1e-12)
+    assert torch.allclose(crf.edge_marginals, truth["edge_marginals"], rtol=0, atol=1e-12)
+    assert torch.allclose(crf.marginals.sum((2, 3)), torch.ones(2, 4, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert torch.allclose(crf.log_partition - 7 * shift, truth["log_z"], rtol=0, atol=1e-15 * 7 * shift)
+    assert torch.allclose(crf.score(crf.argmax) - 7 * shift, truth["map_score"], rtol=0, atol=1e-15 * 7 * shift)

@@ -23,20 +23,13 @@ Cells that no finite term reaches are exactly -inf.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from crfpose.crf import tuning
 
-__all__ = ["Separable", "direct_plan", "lse_correlate", "lse_correlate_cells", "max_correlate", "separable_factors"]
-
-_TINY = 2.0**-511  # linear-domain values below this are set to 0, so that no product is subnormal
-_TINY_SEPARABLE = 2.0**-340  # the same for the separable path's products of three
-_LOG_TINY_SEPARABLE = 340 * math.log(2.0)
-_SEPARABLE_RESIDUAL = 2e-13  # largest log-domain residual for which a kernel is taken as separable
-_FFT_SAFETY = 16.0  # constant of the FFT rounding-error bound (covers the butterflies' and product's rounding)
+__all__ = ["direct_plan", "lse_correlate", "lse_correlate_cells"]
 
 
 def _output_size(x_hw: tuple[int, int], k_hw: tuple[int, int], pad: tuple[int, int]) -> tuple[int, int]:
@@ -50,12 +43,10 @@ def _shift(t: torch.Tensor) -> torch.Tensor:
     return t.amax(dim=(-2, -1), keepdim=True).nan_to_num_(neginf=0.0)  # inputs hold no NaN or +inf
 
 
-def _linear(t: torch.Tensor, shift: torch.Tensor, tiny: float = _TINY) -> torch.Tensor:
-    """exp(t - shift) with values below ``tiny`` flushed to 0: products of two (three) operands in
-    [0, 1] are then 0 or normal numbers (subnormal arithmetic is very slow on CPUs), and each
-    loses less than ``tiny``."""
+def _linear(t: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """exp(t - shift) with values below ``tuning.TINY`` flushed to 0 (each loses less than that)."""
     out = torch.exp(t - shift)
-    return out.masked_fill_(out < tiny, 0.0)
+    return out.masked_fill_(out < tuning.TINY, 0.0)
 
 
 def _fast_size(n: int) -> int:
@@ -82,14 +73,14 @@ class _Correlator:
     def __init__(self, kern: torch.Tensor, x_hw: tuple[int, int], pad: tuple[int, int], direct: bool = False):
         self.kern, self.pad = kern, pad
         hk, wk = kern.shape[-2:]
-        self.flush_loss = _TINY * hk * wk  # what flushing operands below _TINY can take from one output
+        self.flush_loss = tuning.TINY * hk * wk  # what flushing operands below tuning.TINY can take from one output
         self.out_hw = _output_size(x_hw, (hk, wk), pad)
         self.direct = direct or min(hk * wk, self.out_hw[0] * self.out_hw[1]) <= tuning.DIRECT_MAX_STEPS
         if not self.direct:
             self.size = tuple(_fast_size(max(n + p, k, o)) for n, p, k, o in zip(x_hw, pad, (hk, wk), self.out_hw))
             self.spectrum = torch.fft.rfft2(kern, s=self.size).conj()
             eps = torch.finfo(kern.dtype).eps
-            self.error_scale = _FFT_SAFETY * eps * math.log2(self.size[0] * self.size[1])
+            self.error_scale = tuning.FFT_SAFETY * eps * math.log2(self.size[0] * self.size[1])
             self.kern_norms = kern.flatten(-2).norm(p=1, dim=-1), kern.flatten(-2).norm(dim=-1)  # l1, l2
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,123 +134,24 @@ def direct_plan(maps: int, out_hw: tuple[int, int], k_hw: tuple[int, int]) -> tu
     return False, float(loop * tuning.CONV_PER_STEP + maps * window)
 
 
-class Separable:
-    """Log-kernels k[..., a, b] = f[..., a] + g[..., b], exact to within rho (float64), with what
-    the separable correlation needs precomputed: the factors shifted to a maximum of 0 and
-    exponentiated (values below 2^-340 flushed), and their banded matrices per input size."""
-
-    def __init__(self, f: torch.Tensor, g: torch.Tensor, rho: float):
-        self.f, self.g, self.rho = f, g, rho  # (..., Hk), (..., Wk)
-        top_f, top_g = f.amax(dim=-1, keepdim=True), g.amax(dim=-1, keepdim=True)
-        self.shift = (top_f + top_g)[..., None]  # (..., 1, 1)
-        self.f_linear = _linear(f, top_f, _TINY_SEPARABLE)
-        self.g_linear = _linear(g, top_g, _TINY_SEPARABLE)
-        self.span = _span(f, top_f) + _span(g, top_g)
-        self._matrices: dict = {}
-
-    def __getitem__(self, index) -> "Separable":
-        """The kernels at leading index ``index`` (precomputed matrices included)."""
-        part = object.__new__(Separable)
-        part.f, part.g, part.rho, part.span = self.f[index], self.g[index], self.rho, self.span
-        part.shift, part.f_linear, part.g_linear = self.shift[index], self.f_linear[index], self.g_linear[index]
-        part._matrices = {key: (rows[index], cols[index]) for key, (rows, cols) in self._matrices.items()}
-        return part
-
-    def flip(self) -> "Separable":
-        """The kernels flipped in both axes, k[..., ::-1, ::-1]."""
-        return Separable(self.f.flip(-1), self.g.flip(-1), self.rho)
-
-    def matrices(self, x_hw: tuple[int, int], pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """T_f (..., Ho, Hx) and T_g^T (..., Wx, Wo) with T[i, i'] = factor[i' - i + pad]."""
-        key = (tuple(x_hw), tuple(pad))
-        if key not in self._matrices:
-            ho, wo = _output_size(x_hw, (self.f.shape[-1], self.g.shape[-1]), pad)
-            self._matrices[key] = (
-                _toeplitz(self.f_linear, x_hw[0], ho, pad[0]),
-                _toeplitz(self.g_linear, x_hw[1], wo, pad[1]).transpose(-2, -1),
-            )
-        return self._matrices[key]
-
-
-def separable_factors(k: torch.Tensor, tol: float = 0.0) -> Optional[Separable]:
-    """The factors of log-kernels k (..., Hk, Wk) when all are finite and separable (a Gaussian with
-    a diagonal precision, for one) to within the larger of _SEPARABLE_RESIDUAL and ``tol / 8``; else
-    None. Messages through such factors are then within a relative ``tol`` (about 4 rho plus
-    roundings), which is what lets the upward pass alone certify log Z to ``tol``."""
-    k = k.double()
-    if k.numel() == 0 or not bool(torch.isfinite(k).all()):
-        return None
-    wk = k.shape[-1]
-    top = k.flatten(-2).argmax(dim=-1, keepdim=True)  # (..., 1)
-    f = k.gather(-1, (top % wk)[..., None].expand(*k.shape[:-1], 1))[..., 0]  # the column through the maximum
-    g = k.gather(-2, (top // wk)[..., None].expand(*k.shape[:-2], 1, wk))[..., 0, :]  # the row through it
-    g = g - g.amax(dim=-1, keepdim=True)
-    residual = (k - f[..., :, None] - g[..., None, :]).abs().amax().item()
-    # the residual's own rounding: two subtractions, an ulp of the largest magnitude each
-    rho = residual + 2 * torch.finfo(torch.float64).eps * (k.abs().amax().item() + 1.0)
-    return Separable(f, g, rho) if rho <= max(_SEPARABLE_RESIDUAL, tol / 8) else None
-
-
-def _toeplitz(factor: torch.Tensor, n_in: int, n_out: int, pad: int) -> torch.Tensor:
-    """(..., n_out, n_in) matrix T[i, i'] = factor[i' - i + pad] (0 outside), for factor (..., L)."""
-    taps = factor.shape[-1]
-    index = torch.arange(n_in, device=factor.device)[None, :] - torch.arange(n_out, device=factor.device)[:, None] + pad
-    inside = (index >= 0) & (index < taps)
-    return torch.where(inside, factor[..., index.clamp(0, taps - 1)], 0.0)
-
-
-def _separable_correlate(x: torch.Tensor, k: Separable, pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-sum-exp correlation with a separable kernel f[a] + g[b] (+ a residual within rho) as
-    two matrix products of non-negative terms, T_f @ exp(x) @ T_g^T: a relative error at every
-    cell. Returns the upper bound and log delta per cell (..., Ho, Wo)."""
-    hx, wx = x.shape[-2:]
-    rows, cols = k.matrices((hx, wx), pad)
-    mx = _shift(x)
-    value = rows @ _linear(x, mx, _TINY_SEPARABLE) @ cols
-    # Each term's relative error (u = eps / 2): the residual, the rounding of t - max(t)
-    # (u |t - max(t)| for each factor), the exponentials (1 ulp each) and two products; the sums
-    # add at most Hx + Wx roundings; 8 u more cover the second-order terms. Absolute: the
-    # flushing. Then exact <= value (1 + 2 rel) + flush <= exact + 3 rel value + flush = exact + 2 delta.
-    rel = k.rho + torch.finfo(torch.float64).eps * (_span(x, mx) + k.span + hx + wx + 16)
-    flush = _TINY_SEPARABLE * k.f.shape[-1] * k.g.shape[-1]
-    shift = mx + k.shift  # (..., 1, 1)
-    if value.amin().item() * rel >= flush:  # the flushing is within the relative error:
-        out = torch.log(value.mul_(1 + 2 * rel)).add_(shift)
-        return out, out + math.log(2 * rel / (1 + 2 * rel))  # delta <= 2 rel value <= that
-    out = torch.log(value * (1 + 2 * rel) + flush) + shift
-    return out, torch.log(1.5 * rel * value + flush / 2) + shift
-
-
-def _span(t: torch.Tensor, top: torch.Tensor) -> float:
-    """The largest t_max - t of the values that the separable path does not flush."""
-    return min(_LOG_TINY_SEPARABLE, (top - t).amax().item())  # top is finite: no NaN, and inf -> the cap
-
-
 def lse_correlate(
-    x: torch.Tensor, k: torch.Tensor | Separable, pad: tuple[int, int], direct: bool = False, finite: bool = False
+    x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], direct: bool = False, finite: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fast log-sum-exp correlation of x (..., Hx, Wx) with kernels k (..., Hk, Wk), in float64.
 
-    Returns an upper bound on each value, (..., Ho, Wo), and the log of delta, (..., 1, 1) or per
-    cell (..., Ho, Wo), such that ``exact <= exp(out) <= exact + 2 delta`` cell by cell. Cells
-    that no finite term reaches are exactly -inf. Kernels given as :class:`Separable` factors take
-    two matrix products, with delta relative to each cell. ``direct=True`` forces direct sums (no
-    FFT): slower for wide windows, but delta is then only the flushing floor (2^-511 per kernel
-    tap, relative to the maxima). ``finite=True`` promises that x and k hold no -inf (skips the
-    check for unreachable cells).
+    Returns an upper bound on each value, (..., Ho, Wo), and the log of delta, (..., 1, 1), such
+    that ``exact <= exp(out) <= exact + 2 delta`` cell by cell. Cells that no finite term reaches
+    are exactly -inf. ``direct=True`` forces direct sums (no FFT): slower for wide windows, but
+    delta is then only the flushing floor (2^-511 per kernel tap, relative to the maxima).
+    ``finite=True`` promises that x and k hold no -inf (skips the check for unreachable cells).
     """
-    x = x.double()
-    if isinstance(k, Separable):
-        out, log_delta = _separable_correlate(x, k, pad)
-    else:
-        k = k.double()
-        mx, mk = _shift(x), _shift(k)  # (..., 1, 1)
-        value, bound = _Correlator(_linear(k, mk), x.shape[-2:], pad, direct)(_linear(x, mx))
-        out = torch.log(value.clamp_min(0.0) + bound) + mx + mk
-        log_delta = torch.log(bound) + mx + mk
+    x, k = x.double(), k.double()
+    mx, mk = _shift(x), _shift(k)  # (..., 1, 1)
+    value, bound = _Correlator(_linear(k, mk), x.shape[-2:], pad, direct)(_linear(x, mx))
+    out = torch.log(value.clamp_min(0.0) + bound) + mx + mk
+    log_delta = torch.log(bound) + mx + mk
     if not finite:
-        # separable kernels are finite everywhere
-        support = x.new_ones(k.f.shape[-1], k.g.shape[-1]) if isinstance(k, Separable) else torch.isfinite(k).double()
+        support = torch.isfinite(k).double()
         if not bool(support.all()) or bool(torch.isinf(x).any()):
             reach, _ = _Correlator(support, x.shape[-2:], pad)(torch.isfinite(x).double())
             out = torch.where(reach > 0.5, out, -math.inf)  # integer counts: rounding error << 0.5
@@ -289,26 +181,3 @@ def lse_correlate_cells(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], 
         window = xp[(*index, rows, cols)] + k[tuple(c[:, 0, 0] for c in index)]  # (F, Hk, Wk)
         out[start : start + step] = torch.logsumexp(window.flatten(1), dim=1)
     return out
-
-
-def max_correlate(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max-plus correlation of x (N, Hx, Wx) with k (N, Hk, Wk): values (N, Ho, Wo) and the
-    arg-max kernel tap a * Wk + b (long).
-
-    Exact brute force over the window, one kernel row at a time; ties go to the first tap.
-    """
-    ho, wo = _output_size(x.shape[-2:], k.shape[-2:], pad)
-    hk, wk = k.shape[-2:]
-    xp = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf)
-    best = x.new_full((x.shape[0], ho, wo), -math.inf)
-    best_tap = torch.zeros(best.shape, dtype=torch.long, device=x.device)
-    step = max(1, tuning.GATHER_BLOCK // (ho * wo * wk))
-    for start in range(0, x.shape[0], step):
-        maps = slice(start, start + step)
-        for a in range(hk):
-            windows = xp[maps, a : a + ho, :].unfold(2, wk, 1)  # (n, Ho, Wo, Wk)
-            value, b = (windows + k[maps, a, None, None, :]).max(dim=-1)
-            better = value > best[maps]
-            best[maps] = torch.where(better, value, best[maps])
-            best_tap[maps] = torch.where(better, a * wk + b, best_tap[maps])
-    return best, best_tap

@@ -14,6 +14,7 @@ as much probability mass (see ``crfpose.crf.tree``).
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import torch
 from torch.distributions import Distribution
@@ -44,10 +45,19 @@ class _Fast:
     autograd graph makes no reference cycle."""
 
     def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list, skeleton: Skeleton, tol: float):
-        with torch.no_grad():
-            self.inference = Inference(unary, pairwise, levels, skeleton.root, tol)
-        self.skeleton = skeleton
+        # Each map and table shifted to a maximum of 0 first: log Z moves by the shifts' sum, nothing
+        # else moves, and no rounding depends on how far from 0 the potentials sit.
+        unary_top, pairwise_top = (t.amax(dim=(-2, -1), keepdim=True).nan_to_num(neginf=0.0) for t in (unary, pairwise))
+        self.unary, self.pairwise = unary - unary_top, pairwise - pairwise_top
+        self.shift = unary_top.sum(dim=(1, 2, 3)) + pairwise_top.sum(dim=(1, 2, 3))  # (B,)
+        self.levels, self.skeleton, self.tol = levels, skeleton, tol
         self._edge: torch.Tensor | None = None
+
+    @cached_property
+    def inference(self) -> Inference:
+        """The sum-product state, computed on first use (the MAP pose needs none)."""
+        with torch.no_grad():
+            return Inference(self.unary, self.pairwise, self.levels, self.skeleton.root, self.tol)
 
     def node(self) -> torch.Tensor:
         """Node marginals (B, K, H, W)."""
@@ -76,7 +86,7 @@ class _LogPartition(torch.autograd.Function):
     def forward(ctx, unary: torch.Tensor, pairwise: torch.Tensor, fast: "_Fast") -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(unary, pairwise)
         ctx.fast = fast
-        return fast.inference.log_z.clone()
+        return fast.inference.log_z + fast.shift
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -237,11 +247,12 @@ class TreeCRF(Distribution):
     @lazy_property
     def argmax(self) -> torch.Tensor:
         """The MAP pose by max-product, (B, K, 2) long (x, y) cells; ties go to the first cell."""
-        unary, pw = self.unary.detach().double(), self._pw.detach().double()
         if self.engine == "reference":
-            best, pose = reference.map_pose(unary, pw, self.skeleton)
+            best, pose = reference.map_pose(self.unary.detach().double(), self._pw.detach().double(), self.skeleton)
         else:
-            best, pose = map_pose(unary, pw, self._levels, self.skeleton.root)
+            best, pose = map_pose(
+                self._fast.unary, self._fast.pairwise, self._levels, self.skeleton.root, torch.finfo(self.pairwise.dtype).eps
+            )
         _require_feasible(best)
         return pose
 

@@ -191,11 +191,9 @@ class GaussianPairwise(Pairwise):
     The mean offset ``mu_e`` (``(dx, dy)``) and the precision ``P_e = L_e L_e^T`` are learned; ``L_e``
     is lower triangular with a positive (exponentiated) diagonal, so ``P_e`` stays positive definite.
     With ``axis_aligned`` the precision is diagonal (no dx-dy correlation; ``L_e``'s off-diagonal is a
-    zero buffer, not a parameter): the tables are then separable, ``f(dy) + g(dx)``, and the exact MAP
-    takes the fast separable path (:mod:`crfpose.crf.separable_max`), where a full precision takes
-    the slower pruned max-plus correlation. Fitted from data, it keeps each axis's variance and
-    drops the covariance. A full Gaussian whose precision happens to be diagonal (the initial
-    ``I / R^2``) gets the same exactly separable table, with ``off_diag``'s gradient intact.
+    zero buffer, not a parameter); fitted from data, it keeps each axis's variance and drops the
+    covariance. Either way the table is quadratic, so the CRF's MAP takes a distance transform
+    (:mod:`crfpose.crf.maxproduct`).
     """
 
     def __init__(
@@ -244,34 +242,10 @@ class GaussianPairwise(Pairwise):
 
     def forward(self, features: Optional[Tensor] = None) -> Tensor:
         """The deformation log-potentials, ``(E, 2R+1, 2R+1)``; ``features`` is ignored."""
-        if not bool(self.off_diag.detach().ne(0).any()):  # a diagonal precision (always so when axis-aligned)
-            return self._diagonal_table()
         grid = displacement_grid(self.radius, self.mean.dtype, self.mean.device)  # (2R+1, 2R+1, 2)
         centred = grid - self.mean[:, None, None, :]  # (E, 2R+1, 2R+1, 2)
         whitened = torch.einsum("ewhi,eij->ewhj", centred, self.cholesky)  # (d - mu)^T L
         return -0.5 * whitened.square().sum(dim=-1)  # (E, 2R+1, 2R+1)
-
-    def _diagonal_table(self) -> Tensor:
-        """The table of a diagonal precision, exactly separable at every radius: f(dy) + g(dx), with f
-        and g rounded to multiples of 2^-m, m chosen per edge so that every sum is exact in the
-        table's dtype (rounding the sums would leave residuals of an ulp, ~1e-5 nats at 100 nats, too
-        large for the sum-product's separable path). The rounding moves the table by at most
-        2^-(m+1) (about 4e-6 nats for tables spanning 100 nats) and passes gradients through. The
-        cross terms of ``L``'s off-diagonal, ``-wx wy' - wy'^2 / 2`` with ``wy' = (dy - mu_y) L_10``,
-        are exact zeros added so that a trainable ``off_diag`` still gets its gradient."""
-        d = torch.arange(-self.radius, self.radius + 1, dtype=self.mean.dtype, device=self.mean.device)
-        diag = self.log_diag.exp()  # (E, 2): L's entries for dx and dy
-        wx = (d - self.mean[:, :1]) * diag[:, :1]  # (E, 2R+1) over dx
-        wy = (d - self.mean[:, 1:]) * diag[:, 1:]  # (E, 2R+1) over dy
-        g, f = -0.5 * wx.square(), -0.5 * wy.square()
-        span = (f.detach().abs().amax(dim=1) + g.detach().abs().amax(dim=1))[:, None]  # (E, 1) >= |f + g|
-        step = torch.exp2(torch.ceil(torch.log2(span + 1))) * torch.finfo(f.dtype).eps  # |f + g| <= 1 / eps steps: exact
-        on_grid = lambda t: torch.round(t / step) * step + (t - t.detach())  # noqa: E731  (exact value, identity gradient)
-        table = on_grid(f)[:, :, None] + on_grid(g)[:, None, :]  # [e, R + dy, R + dx]
-        if self.axis_aligned:
-            return table
-        cross = (d - self.mean[:, 1:]) * self.off_diag[:, None]  # (E, 2R+1) over dy, all zeros
-        return table - (cross[:, :, None] * wx[:, None, :] + 0.5 * cross.square()[:, :, None])
 
     def fit_(self, keypoints: Tensor, skeleton: Skeleton) -> "GaussianPairwise":
         fitted = self.from_keypoints(keypoints, skeleton, self.radius, axis_aligned=self.axis_aligned)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from crfpose.skeletons import Skeleton
 
-__all__ = ["upward", "log_partition", "marginals", "map_pose"]
+__all__ = ["message", "upward", "log_partition", "marginals", "map_pose"]
 
 
 def _logsumexp(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -33,7 +33,7 @@ def _logsumexp(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.where(total > 0, torch.log(torch.where(total > 0, total, 1.0)), -math.inf) + top.squeeze(dim)
 
 
-def _message(belief: torch.Tensor, kernel: torch.Tensor, semiring: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def message(belief: torch.Tensor, kernel: torch.Tensor, semiring: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One edge's message (B, H, W) from the child's belief (B, H, W) and the kernel (B', P, P);
     for ``semiring="max"`` also the first maximising tap a * P + b in row-major order (B, H, W)."""
     h, w = belief.shape[-2:]
@@ -67,7 +67,7 @@ def upward(
     deepest_first = sorted(range(len(skeleton.edges)), key=lambda e: -skeleton.depth[skeleton.edges[e][1]])
     for e in deepest_first:
         parent, child = skeleton.edges[e]
-        msg, tap = _message(beliefs[child], pw[:, e], semiring)
+        msg, tap = message(beliefs[child], pw[:, e], semiring)
         beliefs[parent] = beliefs[parent] + msg
         if tap is not None:
             taps[e] = tap

@@ -8,20 +8,20 @@ Upward pass (leaves to root), edges of equal depth together, one routine for bot
     belief_c = unary_c + sum of the messages from c's children                  (B, K, H, W)
     message_{c->p}(y) = log sum_d exp(belief_c(y + d) + pairwise_e(d))          (B, E, H, W)
     log Z = log sum_y exp(belief_root(y))
-Downward pass (root to leaves): rest_e = the parent's score without edge e's subtree (its
+Downward pass (root to leaves): cavity_e = the parent's score without edge e's subtree (its
 unary, its other children's messages and its outside score); the child's outside score is
-rest_e correlated with the flipped kernel, and the edge's displacement marginal is rest_e
+cavity_e correlated with the flipped kernel, and the edge's displacement marginal is cavity_e
 correlated with the child's belief. Node and edge marginals are the gradient of log Z.
 
 Exactness: every fast correlation returns an upper bound within 2 delta of the exact value
-(``crfpose.crf.correlate``), so beliefs, rest scores and outside scores are upper bounds too.
+(``crfpose.crf.correlate``), so beliefs, cavity beliefs and outside scores are upper bounds too.
 The effect of a cell's error on Z and on the marginals is at most 2 delta times the score of
-everything around it (rest_e for a message, the child's belief for an outside score, the kernel
+everything around it (cavity_e for a message, the child's belief for an outside score, the kernel
 for an edge marginal), divided by Z. In each map whose cells' summed effect could exceed tol,
 the cells above tol / (number of cells) are recomputed exactly, so each edge moves log Z and
 the marginals by at most about tol. Message cells found this way are fixed by re-running the
 upward pass with them exact, until none is left. When every message is within a relative tol
-of its exact value at every cell (always so for separable kernels), the upward pass alone
+of its exact value at every cell, the upward pass alone
 certifies log Z and the downward pass waits until marginals are asked for.
 All functions work in float64 and build no autograd graph.
 """
@@ -35,15 +35,13 @@ from typing import Callable, Optional
 import torch
 
 from crfpose.crf import tuning
-from crfpose.crf.correlate import direct_plan, lse_correlate, lse_correlate_cells, separable_factors
-from crfpose.crf.maxplus import max_correlate_fast
-from crfpose.crf.separable_max import separable_max_correlate
+from crfpose.crf.correlate import direct_plan, lse_correlate, lse_correlate_cells
+from crfpose.crf.maxproduct import max_message
 from crfpose.skeletons import Skeleton
 
 __all__ = ["Level", "schedule", "upward", "Inference", "map_pose"]
 
 _LOG2 = math.log(2.0)
-_DIRECT_MARGIN = math.log(1e10)  # direct sums this far above their flushing floor are exact to 2e-10
 
 
 @dataclass(frozen=True)
@@ -111,7 +109,7 @@ def _fix_cells(values: torch.Tensor, flagged: torch.Tensor, x: torch.Tensor, k: 
         direct, err = lse_correlate(pick(x), pick(k), pad, direct=True)  # (M, Ho, Wo), (M, 1, 1)
         values[maps.unbind(1)] = direct
         near_floor = torch.zeros_like(flagged)
-        near_floor[maps.unbind(1)] = direct - err < _DIRECT_MARGIN
+        near_floor[maps.unbind(1)] = direct - err < tuning.DIRECT_MARGIN
         cells = (flagged & near_floor).nonzero()
     if cells.shape[0]:
         values[cells.unbind(1)] = lse_correlate_cells(x, k, pad, cells)
@@ -144,13 +142,6 @@ class Inference:
         self.unary, self.pairwise, self.levels, self.root, self.tol = unary, pairwise, levels, root, tol
         # With finite potentials every score below is finite: no -inf bookkeeping is needed.
         self.finite = not (bool(torch.isinf(unary).any()) or bool(torch.isinf(pairwise).any()))
-        # The pairwise as factors when it is separable, per level (the downward ones on request);
-        # the banded matrices are built once for all edges, before the per-level slices take them.
-        self.separable = separable_factors(pairwise, tol)
-        self.up_factors = self.down_factors = None
-        if self.separable is not None:
-            self.separable.matrices(unary.shape[-2:], _pad(pairwise))
-            self.up_factors = {level.depth: self.separable[:, level.edge_at] for level in levels}
         self._upward(None)
         # log Z alone is certified when each message is within a relative tol of its exact value
         # at every cell: computed messages are upper bounds, so Z is then within (1 + tol)^E.
@@ -189,8 +180,7 @@ class Inference:
 
     def _message(self, level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         """Log-sum-exp messages of one level, exact at the cells marked exact; records their errors."""
-        factors = kernels if self.up_factors is None else self.up_factors[level.depth]
-        msg, err = lse_correlate(beliefs, factors, _pad(kernels), finite=self.finite)  # (B, n, H, W), (B, n, 1 | H, 1 | W)
+        msg, err = lse_correlate(beliefs, kernels, _pad(kernels), finite=self.finite)  # (B, n, H, W), (B, n, 1, 1)
         error = err + _LOG2
         if self.any_exact or not self.finite:
             exact = self.exact[:, level.edge_at]
@@ -205,7 +195,7 @@ class Inference:
         self.message_gap[:, level.edge_at] = gap.amin(dim=(-2, -1))
         return msg
 
-    def _rest(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor) -> torch.Tensor:
+    def _cavity(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor) -> torch.Tensor:
         """The parents' scores without each edge's subtree, (B, n, H, W), from the children's
         messages per parent as a finite sum and a count of -inf (so that one child's contribution
         can be taken out exactly)."""
@@ -227,36 +217,31 @@ class Inference:
         finite = torch.isfinite(self.messages)
         finite_sum = torch.zeros_like(self.unary).index_add_(1, parents, torch.where(finite, self.messages, 0.0))
         neg_inf = torch.zeros_like(self.unary).index_add_(1, parents, (~finite).double())
-        self.rests: list[torch.Tensor] = []
+        self.cavities: list[torch.Tensor] = []
         flagged = torch.zeros_like(self.exact)
-        if self.separable is not None and self.down_factors is None:
-            flipped = self.separable.flip()
-            flipped.matrices(self.unary.shape[-2:], pad)
-            self.down_factors = {level.depth: flipped[:, level.edge_at] for level in self.levels}
         for level in self.levels:
             kernels = pairwise[:, level.edge_at].flip(-2, -1)  # (B', n, P, P)
-            factors = kernels if self.down_factors is None else self.down_factors[level.depth]
-            rest = self._rest(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
-            self.rests.append(rest)
+            cavity = self._cavity(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
+            self.cavities.append(cavity)
             # Message cells whose error, weighted by everything around them, could reach tol.
-            flagged[:, level.edge_at] = _over_budget(rest + self.message_error[:, level.edge_at] - z, log_tol)
-            out, err = lse_correlate(rest, factors, pad, finite=self.finite)
+            flagged[:, level.edge_at] = _over_budget(cavity + self.message_error[:, level.edge_at] - z, log_tol)
+            out, err = lse_correlate(cavity, kernels, pad, finite=self.finite)
             impact = self.beliefs[:, level.child_at] + err + _LOG2 - z
-            outside[:, level.child_at] = _fix_cells(out, _over_budget(impact, log_tol), rest, kernels, pad)
+            outside[:, level.child_at] = _fix_cells(out, _over_budget(impact, log_tol), cavity, kernels, pad)
         self.node = torch.exp(self.beliefs + outside - z)
         return flagged
 
     def edge_marginals(self) -> torch.Tensor:
-        """p(y_c - y_p = d) of each edge, (B, E, P, P): each level's rest scores correlated with
+        """p(y_c - y_p = d) of each edge, (B, E, P, P): each level's cavity beliefs correlated with
         the children's beliefs, checked like the outside scores."""
         self.settle()
         pairwise, pad = self.pairwise, _pad(self.pairwise)
         z = self.log_z[:, None, None, None]
         edge_log = pairwise.new_empty(self.unary.shape[0], *pairwise.shape[1:])
-        for level, rest in zip(self.levels, self.rests):
+        for level, cavity in zip(self.levels, self.cavities):
             kernels, child_belief = pairwise[:, level.edge_at], self.beliefs[:, level.child_at]
-            pair, err = lse_correlate(child_belief, rest, pad)  # (B, n, P, P)
-            pair = _fix_cells(pair, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, rest, pad)
+            pair, err = lse_correlate(child_belief, cavity, pad)  # (B, n, P, P)
+            pair = _fix_cells(pair, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, cavity, pad)
             edge_log[:, level.edge_at] = pair + kernels - z
         return torch.exp(edge_log)
 
@@ -276,20 +261,16 @@ def upward(
     return beliefs
 
 
-def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max-product: the best score (B,) and the MAP pose (B, K, 2) long, (x, y) cells. Messages with
-    separable kernels (diagonal Gaussians) take :mod:`crfpose.crf.separable_max`, the others
-    :mod:`crfpose.crf.maxplus`; both equal the brute force bit for bit."""
+def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max-product: the best score (B,) and a MAP pose (B, K, 2) long, (x, y) cells, by
+    :func:`crfpose.crf.maxproduct.max_message` (``eps``: the unit roundoff of the tables' dtype)."""
     b, _, h, w = unary.shape
     p = pairwise.shape[-1]
     taps = torch.empty(b, pairwise.shape[1], h, w, dtype=torch.long, device=unary.device)
 
     def message(level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-        n = len(level.edges)
-        x, k = beliefs.flatten(0, 1), kernels.expand(b, n, p, p).flatten(0, 1)
-        msg, tap = separable_max_correlate(x, k, _pad(kernels)) or max_correlate_fast(x, k, _pad(kernels))
-        taps[:, level.edges] = tap.view(b, n, h, w)
-        return msg.view(b, n, h, w)
+        msg, taps[:, level.edges] = max_message(beliefs, kernels, eps)
+        return msg
 
     beliefs = upward(unary, pairwise, levels, message)
     best, cell = beliefs[:, root].flatten(1).max(dim=1)  # (B,)

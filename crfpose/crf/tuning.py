@@ -1,29 +1,30 @@
-"""The CRF core's tuning constants, in one place: speed and memory trade-offs measured on CPUs.
+"""The CRF engine's constants, in one place, each with how it was chosen or measured.
 
-None of them changes a result (every path they choose between is exact to the same bound);
-changing one only moves work between paths. The constants that the error bounds rest on (the
-flushing floor, the FFT error constant, the separable residual of the sum-product) stay with the
-analysis they belong to, in :mod:`crfpose.crf.correlate`.
+Two kinds: the error analysis rests on the first group (changing one changes what is guaranteed);
+the others only move work between exact paths (changing one changes speed or memory, never a
+result). Timings: CPU, 2 threads, COCO17 64x48 batch 32 and LSP14 32x32 batch 8 potentials.
 """
 
 from __future__ import annotations
 
-# crfpose.crf.correlate: log-sum-exp correlation
-DIRECT_MAX_STEPS = 49  # correlate by direct sums (no FFT) when the loop has at most this many steps
-CONV_MAX_WINDOW = 1 << 22  # output cells x kernel taps of one map above which a grouped convolution (im2col) gets slow
-CONV_PER_STEP = 40_000  # multiply-adds a grouped convolution does in the time of one Python loop step
-GATHER_BLOCK = 1 << 22  # elements per chunk when cells are gathered one by one (exact fallbacks)
+import math
 
-# crfpose.crf.tree: making flagged cells exact
-LOG_DOMAIN_TAP_COST = 24.0  # one tap of a cell summed in the log domain costs about this many multiply-adds of direct sums (measured 16-37)
+# Error analysis (crfpose.crf.correlate, crfpose.crf.tree, crfpose.crf.maxproduct)
+# linear-domain values below this are flushed to 0: a product of two is then 0 or a normal number
+# (subnormal arithmetic is about 100x slower on CPUs)
+TINY = 2.0**-511
+# constant of the FFT rounding-error bound eps log2(n) min(|x|_2 |k|_1, |x|_1 |k|_2): covers the butterflies'
+# and the product's roundings (tests/test_correlate.py checks the bound against brute force)
+FFT_SAFETY = 16.0
+DIRECT_MARGIN = math.log(1e10)  # direct sums this far above their flushing floor are exact to 2e-10 of their value
+# a table is quadratic when the fit's largest residual is within this many ulps of its largest entry
+# (float32 GaussianPairwise tables, R = 4 to 63, come within 8: tests/test_maxproduct.py)
+QUADRATIC_ULPS = 64.0
 
-# crfpose.crf.maxplus: pruned max-plus correlation
-PRUNE_BLOCK = 1 << 21  # elements per gathered block
-PRUNED_TAP_COST = 4.0  # one pruned (gathered) tap-cell costs about this many brute-force tap-cells
-PRUNE_BUDGET = 1.0  # share of a map's brute-force cost that pruning may spend before giving up
-PRUNE_MIN_TAPS = 25  # kernels this small go straight to the brute force
-
-# crfpose.crf.separable_max: max-plus correlation with separable kernels
-# largest |k - f - g| / (1 + max |k|) for which a kernel takes the separable MAP path (float32 tables round to ~1e-7)
-SEPARABLE_MAX_RESIDUAL = 1e-4
-SEPARABLE_MAX_BLOCK = 1 << 22  # cells (maps x rows x cols) of one block of 1-D passes
+# Speed and memory only
+DIRECT_MAX_STEPS = 49  # direct sums (no FFT) when a loop over taps or output cells has at most this many steps
+CONV_MAX_WINDOW = 1 << 22  # output cells x kernel taps of one map above which a grouped convolution (im2col) gets slower than the loop
+CONV_PER_STEP = 40_000  # multiply-adds a grouped convolution does in the time of one Python loop step (measured about 40,000)
+LOG_DOMAIN_TAP_COST = 24.0  # a kernel tap summed in the log domain costs this many direct multiply-adds (measured 16-37)
+GATHER_BLOCK = 1 << 22  # elements per chunk when windows are gathered cell by cell (bounds the memory of the exact recomputation)
+MAX_PLUS_BLOCK = 1 << 24  # elements (maps x H x W x P) of one block of the plain max-plus correlation (bounds its memory at 128 MiB)
