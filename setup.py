@@ -25,6 +25,9 @@ setup(
         "Pillow>=9.0",
         "tqdm>=4.64",
         "PyYAML>=6.0",
+        # the CRF's MAP for Gaussian tables (a distance transform) is compiled on the CPU; without numba
+        # (or on a GPU) every table takes the plain max-plus path
+        "numba>=0.60",
     ],
     entry_points={"console_scripts": ["crfpose=crfpose.cli:main"]},
     extras_require={

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from crfpose import engine
+from crfpose.builders import evaluation_dataset
+from crfpose.checkpoint import load_model
 from crfpose.crf import TreeCRF
 from crf_speed import best_time  # benchmarks/ is on the path when run as a script
 
@@ -37,13 +38,14 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.images} {args.dataset} {args.split} images")
     print(f"{'checkpoint':<48}{'pairwise':>15}{'grid':>9}{'R':>4}{'marginals ms':>14}{'MAP ms':>9}{'MAP/marg':>10}")
     for path in args.checkpoints:
-        model, config = engine.load_model(path)
+        model, config = load_model(path)
         if config.crf.structure != "tree":
             raise ValueError(f"{path}: expected a tree-CRF checkpoint, got structure {config.crf.structure!r}")
-        data = engine.evaluation_dataset(config, args.dataset, args.split, {"root": args.root})
+        data = evaluation_dataset(config, args.dataset, model.codec, args.split, {"root": args.root})
         images = torch.stack([data[i]["image"] for i in range(min(args.images, len(data)))])
         with torch.no_grad():
-            _, unary, table = model.outputs(images)
+            out = model.outputs(images)
+            unary, table = out.unary, out.pairwise
         marginals = best_time(lambda: TreeCRF(unary, table, model.skeleton).marginals, args.repeats)
         map_pose = best_time(lambda: TreeCRF(unary, table, model.skeleton).argmax, args.repeats)
         grid = "x".join(str(n) for n in unary.shape[-2:])

@@ -1,12 +1,12 @@
-"""CPU speed of the backbones and the share of PoseCRF inference spent in the CRF.
+"""CPU speed of the backbones and the share of a CRF model's inference spent in the CRF.
 
 Shape legend: B batch, K joints, H x W input, H/4 x W/4 heatmap grid, R pairwise radius.
 
 Prints, in one run: parameter counts; forward images/s of cnn, resnet50 and hrnet_w32 at 256x192
 (batch 8, eval mode, no grad); forward+backward images/s of cnn at 128x128 (training speed); and
-for PoseCRF(hrnet_w32, COCO17, a trained-looking Gaussian pairwise, R=15) on the 64x48 grid, the time of the backbone
+for a PoseModel (hrnet_w32, COCO17, a tree head with a trained-looking Gaussian pairwise, R=15) on the 64x48 grid, the time of the backbone
 vs the CRF (marginals; MAP; MAP with an axis-aligned Gaussian) on trained-looking potentials, the CRF's share of the whole, and the
-end-to-end ``PoseCRF.predict`` time (marginal decoding, untrained network) against the backbone;
+end-to-end ``PoseModel.predict`` time (marginal decoding, untrained network) against the backbone;
 then the marginals' share for Gaussian (full and axis-aligned) and free-form (random) tables at R and at full range (R=63). Usage:
 
     python benchmarks/model_speed.py [--batch 8] [--repeats 5] [--threads N]
@@ -24,7 +24,7 @@ import torch
 
 from crfpose.crf import TreeCRF
 from crfpose.crf.pairwise import GaussianPairwise
-from crfpose.models import PoseCRF, build_model
+from crfpose.models import PoseModel, TreeHead, build_backbone
 from crfpose.skeletons import COCO17
 
 
@@ -77,7 +77,7 @@ def main() -> None:
     images = torch.randn(b, 3, 256, 192)
 
     print(f"\nforward, 256x192, batch {b}, eval, no grad")
-    models = {name: build_model(name, num_joints=17).eval() for name in ("cnn", "resnet50", "hrnet_w32")}
+    models = {name: build_backbone(name, 17).eval() for name in ("cnn", "resnet50", "hrnet_w32")}
     with torch.no_grad():
         t_models = seconds({name: (lambda m=model: m(images)) for name, model in models.items()}, args.repeats)
     for name, model in models.items():
@@ -86,7 +86,7 @@ def main() -> None:
         print(f"  {name:10s} {params:>11,d} params  {b / t:7.1f} images/s  ({t * 1000:.0f} ms/batch)")
 
     print("\ntraining step (forward + backward + SGD), cnn, 128x128, batch 16")
-    train = build_model("cnn", num_joints=17).train()
+    train = build_backbone("cnn", 17).train()
     optimiser = torch.optim.SGD(train.parameters(), lr=1e-3)
     small = torch.randn(16, 3, 128, 128)
 
@@ -98,13 +98,13 @@ def main() -> None:
     t = seconds({"step": step}, args.repeats)["step"]
     print(f"  cnn        {16 / t:7.1f} images/s  ({t * 1000:.0f} ms/batch)")
 
-    print(f"\nPoseCRF(hrnet_w32, coco17, trained-looking gaussian R={args.radius}), 256x192 -> 64x48 grid, batch {b}")
+    print(f"\nPoseModel(hrnet_w32, coco17, tree head, trained-looking gaussian R={args.radius}), 256x192 -> 64x48 grid, batch {b}")
     backbone, pairwise = models["hrnet_w32"], trained_gaussian(COCO17.num_edges, args.radius)
-    model = PoseCRF(backbone, COCO17, pairwise).eval()
+    model = PoseModel(backbone, COCO17, (192, 256), TreeHead(COCO17, pairwise)).eval()
     with torch.no_grad():
         # The CRF's cost depends on the potentials (cells far below a peak are recomputed exactly),
         # so it runs on maps shaped like a trained network's, through the default ScaledUnary.
-        unary, table = model.unary(peaked_heatmaps(b, 17, 64, 48)), pairwise()
+        unary, table = model.head.unary(peaked_heatmaps(b, 17, 64, 48)), pairwise()
         axis_table = trained_gaussian(COCO17.num_edges, args.radius, axis_aligned=True)()
         t = seconds(
             {

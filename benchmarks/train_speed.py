@@ -48,17 +48,18 @@ def main() -> None:
     target, weight = encode(keypoints, (grid, grid), 2.0)
     crf = {"pairwise": "gaussian", "radius": args.radius}
     for name, options in (("cnn", {}), ("hrnet_small", {})):
-        model = build_model(name, skeleton=LSP14, crf=crf, **options).train()
+        model = build_model(name, LSP14, input_size=(side, side), crf=crf, **options).train()
         optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
 
         def mse_step() -> None:
             optimiser.zero_grad()
-            heatmap_mse(model.backbone(images), target, weight).backward()
+            heatmap_mse(model.outputs(images, head=False).maps, target, weight).backward()
             optimiser.step()
 
         def crf_step() -> None:
             optimiser.zero_grad()
-            crf_nll(*model.potentials(images), LSP14, keypoints).backward()
+            out = model.outputs(images)
+            crf_nll(out.unary, out.pairwise, LSP14, keypoints).backward()
             optimiser.step()
 
         t = seconds({"mse": mse_step, "crf": crf_step}, args.repeats)
@@ -70,7 +71,7 @@ def main() -> None:
         )
 
     unary = (10 * peaked_heatmaps(b, 14, grid, grid)).requires_grad_()
-    table = build_model("cnn", skeleton=LSP14, crf=crf).pairwise().detach().requires_grad_()
+    table = build_model("cnn", LSP14, input_size=(side, side), crf=crf).head.pairwise().detach().requires_grad_()
 
     def crf_alone() -> None:
         crf_nll(unary, table, LSP14, keypoints).backward()
