@@ -47,6 +47,7 @@ def tiny_config(tmp_path):
     return save_config(config, tmp_path / "tiny.yaml")
 
 
+@pytest.mark.slow
 def test_train_then_eval(tiny_config, tmp_path, capsys):
     assert main(["train", str(tiny_config), "eval.every=1", "--max-epochs", "1"]) == 0
     assert main(["train", str(tiny_config), "eval.every=1", "--resume", str(tmp_path / "run" / "last.pt")]) == 0

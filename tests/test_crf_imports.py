@@ -4,7 +4,11 @@ heavy parts load on first use; ``crfpose.evaluate`` is the module, not the funct
 from __future__ import annotations
 
 import subprocess
+
+import pytest
 import sys
+
+pytestmark = pytest.mark.slow  # fresh interpreters in subprocesses
 
 HEAVY = ("pycocotools", "scipy", "PIL", "tqdm", "torchcrf", "matplotlib", "cv2", "yaml", "numpy")
 

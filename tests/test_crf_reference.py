@@ -91,7 +91,7 @@ def test_fast_engine_matches_reference_at_32x24_full_range(kind):
     assert torch.equal(fast.argmax, reference.map_pose(unary, table, COCO17)[1])
 
 
-@pytest.mark.parametrize("kind,radius", [("flat", 15), ("pose", 15), ("conflict", 15), ("pose", 63)])
+@pytest.mark.parametrize("kind,radius", [("flat", 15), ("pose", 15), ("conflict", 15), pytest.param("pose", 63, marks=pytest.mark.slow)])
 def test_fast_engine_matches_reference_at_64x48(kind, radius):
     """log Z, the root's marginal (softmax of its belief) and the MAP pose; float32 tables as trained.
     One full-range case keeps the reference's O(H W P^2) within seconds."""
