@@ -489,8 +489,9 @@ def test_joint_bars_show_missing_values_as_missing_and_intervals_as_error_bars()
     centres = [p.get_x() + p.get_width() / 2 for p in ax.containers[0].patches]
     assert len(centres) == len(names) - 2  # no bar for the wrist and the neck ...
     assert all(abs(c - names.index(g)) > 0.3 for c in centres for g in ("wrist", "neck"))
-    missing = [t for t in ax.texts if t.get_text() == "n/a"]
-    assert sorted(round(t.get_position()[0]) for t in missing) == [names.index("neck"), names.index("wrist")]  # ... but "n/a"
+    marks = by_gid(ax, "missing").get_offsets()  # ... but a cross on the axis, named in the legend
+    assert sorted(round(x) for x, _ in marks) == [names.index("neck"), names.index("wrist")] and all(y == 0 for _, y in marks)
+    assert reading_order(ax.get_legend()) == ["A", "no value"]
     px = render(fig)
     for g in ("wrist", "neck"):  # and nothing coloured drawn there
         x, y0 = ax.transData.transform((names.index(g) - 0.3, 2.0))

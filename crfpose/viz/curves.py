@@ -61,7 +61,7 @@ PART_ORDER = (
     "knee",
     "ankle",
 )
-MISSING = "n/a"
+MISSING = "no value"  # the legend's name of the mark where a bar is missing
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -213,6 +213,16 @@ def _interval(ci: Any) -> tuple[float, float]:
     return _value(low), _value(high)
 
 
+def _group_values(result: dict, groups: dict[str, list[str]]) -> list[float]:
+    """A result's PCK per group (the mean of its joints that have a value; NaN when none has), then ``pck``."""
+    per_joint = {j: _value(v) for j, v in result["pck_per_joint"].items()}
+    values = [
+        float(np.nanmean([per_joint[j] for j in members])) if any(np.isfinite(per_joint[j]) for j in members) else math.nan
+        for members in groups.values()
+    ]
+    return values + [_value(result.get("pck"))]
+
+
 def plot_joint_pck(
     results: Any,
     labels: Optional[Sequence[str]] = None,
@@ -226,8 +236,9 @@ def plot_joint_pck(
 
     Bootstrap intervals are drawn as error bars where a result carries them (``pck_per_part_ci`` or
     ``pck_per_joint_ci``, and ``pck_ci`` for the mean; :func:`pck_intervals`). A missing value (NaN or None,
-    e.g. a joint never labelled) has no bar and is marked ``n/a``: it is never drawn as 0. A part is the
-    mean of its joints that have a value. The y label states alpha and the normaliser."""
+    e.g. a joint never labelled) has no bar but a grey cross on the axis, named in the legend: it is never
+    drawn as 0. A part is the mean of its joints that have a value. The y label states alpha and the
+    normaliser."""
     runs, names = _runs(results, labels)
     for i, r in enumerate(runs):
         if not isinstance(r, dict) or not isinstance(r.get("pck_per_joint"), dict):
@@ -242,20 +253,23 @@ def plot_joint_pck(
     normalizer = _normalizer_text(runs)
     st = get_style(style)
     width = 0.8 / len(runs)
+    values = 100 * np.array([_group_values(r, groups) for r in runs])  # (R, groups + 1), the mean last
+    entries = names + ([MISSING] if not np.isfinite(values).all() else [])
     with styled(st):
-        fig, ax = _plot_axes(ax, st, SINGLE_COLUMN if parts else DOUBLE_COLUMN, 0.62 if parts else 0.36)
+        tick_labels = [g.replace("_", " ") for g in groups] + ["mean"]
+        width_in = st.figure_width(SINGLE_COLUMN if parts else DOUBLE_COLUMN) if ax is None else ax.figure.get_figwidth()
+        spacing = 0.85 * width_in / len(tick_labels)
+        widest = max(0.55 * st.small * len(t) for t in tick_labels) / 72  # inches
+        upright = widest < 0.9 * spacing
+        # the plot area, the tick labels (turned upright when they do not fit side by side), the legend rows
+        legend_rows_in = legend_rows(entries, entries, width_in, st)[3] * st.line_height(st.small)
+        height = 1.5 + (st.line_height(st.small) if upright else widest + 0.05) + legend_rows_in + 2 * st.line_height()
+        fig, ax = _plot_axes(ax, st, SINGLE_COLUMN if parts else DOUBLE_COLUMN, height / width_in)
         x = np.arange(len(groups) + 1)
-        handles = []
-        for i, (r, name) in enumerate(zip(runs, names)):
-            per_joint = {j: _value(v) for j, v in r["pck_per_joint"].items()}
-            values = [
-                np.nanmean([per_joint[j] for j in members]) if any(np.isfinite(per_joint[j]) for j in members) else math.nan
-                for members in groups.values()
-            ]
-            values.append(_value(r.get("pck")))
+        handles, missing = [], []
+        for i, (r, heights) in enumerate(zip(runs, values)):
             cis = r.get("pck_per_part_ci" if parts else "pck_per_joint_ci") or {}
             bounds = np.array([_interval(cis.get(g)) for g in groups] + [_interval(r.get("pck_ci"))])  # (groups + 1, 2)
-            heights = 100 * np.array(values)
             centres = x - 0.4 + (i + 0.5) * width
             ok = np.isfinite(heights)
             bars = ax.bar(
@@ -283,12 +297,13 @@ def plot_joint_pck(
                     linewidth=0.6,
                     zorder=3,
                 )
-            for c in centres[~ok]:
-                ax.text(c, 1.5, MISSING, rotation=90, ha="center", va="bottom", fontsize=st.small, color="0.35", gid="missing")
-        tick_labels = [g.replace("_", " ") for g in groups] + ["mean"]
-        spacing_pt = fig.get_figwidth() * 72 * 0.85 / len(tick_labels)
-        widest = max(0.55 * st.small * len(t) for t in tick_labels)
-        ax.set_xticks(x, tick_labels, rotation=0 if widest < 0.9 * spacing_pt else 90)
+            missing += list(centres[~ok])
+        if missing:
+            marks = ax.scatter(
+                missing, np.zeros(len(missing)), marker="x", s=16, color="0.35", linewidths=0.8, zorder=4, clip_on=False, gid="missing"
+            )
+            handles.append(marks)
+        ax.set_xticks(x, tick_labels, rotation=0 if upright else 90)
         ax.set_xlim(-0.6, len(x) - 0.4)
         ax.set_ylim(0, 100)
         head = f"PCK@{alpha:g} (%)" if isinstance(alpha, (int, float)) else "PCK (%)"
@@ -296,7 +311,7 @@ def plot_joint_pck(
         ax.set_xlabel("body part (left and right averaged)" if parts else "joint")
         ax.grid(axis="y", alpha=0.3, linewidth=0.5)
         ax.set_axisbelow(True)
-        _legend_above(ax, handles, names, st)
+        _legend_above(ax, handles, entries, st)
     return fig
 
 

@@ -41,6 +41,7 @@ from crfpose.viz._base import (
     fade_image,
     get_style,
     legend_height,
+    new_figure,
     panel_grid,
     styled,
     to_numpy,
@@ -63,7 +64,11 @@ __all__ = [
 CMAP = "magma_r"  # light = low, dark = high
 SCALES = ("linear", "log")
 LOG_RANGE = 1e-3  # a log scale spans three decades below the largest probability; less is not drawn
-SAMPLE_CENTRE = (0.25, 0.25, 0.25)  # samples of centre joints (white in the pose) as dark dots
+SAMPLE_CENTRE = (0.25, 0.25, 0.25)
+IMAGE_SHARE = 0.4  # of a deformation figure's width, for the input image
+FULL_NAMES_WIDTH = (
+    2.8  # inches: a narrower deformation panel names joints "l. elbow"  # samples of centre joints (white in the pose) as dark dots
+)
 
 
 # ----------------------------------------------------------------------------- moments
@@ -393,21 +398,29 @@ def _nice(length: float) -> float:
     return max(m * base for m in (1, 2, 5) if m * base <= length)
 
 
-def _scale_bar(ax: Axes, lo: np.ndarray, hi: np.ndarray, stride: Optional[float], style: Style) -> None:
-    """A bar of a round number of cells at the lower left of the view, its length written under it."""
+def _scale_bar(ax: Axes, lo: np.ndarray, hi: np.ndarray, stride: Optional[float], style: Style) -> Any:
+    """A bar of a round number of cells at the lower left of the view, its length written under it (returned)."""
     length = _nice(0.25 * float(hi[0] - lo[0]))
     x0, y = lo[0] + 0.04 * (hi[0] - lo[0]), hi[1] - 0.06 * (hi[1] - lo[1])
     ax.plot([x0, x0 + length], [y, y], color="black", linewidth=1.2, solid_capstyle="butt", gid="scale-bar")
     text = f"{length:g} cells" + (f" = {length * stride:g} px" if stride else "")
-    ax.annotate(text, (x0, y), xytext=(0, -2), textcoords="offset points", ha="left", va="top", fontsize=style.small)
+    return ax.annotate(text, (x0, y), xytext=(0, -2), textcoords="offset points", ha="left", va="top", fontsize=style.small)
 
 
-def _label_joints(ax: Axes, points: np.ndarray, names: Sequence[str], style: Style) -> None:
+def _short_name(joint: str) -> str:
+    """``left_elbow`` -> ``l. elbow``: joint names for a narrow panel."""
+    for side in ("left", "right"):
+        if joint.startswith(side + "_"):
+            return f"{side[0]}. {joint[len(side) + 1 :]}".replace("_", " ")
+    return joint.replace("_", " ")
+
+
+def _label_joints(ax: Axes, points: np.ndarray, names: Sequence[str], avoid: Sequence[Any], style: Style) -> None:
     """Each name beside its point, at the first of a few offsets where it overlaps no label placed before
-    and stays inside the axes (points in data coordinates)."""
+    (nor the texts in ``avoid``) and stays inside the axes (points in data coordinates)."""
     renderer = ax.figure.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
-    placed: list[Any] = []
+    placed: list[Any] = [t.get_window_extent(renderer) for t in avoid]
     directions = [(1, 0), (-1, 0), (1, 1), (-1, 1), (1, -1), (-1, -1), (0, 1), (0, -1)]
     centre = points.mean(0)
     for point, name in zip(points, names):
@@ -417,7 +430,7 @@ def _label_joints(ax: Axes, points: np.ndarray, names: Sequence[str], style: Sty
             ha = "left" if ox > 0 else "right" if ox < 0 else "center"
             va = "top" if oy > 0 else "bottom" if oy < 0 else "center"
             text = ax.annotate(
-                name.replace("_", " "),
+                name,
                 point,
                 xytext=(ox, -oy),
                 textcoords="offset points",
@@ -425,7 +438,7 @@ def _label_joints(ax: Axes, points: np.ndarray, names: Sequence[str], style: Sty
                 va=va,
                 fontsize=style.small,
                 zorder=6,
-                gid=f"label-{name}",
+                gid="joint-label",
                 bbox=dict(boxstyle="square,pad=0.05", facecolor="white", edgecolor="none", alpha=0.75),
             )
             box = text.get_window_extent(renderer)
@@ -490,8 +503,11 @@ def plot_deformation(
     span = float((hi - lo).max() or 1.0)
     lo, hi = lo - 0.12 * span, hi + np.array([0.12, 0.16]) * span  # room for the names and, below, the scale bar
     pixels = as_image(image) if image is not None else None
-    if pixels is not None:  # the model's view takes the image's shape, so that both panels fill their room
-        target = pixels.shape[0] / pixels.shape[1]
+    width = st.figure_width(DOUBLE_COLUMN if pixels is not None else SINGLE_COLUMN) if ax is None else 0.0
+    gap = 0.1
+    if pixels is not None:  # the image takes IMAGE_SHARE of the width; the model's view widens to the image's height
+        image_w = IMAGE_SHARE * (width - gap)
+        target = pixels.shape[0] / pixels.shape[1] * image_w / (width - gap - image_w)
         size = hi - lo
         grow = np.array([size[1] / target - size[0], size[0] * target - size[1]]).clip(0)
         lo, hi = lo - grow / 2, hi + grow / 2
@@ -508,15 +524,18 @@ def plot_deformation(
     with styled(st):
         own = ax is None
         if own:
-            width = st.figure_width(DOUBLE_COLUMN if pixels is not None else SINGLE_COLUMN)
             title = st.line_height() if pixels is not None else 0.0
-            margins = Margins(0.0, 0.0, title, legend_height(handles, width, st), 0.1, 0.0)
-            fig, grid = panel_grid(st, width, 2 if pixels is not None else 1, [aspect], margins)
-            ax = grid[0][-1]
+            bottom = legend_height(handles, width, st)
+            model_w = width - gap - IMAGE_SHARE * (width - gap) if pixels is not None else width
+            height = model_w * aspect
+            fig = new_figure(st, title + height + bottom, width)
+            total = fig.get_figheight()
+            ax = fig.add_axes(((width - model_w) / width, bottom / total, model_w / width, height / total))
             if pixels is not None:
+                left = fig.add_axes((0.0, bottom / total, (width - gap - model_w) / width, height / total))
                 shown = pose if pose is not None else np.zeros((0, k, 2))
-                plot_poses(pixels, shown, skeleton, ax=grid[0][0], palette=palette, style=st, fade=fade, legend=False)
-                grid[0][0].set_title("input image")
+                plot_poses(pixels, shown, skeleton, ax=left, palette=palette, style=st, fade=fade, legend=False)
+                left.set_title("input image")
                 ax.set_title("deformation model")
         else:
             fig = axes_for(ax, st, aspect)[0]
@@ -540,8 +559,9 @@ def plot_deformation(
                     gid=f"ellipse-{skeleton.joints[child]}",
                 )
             )
-        _scale_bar(ax, lo, hi, stride, st)
-        _label_joints(ax, model_pose, skeleton.joints, st)
+        bar = _scale_bar(ax, lo, hi, stride, st)
+        short = ax.get_position().width * fig.get_figwidth() < FULL_NAMES_WIDTH
+        _label_joints(ax, model_pose, [_short_name(j) if short else j.replace("_", " ") for j in skeleton.joints], [bar], st)
         if own:
             bottom_legend(fig, handles, st)
     return fig

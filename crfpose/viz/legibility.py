@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import Collection
 from matplotlib.colors import to_rgba_array
 from matplotlib.figure import Figure
@@ -106,8 +107,10 @@ def legibility_problems(fig: Figure, *, min_font: float = MIN_FONT, min_delta_e:
     deuteranopia and protanopia."""
     if not isinstance(fig, Figure):
         raise TypeError(f"fig: expected a matplotlib Figure, got {type(fig).__name__}")
-    renderer = fig.canvas.get_renderer()
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
     fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
     problems = []
     texts = _texts(fig)
     points = 72.0 / fig.dpi  # display pixels -> points

@@ -567,7 +567,7 @@ def plot_gallery(
     panel_w = (width - (cols - 1) * 0.05) / cols
     headers = [wrap_label("ground truth", panel_w, st.font_size)] + [wrap_label(str(label), panel_w, st.font_size) for label in predictions]
     title_lines = max(h.count("\n") + 1 for h in headers)
-    error_line = st.line_height(st.small) + 0.03
+    error_line = st.line_height(st.small) + 0.08
     occluded = bool(any(_truth_visibility(gt[i])[1].any() for i in chosen))
     handles = pose_legend_handles(skeleton, st, palette, truth_overlay=overlay, occluded=occluded)
     strip = legend_height(handles, width, st)
@@ -588,11 +588,12 @@ def plot_gallery(
                     truth = gt[i] if overlay else None
                     plot_poses(px, poses[label][i], skeleton, ground_truth=truth, ax=ax, palette=palette, style=st, fade=fade)
                     error = errors[label][i]
-                    ax.text(
-                        0.5,
-                        -0.02,
+                    ax.annotate(
                         f"mean error {error:.1f} px" if np.isfinite(error) else "no labelled joint",
-                        transform=ax.transAxes,
+                        (0.5, 0.0),
+                        xycoords="axes fraction",
+                        xytext=(0, -2),
+                        textcoords="offset points",
                         ha="center",
                         va="top",
                         fontsize=st.small,
