@@ -44,6 +44,7 @@ SIDE_COLORS: dict[str, RGB] = {
     "center": (1.0, 1.0, 1.0),
 }
 HALO_COLOR: RGB = (0.1, 0.1, 0.1)
+NEUTRAL: RGB = (0.6, 0.6, 0.6)  # a joint on no link, with the per-limb palette
 PALETTES = ("sides", "limbs")
 
 # Machado et al. 2009, severity 1.0, rows applied to linear RGB column vectors.
@@ -103,15 +104,16 @@ def joint_colors(skeleton: Skeleton, palette: Union[str, dict, None] = None) -> 
 
     ``palette``: None or ``"sides"`` (left, right or centre colour by :func:`joint_sides`), a dict overriding
     some of :data:`SIDE_COLORS` (keys ``left``, ``right``, ``center``), or ``"limbs"`` (each joint takes the
-    colour of the first link that ends at it, :func:`limb_palette`; a joint on no link is grey)."""
+    colour of the first link that ends at it, else of the first that starts there, :func:`limb_palette`;
+    a joint on no link is grey)."""
     _check_palette(palette)
     if palette == "limbs":
-        colours: list[RGB] = [(0.6, 0.6, 0.6)] * skeleton.num_joints
-        for (a, b), rgb in reversed(list(zip(skeleton.links, limb_palette(skeleton)))):
-            colours[b] = rgb
-            if colours[a] == (0.6, 0.6, 0.6):
-                colours[a] = rgb
-        return colours
+        colours: list[Optional[RGB]] = [None] * skeleton.num_joints
+        pairs = list(zip(skeleton.links, limb_palette(skeleton)))
+        for end in (1, 0):  # the first link ending at a joint colours it, else the first starting there
+            for link, rgb in pairs:
+                colours[link[end]] = colours[link[end]] or rgb
+        return [c or NEUTRAL for c in colours]
     side = _side_palette(None if palette == "sides" else palette)
     return [side[s] for s in joint_sides(skeleton)]
 

@@ -48,7 +48,7 @@ from crfpose.viz._base import (
     wrap_label,
 )
 from crfpose.viz.colors import HALO_COLOR, joint_colors, joint_sides
-from crfpose.viz.poses import _draw_pose, _limb_width, _Look, _outlined, _show_canvas, plot_poses
+from crfpose.viz.poses import DRAW_ORDER, _draw_pose, _limb_width, _Look, _outlined, _show_canvas, plot_poses
 
 __all__ = [
     "displacement_moments",
@@ -64,11 +64,10 @@ __all__ = [
 CMAP = "magma_r"  # light = low, dark = high
 SCALES = ("linear", "log")
 LOG_RANGE = 1e-3  # a log scale spans three decades below the largest probability; less is not drawn
-SAMPLE_CENTRE = (0.25, 0.25, 0.25)
-IMAGE_SHARE = 0.4  # of a deformation figure's width, for the input image
-FULL_NAMES_WIDTH = (
-    2.8  # inches: a narrower deformation panel names joints "l. elbow"  # samples of centre joints (white in the pose) as dark dots
-)
+SAMPLE_CENTRE = (0.25, 0.25, 0.25)  # samples of centre joints (white in the pose) as dark dots
+BAR_ROOM = 0.75  # inches right of a panel grid for its colour bar: gap, bar, tick labels, a one-line label
+IMAGE_SHARE = 0.5  # of a deformation figure's width, for the input image
+FULL_NAMES_WIDTH = 2.8  # inches: a narrower deformation panel names joints "l. elbow"
 
 
 # ----------------------------------------------------------------------------- moments
@@ -176,6 +175,11 @@ def _colormap(translucent: bool) -> ListedColormap:
     return ListedColormap(colours).with_extremes(under=(0, 0, 0, 0), bad=(0, 0, 0, 0))
 
 
+def _bar_label(label: str, length: float, size: float) -> str:
+    """``label`` for a colour bar ``length`` inches long: broken before its parenthesis when it is longer."""
+    return label if 0.55 * size * len(label) / 72 < length else label.replace(" (", "\n(", 1)
+
+
 def _colorbar(fig: Figure, shown: Any, rect: tuple[float, float, float, float], label: str, horizontal: bool = False) -> None:
     """A colour bar in ``rect`` (inches: left, bottom, width, height) with its label."""
     w, h = fig.get_size_inches()
@@ -259,16 +263,20 @@ def plot_heatmaps(
     h, w = pixels.shape[:2] if pixels is not None else p.shape[-2:]
     extent = (-0.5, w - 0.5, h - 0.5, -0.5)
     width = st.figure_width(SINGLE_COLUMN if len(joints) <= 4 else DOUBLE_COLUMN)
-    label_w, bar_w = st.line_height() + 0.04, 0.75
-    cols = columns or balanced_columns(len(joints), max(1, int((width - label_w - bar_w) / 0.55)))
+    norm, scale_text = _norm(scale, gamma, float(max(p[joints].max(), q[joints].max(), 1e-12)))
+    label_w = st.line_height() + 0.04
+    cols = columns or balanced_columns(len(joints), max(1, int((width - label_w - BAR_ROOM) / 0.55)))
     cols = min(cols, len(joints))
     blocks = math.ceil(len(joints) / cols)
-    panel = (width - label_w - bar_w - 0.04 * (cols - 1)) / cols
-    headers = [wrap_label(skeleton.joints[j], panel, st.small) + (f"\nTV {moved[j]:.2f}" if top is not None else "") for j in joints]
-    header_h = max(h_.count("\n") + 1 for h_ in headers) * st.line_height(st.small) + 0.04
-    gaps = [0.04 if r % 2 == 0 else header_h for r in range(2 * blocks - 1)]
+    bar_text, bar_w = f"probability per cell ({scale_text})", BAR_ROOM
+    for _ in range(2):  # a label longer than the bar takes two lines, and more room at the right
+        panel = (width - label_w - bar_w - 0.04 * (cols - 1)) / cols
+        headers = [wrap_label(skeleton.joints[j], panel, st.small) + (f"\nTV {moved[j]:.2f}" if top is not None else "") for j in joints]
+        header_h = max(h_.count("\n") + 1 for h_ in headers) * st.line_height(st.small) + 0.04
+        gaps = [0.04 if r % 2 == 0 else header_h for r in range(2 * blocks - 1)]
+        bar_label = _bar_label(bar_text, 2 * blocks * panel * h / w + sum(gaps), st.font_size)
+        bar_w = BAR_ROOM + st.line_height() * bar_label.count("\n")
     margins = Margins(left=label_w, right=bar_w, top=header_h, bottom=0.05, wspace=0.04, hspace=gaps)
-    norm, scale_text = _norm(scale, gamma, float(max(p[joints].max(), q[joints].max(), 1e-12)))
     cmap = _colormap(translucent=pixels is not None)
     background = fade_image(pixels, max(fade, 0.3), grey=True) if pixels is not None else None
     with styled(st):
@@ -300,7 +308,7 @@ def plot_heatmaps(
         top_box, bottom_box = grid[0][0].get_position(), grid[-1][0].get_position()
         fig_h = fig.get_figheight()
         y0, y1 = bottom_box.y0 * fig_h, top_box.y1 * fig_h
-        _colorbar(fig, shown, (width - bar_w + 0.1, y0, 0.08, y1 - y0), f"probability per cell ({scale_text})")
+        _colorbar(fig, shown, (width - bar_w + 0.1, y0, 0.08, y1 - y0), bar_label)
     return fig
 
 
@@ -340,7 +348,7 @@ def plot_pairwise(
     cols = max(1, min(cols, e or 1))
     rows = max(math.ceil(e / cols), 1)
     empty = rows * cols - e
-    bar_w = 0.0 if empty else 0.75
+    bar_w = 0.0 if empty else BAR_ROOM
     panel = (width - tick_w - bar_w - 0.06 * (cols - 1)) / cols
     titles = [wrap_label(f"{skeleton.joints[a]} → {skeleton.joints[b]}", panel, st.small) for a, b in skeleton.edges]
     title_h = max([t.count("\n") + 1 for t in titles] or [1]) * st.line_height(st.small) + 0.04
@@ -398,10 +406,14 @@ def _nice(length: float) -> float:
     return max(m * base for m in (1, 2, 5) if m * base <= length)
 
 
-def _scale_bar(ax: Axes, lo: np.ndarray, hi: np.ndarray, stride: Optional[float], style: Style) -> Any:
-    """A bar of a round number of cells at the lower left of the view, its length written under it (returned)."""
+def _scale_bar(
+    ax: Axes, model: tuple[np.ndarray, np.ndarray], lo: np.ndarray, hi: np.ndarray, stride: Optional[float], style: Style
+) -> Any:
+    """A bar of a round number of cells under the drawing ``model`` (its corners), its length written under
+    it (returned); ``lo``, ``hi``: the corners of the view."""
     length = _nice(0.25 * float(hi[0] - lo[0]))
-    x0, y = lo[0] + 0.04 * (hi[0] - lo[0]), hi[1] - 0.06 * (hi[1] - lo[1])
+    x0 = max(model[0][0], lo[0] + 0.02 * (hi[0] - lo[0]))
+    y = min(model[1][1] + 0.04 * (hi[1] - lo[1]), hi[1] - 0.08 * (hi[1] - lo[1]))
     ax.plot([x0, x0 + length], [y, y], color="black", linewidth=1.2, solid_capstyle="butt", gid="scale-bar")
     text = f"{length:g} cells" + (f" = {length * stride:g} px" if stride else "")
     return ax.annotate(text, (x0, y), xytext=(0, -2), textcoords="offset points", ha="left", va="top", fontsize=style.small)
@@ -500,6 +512,7 @@ def plot_deformation(
     half = np.array([[n_std * math.sqrt(max(np.linalg.eigvalsh(c).max(), 0.0))] * 2 for c in cov]).reshape(-1, 2)
     lo = np.min(np.concatenate([model_pose, centres - half]), 0)
     hi = np.max(np.concatenate([model_pose, centres + half]), 0)
+    model_box = (lo.copy(), hi.copy())  # the drawing, before the margins: the scale bar goes under it
     span = float((hi - lo).max() or 1.0)
     lo, hi = lo - 0.12 * span, hi + np.array([0.12, 0.16]) * span  # room for the names and, below, the scale bar
     pixels = as_image(image) if image is not None else None
@@ -559,7 +572,7 @@ def plot_deformation(
                     gid=f"ellipse-{skeleton.joints[child]}",
                 )
             )
-        bar = _scale_bar(ax, lo, hi, stride, st)
+        bar = _scale_bar(ax, model_box, lo, hi, stride, st)
         short = ax.get_position().width * fig.get_figwidth() < FULL_NAMES_WIDTH
         _label_joints(ax, model_pose, [_short_name(j) if short else j.replace("_", " ") for j in skeleton.joints], [bar], st)
         if own:
@@ -630,7 +643,7 @@ def plot_samples(
     map_pose = to_image(crf.argmax[index].cpu().numpy().astype(np.float64))
     jc = joint_colors(skeleton, palette)
     sides = joint_sides(skeleton)
-    order = sorted(range(k), key=lambda j: {"center": 0, "right": 1, "left": 2}[sides[j]])
+    order = sorted(range(k), key=lambda j: DRAW_ORDER[sides[j]])  # left dots on top, as left limbs
     dot_alpha = float(np.clip(6.0 / math.sqrt(max(num, 1)), 0.15, 0.8))
     dot_rgb = [SAMPLE_CENTRE if c == (1.0, 1.0, 1.0) else c for c in jc]  # white dots would vanish on a faded image
     st_handles = _samples_legend(st, num, jc, sides, palette, marginal_argmax, ellipses, n_std)

@@ -40,6 +40,7 @@ from crfpose.viz._base import (
     fade_image,
     get_style,
     legend_height,
+    legend_rows,
     panel_grid,
     styled,
     to_numpy,
@@ -144,7 +145,8 @@ def _draw_pose(
         )
     idx = [j for j in order_joints if visible[j]]
     if idx:
-        faces = [(1.0, 1.0, 1.0, alpha[j]) if occluded[j] else (*joint_rgb[j], alpha[j]) for j in idx]
+        # an occluded joint is hollow: white inside, or (the truth over a prediction, whose joints are white) a ring
+        faces = [(1.0, 1.0, 1.0, 0.0 if look.truth_overlay else alpha[j]) if occluded[j] else (*joint_rgb[j], alpha[j]) for j in idx]
         edges = [(*(joint_rgb[j] if occluded[j] else halo_rgb), alpha[j]) for j in idx]
         edge_widths = [0.3 * look.marker * joint_scale[j] if occluded[j] else look.halo for j in idx]
         ax.scatter(
@@ -364,6 +366,8 @@ def plot_poses(
         raise ValueError(f"threshold: expected a finite number, got {threshold!r}")
     if compare not in (None, "side-by-side", "overlay"):
         raise ValueError(f"compare: expected 'side-by-side' or 'overlay', got {compare!r}")
+    if isinstance(titles, str) or len(titles) != 2:
+        raise ValueError(f"titles: expected two panel titles (ground truth, prediction), got {titles!r}")
     if compare == "side-by-side" and ax is not None:
         raise ValueError("compare: 'side-by-side' needs a new figure of two panels, got an ax (use compare='overlay')")
     fade = check_fade(fade)
@@ -414,7 +418,8 @@ def plot_poses(
         if ax is None:
             bottom_legend(fig, handles, st)
         elif handles:
-            ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=len(handles), frameon=False)
+            hs, labels, cols, _ = legend_rows(handles, [h.get_label() for h in handles], ax.get_position().width * fig.get_figwidth(), st)
+            ax.legend(hs, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=cols, frameon=False)
     return fig
 
 
