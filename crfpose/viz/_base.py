@@ -343,13 +343,8 @@ def save(fig: Figure, path: Union[str, os.PathLike], dpi: Optional[float] = None
     return atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True)
 
 
-def axes_for(ax: Optional[Axes], style: Style, aspect: float, width: float = SINGLE_COLUMN) -> tuple[Figure, Axes]:
-    """``ax``'s figure and ``ax``, or a new one-panel figure (the style's width, else ``width``) of height
-    ``aspect`` x width filled by its axes."""
-    if ax is not None:
-        if not isinstance(ax, Axes):
-            raise TypeError(f"ax: expected a matplotlib Axes, got {type(ax).__name__}")
-        return ax.figure, ax
-    w = style.figure_width(width)
-    fig = new_figure(style, w * aspect, w)
-    return fig, fig.add_axes((0.0, 0.0, 1.0, 1.0))
+def figure_of(ax: Any) -> Figure:
+    """The figure of a given matplotlib ``ax`` (a TypeError naming ``ax`` for anything else)."""
+    if not isinstance(ax, Axes):
+        raise TypeError(f"ax: expected a matplotlib Axes, got {type(ax).__name__}")
+    return ax.figure

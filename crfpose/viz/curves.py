@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 
 from crfpose import metrics
 from crfpose.skeletons import Skeleton
-from crfpose.viz._base import DOUBLE_COLUMN, SINGLE_COLUMN, Style, get_style, legend_rows, new_figure, styled
+from crfpose.viz._base import DOUBLE_COLUMN, SINGLE_COLUMN, Style, figure_of, get_style, legend_rows, new_figure, styled
 
 __all__ = ["load_result", "load_log", "plot_pck_curves", "plot_joint_pck", "plot_training", "pck_intervals", "part_name"]
 
@@ -125,9 +125,7 @@ def _normalizer_text(runs: list[Any]) -> Optional[str]:
 def _plot_axes(ax: Optional[Axes], st: Style, width: float, aspect: float) -> tuple[Figure, Axes]:
     """``ax`` and its figure, or a new figure (the style's width, else ``width``) ``aspect`` times as tall, one axes."""
     if ax is not None:
-        if not isinstance(ax, Axes):
-            raise TypeError(f"ax: expected a matplotlib Axes, got {type(ax).__name__}")
-        return ax.figure, ax
+        return figure_of(ax), ax
     w = st.figure_width(width)
     fig = new_figure(st, w * aspect, w, layout="constrained")
     return fig, fig.add_subplot()

@@ -34,10 +34,10 @@ from crfpose.viz._base import (
     Style,
     _check_skeleton,
     as_image,
-    axes_for,
     balanced_columns,
     bottom_legend,
     check_fade,
+    figure_of,
     fade_image,
     get_style,
     legend_height,
@@ -551,7 +551,7 @@ def plot_deformation(
                 left.set_title("input image")
                 ax.set_title("deformation model")
         else:
-            fig = axes_for(ax, st, aspect)[0]
+            fig = figure_of(ax)
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(hi[1], lo[1])
         ax.set_aspect("equal", adjustable="box")
@@ -646,16 +646,16 @@ def plot_samples(
     order = sorted(range(k), key=lambda j: DRAW_ORDER[sides[j]])  # left dots on top, as left limbs
     dot_alpha = float(np.clip(6.0 / math.sqrt(max(num, 1)), 0.15, 0.8))
     dot_rgb = [SAMPLE_CENTRE if c == (1.0, 1.0, 1.0) else c for c in jc]  # white dots would vanish on a faded image
-    st_handles = _samples_legend(st, num, jc, sides, palette, marginal_argmax, ellipses, n_std)
+    handles = _samples_legend(st, num, jc, sides, palette, marginal_argmax, ellipses, n_std)
     with styled(st):
         own = ax is None
         if own:
             width = st.figure_width(SINGLE_COLUMN)
-            margins = Margins(0.0, 0.0, 0.0, legend_height(st_handles, width, st), 0.0, 0.0)
+            margins = Margins(0.0, 0.0, 0.0, legend_height(handles, width, st), 0.0, 0.0)
             fig, grid = panel_grid(st, width, 1, [h / w], margins)
             ax = grid[0][0]
         else:
-            fig = axes_for(ax, st, h / w)[0]
+            fig = figure_of(ax)
         _show_canvas(ax, pixels, (-0.5, w - 0.5, -0.5, h - 0.5), fade)
         if num:
             points = dots[:, order].reshape(-1, 2)
@@ -694,7 +694,7 @@ def plot_samples(
                     )
                 )
         if own:
-            bottom_legend(fig, st_handles, st)
+            bottom_legend(fig, handles, st)
     return fig
 
 

@@ -38,6 +38,7 @@ from crfpose.viz._base import (
     bottom_legend,
     check_fade,
     fade_image,
+    figure_of,
     get_style,
     legend_height,
     legend_rows,
@@ -405,9 +406,7 @@ def plot_poses(
             fig, grid = panel_grid(st, width, cols, [aspect], margins)
             panels = grid[0]
         else:
-            if not isinstance(ax, Axes):
-                raise TypeError(f"ax: expected a matplotlib Axes, got {type(ax).__name__}")
-            fig, panels = ax.figure, [ax]
+            fig, panels = figure_of(ax), [ax]
         for panel in panels:
             _show_canvas(panel, pixels, extent, fade)
         if side_by_side:
