@@ -78,8 +78,8 @@ def test_checkpoint_figure_set(trained, tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     assert sorted(printed) == sorted(str(out / f"{name}.svg") for name in CHECKPOINT_FIGURES)
     overlays = (out / "overlays.svg").read_text()
-    assert overlays.count(">ground truth<") == 3 and ">CNN + CRF<" in overlays  # --num rows, errors in titles
-    assert ">→ head_top<" in (out / "pairwise.svg").read_text()  # lsp14 edge titles: neck -> head_top
+    assert overlays.count(">mean error ") == 2 * 3 and ">CNN + CRF<" in overlays  # --num rows, an error under each prediction
+    assert ">neck → head<" in (out / "pairwise.svg").read_text()  # lsp14 edge titles: "neck → head top", wrapped
 
 
 def test_log_and_results_forms(trained, tmp_path, capsys):

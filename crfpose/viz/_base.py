@@ -1,4 +1,5 @@
-"""What every figure shares: styles, side colours, input checks, image conversion, saving.
+"""What every figure shares: styles and print widths, the score threshold, input checks, image conversion
+and fading, panel layouts, saving.
 
 Shape legend: N persons, K joints, H x W image pixels.
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -23,28 +25,26 @@ from matplotlib.figure import Figure
 
 from crfpose.fileio import atomic_write
 from crfpose.skeletons import Skeleton
+from crfpose.viz.colors import _check_skeleton  # noqa: F401 (shared by the figure modules)
 
 __all__ = [
     "Style",
     "STYLES",
-    "SIDE_COLORS",
     "FORMATS",
-    "joint_sides",
-    "joint_colors",
-    "link_colors",
+    "THRESHOLD",
+    "FADE",
+    "SINGLE_COLUMN",
+    "DOUBLE_COLUMN",
     "as_image",
+    "fade_image",
     "save",
 ]
 
-RGB = tuple[float, float, float]
-
-# MMPose's meaning: left green, right orange, centre blue.
-SIDE_COLORS: dict[str, RGB] = {
-    "left": (0.0, 1.0, 0.0),
-    "right": (1.0, 128 / 255, 0.0),
-    "center": (0.2, 0.6, 1.0),
-}
 FORMATS = ("png", "pdf", "svg")
+THRESHOLD = 0.3  # the lowest joint score drawn, in every figure
+FADE = 0.55  # how far an image under a drawing is faded towards light grey (0: as it is, 1: blank)
+SINGLE_COLUMN = 3.3  # print widths in inches: one column of a two-column paper, and the full text width
+DOUBLE_COLUMN = 6.9
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,25 @@ class Style:
     """Sizes shared by every figure of one style.
 
     Attributes:
-        width: figure width in inches (a panel grid or an overlay fills it).
-        font_size: base font size in points (titles and labels use it; tick labels one point less).
+        width: figure width in inches; None gives each figure its natural print width (one column,
+            :data:`SINGLE_COLUMN`, for a pose or a plot; the text width, :data:`DOUBLE_COLUMN`, for panel grids).
+        font_size: titles and axis labels in points; tick labels, legends and annotations are one point
+            smaller (7 pt, the smallest a print figure should have, at the default 8).
         line_width: base line width in points (limbs scale it with the person's size).
         marker_size: joint marker diameter in points at the base line width.
         dpi: raster resolution for PNG output and for the image layer of PDF/SVG.
     """
 
-    width: float = 6.4
-    font_size: float = 9.0
-    line_width: float = 2.0
-    marker_size: float = 6.0
-    dpi: float = 100.0
+    width: Optional[float] = None
+    font_size: float = 8.0
+    line_width: float = 1.2
+    marker_size: float = 3.5
+    dpi: float = 300.0
+
+    @property
+    def small(self) -> float:
+        """The size of tick labels, legends and annotations."""
+        return self.font_size - 1
 
     def rc(self) -> dict[str, Any]:
         """The matplotlib settings of this style (used while a figure is built and saved)."""
@@ -71,30 +78,49 @@ class Style:
             "font.size": self.font_size,
             "axes.titlesize": self.font_size,
             "axes.labelsize": self.font_size,
-            "xtick.labelsize": self.font_size - 1,
-            "ytick.labelsize": self.font_size - 1,
-            "legend.fontsize": self.font_size - 1,
-            "figure.titlesize": self.font_size + 1,
-            "lines.linewidth": self.line_width * 0.75,
+            "xtick.labelsize": self.small,
+            "ytick.labelsize": self.small,
+            "legend.fontsize": self.small,
+            "legend.title_fontsize": self.small,
+            "figure.titlesize": self.font_size,
+            "lines.linewidth": self.line_width,
             "axes.linewidth": 0.6,
+            "xtick.major.width": 0.6,
+            "ytick.major.width": 0.6,
+            "xtick.major.size": 2.5,
+            "ytick.major.size": 2.5,
+            "axes.titlepad": 3.0,
+            "axes.labelpad": 2.0,
+            "legend.handlelength": 1.8,
+            "legend.handletextpad": 0.5,
+            "legend.columnspacing": 1.2,
+            "legend.borderaxespad": 0.3,
             "pdf.fonttype": 42,
             "ps.fonttype": 42,
             "svg.fonttype": "none",
         }
 
+    def figure_width(self, natural: float) -> float:
+        """This style's width, or ``natural`` when the style leaves it to the figure."""
+        return self.width or natural
+
+    def line_height(self, size: Optional[float] = None) -> float:
+        """Inches one line of text of ``size`` points (default: the font size) takes, spacing included."""
+        return 1.3 * (size or self.font_size) / 72
+
 
 STYLES: dict[str, Style] = {
-    "screen": Style(),
-    # One column of a two-column paper (3.3 in) and the full text width (6.9 in), 7 pt text.
-    "paper": Style(width=3.3, font_size=7.0, line_width=1.2, marker_size=3.5, dpi=300.0),
-    "paper-wide": Style(width=6.9, font_size=7.0, line_width=1.2, marker_size=3.5, dpi=300.0),
+    "paper": Style(width=SINGLE_COLUMN),
+    "paper-wide": Style(width=DOUBLE_COLUMN),
+    "screen": Style(width=6.4, font_size=9.0, line_width=1.6, marker_size=4.5, dpi=100.0),
 }
 
 
 def get_style(style: Union[str, Style, None]) -> Style:
-    """A :class:`Style` by name (``screen``, ``paper``, ``paper-wide``), or the given one; None is ``screen``."""
+    """A :class:`Style` by name (``paper``, ``paper-wide``, ``screen``) or the given one; None is the default
+    :class:`Style` (each figure at its natural print width, 8 pt, 300 dpi)."""
     if style is None:
-        return STYLES["screen"]
+        return Style()
     if isinstance(style, Style):
         return style
     if isinstance(style, str) and style in STYLES:
@@ -103,10 +129,12 @@ def get_style(style: Union[str, Style, None]) -> Style:
 
 
 def new_figure(style: Style, height: float, width: Optional[float] = None, layout: Optional[str] = None) -> Figure:
-    """An empty figure of ``style`` (``width`` defaults to the style's) with an Agg canvas; ``layout`` as
-    matplotlib's (``"constrained"`` fits labels and legends into the figure)."""
-    fig = Figure(figsize=(width or style.width, height), dpi=style.dpi, layout=layout)
+    """An empty figure of ``width`` (default: the style's, else one column) x ``height`` inches with an Agg
+    canvas; ``layout`` as matplotlib's (``"constrained"`` fits labels and legends into the figure)."""
+    fig = Figure(figsize=(width or style.figure_width(SINGLE_COLUMN), height), dpi=style.dpi, layout=layout)
     FigureCanvasAgg(fig)
+    if layout == "constrained":
+        fig.get_layout_engine().set(w_pad=2 / 72, h_pad=2 / 72, wspace=0.02, hspace=0.02)
     return fig
 
 
@@ -115,56 +143,85 @@ def styled(style: Style):
     return matplotlib.rc_context(style.rc())
 
 
-# ----------------------------------------------------------------------------- colours
+@dataclass(frozen=True)
+class Margins:
+    """Space around and between the panels of a grid, in inches."""
+
+    left: float = 0.02
+    right: float = 0.02
+    top: float = 0.02
+    bottom: float = 0.02
+    wspace: float = 0.04
+    hspace: Union[float, Sequence[float]] = 0.04  # one gap for all rows, or the gap below each row but the last
 
 
-def joint_sides(skeleton: Skeleton) -> tuple[str, ...]:
-    """``"left"``, ``"right"`` or ``"center"`` per joint, from ``skeleton.flip_pairs`` (``(left, right)`` pairs)."""
-    _check_skeleton(skeleton)
-    sides = ["center"] * skeleton.num_joints
-    for left, right in skeleton.flip_pairs:
-        sides[left], sides[right] = "left", "right"
-    return tuple(sides)
+def panel_grid(style: Style, width: float, cols: int, aspects: Sequence[float], margins: Margins) -> tuple[Figure, list[list[Axes]]]:
+    """A figure of ``width`` inches holding a grid of equally wide panels, ``len(aspects)`` rows of ``cols``;
+    row ``r``'s panels are ``aspects[r]`` times as tall as wide. The height follows from the panels and
+    ``margins``, so the figure has no empty band. Returns the figure and the axes, row by row."""
+    m = margins
+    panel = (width - m.left - m.right - (cols - 1) * m.wspace) / cols
+    if panel <= 0:
+        raise ValueError(f"style: a width of {width:.2f} in leaves no room for {cols} panels per row")
+    heights = [panel * a for a in aspects]
+    gaps = [m.hspace] * max(len(heights) - 1, 0) if isinstance(m.hspace, (int, float)) else list(m.hspace)
+    height = m.top + m.bottom + sum(heights) + sum(gaps)
+    fig = new_figure(style, height, width)
+    axes, y = [], height - m.top
+    for r, h in enumerate(heights):
+        y -= h
+        axes.append([fig.add_axes(((m.left + c * (panel + m.wspace)) / width, y / height, panel / width, h / height)) for c in range(cols)])
+        y -= gaps[r] if r < len(gaps) else 0.0
+    return fig, axes
 
 
-def _palette(palette: Optional[dict[str, Sequence[float]]]) -> dict[str, RGB]:
-    colours = dict(SIDE_COLORS)
-    for side, rgb in (palette or {}).items():
-        if side not in SIDE_COLORS:
-            raise ValueError(f"palette: expected keys among {list(SIDE_COLORS)}, got {side!r}")
-        try:
-            colours[side] = tuple(float(c) for c in matplotlib.colors.to_rgb(rgb))  # type: ignore[assignment]
-        except ValueError:
-            raise ValueError(f"palette[{side!r}]: expected a matplotlib colour (e.g. an RGB triple in [0, 1]), got {rgb!r}") from None
-    return colours
+def balanced_columns(count: int, most: int) -> int:
+    """Columns for ``count`` panels, at most ``most`` a row, leaving the fewest empty slots in the last row
+    (the widest such layout)."""
+    most = max(1, min(most, count))
+    return min(range(most, (most + 1) // 2 - 1, -1), key=lambda c: (-count % c, -c))
 
 
-def joint_colors(skeleton: Skeleton, palette: Optional[dict[str, Sequence[float]]] = None) -> list[RGB]:
-    """The RGB colour (floats in [0, 1]) of each of the K joints: left, right or centre colour by side.
+def legend_rows(handles: Sequence[Any], labels: Sequence[str], width_in: float, style: Style) -> tuple[list, list[str], int, int]:
+    """``(handles, labels, columns, rows)`` of a legend ``width_in`` inches wide in as few rows as fit (entry
+    widths estimated from their text), reordered so that it reads row by row in the order given (matplotlib
+    fills a legend column by column)."""
+    if not labels:
+        return [], [], 1, 0
+    entries = [(0.55 * len(label) + 3.0) * style.small / 72 for label in labels]  # text + handle + spacing, inches
+    cols = 1
+    for c in range(len(labels), 0, -1):
+        widths = [max(entries[i] for i in range(col, len(labels), c)) for col in range(c)]
+        if sum(widths) <= 0.95 * width_in:
+            cols = c
+            break
+    rows = -(-len(labels) // cols)
+    order = [r * cols + c for c in range(cols) for r in range(rows) if r * cols + c < len(labels)]
+    return [handles[i] for i in order], [labels[i] for i in order], cols, rows
 
-    ``palette`` overrides some of :data:`SIDE_COLORS` (keys ``left``, ``right``, ``center``)."""
-    colours = _palette(palette)
-    return [colours[side] for side in joint_sides(skeleton)]
+
+def legend_height(handles: Sequence[Any], width_in: float, style: Style) -> float:
+    """Inches a legend of ``handles`` (artists with labels) takes at the bottom of a figure ``width_in`` wide."""
+    rows = legend_rows(handles, [h.get_label() for h in handles], width_in, style)[3]
+    return rows * style.line_height(style.small) * 1.15 + 0.06 if rows else 0.0
 
 
-def link_colors(skeleton: Skeleton, palette: Optional[dict[str, Sequence[float]]] = None) -> list[RGB]:
-    """The RGB colour of each of ``skeleton.links``: a link between two left joints is left, between two
-    right joints right, any other link centre."""
-    colours = _palette(palette)
-    sides = joint_sides(skeleton)
-    out = []
-    for a, b in skeleton.links:
-        side = sides[a] if sides[a] == sides[b] else "center"
-        out.append(colours[side])
-    return out
+def bottom_legend(fig: Figure, handles: Sequence[Any], style: Style) -> None:
+    """``handles`` as a legend centred at the bottom of ``fig`` (in the room :func:`legend_height` gives)."""
+    hs, labels, cols, rows = legend_rows(handles, [h.get_label() for h in handles], fig.get_figwidth(), style)
+    if rows:
+        fig.legend(
+            hs, labels, loc="lower center", bbox_to_anchor=(0.5, 0.02 / fig.get_figheight()), ncols=cols, frameon=False, borderaxespad=0.0
+        )
+
+
+def wrap_label(text: str, width_in: float, size: float) -> str:
+    """``text`` (underscores read as spaces) broken into lines that fit ``width_in`` inches at ``size`` points."""
+    chars = max(int(width_in * 72 / (0.55 * size)), 4)
+    return "\n".join(textwrap.wrap(text.replace("_", " "), chars, break_long_words=False)) or text
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def _check_skeleton(skeleton: Any) -> None:
-    if not isinstance(skeleton, Skeleton):
-        raise TypeError(f"skeleton: expected a crfpose Skeleton, got {type(skeleton).__name__}")
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
@@ -235,6 +292,27 @@ def as_image(image: Any, name: str = "image") -> np.ndarray:
     return np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
 
 
+def check_fade(fade: Any) -> float:
+    """``fade`` as a float in [0, 1], or a ValueError naming it."""
+    if isinstance(fade, bool) or not isinstance(fade, (int, float)) or not 0 <= fade <= 1:
+        raise ValueError(f"fade: expected a number in [0, 1], got {fade!r}")
+    return float(fade)
+
+
+def fade_image(pixels: np.ndarray, fade: float = FADE, grey: bool = False) -> np.ndarray:
+    """``(H, W, 3)`` uint8 pixels faded so that a drawing on top stands out and the scene stays visible:
+    the colours lose ``fade`` of their saturation (all of it with ``grey``) and ``fade`` / 2 of their
+    contrast, towards white (black becomes a mid grey, never stays black). ``fade=0`` returns the image
+    unchanged."""
+    fade = check_fade(fade)
+    rgb = pixels.astype(np.float64)
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    keep = 0.0 if grey else 1.0 - fade
+    rgb = luma[..., None] + keep * (rgb - luma[..., None])
+    rgb = 255.0 - (255.0 - rgb) * (1.0 - 0.5 * fade)
+    return np.round(np.clip(rgb, 0, 255)).astype(np.uint8)
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -265,11 +343,8 @@ def save(fig: Figure, path: Union[str, os.PathLike], dpi: Optional[float] = None
     return atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True)
 
 
-def axes_for(ax: Optional[Axes], style: Style, aspect: float) -> tuple[Figure, Axes]:
-    """``ax``'s figure and ``ax``, or a new one-panel figure of height ``aspect`` x width filled by its axes."""
-    if ax is not None:
-        if not isinstance(ax, Axes):
-            raise TypeError(f"ax: expected a matplotlib Axes, got {type(ax).__name__}")
-        return ax.figure, ax
-    fig = new_figure(style, style.width * aspect)
-    return fig, fig.add_axes((0.0, 0.0, 1.0, 1.0))
+def figure_of(ax: Any) -> Figure:
+    """The figure of a given matplotlib ``ax`` (a TypeError naming ``ax`` for anything else)."""
+    if not isinstance(ax, Axes):
+        raise TypeError(f"ax: expected a matplotlib Axes, got {type(ax).__name__}")
+    return ax.figure
