@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from crfpose.export import mmpose_instances, render_persons
+from crfpose.figure_options import THRESHOLD
 from crfpose.fileio import write_json
 from crfpose.predict import Predictor, read_image
 
@@ -74,7 +75,7 @@ class _Session:
         overlay = save(render_persons(image, persons, self.skeleton, threshold), folder / "poses.png")
         marginals = None
         if persons and persons[0]["marginals"] is not None:
-            figure = plot_heatmaps(None, persons[0]["unary"], persons[0]["marginals"], self.skeleton)
+            figure = plot_heatmaps(None, persons[0]["unary"], persons[0]["marginals"], self.skeleton, top=None, style="screen")
             marginals = str(save(figure, folder / "marginals.png"))
         record = {
             "skeleton": self.skeleton.name,
@@ -112,7 +113,7 @@ def build_app(predictor: Predictor, workdir: Optional[Path] = None):
                 with gr.Tab("Webcam"):
                     webcam = gr.Image(label="Webcam picture", sources=["webcam"], type="numpy", elem_id="webcam")
                 decoder = gr.Radio(choices, value=default, label="Decoder", elem_id="decoder")
-                threshold = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Score threshold (joints drawn)", elem_id="threshold")
+                threshold = gr.Slider(0.0, 1.0, value=THRESHOLD, step=0.05, label="Score threshold (joints drawn)", elem_id="threshold")
                 button = gr.Button("Estimate poses", variant="primary", elem_id="run")
                 message = gr.Markdown(elem_id="message")
             with gr.Column():

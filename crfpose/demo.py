@@ -34,9 +34,10 @@ from crfpose.builders import make_dataset
 from crfpose.checkpoint import load_model, save_checkpoint
 from crfpose.config import Config, load_config, to_dict
 from crfpose.engine import plan_stages, run_files, train
-from crfpose.evaluate import compute_metrics, predict_dataset
+from crfpose.evaluate import predict_dataset
 from crfpose.fileio import write_json
-from crfpose.figures import figure_set, training_records
+from crfpose.figure_options import FORMATS
+from crfpose.figures import figure_set, scored, training_records
 from crfpose.models import PoseModel
 from crfpose.progress import Progress
 from crfpose.skeletons import get_skeleton
@@ -312,7 +313,7 @@ def run_demo(
     demo is refused unless ``overwrite`` (then its runs, model and figures are replaced)."""
     if data not in ("synthetic", "lsp"):
         raise ValueError(f"data: expected 'synthetic' or 'lsp', got {data!r}")
-    if image_format not in ("png", "pdf", "svg"):
+    if image_format not in FORMATS:
         raise ValueError(f"format: expected png, pdf or svg, got {image_format!r}")
     options = dict(options or {})
     if data == "lsp" and "root" not in options:
@@ -367,10 +368,10 @@ def run_demo(
     summary["report"] = format_report(summary)
     checkpoint = save_final_model(models["joint"], configs["joint"], out / "model.pt", rows)
     summary["checkpoint"] = str(checkpoint)
-    summary["figures"] = []
+    summary["figures"] = {}
     if figures:
         t0 = time.perf_counter()
-        summary["figures"] = [str(p) for p in draw_figures(out, image_format, models["joint"], test_set, predictions, configs)]
+        summary["figures"] = draw_figures(out, image_format, models["joint"], test_set, predictions, configs, seed)
         seconds["figures"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
     summary["seconds"] = seconds
@@ -388,26 +389,29 @@ def draw_figures(
     dataset,
     predictions: dict[str, dict[str, np.ndarray]],
     configs: dict[str, Config],
-) -> list[Path]:
+    seed: int = 0,
+) -> dict[str, dict[str, str]]:
     """The demo's figures (:func:`crfpose.figures.figure_set`), one file each in ``out``: the overlays
     show ground truth, CNN alone, CRF separate and CRF joint where the CNN alone and the joint CRF
-    differ most; the curves every row; the maps, kernels and samples are the joint model's; the
-    training curves the three runs one after the other."""
+    differ most; the curves and bars every row (with bootstrap intervals); the maps, kernels and
+    samples are the joint model's; the training curves the three runs one after the other. Returns
+    ``{name: {"file", "note"}}``."""
     from crfpose import viz
 
     t = configs["test"].eval
     gallery = {label: predictions[name] for label, name in GALLERY.items()}
     curves = {
-        _row_label(name): compute_metrics(predictions[name], model.skeleton, alpha=ALPHA, normalizer=t.normalizer, all_joints=True)
+        _row_label(name): scored(predictions[name], model.skeleton, alpha=ALPHA, normalizer=t.normalizer, all_joints=True, seed=seed)
         for name in ("cnn/unary", *CRF_ROWS)
     }
     logs = [Path(configs[name].output_dir) / "log.jsonl" for name in MODELS]
-    figures = figure_set(model, dataset, gallery, curves, compare=("CNN alone", "CRF joint"), log=training_records(logs))
+    figures, notes = figure_set(model, dataset, gallery, curves, compare=("CNN alone", "CRF joint"), log=training_records(logs))
+    written = {}
     with Progress("figures", len(figures), "figures", every_step=True) as progress:
-        written = []
         for name, figure in figures.items():
-            written.append(viz.save(figure, out / f"{name}.{image_format}"))
-            progress.step(note=written[-1].name)
+            path = viz.save(figure, out / f"{name}.{image_format}")
+            written[name] = {"file": str(path), "note": notes.get(name, "")}
+            progress.step(note=path.name)
     return written
 
 

@@ -514,6 +514,7 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int], mod
             _seed(cfg.seed, global_epoch + 1, ctx.rank)
             where = f"{stage.name} epoch {run.epoch + 1}/{stage.epochs}"
             record = {"stage": stage.name, "epoch": run.epoch + 1, "global_epoch": global_epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+            record |= {"loss_kind": stage.loss, "trains": stage.trains}  # what the loss measures and what it moves (the figures)
             record |= trainer.epoch(model, net, stage, optimizer, scheduler, scaler, global_epoch, where)
             run.epoch += 1
             trained += 1

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from crfpose.figure_options import THRESHOLD
 from crfpose.fileio import atomic_write, remove_stale_temps, write_json
 from crfpose.progress import Progress
 
@@ -110,17 +111,19 @@ def mmpose_instances(persons: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def render_persons(image: Any, persons: list[dict[str, Any]], skeleton, threshold: Optional[float] = None) -> Any:
-    """The overlay figure of :class:`~crfpose.predict.Predictor` ``persons`` on ``image``
-    (:func:`crfpose.viz.plot_poses`); joints scored under ``threshold`` (default: the figure's) are not drawn."""
-    from crfpose.viz import plot_poses
+def render_persons(image: Any, persons: list[dict[str, Any]], skeleton, threshold: float = THRESHOLD) -> Any:
+    """The overlay figure of :class:`~crfpose.predict.Predictor` ``persons`` on ``image`` (a ``(3, h, w)``
+    tensor or ``(h, w, 3)`` array) at the image's own size (:func:`crfpose.viz.plot_poses`, no legend);
+    joints scored under ``threshold`` are not drawn."""
+    from crfpose.viz import Style, as_image, plot_poses
 
     k = skeleton.num_joints
     keypoints = np.stack([p["keypoints"] for p in persons]) if persons else np.zeros((0, k, 2))
     scores = np.stack([p["keypoint_scores"] for p in persons]) if persons else np.zeros((0, k))
     boxes = np.array([p["bbox"] for p in persons]).reshape(-1, 4)
-    options = {} if threshold is None else {"threshold": threshold}
-    return plot_poses(image, keypoints, skeleton, scores=scores, boxes=boxes, **options)
+    pixels = as_image(image)  # (h, w, 3)
+    style = Style(width=pixels.shape[1] / 100, dpi=100)  # one figure pixel per image pixel
+    return plot_poses(pixels, keypoints, skeleton, scores=scores, boxes=boxes, threshold=threshold, legend=False, style=style)
 
 
 def _figure_to_array(fig) -> np.ndarray:
@@ -195,7 +198,7 @@ class PredictionWriter:
         coco_json: Optional[os.PathLike] = None,
         detections: Optional[dict[str, np.ndarray]] = None,
         image_ids: Optional[dict[str, int]] = None,
-        draw_threshold: Optional[float] = None,
+        draw_threshold: float = THRESHOLD,
     ) -> None:
         self.predictor, self.out, self.draw, self.draw_threshold = predictor, Path(out), draw, draw_threshold
         self.coco_json = Path(coco_json) if coco_json else None

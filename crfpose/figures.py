@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ import torch
 from crfpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD, affine_points
 from crfpose.models import PoseModel
 
-__all__ = ["crop_pixels", "figure_set", "training_records"]
+__all__ = ["crop_pixels", "scored", "figure_set", "training_records"]
 
 
 def crop_pixels(image: torch.Tensor, dataset: Any) -> np.ndarray:
@@ -37,6 +37,32 @@ def crop_pixels(image: torch.Tensor, dataset: Any) -> np.ndarray:
     return np.round(np.clip(chw.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
 
 
+def scored(
+    predictions: dict[str, np.ndarray],
+    skeleton: Any,
+    *,
+    alpha: float = 0.2,
+    normalizer: str = "bbox",
+    all_joints: bool = False,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`crfpose.evaluate.compute_metrics` of ``predictions`` with the bootstrap intervals of its
+    PCK per joint and per part (:func:`crfpose.viz.pck_intervals`: the error bars of the bars)."""
+    from crfpose.evaluate import compute_metrics
+    from crfpose.structure import structure_scores
+    from crfpose.viz import pck_intervals
+
+    boxes = {"boxes": predictions["box"]} if normalizer == "bbox" else {}
+    if normalizer == "headbox":
+        boxes = {"head_boxes": predictions["head_box"]}
+    s = structure_scores(
+        predictions["pred"], predictions["gt"], skeleton, alpha=alpha, normalizer=normalizer, all_joints=all_joints, **boxes
+    )
+    result = compute_metrics(predictions, skeleton, alpha=alpha, normalizer=normalizer, all_joints=all_joints)
+    return result | pck_intervals(s["correct"], s["counted"], skeleton, resamples=resamples, seed=seed)
+
+
 def figure_set(
     model: PoseModel,
     dataset: Any,
@@ -45,37 +71,45 @@ def figure_set(
     *,
     compare: Sequence[str],
     num: int = 4,
-    log: Union[str, list, None] = None,
-    style: str = "screen",
-) -> dict[str, Any]:
-    """``{name: Figure}`` (see the module docstring).
+    select: str = "largest-difference",
+    log: Union[str, os.PathLike, list, None] = None,
+    style: Optional[str] = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``({name: Figure}, {name: caption note})`` (see the module docstring); the notes say how the
+    gallery's examples were chosen.
 
     Args:
         model: the model whose maps, marginals and tables are drawn.
         dataset: the dataset the predictions index (its items give the crops).
         gallery: ``{label: predictions}`` (:func:`crfpose.evaluate.predict_dataset` output, original
             pixels) drawn in the overlays, in this order.
-        results: ``{label: metrics}`` (:func:`crfpose.evaluate.compute_metrics` output) for the curves.
-        compare: the two gallery labels whose disagreement chooses the ``num`` crops shown.
+        results: ``{label: metrics}`` (:func:`scored`, or :func:`crfpose.evaluate.compute_metrics`) for the
+            curves and bars.
+        compare: the gallery labels whose errors choose the ``num`` crops shown by the rule ``select``
+            (:func:`crfpose.viz.select_examples`: ``largest-difference`` of the first two, ``worst`` or
+            ``typical`` of the last, ``random``, ``first``).
         log: a training log (a ``log.jsonl`` path or its records) for the ``training`` figure.
-        style: ``"screen"``, ``"paper"`` or ``"paper-wide"``.
+        style: :class:`crfpose.viz.Style` name; default: print width, 300 dpi.
     """
     from crfpose import viz
 
     skeleton = model.skeleton
     first = next(iter(gallery.values()))
     gt = first["gt"]  # (N, K, 3) original pixels
-    chosen = viz.most_different(gt, {label: gallery[label]["pred"] for label in compare}, skeleton, min(num, len(gt)))
+    compared = {label: gallery[label]["pred"] for label in compare}
+    selection = viz.select_examples(gt, compared, skeleton, min(num, len(gt)), select, model=list(compare)[-1])
+    chosen = list(selection.indices)
     items = [dataset[int(first["index"][i])] for i in chosen]
     crops = [crop_pixels(item["image"], dataset) for item in items]
     affines = [item["meta"]["affine"] for item in items]
     in_crop = {label: np.stack([affine_points(p["pred"][i], a) for i, a in zip(chosen, affines)]) for label, p in gallery.items()}
     gt_crop = np.stack([affine_points(gt[i], a) for i, a in zip(chosen, affines)])
     figures = {
-        "overlays": viz.plot_gallery(crops, gt_crop, in_crop, skeleton, num=len(chosen), style=style),
+        "overlays": viz.plot_gallery(crops, gt_crop, in_crop, skeleton, num=len(chosen), select="first", style=style),
         "pck_curves": viz.plot_pck_curves(list(results.values()), list(results), style=style),
         "joint_pck": viz.plot_joint_pck(list(results.values()), list(results), style=style),
     }
+    notes = {"overlays": f"examples shown: {selection.description}"}
     if model.head is not None:
         device = next(model.parameters()).device
         with torch.no_grad():
@@ -83,19 +117,22 @@ def figure_set(
             distribution = outputs.distribution()
             unary, marginals = outputs.unary[0].cpu(), distribution.marginals[0].cpu()
         figures |= {
-            "heatmaps": viz.plot_heatmaps(crops[0], unary, marginals, skeleton, style=style),
-            "heatmaps_top": viz.plot_heatmaps(crops[0], unary, marginals, skeleton, top=min(4, skeleton.num_joints), style=style),
+            "heatmaps": viz.plot_heatmaps(crops[0], unary, marginals, skeleton, top=None, style=style),
+            "heatmaps_top": viz.plot_heatmaps(crops[0], unary, marginals, skeleton, style=style),
         }
+        notes["heatmaps"] = notes["heatmaps_top"] = "the first example of the overlays"
         if outputs.pairwise is not None:  # a tree's tables (the chain's structure is a transition matrix)
-            pairwise = outputs.pairwise.cpu()
+            pairwise, stride = outputs.pairwise.cpu(), model.codec.stride[0]
             figures |= {
                 "pairwise": viz.plot_pairwise(pairwise, skeleton, style=style),
-                "deformation": viz.plot_deformation(pairwise, skeleton, style=style),
-                "samples": viz.plot_samples(crops[0], distribution, skeleton, 20, ellipses=True, style=style),
+                "deformation": viz.plot_deformation(pairwise, skeleton, image=crops[0], pose=gt_crop[0], stride=stride, style=style),
+                "samples": viz.plot_samples(crops[0], distribution, skeleton, 200, style=style),
             }
+            notes["samples"] = notes["deformation"] = "the first example of the overlays"
     if log is not None:
-        figures["training"] = viz.plot_training(log, style=style)
-    return figures
+        e = next(iter(results.values()))
+        figures["training"] = viz.plot_training(log, alpha=e.get("alpha"), normalizer=e.get("normalizer"), style=style)
+    return figures, notes
 
 
 def training_records(logs: Sequence[Union[str, os.PathLike]]) -> list[dict]:

@@ -138,7 +138,8 @@ def test_quick_demo_trains_the_cnn_once(quick_run):
 def test_quick_demo_writes_the_figures(quick_run):
     _, out, _, _ = quick_run
     summary = json.loads((out / "summary.json").read_text())
-    assert sorted(Path(p).name for p in summary["figures"]) == sorted(f"{name}.png" for name in FIGURES)
+    assert sorted(Path(f["file"]).name for f in summary["figures"].values()) == sorted(f"{name}.png" for name in FIGURES)
+    assert summary["figures"]["overlays"]["note"].startswith("examples shown: ")  # the caption says how they were chosen
     for name in FIGURES:
         with Image.open(out / f"{name}.png") as image:
             assert image.format == "PNG" and min(image.size) > 100

@@ -75,11 +75,12 @@ def test_checkpoint_figure_set(trained, tmp_path, capsys):
     )
     written = {p.stem for p in out.iterdir()}
     assert written == CHECKPOINT_FIGURES and all(p.suffix == ".svg" for p in out.iterdir())
-    printed = capsys.readouterr().out.split()
-    assert sorted(printed) == sorted(str(out / f"{name}.svg") for name in CHECKPOINT_FIGURES)
+    captured = capsys.readouterr()
+    assert sorted(captured.out.split()) == sorted(str(out / f"{name}.svg") for name in CHECKPOINT_FIGURES)
+    assert "crfpose viz: overlays: examples shown: " in captured.err  # the gallery's selection rule, for the caption
     overlays = (out / "overlays.svg").read_text()
     assert overlays.count(">mean error ") == 2 * 3 and ">CNN + CRF<" in overlays  # --num rows, an error under each prediction
-    assert ">neck → head<" in (out / "pairwise.svg").read_text()  # lsp14 edge titles: "neck → head top", wrapped
+    assert ">neck → head top<" in (out / "pairwise.svg").read_text()  # lsp14 edge titles: parent → child
 
 
 def test_log_and_results_forms(trained, tmp_path, capsys):

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from crfpose.cli.common import add_set_option, parse_set_options
+from crfpose.figure_options import FORMATS
 
 __all__ = ["SUMMARY", "add_arguments", "run"]
 
@@ -48,9 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="output folder: tables in summary.json, figures, model.pt, runs/ (default: ./crfpose-demo)",
     )
-    parser.add_argument(
-        "--format", dest="image_format", default="png", choices=("png", "pdf", "svg"), help="figure file format (default png)"
-    )
+    parser.add_argument("--format", dest="image_format", default="png", choices=FORMATS, help="figure file format (default png)")
     parser.add_argument("--quick", action="store_true", help="a reduced run (tiny data, 1-2 epochs) to check the set-up")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier demo in --out (its runs, model.pt, summary and figures)"

@@ -15,6 +15,7 @@ from pathlib import Path
 from crfpose.cli.common import device, positive
 from crfpose.config import CHOICES
 from crfpose.detect import DETECTORS
+from crfpose.figure_options import THRESHOLD
 
 __all__ = ["SUMMARY", "add_arguments", "run"]
 
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--draw-threshold",
         type=float,
-        help="overlays leave out joints whose score (a CRF marginal probability) is below this (default: the figures' 0.3)",
+        default=THRESHOLD,
+        help=f"overlays leave out joints whose score (a CRF marginal probability) is below this (default {THRESHOLD})",
     )
     parser.add_argument("--coco-json", metavar="FILE", help="also write one COCO keypoint results file (pycocotools loadRes)")
     parser.add_argument("--detections", metavar="FILE", help="person boxes: a COCO detection-results JSON")

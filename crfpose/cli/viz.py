@@ -13,16 +13,16 @@ headless (Agg); matplotlib is imported only when the command runs.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from crfpose.cli.common import add_set_option, parse_set_options
 from crfpose.config import CHOICES
+from crfpose.figure_options import FORMATS, SELECTION_RULES, STYLE_NAMES
 
 __all__ = ["SUMMARY", "add_arguments", "run"]
 
 SUMMARY = "figures: overlays, heatmaps vs marginals, kernels, samples, PCK curves, training curves"
-FORMATS = ("png", "pdf", "svg")
-STYLE_NAMES = ("screen", "paper", "paper-wide")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=4,
         metavar="N",
-        help="images in the overlay gallery (those where CNN and CNN + CRF differ most); default 4",
+        help="images in the overlay gallery, chosen by --select; default 4",
+    )
+    parser.add_argument(
+        "--select",
+        choices=SELECTION_RULES,
+        default="largest-difference",
+        help="how the gallery's images are chosen (printed for the caption): largest-difference (between CNN and CNN + CRF; "
+        "default), worst or typical (of CNN + CRF), random (seeded), first",
     )
     parser.add_argument("--limit", type=int, metavar="M", help="evaluate only the first M poses (default: all)")
     parser.add_argument("--log", metavar="LOG", help="a run's log.jsonl: draws loss, learning rate and validation PCK")
@@ -51,12 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--results", nargs="+", metavar="JSON", help="result files of 'crfpose eval --out': draws their PCK curves and per-joint bars"
     )
     parser.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per --results file; default: file names")
-    parser.add_argument("--format", choices=FORMATS, default="png", help="output format; default png")
+    parser.add_argument("--format", choices=FORMATS, default="pdf", help="output format; default pdf (vector: for reports)")
     parser.add_argument(
         "--style",
         choices=STYLE_NAMES,
-        default="screen",
-        help="figure size and fonts: screen (default), paper (one column), paper-wide (text width)",
+        help="figure size and fonts: each figure's print width (3.3 or 6.9 in, 300 dpi; default), screen, "
+        "paper (one column), paper-wide (text width)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="folder receiving the figures")
 
@@ -67,8 +74,8 @@ def _checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: st
     from crfpose import viz
     from crfpose.builders import evaluation_dataset
     from crfpose.checkpoint import load_model
-    from crfpose.evaluate import compute_metrics, predict_dataset
-    from crfpose.figures import figure_set
+    from crfpose.evaluate import predict_dataset
+    from crfpose.figures import figure_set, scored
 
     if args.data is None:
         raise ValueError("--data: expected a dataset name with CHECKPOINT, got none")
@@ -84,13 +91,22 @@ def _checkpoint_figures(args: argparse.Namespace, out: Path, fmt: str, style: st
     predictions = predict_dataset(model, dataset, decoders=list(labels), refine=e.refine, batch_size=e.batch_size, indices=indices)
     gallery = {label: predictions[decoder] for decoder, label in labels.items()}
     results = {
-        label: compute_metrics(p, model.skeleton, alpha=e.alpha, normalizer=e.normalizer, all_joints=e.all_joints)
-        for label, p in gallery.items()
+        label: scored(p, model.skeleton, alpha=e.alpha, normalizer=e.normalizer, all_joints=e.all_joints) for label, p in gallery.items()
     }
     log = Path(args.checkpoint).parent / "log.jsonl"
-    figures = figure_set(
-        model, dataset, gallery, results, compare=list(gallery), num=args.num, log=log if log.is_file() else None, style=style
+    figures, notes = figure_set(
+        model,
+        dataset,
+        gallery,
+        results,
+        compare=list(gallery),
+        num=args.num,
+        select=args.select,
+        log=log if log.is_file() else None,
+        style=style,
     )
+    for name, note in notes.items():
+        print(f"crfpose viz: {name}: {note}", file=sys.stderr)
     return [viz.save(fig, out / f"{name}.{fmt}") for name, fig in figures.items()]
 
 

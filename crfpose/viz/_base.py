@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from crfpose.figure_options import FORMATS, THRESHOLD
 from crfpose.fileio import atomic_write
 from crfpose.skeletons import Skeleton
 from crfpose.viz.colors import _check_skeleton  # noqa: F401 (shared by the figure modules)
@@ -40,8 +41,6 @@ __all__ = [
     "save",
 ]
 
-FORMATS = ("png", "pdf", "svg")
-THRESHOLD = 0.3  # the lowest joint score drawn, in every figure
 FADE = 0.55  # how far an image under a drawing is faded towards light grey (0: as it is, 1: blank)
 SINGLE_COLUMN = 3.3  # print widths in inches: one column of a two-column paper, and the full text width
 DOUBLE_COLUMN = 6.9
@@ -253,21 +252,14 @@ def as_poses(keypoints: Any, skeleton: Skeleton, name: str = "keypoints") -> np.
 
 
 def as_image(image: Any, name: str = "image") -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB from a path, PIL image, (H, W[, 3|4]) array (uint8, or float in [0, 1]) or a
-    (3, H, W) tensor (float in [0, 1], or uint8)."""
+    """``(H, W, 3)`` uint8 RGB from a path or PIL image (:func:`crfpose.images.decode_image`), an
+    (H, W[, 3|4]) array (uint8, or float in [0, 1]) or a (3, H, W) tensor (float in [0, 1], or uint8)."""
     from PIL import Image
 
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise ValueError(f"{name}: file not found: {str(path)!r}")
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
-        except OSError as err:
-            raise ValueError(f"{name}: cannot read an image from {str(path)!r}: {err}") from None
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+    from crfpose.images import decode_image
+
+    if isinstance(image, (str, os.PathLike, Image.Image)):  # any mode, EXIF orientation applied, as predictions see it
+        return decode_image(image)
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.dim() == 4 and t.shape[0] == 1:

@@ -24,6 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.patheffects import Normal, Stroke
 
+from crfpose.figure_options import SELECTION_RULES
 from crfpose.skeletons import Skeleton
 from crfpose.viz._base import (
     FADE,
@@ -58,7 +59,6 @@ TRUTH_DASHES = (0, (3.0, 2.0))
 OCCLUDED_DASHES = (0, (2.0, 1.5))
 BOX_COLOR = "#7f7f7f"
 SIDE_LABELS = {"left": "left", "right": "right", "center": "centre"}
-SELECTION_RULES = ("largest-difference", "worst", "typical", "random", "first")
 
 
 # ----------------------------------------------------------------------------- drawing one pose

@@ -23,10 +23,12 @@ import torch
 from crfpose import viz
 from crfpose.config import load_config
 from crfpose.data.transforms import affine_points
-from crfpose.engine import load_model, make_dataset, train
+from crfpose.builders import make_dataset
+from crfpose.checkpoint import load_model
+from crfpose.engine import train
 from crfpose.evaluate import compute_metrics, predict_dataset
+from crfpose.figures import crop_pixels
 from crfpose.structure import structure_scores
-from crfpose.viz_cli import crop_pixels
 
 DPI = 150  # docs PNGs: smaller than print (300 dpi), full colour
 CONFIG = [
@@ -56,23 +58,23 @@ def figure_gallery(crops, ground_truth, cnn, crf, skeleton):
 
 def figure_heatmaps(model, image, crop, top=4):
     with torch.no_grad():
-        _, unary, pairwise = model.outputs(image[None])  # (1, K, H, W), (E, 2R+1, 2R+1)
-    marginals = model.distribution(unary, pairwise).marginals[0]  # (K, H, W)
-    return viz.plot_heatmaps(crop, unary[0], marginals, model.skeleton, top=top)
+        out = model.outputs(image[None])  # one backbone pass: out.unary (1, K, H, W), out.pairwise (E, 2R+1, 2R+1)
+    marginals = out.distribution().marginals[0]  # (K, H, W)
+    return viz.plot_heatmaps(crop, out.unary[0], marginals, model.skeleton, top=top)
 
 
 def figure_pairwise(model):
-    return viz.plot_pairwise(model.pairwise(None), model.skeleton)  # a static (E, 2R+1, 2R+1) table
+    return viz.plot_pairwise(model.head.pairwise(None), model.skeleton)  # a static (E, 2R+1, 2R+1) table
 
 
 def figure_deformation(model, crop, pose):
     # the pose the pairwise means imply, each joint named; the crop (with its pose) shows the scale
-    return viz.plot_deformation(model.pairwise(None), model.skeleton, image=crop, pose=pose, stride=STRIDE)
+    return viz.plot_deformation(model.head.pairwise(None), model.skeleton, image=crop, pose=pose, stride=STRIDE)
 
 
 def figure_samples(model, image, crop):
     with torch.no_grad():
-        crf = model.crf(image[None])  # a TreeCRF over the 16 x 16 grid
+        crf = model.outputs(image[None]).distribution()  # a TreeCRF over the 16 x 16 grid
     return viz.plot_samples(crop, crf, model.skeleton, num=200)
 
 
@@ -101,10 +103,10 @@ def main() -> None:
         train(load_config(None, CONFIG + [f"output_dir={run}"]))
     model, config = load_model(run / "best.pt")
     model.eval()
-    dataset = make_dataset(config, "val", train=False)
+    dataset = make_dataset(config, "val", train=False, codec=model.codec)
     skeleton = model.skeleton
-    predictions = {label: predict_dataset(model, dataset, decoder=decoder)
-                   for label, decoder in (("CNN", "unary"), ("CNN + CRF", "marginals"))}
+    decoded = predict_dataset(model, dataset, decoders=["unary", "marginals"])  # both from one backbone pass
+    predictions = {"CNN": decoded["unary"], "CNN + CRF": decoded["marginals"]}
     gt = predictions["CNN"]["gt"]
     results = {}
     for label, p in predictions.items():
