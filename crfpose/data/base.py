@@ -14,6 +14,14 @@ Every item is a dict::
                    image_size (2,), score, head_box (4,),
                    skipped_file (an unreadable image this item stands in for, or "")
 
+``box`` is the box the crop was made from: which one is the dataset's *person-box protocol*, its
+``box`` option (:data:`BOXES`): ``"annotation"`` (the loader's own box: COCO's annotated box, MPII's
+centre and scale, LSP's tight box of the joints), ``"joints"`` (the tight box of the labelled joints:
+the crop is told where the person is), ``"image"`` (the whole image, see
+:func:`~crfpose.data.transforms.image_box`: nothing of the ground truth reaches the crop). Records
+made from detections (a ``detections`` file) keep the detected box; the option applies to the others.
+``dataset.box_protocol`` says in words which boxes the crops came from.
+
 ``head_box`` is ``(x1, y1, x2, y2)`` or NaNs (MPII's PCKh). The PCK normalisers are computed from
 ``keypoints``, ``box`` and ``head_box`` by :func:`crfpose.metrics.normalizers`.
 
@@ -36,18 +44,21 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from crfpose.data.transforms import TopDownTransform, image_to_tensor
+from crfpose.data.transforms import TopDownTransform, image_box, image_to_tensor, joints_box
 from crfpose.skeletons import Skeleton
 
-__all__ = ["PersonRecord", "BadRecord", "PoseDataset", "load_image", "read_json_list", "ON_ERROR"]
+__all__ = ["PersonRecord", "BadRecord", "PoseDataset", "load_image", "read_json_list", "ON_ERROR", "BOXES"]
 
 ON_ERROR = ("raise", "skip")
+BOXES = ("annotation", "joints", "image")
+BOX_WORDS = {"annotation": "annotated boxes", "joints": "ground-truth joints' box", "image": "whole image"}
 _NAN4 = np.full(4, np.nan)
 
 
 @dataclass
 class PersonRecord:
-    """One person: image file, box ``(x, y, w, h)``, keypoints ``(K, 3)`` in original pixels."""
+    """One person: image file, box ``(x, y, w, h)``, keypoints ``(K, 3)`` in original pixels;
+    ``detected``: the box came from a detector (kept whatever the dataset's ``box`` option)."""
 
     file: Path
     image_id: Union[int, str]
@@ -57,6 +68,7 @@ class PersonRecord:
     image_size: Optional[tuple[int, int]] = None
     head_box: np.ndarray = field(default_factory=lambda: _NAN4.copy())
     score: float = 1.0
+    detected: bool = False
 
 
 class BadRecord(NamedTuple):
@@ -109,6 +121,15 @@ def _check_record(rec: PersonRecord, skeleton: Skeleton) -> None:
             raise ValueError(f"{where}: box {rec.box.tolist()} lies outside the {w}x{h} image")
 
 
+def _protocol(box: str, detected: int, total: int) -> str:
+    """The person-box protocol in words: ``box``'s, or the detections' (and ``box``'s for the rest)."""
+    if not detected:
+        return BOX_WORDS[box]
+    if detected == total:
+        return "detections"
+    return f"detections ({detected} of {total} persons; the rest: {BOX_WORDS[box]})"
+
+
 def _image_size(path: Path, record: str) -> tuple[int, int]:
     """``(w, h)`` from the image header; missing or unreadable files are a ``ValueError``."""
     if not path.is_file():
@@ -130,6 +151,8 @@ class PoseDataset(Dataset):
         transform: crop/augmentation; default ``TopDownTransform(skeleton)`` (evaluation mode).
         on_error: ``"raise"`` or ``"skip"`` (skipped records go to ``self.skipped``).
         check_images: open each image header at load time (existence, readability, size).
+        box: the person-box protocol of the records not detected, one of :data:`BOXES` (see the
+            module docstring); ``"image"`` needs the transform's ``padding``.
     """
 
     def __init__(
@@ -139,11 +162,18 @@ class PoseDataset(Dataset):
         transform: Optional[Callable] = None,
         on_error: str = "raise",
         check_images: bool = True,
+        box: str = "annotation",
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if box not in BOXES:
+            raise ValueError(f"box must be one of {BOXES}, got {box!r}")
         self.skeleton = skeleton
         self.transform = transform if transform is not None else TopDownTransform(skeleton)
+        if box == "image" and getattr(self.transform, "padding", None) is None:
+            raise ValueError(
+                f"box: 'image' needs a transform with a padding (the whole-image box is the image over it), got {self.transform!r}"
+            )
         self.on_error = on_error
         self.skipped: list[dict] = []
         self.records: list[PersonRecord] = []
@@ -161,6 +191,8 @@ class PoseDataset(Dataset):
                             f"annotation says {rec.image_size[0]}x{rec.image_size[1]}"
                         )
                     rec.image_size = sizes[rec.file]
+                if not rec.detected and box != "annotation":
+                    rec.box = self._person_box(rec, box)
                 _check_record(rec, skeleton)
             except ValueError as err:
                 if on_error == "raise":
@@ -168,12 +200,21 @@ class PoseDataset(Dataset):
                 self.skipped.append({"file": str(rec.file), "record": rec.record, "reason": str(err)})
                 continue
             self.records.append(rec)
+        self.box = box
+        self.box_protocol = _protocol(box, sum(r.detected for r in self.records), len(self.records))
         if self.skipped:
             warnings.warn(
                 f"{type(self).__name__}: skipped {len(self.skipped)} bad record(s) (see .skipped); first: {self.skipped[0]['reason']}",
                 UserWarning,
                 stacklevel=2,
             )
+
+    def _person_box(self, rec: PersonRecord, box: str) -> np.ndarray:
+        """The ``(x, y, w, h)`` box of protocol ``box`` (``"joints"`` or ``"image"``) for ``rec``."""
+        if box == "joints":
+            return joints_box(rec.keypoints) if rec.keypoints.ndim == 2 and rec.keypoints.shape[1] == 3 else rec.box
+        size = rec.image_size if rec.image_size is not None else _image_size(rec.file, rec.record)
+        return image_box(size, self.transform.padding)
 
     def __len__(self) -> int:
         return len(self.records)

@@ -131,5 +131,7 @@ class COCODataset(PoseDataset):
                 continue
             file, size = self._image(det["image_id"], image_dir)
             box = np.asarray(det["bbox"], dtype=np.float64)
-            records.append(PersonRecord(file, int(det["image_id"]), name, box, empty.copy(), size, score=float(det["score"])))
+            records.append(
+                PersonRecord(file, int(det["image_id"]), name, box, empty.copy(), size, score=float(det["score"]), detected=True)
+            )
         return records
