@@ -78,7 +78,7 @@ def collect(grid) -> list[dict]:
         budget = {
             "epochs": sum(raw[n]["epochs"] for n in family),
             "seconds": round(sum(raw[n]["seconds"] for n in family), 1),
-            "cpu_minutes": round(sum(cpu) / 60, 1) if None not in cpu else None,
+            "cpu_minutes": sum(cpu) / 60 if None not in cpu else None,
             "threads": raw[row.name].get("threads"),
         }
         skeleton = get_skeleton(raw[row.name]["config"]["skeleton"])

@@ -76,6 +76,7 @@ from experiments import report, scoring
 __all__ = ["Grid", "Row", "load_grid", "check_grid", "row_config", "run_row", "run_grid", "protocol", "main"]
 
 CHECKOUT = Path(__file__).resolve().parents[1]
+CPU_LOG = "cpu.jsonl"  # per run folder: the training CPU seconds and threads of each call that trained it
 
 
 @dataclass
@@ -322,7 +323,8 @@ def protocol(grid: Grid, dataset) -> dict[str, Any]:
 
 
 def _cpu_seconds() -> float:
-    """CPU seconds (user + system) of this process and of its finished children (data-loader workers)."""
+    """CPU seconds (user + system) of this process and of its finished children (data-loader workers);
+    a call killed before it returns is not counted."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
@@ -346,7 +348,8 @@ def run_row(grid: Grid, row: Row) -> dict:
     last = folder / "last.pt"
     resumed, cpu = last.is_file(), _cpu_seconds()
     engine.train(config, resume=last if resumed else None)
-    cpu = _cpu_seconds() - cpu
+    with open(folder / CPU_LOG, "a") as log:  # one line per call: a resumed row adds its calls up
+        log.write(json.dumps({"cpu_seconds": _cpu_seconds() - cpu, "threads": torch.get_num_threads()}) + "\n")
     model, config = engine.load_model(last)
     skeleton = get_skeleton(config.skeleton)
     test = grid.test_set(config)
@@ -363,7 +366,13 @@ def run_row(grid: Grid, row: Row) -> dict:
         result["decoders"][decoder] = scoring.score(scoring.load_predictions(kept), skeleton, e)
     result["eval_seconds"] = time.perf_counter() - started
     result["epochs"], result["seconds"] = _seconds(folder)
-    result |= {"cpu_seconds": cpu, "threads": torch.get_num_threads(), "workers": config.train.workers, "resumed": resumed}
+    calls = [json.loads(line) for line in (folder / CPU_LOG).read_text().splitlines()]
+    result |= {
+        "cpu_seconds": sum(c["cpu_seconds"] for c in calls),
+        "threads": max(c["threads"] for c in calls),
+        "workers": config.train.workers,
+        "training_calls": len(calls),
+    }
     atomic_write(done, lambda f: json.dump(result, f, indent=1))
     return result
 

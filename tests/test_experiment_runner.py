@@ -81,6 +81,11 @@ def test_grid_runs_skips_finished_rows_and_resumes_an_interrupted_one(grid_file,
     # the gain is the difference of the two rows' PCKs on the same test poses
     assert results[2]["gain"] == pytest.approx(results[2]["pck"] - results[1]["pck"])
     assert results[2]["also"]["mse/unary"]["gain"] == pytest.approx(results[2]["pck"] - results[0]["pck"])
+    raw = json.loads((grid.folder("tree") / "result.json").read_text())
+    assert raw["cpu_seconds"] > 0 and raw["threads"] == 1 and raw["training_calls"] == 1  # training CPU, its threads
+    assert results[2]["budget"]["cpu_minutes"] == pytest.approx(
+        sum(json.loads((grid.folder(n) / "result.json").read_text())["cpu_seconds"] for n in ("mse", "tree")) / 60
+    )
     stamps = {n: (grid.folder(n) / "result.json").stat().st_mtime_ns for n in ("mse", "control", "tree")}
     calls.clear()
     again = runner.run_grid(grid)  # everything finished: nothing trains, the same results
