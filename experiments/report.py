@@ -214,7 +214,7 @@ def format_protocol(grid, results: list[dict]) -> str:
         names = [r["name"] for r in results if json.dumps(r.get("protocol"), sort_keys=True) == key]
         scope = "" if len(settings) == 1 else f" ({', '.join(names)})"
         lines.append(
-            f"Protocol{scope}: test set **{p['test']}**, split **{p['split']}** ({p['poses']} poses); person boxes: "
+            f"Protocol{scope}: scored on **{p['test']}**, split **{p['split']}** ({p['poses']} poses); person boxes: "
             f"**{p['boxes']}**; PCK@{p['alpha']:g} with the **{p['normalizer']}** normaliser; joints: "
             f"{'all (occluded ones too)' if p['all_joints'] else 'labelled ones'}; "
             f"flip test: {'yes' if p['flip'] else 'no'}."

@@ -110,7 +110,7 @@ def test_grid_runs_skips_finished_rows_and_resumes_an_interrupted_one(grid_file,
     table = (grid.report / "results.md").read_text()
     assert "| tree_vs_control | tree/marginals vs control/marginals; tree/map vs control/marginals | " in table
     # the protocol heads the report, and every column of the table has its legend
-    assert "Protocol: test set **synthetic**, split **length=12, seed=7** (12 poses)" in table
+    assert "Protocol: scored on **synthetic**, split **length=12, seed=7** (12 poses)" in table
     assert "PCK@0.2 with the **bbox** normaliser; joints: labelled ones; flip test: no." in table
     header = next(line for line in table.splitlines() if line.startswith("| result | PCK |"))
     for column in header.strip("| ").split(" | "):
