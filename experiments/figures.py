@@ -136,7 +136,7 @@ def plot_gains(results: list[dict], alpha: float) -> Figure:
         ax.errorbar(gains, y, xerr=[gains - low, high - gains], fmt="o", color=COLORS[0], markersize=4, capsize=2, linewidth=1)
         ax.axvline(0.0, color="0.4", linewidth=0.8)
         ax.set_yticks(y, [name for name, _, _ in rows])
-        ax.set_xlabel(f"PCK@{alpha:g} gain (points), 95% paired bootstrap interval over test images")
+        ax.set_xlabel(f"PCK@{alpha:g} gain (points; bars: 95% paired bootstrap CI)")
         ax.grid(axis="x", alpha=0.3, linewidth=0.5)
         ax.set_ylim(-0.7, len(rows) - 0.3)
     return fig

@@ -154,9 +154,24 @@ def collect_averages(grid, results: list[dict]) -> list[dict]:
                 "gain": float(np.mean(gains(every))),
                 "ci": ci,
                 "seeds": seed_interval(gains(every)),
+                "coherence": {m: _differences(done, pairs, m) for m in COHERENCE},
             }
         )
     return out
+
+
+COHERENCE = {"mixed_swap": "mixed swap", "implausible_limbs": "bad limb", "swap_rate": "L/R swap", "ece": "ECE"}
+
+
+def _differences(done: dict, pairs: list, measure: str) -> dict:
+    """Each pair's difference (points) in a structure rate or the ECE, and their interval over seeds."""
+
+    def value(name: str) -> float:
+        r = done[name]
+        return 100 * r["calibration"]["ece"] if measure == "ece" else r["structure"][measure]
+
+    each = [value(a) - value(b) for a, b in pairs]
+    return {"each": each} | seed_interval(each)
 
 
 def _interval(ci: list) -> str:
@@ -174,6 +189,17 @@ def format_averages(averages: list[dict]) -> str:
         each = ", ".join(f"{g:+.1f} {_interval(c)}" for g, c in zip(a["gains"], a["pair_ci"]))
         seeds = f"{_interval(a['seeds']['ci'])} (n = {a['seeds']['n']})"
         lines.append(f"| {a['name']} | {pairs} | {each} | {a['gain']:+.1f} | {_interval(a['ci'])} | {seeds} |")
+    return "\n".join(lines)
+
+
+def format_coherence(averages: list[dict]) -> str:
+    """Each average's differences in coherence and calibration (result minus baseline, points; lower is
+    better): their mean over the pairs with its Student-t interval over seeds."""
+    lines = ["| average | " + " | ".join(f"{v} difference [95% t-interval over seeds]" for v in COHERENCE.values()) + " |"]
+    lines.append("|" + "---|" * (len(COHERENCE) + 1))
+    for a in averages:
+        cells = [f"{a['coherence'][m]['mean']:+.1f} {_interval(a['coherence'][m]['ci'])}" for m in COHERENCE]
+        lines.append(f"| {a['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -267,6 +293,9 @@ def write(grid, results: list[dict]) -> None:
             "Each pair's gain with its paired bootstrap interval over the test images; the mean gain with a bootstrap "
             "interval that resamples the same images for every pair (test-set sampling only) and a Student-t interval "
             "over the pairs' gains (n - 1 degrees of freedom: the spread between training runs).\n\n"
-            f"{format_averages(averages)}\n"
+            f"{format_averages(averages)}\n\n"
+            "Coherence and calibration over the same pairs (result minus baseline, points; negative: fewer mixed swaps, "
+            "implausible limbs, left/right swaps, or better calibrated scores):\n\n"
+            f"{format_coherence(averages)}\n"
         )
     atomic_write(grid.report / "results.md", lambda f: f.write(text))

@@ -107,6 +107,10 @@ def test_grid_runs_skips_finished_rows_and_resumes_an_interrupted_one(grid_file,
     assert average["ci"][0] <= average["gain"] <= average["ci"][1]
     assert average["seeds"]["ci"] == pytest.approx(seed_interval(average["gains"])["ci"])  # the interval over the repeats
     assert np.allclose(average["pair_ci"], [results[2]["ci"], results[3]["ci"]])  # each pair's own bootstrap
+    mixed = [results[i]["structure"]["mixed_swap"] - results[1]["structure"]["mixed_swap"] for i in (2, 3)]
+    assert average["coherence"]["mixed_swap"]["each"] == pytest.approx(mixed)  # coherence differences, pair by pair
+    ece = [100 * (results[i]["calibration"]["ece"] - results[1]["calibration"]["ece"]) for i in (2, 3)]
+    assert average["coherence"]["ece"]["each"] == pytest.approx(ece) and average["coherence"]["ece"]["n"] == 2
     table = (grid.report / "results.md").read_text()
     assert "| tree_vs_control | tree/marginals vs control/marginals; tree/map vs control/marginals | " in table
     # the protocol heads the report, and every column of the table has its legend
