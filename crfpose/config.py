@@ -129,6 +129,7 @@ class AugmentConfig:
     flip_prob: float = _TRANSFORM["flip_prob"]
     half_body_prob: float = _TRANSFORM["half_body_prob"]
     color_jitter: float = _TRANSFORM["color_jitter"]
+    shift_factor: float = _TRANSFORM["shift_factor"]
     padding: float = _TRANSFORM["padding"]
 
 
