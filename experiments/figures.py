@@ -29,15 +29,14 @@ from crfpose import viz
 from crfpose.checkpoint import load_model
 from crfpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from crfpose.skeletons import get_skeleton
+from crfpose.viz.curves import COLORS, LINESTYLES
+from experiments import scoring
 
 __all__ = ["draw"]
 
 GALLERY_DPI = 72  # photographs compress poorly: keep the gallery small enough to commit
 STYLE = viz.STYLES["screen"]
-# Okabe and Ito's colour-blind-safe palette; line styles and markers tell the results apart in grey too.
-COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
-LINESTYLES = ("solid", (0, (5, 2)), (0, (1, 1.5)), (0, (5, 1.5, 1, 1.5)))
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # with the library's colours and line styles: apart in grey too
 
 
 def _images(dataset, indices: Sequence[int]) -> list:
@@ -74,7 +73,10 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
             viz.plot_pck_curves([r | {"normalizer": grid.evaluate["normalizer"]} for r in chosen], [r["name"] for r in chosen]),
             out / "pck_curves.png",
         ),
-        viz.save(viz.plot_joint_pck([_fractions(r) for r in chosen], [r["name"] for r in chosen]), out / "joint_pck.png"),
+        viz.save(
+            viz.plot_joint_pck([_with_intervals(grid, r, load_predictions) for r in chosen], [r["name"] for r in chosen]),
+            out / "joint_pck.png",
+        ),
     ]
     if len(focus) >= 2:
         a, b = (load_predictions(n) for n in focus[:2])
@@ -108,9 +110,15 @@ def _tables(model) -> torch.Tensor:
     return model.outputs(torch.zeros(1, 3, h, w)).pairwise
 
 
-def _fractions(result: dict) -> dict:
-    """A collected result (percentages) in the fractions :func:`crfpose.viz.plot_joint_pck` reads."""
-    return {"pck": result["pck"] / 100, "pck_per_joint": {j: v / 100 for j, v in result["pck_per_joint"].items()}}
+def _with_intervals(grid, result: dict, load_predictions) -> dict:
+    """A collected result (percentages) in the fractions :func:`crfpose.viz.plot_joint_pck` reads, with the
+    95% bootstrap intervals (over test poses) of its per-part and mean PCK from its kept predictions."""
+    p = load_predictions(result["name"])
+    skeleton = get_skeleton(p["meta"]["skeleton"])
+    scores = scoring.structure(p, skeleton, grid.evaluate)
+    intervals = viz.pck_intervals(scores["correct"], scores["counted"], skeleton, resamples=grid.evaluate["bootstrap"])
+    fractions = {"pck": result["pck"] / 100, "pck_per_joint": {j: v / 100 for j, v in result["pck_per_joint"].items()}}
+    return fractions | intervals | {"alpha": grid.evaluate["alpha"], "normalizer": grid.evaluate["normalizer"]}
 
 
 def _slug(name: str) -> str:
