@@ -39,10 +39,14 @@ def operands(gen: torch.Generator, n: int, x_hw: tuple[int, int], k_hw: tuple[in
     return x, k
 
 
+@pytest.mark.parametrize("conv", [True, False], ids=["grouped-conv", "python-loop"])
 @pytest.mark.parametrize("x_hw,k_hw,pad", [((6, 7), (3, 5), (1, 2)), ((5, 4), (5, 4), (2, 1)), ((4, 6), (7, 7), (3, 3))])
 @pytest.mark.parametrize("scale", [1.0, 300.0])
-def test_direct_sums_match_brute_force(x_hw, k_hw, pad, scale):
-    """Direct sums with -inf entries and a dynamic range far beyond float64 (values flushed below 2^-511)."""
+def test_direct_sums_match_brute_force(monkeypatch, conv, x_hw, k_hw, pad, scale):
+    """Both direct strategies (the loop over taps and the loop over output cells included), with
+    -inf entries and a dynamic range far beyond float64 (values flushed below 2^-511)."""
+    if not conv:
+        monkeypatch.setattr(tuning, "CONV_MAX_WINDOW", 0)
     x, k = operands(torch.Generator().manual_seed(len(x_hw) + k_hw[0]), 3, x_hw, k_hw, scale)
     out, log_delta = lse_correlate(x, k, pad, direct=True)
     truth = brute_correlate(x, k, pad)
@@ -77,7 +81,7 @@ def test_fix_cells_makes_flagged_cells_exact(monkeypatch, gather_cost):
     fast, _ = lse_correlate(x, k, (3, 3))
     flagged = torch.rand(fast.shape, generator=gen) < 0.2
     flagged[1] = False  # a map with nothing to fix stays as it was
-    fixed = tree._recompute(fast, flagged, x, k, (3, 3))
+    fixed = tree._fix_cells(fast, flagged, x, k, (3, 3))
     truth = brute_correlate(x, k, (3, 3))
     both_inf = torch.isneginf(truth) & torch.isneginf(fixed)
     assert torch.allclose(fixed[flagged & ~both_inf], truth[flagged & ~both_inf], rtol=0, atol=1e-12)

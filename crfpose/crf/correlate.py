@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from crfpose.crf import tuning
 
-__all__ = ["lse_correlate", "lse_correlate_cells"]
+__all__ = ["direct_plan", "lse_correlate", "lse_correlate_cells"]
 
 
 def _output_size(x_hw: tuple[int, int], k_hw: tuple[int, int], pad: tuple[int, int]) -> tuple[int, int]:
@@ -41,11 +41,6 @@ def _output_size(x_hw: tuple[int, int], k_hw: tuple[int, int], pad: tuple[int, i
 def _shift(t: torch.Tensor) -> torch.Tensor:
     """Per-map maximum (..., 1, 1), 0 for maps that are -inf everywhere."""
     return t.amax(dim=(-2, -1), keepdim=True).nan_to_num_(neginf=0.0)  # inputs hold no NaN or +inf
-
-
-def _spread(t: torch.Tensor, shift: torch.Tensor, finite: bool) -> torch.Tensor:
-    """How far below its map's maximum the lowest finite entry of any map lies (a scalar, log domain)."""
-    return (shift - (t if finite else torch.where(torch.isfinite(t), t, shift))).amax()
 
 
 def _linear(t: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -66,61 +61,31 @@ def _fast_size(n: int) -> int:
         n += 1
 
 
-def _direct_sums(x: torch.Tensor, kern: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
-    """out[b, n, i, j] = sum_{a, c} xp[b, n, i + a, j + c] * kern[b, n, a, c], xp = x zero-padded by pad, as
-    matrix products: the Hk padded rows under each output row against the kernel rows laid out as
-    banded (Toeplitz) matrices. x (B, N, Hx, Wx) and kern (B' = 1 or B, N, Hk, Wk); a kernel shared by
-    the batch (B' = 1) joins the batch into the rows of its product."""
-    (py, px), (hk, wk) = pad, kern.shape[-2:]
-    xp = F.pad(x, (px, px, py, py))
-    ho, wo = xp.shape[-2] - hk + 1, xp.shape[-1] - wk + 1
-    # band[., ., a, c, j] = kern[., ., a, c - (Wo - 1 - j)]: output column Wo - 1 - j (reversed: unfold is a view)
-    band = F.pad(kern, (wo - 1, xp.shape[-1] - wk)).unfold(-1, wo, 1).flatten(-3, -2)  # (B', N, Hk Wxp, Wo)
-    shared = kern.shape[0] == 1
-    if shared:  # (N, B, ...): each kernel's product takes the whole batch
-        xp, band = xp.transpose(0, 1), band[0]
-    step = max(1, tuning.DIRECT_BLOCK // (xp[0].numel() // xp.shape[-2] * ho * hk))
-    out = []
-    for start in range(0, xp.shape[0], step):
-        rows = xp[start : start + step].unfold(-2, hk, 1).transpose(-1, -2).flatten(-2)  # (., ., Ho, Hk Wxp)
-        rows = rows.flatten(-3, -2) if shared else rows  # (N, B Ho, Hk Wxp) or (B, N, Ho, Hk Wxp)
-        out.append((rows @ band[start : start + step]).view(*rows.shape[:-2], -1, ho, wo) if shared else rows @ band[start : start + step])
-    out = torch.cat(out)
-    return (out.transpose(0, 1) if shared else out).flip(-1)
-
-
 class _Correlator:
     """Linear-domain correlation of non-negative maps with one kernel, and its error bound.
 
-    kern (B', ..., Hk, Wk); calls take x (B, ..., Hx, Wx) (zero outside) and return values
-    (B, ..., Ho, Wo) and an absolute error bound (..., 1, 1). By direct sums when their multiply-adds
-    cost at most the FFT's (``tuning.FFT_POINT_COST``), else by FFT with the kernel's spectrum kept.
-    The FFT length is only max(Hx + pad, Hk, Ho) per axis: with x padded in front only, every
-    wrapped-around index lands in that front padding.
+    kern (..., Hk, Wk); calls take x (..., Hx, Wx) (zero outside) and return values (..., Ho, Wo)
+    and an absolute error bound (..., 1, 1). Direct when the loop is short, else FFT with the
+    kernel's spectrum kept. The FFT length is only max(Hx + pad, Hk, Ho) per axis: with x padded
+    in front only, every wrapped-around index lands in that front padding.
     """
 
-    def __init__(self, kern: torch.Tensor, x_hw: tuple[int, int], pad: tuple[int, int], direct: bool = False, wide: bool = False):
+    def __init__(self, kern: torch.Tensor, x_hw: tuple[int, int], pad: tuple[int, int], direct: bool = False):
         self.kern, self.pad = kern, pad
         hk, wk = kern.shape[-2:]
         self.flush_loss = tuning.TINY * hk * wk  # what flushing operands below tuning.TINY can take from one output
         self.out_hw = _output_size(x_hw, (hk, wk), pad)
-        self.size = tuple(_fast_size(max(n + p, k, o)) for n, p, k, o in zip(x_hw, pad, (hk, wk), self.out_hw))
-        points = self.size[0] * self.size[1]
-        direct_cost = self.out_hw[0] * self.out_hw[1] * hk * (x_hw[1] + 2 * pad[1])
-        fft_cost = tuning.FFT_POINT_COST * points * math.log2(points)
-        self.direct = direct or direct_cost <= fft_cost * (tuning.DIRECT_PREFERENCE if wide else 1.0)
+        self.direct = direct or min(hk * wk, self.out_hw[0] * self.out_hw[1]) <= tuning.DIRECT_MAX_STEPS
         if not self.direct:
+            self.size = tuple(_fast_size(max(n + p, k, o)) for n, p, k, o in zip(x_hw, pad, (hk, wk), self.out_hw))
             self.spectrum = torch.fft.rfft2(kern, s=self.size).conj()
             eps = torch.finfo(kern.dtype).eps
-            self.error_scale = tuning.FFT_SAFETY * eps * math.log2(points)
+            self.error_scale = tuning.FFT_SAFETY * eps * math.log2(self.size[0] * self.size[1])
             self.kern_norms = kern.flatten(-2).norm(p=1, dim=-1), kern.flatten(-2).norm(dim=-1)  # l1, l2
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.direct:  # sums of non-negative terms: relative rounding only, and the flushing
-            lead = torch.broadcast_shapes(x.shape[:-2], self.kern.shape[:-2])
-            as_4d = lambda t: t.reshape(t.shape[0], -1, *t.shape[-2:])  # noqa: E731  (B, N, h, w)
-            out = _direct_sums(as_4d(x), as_4d(self.kern), self.pad)
-            return out.view(*lead, *out.shape[-2:]), x.new_full((1,) * x.dim(), self.flush_loss)
+        if self.direct:
+            return self._direct(x, torch.broadcast_shapes(x.shape[:-2], self.kern.shape[:-2]))
         (ho, wo), (py, px) = self.out_hw, self.pad
         spectrum = torch.fft.rfft2(F.pad(x, (px, 0, py, 0)), s=self.size) * self.spectrum
         # the inverse in two 1-D steps, the second only over the Ho rows that are kept
@@ -131,6 +96,42 @@ class _Correlator:
         norms = torch.minimum(flat.norm(dim=-1) * self.kern_norms[0], flat.norm(p=1, dim=-1) * self.kern_norms[1])
         bound = self.error_scale * norms + self.flush_loss  # (...)
         return out, bound[..., None, None]
+
+    def _direct(self, x: torch.Tensor, lead: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        """Direct sums of non-negative terms (relative rounding only): one grouped convolution
+        when its unfolded input is small, else a loop over the kernel taps or the output cells.
+        """
+        (ho, wo), kern, (py, px) = self.out_hw, self.kern, self.pad
+        hk, wk = kern.shape[-2:]
+        maps = math.prod(lead)
+        floor = x.new_full((*lead, 1, 1), self.flush_loss)
+        if direct_plan(maps, (ho, wo), (hk, wk))[0]:
+            xs = x.expand(*lead, *x.shape[-2:]).reshape(1, maps, *x.shape[-2:])
+            weights = kern.expand(*lead, hk, wk).reshape(maps, 1, hk, wk)
+            with torch.backends.cudnn.flags(enabled=False):  # no FFT or Winograd algorithms: plain sums
+                out = F.conv2d(xs, weights, padding=(py, px), groups=maps)
+            return out.view(*lead, ho, wo), floor
+        xp = F.pad(x, (px, px, py, py))
+        out = xp.new_zeros(*lead, ho, wo)
+        if hk * wk <= ho * wo:  # loop over taps, each a shifted multiply-add of the whole output
+            for a in range(hk):
+                for b in range(wk):
+                    out += xp[..., a : a + ho, b : b + wo] * kern[..., a, b, None, None]
+        else:  # loop over output cells, each a dot product with the kernel
+            for i in range(ho):
+                for j in range(wo):
+                    out[..., i, j] = (xp[..., i : i + hk, j : j + wk] * kern).sum(dim=(-2, -1))
+        return out, floor
+
+
+def direct_plan(maps: int, out_hw: tuple[int, int], k_hw: tuple[int, int]) -> tuple[bool, float]:
+    """How direct sums would correlate ``maps`` maps: (by one grouped convolution, else by a loop over
+    the kernel taps or the output cells; the estimated cost in multiply-adds, loop steps included)."""
+    window = out_hw[0] * out_hw[1] * k_hw[0] * k_hw[1]
+    loop = min(k_hw[0] * k_hw[1], out_hw[0] * out_hw[1])
+    if window <= tuning.CONV_MAX_WINDOW and maps * window < tuning.CONV_PER_STEP * loop:
+        return True, float(maps * window)
+    return False, float(loop * tuning.CONV_PER_STEP + maps * window)
 
 
 def lse_correlate(
@@ -146,8 +147,7 @@ def lse_correlate(
     """
     x, k = x.double(), k.double()
     mx, mk = _shift(x), _shift(k)  # (..., 1, 1)
-    wide = bool(_spread(x, mx, finite) + _spread(k, mk, finite) > tuning.FFT_MAX_SPREAD)
-    value, bound = _Correlator(_linear(k, mk), x.shape[-2:], pad, direct, wide)(_linear(x, mx))
+    value, bound = _Correlator(_linear(k, mk), x.shape[-2:], pad, direct)(_linear(x, mx))
     out = torch.log(value.clamp_min(0.0) + bound) + mx + mk
     log_delta = torch.log(bound) + mx + mk
     if not finite:

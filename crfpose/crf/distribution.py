@@ -21,7 +21,7 @@ from torch.distributions import Distribution
 from torch.distributions.utils import lazy_property
 
 from crfpose.crf import reference
-from crfpose.crf.tree import SumProduct, level_order, map_pose
+from crfpose.crf.tree import Inference, map_pose, schedule
 from crfpose.skeletons import Skeleton
 
 __all__ = ["TreeCRF"]
@@ -40,51 +40,39 @@ def _require_feasible(log_z: torch.Tensor) -> None:
 
 
 class _Fast:
-    """The fast engine's state of one batch, on detached float64 copies in level order
-    (:func:`crfpose.crf.tree.level_order`), shared by the queries and the backward passes; its
-    results come back in the skeleton's order. It holds nothing that refers back to their outputs,
-    so the autograd graph makes no reference cycle."""
+    """The fast engine's sum-product state of one batch, on detached float64 copies, shared by the
+    queries and the backward passes. It holds nothing that refers back to their outputs, so the
+    autograd graph makes no reference cycle."""
 
-    def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, skeleton: Skeleton, tol: float):
-        order, edge_order, self.levels = level_order(skeleton, unary.device)
-        self.joints_back, self.edges_back = (sorted(range(len(o)), key=o.__getitem__) for o in (order, edge_order))
-        unary, pairwise = unary[:, order], pairwise[:, edge_order]
+    def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list, skeleton: Skeleton, tol: float):
         # Each map and table shifted to a maximum of 0 first: log Z moves by the shifts' sum, nothing
         # else moves, and no rounding depends on how far from 0 the potentials sit.
         unary_top, pairwise_top = (t.amax(dim=(-2, -1), keepdim=True).nan_to_num(neginf=0.0) for t in (unary, pairwise))
         self.unary, self.pairwise = unary - unary_top, pairwise - pairwise_top
         self.shift = unary_top.sum(dim=(1, 2, 3)) + pairwise_top.sum(dim=(1, 2, 3))  # (B,)
-        self.skeleton, self.tol = skeleton, tol
+        self.levels, self.skeleton, self.tol = levels, skeleton, tol
+        self._edge: torch.Tensor | None = None
 
     @cached_property
-    def inference(self) -> SumProduct:
+    def inference(self) -> Inference:
         """The sum-product state, computed on first use (the MAP pose needs none)."""
         with torch.no_grad():
-            return SumProduct(self.unary, self.pairwise, self.levels, self.tol)
+            return Inference(self.unary, self.pairwise, self.levels, self.skeleton.root, self.tol)
 
-    @cached_property
     def node(self) -> torch.Tensor:
         """Node marginals (B, K, H, W)."""
         _require_feasible(self.inference.log_z)
         with torch.no_grad():
-            self.inference.certify()
-        return self.inference.node[:, self.joints_back]
+            self.inference.settle()
+        return self.inference.node
 
-    @cached_property
     def edge(self) -> torch.Tensor:
         """Edge displacement marginals (B, E, P, P), computed on the first request."""
         _require_feasible(self.inference.log_z)
-        with torch.no_grad():
-            return self.inference.edge_marginals()[:, self.edges_back]
-
-    def beliefs(self) -> torch.Tensor:
-        """The upward pass's beliefs (B, K, H, W), shifted per map."""
-        return self.inference.beliefs[:, self.joints_back]
-
-    def map_pose(self, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The best score (B,) (shifted) and a MAP pose (B, K, 2), by :func:`crfpose.crf.tree.map_pose`."""
-        best, pose = map_pose(self.unary, self.pairwise, self.levels, eps)
-        return best, pose[:, self.joints_back]
+        if self._edge is None:
+            with torch.no_grad():
+                self._edge = self.inference.edge_marginals()
+        return self._edge
 
 
 class _LogPartition(torch.autograd.Function):
@@ -129,7 +117,7 @@ class _Marginals(torch.autograd.Function):
     def forward(ctx, unary: torch.Tensor, pairwise: torch.Tensor, fast: "_Fast", which: str) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(unary, pairwise)
         ctx.fast, ctx.which = fast, which
-        return (fast.node if which == "node" else fast.edge).clone()
+        return (fast.node() if which == "node" else fast.edge()).clone()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -203,6 +191,7 @@ class TreeCRF(Distribution):
         self.radius = (p - 1) // 2
         self.engine = engine
         self._pw = pw  # (B', E, P, P)
+        self._levels = schedule(skeleton, unary.device)
         self._tol = tol if tol is not None else _TOL.get(self._dtype, _DEFAULT_TOL)
         super().__init__(batch_shape=unary.shape[:1], event_shape=torch.Size((k, 2)), validate_args=False)
 
@@ -217,7 +206,7 @@ class TreeCRF(Distribution):
 
     @lazy_property
     def _fast(self) -> _Fast:
-        return _Fast(self.unary.detach().double(), self._pw.detach().double(), self.skeleton, self._tol)
+        return _Fast(self.unary.detach().double(), self._pw.detach().double(), self._levels, self.skeleton, self._tol)
 
     @lazy_property
     def _log_z(self) -> torch.Tensor:
@@ -238,7 +227,7 @@ class TreeCRF(Distribution):
             return self._reference_marginals[0 if which == "node" else 1]
         if self._tracked:
             return _Marginals.apply(self.unary, self._pw, self._fast, which)
-        return self._fast.node if which == "node" else self._fast.edge
+        return self._fast.node() if which == "node" else self._fast.edge()
 
     @lazy_property
     def log_partition(self) -> torch.Tensor:
@@ -261,7 +250,9 @@ class TreeCRF(Distribution):
         if self.engine == "reference":
             best, pose = reference.map_pose(self.unary.detach().double(), self._pw.detach().double(), self.skeleton)
         else:
-            best, pose = self._fast.map_pose(torch.finfo(self.pairwise.dtype).eps)
+            best, pose = map_pose(
+                self._fast.unary, self._fast.pairwise, self._levels, self.skeleton.root, torch.finfo(self.pairwise.dtype).eps
+            )
         _require_feasible(best)
         return pose
 
@@ -308,23 +299,23 @@ class TreeCRF(Distribution):
             if self.engine == "reference":
                 beliefs = reference.upward(self.unary.double(), pw, self.skeleton)[0]
             else:
-                beliefs = self._fast.beliefs()
+                beliefs = self._fast.inference.beliefs
             pose = torch.empty(n, b, k, 2, dtype=torch.long, device=self.unary.device)
             root = torch.multinomial(node[:, self.skeleton.root].flatten(1), n, replacement=True).T  # (n, B)
             pose[..., self.skeleton.root, 0], pose[..., self.skeleton.root, 1] = root % w, root // w
             padded = torch.nn.functional.pad(beliefs, (r, r, r, r), value=-math.inf)  # (B, K, H+2R, W+2R)
             batch = torch.arange(b, device=pose.device)
             offsets = torch.arange(p, device=pose.device)
-            for e in sorted(range(self.skeleton.num_edges), key=lambda e: self.skeleton.depth[self.skeleton.edges[e][1]]):
-                parent, child = self.skeleton.edges[e]  # parents before children
-                px, py = pose[:, :, parent, 0], pose[:, :, parent, 1]  # (n, B)
-                rows = (py[..., None] + offsets)[..., :, None]  # (n, B, P, 1): padded row of y_p + dy
-                cols = (px[..., None] + offsets)[..., None, :]  # (n, B, 1, P)
-                window = padded[batch[:, None, None], child, rows, cols]  # (n, B, P, P)
-                logits = window + pw[:, e].expand(b, p, p)
-                tap = torch.multinomial(torch.softmax(logits.flatten(2), -1).flatten(0, 1), 1).view(n, b)
-                pose[:, :, child, 0] = px + tap % p - r
-                pose[:, :, child, 1] = py + tap // p - r
+            for level in self._levels:
+                for e, parent, child in zip(level.edges.tolist(), level.parents.tolist(), level.children.tolist()):
+                    px, py = pose[:, :, parent, 0], pose[:, :, parent, 1]  # (n, B)
+                    rows = (py[..., None] + offsets)[..., :, None]  # (n, B, P, 1): padded row of y_p + dy
+                    cols = (px[..., None] + offsets)[..., None, :]  # (n, B, 1, P)
+                    window = padded[batch[:, None, None], child, rows, cols]  # (n, B, P, P)
+                    logits = window + pw[:, e].expand(b, p, p)
+                    tap = torch.multinomial(torch.softmax(logits.flatten(2), -1).flatten(0, 1), 1).view(n, b)
+                    pose[:, :, child, 0] = px + tap % p - r
+                    pose[:, :, child, 1] = py + tap // p - r
         return pose.view(*shape, b, k, 2)
 
     def entropy(self) -> torch.Tensor:

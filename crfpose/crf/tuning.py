@@ -22,13 +22,9 @@ DIRECT_MARGIN = math.log(1e10)  # direct sums this far above their flushing floo
 QUADRATIC_ULPS = 64.0
 
 # Speed and memory only
-# an FFT correlation costs this many direct multiply-adds per point and log2 of the points (measured 11-21)
-FFT_POINT_COST = 15.0
-# maps whose entries span more than this (log domain) are wide: FFT rounding can exceed 1e-7 of their smallest cells
-FFT_MAX_SPREAD = 15.0
-# wide maps take direct sums up to this many times the FFT's cost (an FFT pass over them may need exact recomputation)
-DIRECT_PREFERENCE = 4.0
-DIRECT_BLOCK = 1 << 23  # elements of the unfolded rows of one block of direct sums (bounds their memory at 64 MiB)
+DIRECT_MAX_STEPS = 49  # direct sums (no FFT) when a loop over taps or output cells has at most this many steps
+CONV_MAX_WINDOW = 1 << 22  # output cells x kernel taps of one map above which a grouped convolution (im2col) gets slower than the loop
+CONV_PER_STEP = 40_000  # multiply-adds a grouped convolution does in the time of one Python loop step (measured about 40,000)
 LOG_DOMAIN_TAP_COST = 24.0  # a kernel tap summed in the log domain costs this many direct multiply-adds (measured 16-37)
 GATHER_BLOCK = 1 << 22  # elements per chunk when windows are gathered cell by cell (bounds the memory of the exact recomputation)
 MAX_PLUS_BLOCK = 1 << 24  # elements (maps x H x W x P) of one block of the plain max-plus correlation (bounds its memory at 128 MiB)
