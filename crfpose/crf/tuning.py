@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 
 # Error analysis (crfpose.crf.correlate, crfpose.crf.tree, crfpose.crf.maxproduct)
-# linear-domain values below this are flushed to 0: a product of two is then 0 or a normal number
+# linear-domain values below this are set to 0 (underflow): a product of two is then 0 or a normal number
 # (subnormal arithmetic is about 100x slower on CPUs)
 TINY = 2.0**-511
 # constant of the FFT rounding-error bound eps log2(n) min(|x|_2 |k|_1, |x|_1 |k|_2): covers the butterflies'
 # and the product's roundings (tests/test_correlate.py checks the bound against brute force)
 FFT_SAFETY = 16.0
-DIRECT_MARGIN = math.log(1e10)  # direct sums this far above their flushing floor are exact to 2e-10 of their value
+DIRECT_MARGIN = math.log(1e10)  # direct sums this far above the underflow loss are exact to 2e-10 of their value
 # a table is quadratic when the fit's largest residual is within this many ulps of its largest entry
 # (float32 GaussianPairwise tables, R = 4 to 63, come within 8: tests/test_maxproduct.py)
 QUADRATIC_ULPS = 64.0
