@@ -2,7 +2,8 @@
 
 Two kinds: the error analysis rests on the first group (changing one changes what is guaranteed);
 the others only move work between exact paths (changing one changes speed or memory, never a
-result). Timings: CPU, 2 threads, COCO17 64x48 batch 32 and LSP14 32x32 batch 8 potentials.
+result). Timings: CPU, COCO17 64x48 batch 32 and LSP14 32x32 batch 8 potentials; the speed constants
+were measured before issue 23 (2 threads) and not re-measured since, except where a line says so.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ DIRECT_MARGIN = math.log(1e10)  # direct sums this far above the underflow loss 
 QUADRATIC_ULPS = 64.0
 
 # Speed and memory only
-DIRECT_MAX_STEPS = 49  # direct sums (no FFT) when a loop over taps or output cells has at most this many steps
+# direct sums (no FFT) when a loop over taps or output cells has at most this many steps (7 x 7: chosen so that
+# small windows skip the FFT's set-up; their result is also exact, so no cell needs recomputing)
+DIRECT_MAX_STEPS = 49
 CONV_MAX_WINDOW = 1 << 22  # output cells x kernel taps of one map above which a grouped convolution (im2col) gets slower than the loop
 CONV_PER_STEP = 40_000  # multiply-adds a grouped convolution does in the time of one Python loop step (measured about 40,000)
 LOG_DOMAIN_TAP_COST = 24.0  # a kernel tap summed in the log domain costs this many direct multiply-adds (measured 16-37)
