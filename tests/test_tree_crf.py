@@ -101,11 +101,11 @@ def test_log_partition_alone_is_certified_by_the_upward_pass_when_messages_are_s
     pairwise = torch.randn(2, 2, 15, 15, generator=gen, dtype=torch.float64) * 0.3
     crf = TreeCRF(unary.to(dtype), pairwise.to(dtype), chain(3))
     log_z = crf.log_partition
-    assert not crf._fast.inference.settled
+    assert not crf._fast.inference.certified
     truth = brute_force(crf.unary, crf.pairwise, crf.skeleton)
     assert torch.allclose(log_z.double(), truth["log_z"], rtol=0, atol=atol)
     assert torch.allclose(crf.marginals.double(), truth["marginals"], rtol=0, atol=atol)
-    assert crf._fast.inference.settled
+    assert crf._fast.inference.certified
     # A peak and a sharp (non-separable) deformation cost leave message cells far below their
     # map's maximum, where the FFT's absolute error is not small relative to them: the downward
     # pass weighs them.
@@ -116,7 +116,7 @@ def test_log_partition_alone_is_certified_by_the_upward_pass_when_messages_are_s
     peaked = TreeCRF(spiked.to(dtype), sharp.to(dtype), chain(3))
     truth = brute_force(peaked.unary, peaked.pairwise, peaked.skeleton)  # log Z ~ 80
     assert torch.allclose(peaked.log_partition.double(), truth["log_z"], rtol=atol, atol=atol)
-    assert peaked._fast.inference.settled
+    assert peaked._fast.inference.certified
 
 
 def test_infeasible_crf_has_minus_inf_partition_and_undefined_marginals():

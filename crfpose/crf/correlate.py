@@ -10,13 +10,13 @@ Ho = Hx + 2 * pad_y - Hk + 1 and Wo = Wx + 2 * pad_x - Wk + 1.
 where x is -inf outside its grid. Both operands may hold -inf.
 
 The log-sum-exp is computed fast: each map and kernel is shifted by its own maximum and
-exponentiated in float64 (values below 2^-511 flushed to 0, so no product is subnormal), and the
+exponentiated in float64 (values below 2^-511 set to 0, as underflow, so no product is subnormal), and the
 correlation is taken in the linear domain, by direct sums (a grouped convolution, or a loop over
 the smaller of the kernel taps and the output cells) when that is cheap, else by FFT.
 It returns guaranteed upper bounds, value + delta, with delta a bound on the absolute error
-(FFT rounding, plus what the flushing can lose), and log delta itself. The caller decides which
+(FFT rounding, plus what underflow can lose), and log delta itself. The caller decides which
 cells that error could matter for and recomputes them, by direct sums (exact to rounding, but
-for the flushing floor) or with :func:`lse_correlate_cells`, which is exact in the log domain.
+below the underflow threshold) or with :func:`lse_correlate_cells`, which is exact in the log domain.
 Cells that no finite term reaches are exactly -inf.
 """
 
@@ -44,7 +44,7 @@ def _shift(t: torch.Tensor) -> torch.Tensor:
 
 
 def _linear(t: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """exp(t - shift) with values below ``tuning.TINY`` flushed to 0 (each loses less than that)."""
+    """exp(t - shift) with values below ``tuning.TINY`` set to 0 (each loses less than that)."""
     out = torch.exp(t - shift)
     return out.masked_fill_(out < tuning.TINY, 0.0)
 
@@ -73,7 +73,7 @@ class _Correlator:
     def __init__(self, kern: torch.Tensor, x_hw: tuple[int, int], pad: tuple[int, int], direct: bool = False):
         self.kern, self.pad = kern, pad
         hk, wk = kern.shape[-2:]
-        self.flush_loss = tuning.TINY * hk * wk  # what flushing operands below tuning.TINY can take from one output
+        self.underflow_loss = tuning.TINY * hk * wk  # what setting operands below tuning.TINY can take from one output
         self.out_hw = _output_size(x_hw, (hk, wk), pad)
         self.direct = direct or min(hk * wk, self.out_hw[0] * self.out_hw[1]) <= tuning.DIRECT_MAX_STEPS
         if not self.direct:
@@ -94,7 +94,7 @@ class _Correlator:
         # min(|x|_2 |k|_1, |x|_1 |k|_2) (Young's inequality).
         flat = x.flatten(-2)
         norms = torch.minimum(flat.norm(dim=-1) * self.kern_norms[0], flat.norm(p=1, dim=-1) * self.kern_norms[1])
-        bound = self.error_scale * norms + self.flush_loss  # (...)
+        bound = self.error_scale * norms + self.underflow_loss  # (...)
         return out, bound[..., None, None]
 
     def _direct(self, x: torch.Tensor, lead: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,13 +104,13 @@ class _Correlator:
         (ho, wo), kern, (py, px) = self.out_hw, self.kern, self.pad
         hk, wk = kern.shape[-2:]
         maps = math.prod(lead)
-        floor = x.new_full((*lead, 1, 1), self.flush_loss)
+        underflow = x.new_full((*lead, 1, 1), self.underflow_loss)
         if direct_plan(maps, (ho, wo), (hk, wk))[0]:
             xs = x.expand(*lead, *x.shape[-2:]).reshape(1, maps, *x.shape[-2:])
             weights = kern.expand(*lead, hk, wk).reshape(maps, 1, hk, wk)
             with torch.backends.cudnn.flags(enabled=False):  # no FFT or Winograd algorithms: plain sums
                 out = F.conv2d(xs, weights, padding=(py, px), groups=maps)
-            return out.view(*lead, ho, wo), floor
+            return out.view(*lead, ho, wo), underflow
         xp = F.pad(x, (px, px, py, py))
         out = xp.new_zeros(*lead, ho, wo)
         if hk * wk <= ho * wo:  # loop over taps, each a shifted multiply-add of the whole output
@@ -121,7 +121,7 @@ class _Correlator:
             for i in range(ho):
                 for j in range(wo):
                     out[..., i, j] = (xp[..., i : i + hk, j : j + wk] * kern).sum(dim=(-2, -1))
-        return out, floor
+        return out, underflow
 
 
 def direct_plan(maps: int, out_hw: tuple[int, int], k_hw: tuple[int, int]) -> tuple[bool, float]:
@@ -142,7 +142,7 @@ def lse_correlate(
     Returns an upper bound on each value, (..., Ho, Wo), and the log of delta, (..., 1, 1), such
     that ``exact <= exp(out) <= exact + 2 delta`` cell by cell. Cells that no finite term reaches
     are exactly -inf. ``direct=True`` forces direct sums (no FFT): slower for wide windows, but
-    delta is then only the flushing floor (2^-511 per kernel tap, relative to the maxima).
+    delta is then only the underflow loss (2^-511 per kernel tap, relative to the maxima).
     ``finite=True`` promises that x and k hold no -inf (skips the check for unreachable cells).
     """
     x, k = x.double(), k.double()

@@ -21,7 +21,7 @@ from torch.distributions import Distribution
 from torch.distributions.utils import lazy_property
 
 from crfpose.crf import reference
-from crfpose.crf.tree import Inference, map_pose, schedule
+from crfpose.crf.tree import SumProduct, map_pose, schedule
 from crfpose.skeletons import Skeleton
 
 __all__ = ["TreeCRF"]
@@ -54,16 +54,16 @@ class _Fast:
         self._edge: torch.Tensor | None = None
 
     @cached_property
-    def inference(self) -> Inference:
+    def inference(self) -> SumProduct:
         """The sum-product state, computed on first use (the MAP pose needs none)."""
         with torch.no_grad():
-            return Inference(self.unary, self.pairwise, self.levels, self.skeleton.root, self.tol)
+            return SumProduct(self.unary, self.pairwise, self.levels, self.skeleton.root, self.tol)
 
     def node(self) -> torch.Tensor:
         """Node marginals (B, K, H, W)."""
         _require_feasible(self.inference.log_z)
         with torch.no_grad():
-            self.inference.settle()
+            self.inference.certify()
         return self.inference.node
 
     def edge(self) -> torch.Tensor:

@@ -39,7 +39,7 @@ from crfpose.crf.correlate import direct_plan, lse_correlate, lse_correlate_cell
 from crfpose.crf.maxproduct import max_message
 from crfpose.skeletons import Skeleton
 
-__all__ = ["Level", "schedule", "upward", "Inference", "map_pose"]
+__all__ = ["Level", "schedule", "upward", "SumProduct", "map_pose"]
 
 _LOG2 = math.log(2.0)
 
@@ -90,48 +90,48 @@ def _pad(pairwise: torch.Tensor) -> tuple[int, int]:
     return r, r
 
 
-def _fix_cells(values: torch.Tensor, flagged: torch.Tensor, x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
-    """values (..., Ho, Wo) with the flagged cells (bool, same shape) made exact.
+def _recompute(values: torch.Tensor, listed: torch.Tensor, x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+    """values (..., Ho, Wo) with the listed cells (bool, same shape) made exact.
 
-    Flagged cells are recomputed one by one in the log domain, or, when that would cost more, the
+    Listed cells are recomputed one by one in the log domain, or, when that would cost more, the
     maps holding them are recomputed by direct sums, which have no rounding cancellation, and only
-    the flagged cells that those leave near the flushing floor go to the log domain.
+    the listed cells that those leave near the underflow threshold go to the log domain.
     """
-    cells = flagged.nonzero()  # (F, D)
+    cells = listed.nonzero()  # (F, D)
     if cells.shape[0] == 0:
         return values
     values = values.clone()
-    maps = flagged.flatten(-2).any(dim=-1).nonzero()  # (M, D - 2)
+    maps = listed.flatten(-2).any(dim=-1).nonzero()  # (M, D - 2)
     taps = k.shape[-2] * k.shape[-1]
     if cells.shape[0] * taps * tuning.LOG_DOMAIN_TAP_COST > direct_plan(maps.shape[0], values.shape[-2:], k.shape[-2:])[1]:
         lead = values.shape[:-2]
         pick = lambda t: t.expand(*lead, *t.shape[-2:])[maps.unbind(1)]  # noqa: E731  (M, h, w)
         direct, err = lse_correlate(pick(x), pick(k), pad, direct=True)  # (M, Ho, Wo), (M, 1, 1)
         values[maps.unbind(1)] = direct
-        near_floor = torch.zeros_like(flagged)
-        near_floor[maps.unbind(1)] = direct - err < tuning.DIRECT_MARGIN
-        cells = (flagged & near_floor).nonzero()
+        near_underflow = torch.zeros_like(listed)
+        near_underflow[maps.unbind(1)] = direct - err < tuning.DIRECT_MARGIN
+        cells = (listed & near_underflow).nonzero()
     if cells.shape[0]:
         values[cells.unbind(1)] = lse_correlate_cells(x, k, pad, cells)
     return values
 
 
-def _over_budget(impact: torch.Tensor, log_tol: float) -> torch.Tensor:
-    """The cells (..., H, W) to make exact so that each map's summed impact stays within tol.
+def _over_budget(error: torch.Tensor, log_tol: float) -> torch.Tensor:
+    """The cells (..., H, W) to make exact so that each map's summed error stays within tol.
 
-    impact is the log of each cell's possible effect (relative to Z). A map whose cells sum to at
-    most tol needs nothing; in any other map, the cells above tol / (H W) are flagged, which
+    error is the log of each cell's possible effect (relative to Z). A map whose cells sum to at
+    most tol needs nothing; in any other map, the cells above tol / (H W) are listed, which
     leaves at most tol.
     """
-    cells = impact.shape[-2] * impact.shape[-1]
-    above = impact > log_tol - math.log(cells)
+    cells = error.shape[-2] * error.shape[-1]
+    above = error > log_tol - math.log(cells)
     if not bool(above.any()):  # then no map can sum to more than tol
         return above
-    total = torch.logsumexp(impact.flatten(-2), dim=-1)[..., None, None]
+    total = torch.logsumexp(error.flatten(-2), dim=-1)[..., None, None]
     return above & (total > log_tol)
 
 
-class Inference:
+class SumProduct:
     """Sum-product inference on one batch, exact to ``tol``: log Z, node marginals, and edge
     marginals on request.
 
@@ -145,34 +145,34 @@ class Inference:
         self._upward(None)
         # log Z alone is certified when each message is within a relative tol of its exact value
         # at every cell: computed messages are upper bounds, so Z is then within (1 + tol)^E.
-        relative_ok = bool((self.message_gap >= math.log1p(1.0 / tol)).all())
-        self.settled = False
-        if not (relative_ok and self.feasible):
-            self.settle()
+        messages_within_tol = bool((self.message_margin >= math.log1p(1.0 / tol)).all())
+        self.certified = False
+        if not (messages_within_tol and self.feasible):
+            self.certify()
 
     @property
     def feasible(self) -> bool:
         """Whether every batch element has a pose of finite score (else the marginals are undefined)."""
         return bool(torch.isfinite(self.log_z).all())
 
-    def settle(self) -> None:
+    def certify(self) -> None:
         """Run the downward pass (node marginals), making the message cells whose error could
         matter exact and passing again until none is left."""
-        while not self.settled:
-            flagged = self._downward()
-            # log Z = -inf could be the flushing: make every message of those elements exact.
-            flagged |= torch.isneginf(self.log_z)[:, None, None, None]
-            flagged &= ~self.exact
-            self.settled = not bool(flagged.any())
-            if not self.settled:
-                self._upward(self.exact | flagged)
+        while not self.certified:
+            to_recompute = self._downward()
+            # log Z = -inf could be underflow: make every message of those elements exact.
+            to_recompute |= torch.isneginf(self.log_z)[:, None, None, None]
+            to_recompute &= ~self.exact
+            self.certified = not bool(to_recompute.any())
+            if not self.certified:
+                self._upward(self.exact | to_recompute)
 
     def _upward(self, exact: Optional[torch.Tensor]) -> None:
         b, _, h, w = self.unary.shape
         e = self.pairwise.shape[1]
         self.messages = self.unary.new_empty(b, e, h, w)
         self.message_error = self.unary.new_empty(b, e, h, w)  # log of 2 delta; -inf where exact
-        self.message_gap = self.unary.new_empty(b, e)  # min over cells of log(message / (2 delta))
+        self.message_margin = self.unary.new_empty(b, e)  # min over cells of log(message / (2 delta)): each map's relative error
         self.exact = exact if exact is not None else torch.zeros(b, e, h, w, dtype=torch.bool, device=self.unary.device)
         self.any_exact = exact is not None
         self.beliefs = upward(self.unary, self.pairwise, self.levels, self._message)
@@ -185,14 +185,14 @@ class Inference:
         if self.any_exact or not self.finite:
             exact = self.exact[:, level.edge_at]
             if self.any_exact:
-                msg = _fix_cells(msg, exact, beliefs, kernels, _pad(kernels))
+                msg = _recompute(msg, exact, beliefs, kernels, _pad(kernels))
                 error = torch.where(exact, -math.inf, error)
-            gap = torch.where(exact | torch.isneginf(msg), math.inf, msg - error)  # exact cells have no error
+            margin = torch.where(exact | torch.isneginf(msg), math.inf, msg - error)  # exact cells have no error
         else:
-            gap = msg - error
+            margin = msg - error
         self.messages[:, level.edge_at] = msg
         self.message_error[:, level.edge_at] = error
-        self.message_gap[:, level.edge_at] = gap.amin(dim=(-2, -1))
+        self.message_margin[:, level.edge_at] = margin.amin(dim=(-2, -1))
         return msg
 
     def _cavity(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor) -> torch.Tensor:
@@ -218,30 +218,30 @@ class Inference:
         finite_sum = torch.zeros_like(self.unary).index_add_(1, parents, torch.where(finite, self.messages, 0.0))
         neg_inf = torch.zeros_like(self.unary).index_add_(1, parents, (~finite).double())
         self.cavities: list[torch.Tensor] = []
-        flagged = torch.zeros_like(self.exact)
+        to_recompute = torch.zeros_like(self.exact)
         for level in self.levels:
             kernels = pairwise[:, level.edge_at].flip(-2, -1)  # (B', n, P, P)
             cavity = self._cavity(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
             self.cavities.append(cavity)
             # Message cells whose error, weighted by everything around them, could reach tol.
-            flagged[:, level.edge_at] = _over_budget(cavity + self.message_error[:, level.edge_at] - z, log_tol)
+            to_recompute[:, level.edge_at] = _over_budget(cavity + self.message_error[:, level.edge_at] - z, log_tol)
             out, err = lse_correlate(cavity, kernels, pad, finite=self.finite)
-            impact = self.beliefs[:, level.child_at] + err + _LOG2 - z
-            outside[:, level.child_at] = _fix_cells(out, _over_budget(impact, log_tol), cavity, kernels, pad)
+            error = self.beliefs[:, level.child_at] + err + _LOG2 - z
+            outside[:, level.child_at] = _recompute(out, _over_budget(error, log_tol), cavity, kernels, pad)
         self.node = torch.exp(self.beliefs + outside - z)
-        return flagged
+        return to_recompute
 
     def edge_marginals(self) -> torch.Tensor:
         """p(y_c - y_p = d) of each edge, (B, E, P, P): each level's cavity beliefs correlated with
         the children's beliefs, checked like the outside scores."""
-        self.settle()
+        self.certify()
         pairwise, pad = self.pairwise, _pad(self.pairwise)
         z = self.log_z[:, None, None, None]
         edge_log = pairwise.new_empty(self.unary.shape[0], *pairwise.shape[1:])
         for level, cavity in zip(self.levels, self.cavities):
             kernels, child_belief = pairwise[:, level.edge_at], self.beliefs[:, level.child_at]
             pair, err = lse_correlate(child_belief, cavity, pad)  # (B, n, P, P)
-            pair = _fix_cells(pair, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, cavity, pad)
+            pair = _recompute(pair, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, cavity, pad)
             edge_log[:, level.edge_at] = pair + kernels - z
         return torch.exp(edge_log)
 
