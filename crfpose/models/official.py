@@ -1,4 +1,4 @@
-"""Official HRNet checkpoints: read the file, recover its architecture, load it strictly.
+"""Official checkpoints: read the file, recover an HRNet's architecture, load a state dict strictly.
 
 Shape legend: none (state dicts map key -> tensor of any shape).
 """
@@ -16,7 +16,7 @@ from torch import nn
 from crfpose.fileio import load_torch_file
 from crfpose.models.hrnet import HRNet, STAGES
 
-__all__ = ["read_state_dict", "config_from_state_dict", "load_official_checkpoint"]
+__all__ = ["read_state_dict", "config_from_state_dict", "load_strictly", "load_official_checkpoint"]
 
 
 def read_state_dict(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
@@ -71,15 +71,9 @@ def _listing(keys: list[str], limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def load_official_checkpoint(path: Union[str, os.PathLike], model: Optional[nn.Module] = None) -> nn.Module:
-    """Load an official HRNet .pth into ``model`` with ``strict=True`` and return the model.
-
-    Without ``model`` the architecture is read off the checkpoint (:func:`config_from_state_dict`).
-    Missing, unexpected and shape-mismatched keys are all listed in one ValueError.
-    """
-    state_dict = read_state_dict(path)
-    if model is None:
-        model = HRNet.from_official_config(config_from_state_dict(state_dict))
+def load_strictly(state_dict: Mapping[str, torch.Tensor], model: nn.Module, name: str) -> nn.Module:
+    """``model.load_state_dict(state_dict, strict=True)``; missing, unexpected and shape-mismatched keys are
+    all listed in one ValueError that names ``name`` (the file) and the model's class."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -94,6 +88,18 @@ def load_official_checkpoint(path: Union[str, os.PathLike], model: Optional[nn.M
             for what, found in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
             if found
         ]
-        raise ValueError(f"checkpoint {str(path)!r} does not match {type(model).__name__}: " + "; ".join(problems))
+        raise ValueError(f"checkpoint {name!r} does not match {type(model).__name__}: " + "; ".join(problems))
     model.load_state_dict(state_dict, strict=True)
     return model
+
+
+def load_official_checkpoint(path: Union[str, os.PathLike], model: Optional[nn.Module] = None) -> nn.Module:
+    """Load an official HRNet .pth into ``model`` with ``strict=True`` and return the model.
+
+    Without ``model`` the architecture is read off the checkpoint (:func:`config_from_state_dict`).
+    Missing, unexpected and shape-mismatched keys are all listed in one ValueError (:func:`load_strictly`).
+    """
+    state_dict = read_state_dict(path)
+    if model is None:
+        model = HRNet.from_official_config(config_from_state_dict(state_dict))
+    return load_strictly(state_dict, model, str(path))

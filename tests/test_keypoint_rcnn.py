@@ -1,0 +1,217 @@
+"""Keypoint R-CNN with the tree CRF on its keypoint maps: the loss equivalence with torchvision's keypoint
+loss, torchvision's own training losses and decoding reproduced, the box grid, the flip test, persons in and
+out of images, evaluation of a detector's persons, and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models.detection.roi_heads import keypointrcnn_loss, keypoints_to_heatmap
+
+from crfpose.checkpoint import load_initial_weights, load_weights, save_checkpoint
+from crfpose.codec import BoxGridCodec, flip_heatmaps
+from crfpose.config import load_config, to_dict
+from crfpose.crf import TreeCRF
+from crfpose.crf.pairwise import FlatPairwise
+from crfpose.evaluate import compute_metrics, predict_dataset
+from crfpose.models import KeypointRCNNModel, PoseEstimator, build_model
+from crfpose.models.estimator import Persons
+from crfpose.models.keypoint_rcnn import keypoint_nll
+from crfpose.predict import Predictor
+from crfpose.skeletons import COCO17, LSP14
+
+# a small network for the CPU: ResNet-18-FPN of 16 channels, one keypoint-head layer, 64-pixel images
+TINY = {
+    "backbone": "resnet18",
+    "fpn_channels": 16,
+    "head_channels": 16,
+    "head_layers": 1,
+    "box_representation": 32,
+    "min_size": 64,
+    "max_size": 96,
+    "box_detections_per_img": 4,
+    "box_batch_size_per_image": 16,
+    "rpn_pre_nms_top_n_test": 50,
+    "rpn_post_nms_top_n_test": 20,
+    "rpn_pre_nms_top_n_train": 50,
+    "rpn_post_nms_top_n_train": 20,
+}
+
+
+def tiny(crf=None, skeleton=COCO17, **options) -> KeypointRCNNModel:
+    torch.manual_seed(0)
+    return build_model("keypoint_rcnn", skeleton, crf=crf, **(TINY | options))
+
+
+def scene(seed: int = 0, size=(64, 96), persons: int = 2):
+    """A random image with ``persons`` annotated persons: ``(image (3, h, w), boxes (M, 4) xywh, keypoints (M, K, 3))``."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    corner = torch.rand(persons, 2, generator=g) * torch.tensor([w / 2, h / 2])
+    extent = torch.rand(persons, 2, generator=g) * torch.tensor([w / 3, h / 3]) + 12
+    inside = corner[:, None] + torch.rand(persons, 17, 2, generator=g) * extent[:, None]
+    keypoints = torch.cat([inside, torch.randint(0, 3, (persons, 17, 1), generator=g).float()], dim=-1)
+    keypoints[keypoints[..., 2] == 0] = 0
+    return torch.rand(3, h, w, generator=g), torch.cat([corner, extent], dim=1), keypoints
+
+
+def test_crf_loss_with_zero_pairwise_is_torchvisions_keypoint_loss():
+    """Zero pairwise (the flat table over the whole grid), one-hot targets, the same regions and labels: the
+    tree CRF's NLL summed over the regions over the count of labelled (region, joint) pairs equals
+    torchvision's keypointrcnn_loss (its cross-entropy averaged over those pairs), and so do the gradients."""
+    g = torch.Generator().manual_seed(0)
+    n = 6
+    logits = (3 * torch.randn(n, 17, 56, 56, generator=g)).requires_grad_()
+    corner = torch.rand(n, 2, generator=g) * 50
+    boxes = torch.cat([corner, corner + torch.rand(n, 2, generator=g) * 80 + 10], dim=1)
+    inside = corner[:, None] - 5 + torch.rand(n, 17, 2, generator=g) * (boxes[:, None, 2:] - boxes[:, None, :2] + 10)  # some off the box
+    truth = torch.cat([inside, torch.randint(0, 3, (n, 17, 1), generator=g).float()], dim=-1)
+    theirs = keypointrcnn_loss(logits, [boxes[:4], boxes[4:]], [truth[:4], truth[4:]], [torch.arange(4), torch.arange(2)])
+    grid = BoxGridCodec(56).to_grid(truth, boxes)
+    flat = FlatPairwise(COCO17.num_edges, 55)()
+    ours = keypoint_nll(logits, grid, 0.0, lambda u: TreeCRF(u, flat, COCO17))
+    assert abs(ours.item() - theirs.item()) < 1e-6
+    (ours_grad,), (their_grad,) = torch.autograd.grad(ours, logits), torch.autograd.grad(theirs, logits)
+    assert torch.allclose(ours_grad, their_grad, atol=1e-7)
+    assert keypoint_nll(logits, grid).item() == pytest.approx(theirs.item(), rel=1e-6)  # joints independent: float32 sums
+
+
+def test_the_box_grid_is_torchvisions_discretisation():
+    """The nearest cell of BoxGridCodec.to_grid is torchvision's keypoint target cell, and to_image inverts it."""
+    g = torch.Generator().manual_seed(1)
+    corner = torch.rand(20, 2, generator=g) * 100
+    boxes = torch.cat([corner, corner + torch.rand(20, 2, generator=g) * 150 + 5], dim=1)
+    points = torch.cat([corner[:, None] + torch.rand(20, 17, 2, generator=g) * 200 - 25, torch.full((20, 17, 1), 2.0)], dim=-1)
+    codec = BoxGridCodec(56)
+    grid = codec.to_grid(points, boxes)
+    target, valid = keypoints_to_heatmap(points, boxes, 56)
+    cells = torch.floor(grid[..., :2] + 0.5).long()
+    on = (cells >= 0).all(-1) & (cells < 56).all(-1)
+    assert torch.equal(on, valid.bool())
+    assert torch.equal((cells[..., 1] * 56 + cells[..., 0])[on], target[on])
+    assert torch.allclose(codec.to_image(grid, boxes), points, atol=1e-4)
+
+
+def test_unary_mode_is_torchvisions_own_training_loss():
+    """Mode ``unary`` (loss "mse"): the proposal, box and keypoint losses torchvision's model computes on the
+    same batch with the same random draws, summed."""
+    model = tiny().train()
+    image, boxes, keypoints = scene(0)
+    other = scene(1, (80, 64), 1)
+    batch = {"image": [image, other[0]], "boxes": [boxes, other[1]], "keypoints": [keypoints, other[2]]}
+    torch.manual_seed(5)
+    ours = model.training_loss(batch, "mse", "backbone", sigma=1.0, mse_weight=0.0)
+    torch.manual_seed(5)
+    targets = [
+        {"boxes": torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1), "labels": torch.ones(len(b), dtype=torch.int64), "keypoints": k}
+        for b, k in zip(batch["boxes"], batch["keypoints"])
+    ]
+    theirs = model.backbone(batch["image"], targets)
+    assert set(theirs) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_keypoint"}
+    assert abs(ours.loss.item() - sum(theirs.values()).item()) < 1e-5 and bool(ours.finite) and ours.peak is None
+
+
+def test_gradients_reach_the_keypoint_head_through_the_crf():
+    model = tiny({"pairwise": "gaussian", "radius": 8}).train()
+    image, boxes, keypoints = scene(2)
+    batch = {"image": [image], "boxes": [boxes], "keypoints": [keypoints]}
+    step = model.training_loss(batch, "crf", "all", sigma=1.0, mse_weight=0.0)
+    step.loss.backward()
+    roi = model.backbone.roi_heads
+    for name, p in [
+        ("keypoint head", roi.keypoint_head[0].weight),
+        ("keypoint logits", roi.keypoint_predictor.kps_score_lowres.weight),
+        ("pairwise", model.head.pairwise.mean),
+        ("box head", roi.box_head.fc6.weight),
+    ]:
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    frozen = tiny({"pairwise": "gaussian", "radius": 8})
+    frozen.backbone.eval()  # the CRF stage of 'separate': the network frozen, only the CRF's loss
+    assert torch.isfinite(frozen.training_loss(batch, "crf", "crf", sigma=1.0, mse_weight=0.0).loss)
+
+
+def test_the_flip_test_of_a_mirrored_image_is_the_mirror():
+    """Without a resize or padding (64 x 96 at min_size 64), the flip test of a mirrored image and box is the
+    mirror (left/right swapped) of the flip test of the original; a given box is the person's box."""
+    model = tiny().eval()
+    image = scene(3)[0]
+    box = np.array([[20.0, 10.0, 30.0, 40.0, 1.0]])
+    mirrored = box.copy()
+    mirrored[0, 0] = 96 - 1 - (box[0, 0] + box[0, 2])
+    a, b = (
+        model.predict_images([im], [bx], ["unary"], flip=True, padding=1.25, normalized=True, maps=True)[0]
+        for im, bx in ((image, box), (image.flip(-1), mirrored))
+    )
+    assert torch.allclose(flip_heatmaps(b.unary, COCO17), a.unary, atol=1e-5)
+    assert np.allclose(a.boxes, box[:, :4]) and a.box_scores.tolist() == [1.0]
+
+
+@pytest.mark.slow
+def test_every_decoder_maps_each_person_into_its_box():
+    model = tiny({"pairwise": "gaussian", "radius": 8}).eval()
+    found = model.predict_images([scene(3)[0]], None, ["unary", "marginals", "map"], padding=1.25, normalized=True)[0]
+    assert len(found) == 4  # box_detections_per_img of an untrained network
+    for decoder, points in found.keypoints.items():
+        assert points.shape == (4, 17, 3) and ((points[..., 2] > 0) & (points[..., 2] <= 1)).all(), decoder
+        x0, y0 = found.boxes[:, None, 0], found.boxes[:, None, 1]  # every keypoint within its person's box
+        assert ((points[..., 0] >= x0 - 1) & (points[..., 0] <= x0 + found.boxes[:, None, 2] + 1)).all(), decoder
+        assert ((points[..., 1] >= y0 - 1) & (points[..., 1] <= y0 + found.boxes[:, None, 3] + 1)).all(), decoder
+
+
+def test_an_image_without_a_person_gives_an_empty_list():
+    model = tiny({"pairwise": "gaussian", "radius": 8}, box_score_thresh=1.0)  # nothing scores above 1
+    predictor = Predictor(model, flip=False)
+    assert predictor(np.zeros((48, 64, 3), np.uint8)) == []
+    assert predictor(np.zeros((48, 64, 3), np.uint8), decoder="map", return_maps=True) == []
+    kept = Predictor(tiny(), flip=False, score_threshold=0.0)(np.zeros((48, 64, 3), np.uint8))
+    assert len(kept) == 4 and Predictor(tiny(), flip=False, score_threshold=1.0)(np.zeros((48, 64, 3), np.uint8)) == []
+
+
+class Truth(PoseEstimator):
+    """A stand-in detector that finds exactly the annotated persons, except the first image's (missed), plus
+    one false detection in every image: what the evaluation must count."""
+
+    def __init__(self):
+        super().__init__()
+        self.skeleton, self.head, self.backbone, self.calls = LSP14, None, torch.nn.Linear(1, 1), 0
+
+    def persons(self, batch, decoders, *, flip=False, refine="none", maps=False):
+        found = []
+        for keypoints, boxes in zip(batch["meta"]["keypoints"], batch["meta"]["box"]):
+            keep = slice(1, None) if self.calls == 0 else slice(None)
+            self.calls += 1
+            points = np.concatenate([np.asarray(keypoints)[keep], np.zeros((1, 14, 3))])
+            points[..., 2] = 1.0
+            boxes = np.concatenate([np.asarray(boxes)[keep], [[0.0, 0.0, 1.0, 1.0]]])
+            found.append(Persons(boxes, np.ones(len(boxes)), {"unary": points}))
+        return found
+
+    training_loss = grid_keypoints = image_items = collate = view = None
+
+
+def test_evaluation_pairs_a_detectors_persons_with_the_annotations(lsp_root):
+    from crfpose.data import LSPDataset, PersonImages
+
+    dataset = PersonImages(LSPDataset(lsp_root, split="test", limit=3))
+    model = Truth()
+    predictions = predict_dataset(model, dataset, decoders=["unary"], batch_size=2)["unary"]
+    assert predictions["annotated"].tolist() == [True, False, True, False, True, False]
+    assert np.isnan(predictions["pred"][0]).all()  # the missed person
+    result = compute_metrics(predictions, LSP14, normalizer="torso")
+    assert result["num_poses"] == 3 and result["missed"] == 1 and result["unmatched"] == 3
+    assert result["pck"] == pytest.approx(2 / 3, abs=0.02) and result["epe"] == 0.0  # found persons exact, the missed one wrong
+
+
+def test_a_checkpoint_of_another_architecture_names_both(tmp_path):
+    detector = tiny({"pairwise": "gaussian", "radius": 8})
+    config = load_config(None, ["model.name=keypoint_rcnn", "skeleton=coco17", "crf.unary=identity", f"model.options={json.dumps(TINY)}"])
+    path = save_checkpoint(tmp_path / "krcnn.pt", {"model": detector.state_dict(), "config": to_dict(config)})
+    other = load_config(None, ["skeleton=coco17", "model.options={width: 8, depth: 1}", "data.input_size=[32, 32]"])
+    from crfpose.builders import model_from_config
+    from crfpose.checkpoint import load_checkpoint
+
+    with pytest.raises(ValueError, match=r"model\.name: 'keypoint_rcnn' in the checkpoint, 'cnn' here"):
+        load_weights(model_from_config(other), load_checkpoint(path), "resume", other)
+    with pytest.raises(ValueError, match=r"the checkpoint holds a 'keypoint_rcnn' model, the config a 'cnn'"):
+        load_initial_weights(model_from_config(other), path, config=other)
