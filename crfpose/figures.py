@@ -9,7 +9,8 @@ model with a structured head ``heatmaps`` and ``heatmaps_top`` (the CNN's distri
 marginal per joint), plus, where the head has pairwise tables, ``pairwise`` (the learned kernels),
 ``deformation`` (the displacement model) and ``samples`` (exact CRF samples), all on the first example
 as the model sees it (:meth:`~crfpose.models.estimator.PoseEstimator.view`: a top-down model's crop, the
-region of a detector model's box). Examples are the annotated persons every compared prediction found.
+region of a detector model's box). Examples are annotated persons (a person a detector missed has no
+prediction drawn and comes last).
 """
 
 from __future__ import annotations
@@ -97,9 +98,7 @@ def figure_set(
     from crfpose.evaluate import annotated_rows
 
     skeleton = model.skeleton
-    people = {label: annotated_rows(p) for label, p in gallery.items()}  # a detector's misses and extra detections out
-    keep = np.logical_and.reduce([np.isfinite(p["pred"][..., :2]).all(axis=(1, 2)) for p in people.values()])
-    gallery = {label: {k: v[keep] for k, v in p.items()} for label, p in people.items()}
+    gallery = {label: annotated_rows(p) for label, p in gallery.items()}  # a detector's extra detections out (its misses: NaN, last)
     first = next(iter(gallery.values()))
     gt = first["gt"]  # (N, K, 3) original pixels
     compared = {label: gallery[label]["pred"] for label in compare}

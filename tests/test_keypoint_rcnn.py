@@ -215,3 +215,159 @@ def test_a_checkpoint_of_another_architecture_names_both(tmp_path):
         load_weights(model_from_config(other), load_checkpoint(path), "resume", other)
     with pytest.raises(ValueError, match=r"the checkpoint holds a 'keypoint_rcnn' model, the config a 'cnn'"):
         load_initial_weights(model_from_config(other), path, config=other)
+
+
+# ----------------------------------------------------------------------------- runs on coco_mini (slow)
+
+
+def test_the_shipped_config_reads_coco_mini_beside_the_checkout(coco_mini_root):
+    config = load_config("coco_keypoint_rcnn")
+    assert config.model.name == "keypoint_rcnn" and config.crf.unary == "identity" and config.crf.radius == 28
+    assert config.data.train["root"] == config.data.val["root"] == str(coco_mini_root)
+
+
+def _tiny_run(tmp_path, coco_mini_root, mode: str) -> list[str]:
+    """``crfpose train`` arguments: the shipped config with the tiny network, 6 annotations' images, one epoch a stage."""
+    data = {"root": str(coco_mini_root), "split": "train2017", "limit": 6}
+    return [
+        "train",
+        "coco_keypoint_rcnn",
+        f"output_dir={tmp_path / mode}",
+        f"train.mode={mode}",
+        f"model.options={json.dumps(TINY)}",
+        f"data.train={json.dumps(data)}",
+        f"data.val={json.dumps(data)}",
+        "train.epochs=1",
+        "train.stage1_epochs=1",
+        "train.stage2_epochs=1",
+        "train.batch_size=2",
+        "train.workers=0",
+        "train.mse_weight=0.5",
+        "crf.radius=8",
+        "crf.init_samples=8",
+        "eval.batch_size=2",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["unary", "joint"])
+def test_training_on_coco_mini(coco_mini_root, tmp_path, mode, capsys):
+    from crfpose.cli import main
+
+    assert main(_tiny_run(tmp_path, coco_mini_root, mode)) == 0
+    records = [json.loads(line) for line in (tmp_path / mode / "log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["heatmap" if mode == "unary" else "joint"]
+    assert all(np.isfinite(r["loss"]) and "peak" not in r for r in records)
+    assert set(records[0]["val"]["coco"]) >= {"AP", "AR"}  # COCOeval ran on the model's own detections
+
+
+@pytest.mark.slow
+def test_separate_training_then_eval_predict_viz_and_the_app_on_coco_mini(coco_mini_root, tmp_path, capsys):
+    """The CRF fitted on the frozen network; then every command with its checkpoint: eval (COCOeval and PCK
+    for each decoder), predict (several persons per image, no separate detector), viz, and the app's requests."""
+    from crfpose.app import _Session
+    from crfpose.cli import main
+    from crfpose.data.coco import load_coco
+
+    assert main(_tiny_run(tmp_path, coco_mini_root, "separate")) == 0
+    run = tmp_path / "separate"
+    assert [json.loads(line)["stage"] for line in (run / "log.jsonl").read_text().splitlines()] == ["heatmap", "crf"]
+    capsys.readouterr()
+    out = tmp_path / "eval.json"
+    options = ["--set", f"root={coco_mini_root}", "--set", "split=train2017", "--set", "limit=6"]
+    assert (
+        main(["eval", str(run / "last.pt"), "--data", "coco", *options, "--decoder", "unary", "marginals", "map", "--out", str(out)]) == 0
+    )
+    results = json.loads(out.read_text())
+    coco = load_coco(coco_mini_root / "annotations" / "person_keypoints_train2017.json")
+    images = sorted({a["image_id"] for a in coco.dataset["annotations"] if not a["iscrowd"]})  # the first 6 persons' images
+    for decoder in ("unary", "marginals", "map"):
+        assert set(results[decoder]["coco"]) >= {"AP", "AR"} and 0 <= results[decoder]["pck"] <= 1
+        assert results[decoder]["num_poses"] >= 6 and results[decoder]["num_poses"] - results[decoder]["missed"] >= 0
+    saved = np.load(tmp_path / "eval.npz")
+    assert saved["annotated"].sum() == results["map"]["num_poses"] and len(images) > 0
+
+    files = sorted((coco_mini_root / "train2017").iterdir())[:2]
+    assert (
+        main(["predict", str(run / "last.pt"), *map(str, files), "--out", str(tmp_path / "pred"), "--draw", "--score-threshold", "0"]) == 0
+    )
+    for f in files:
+        instances = json.loads((tmp_path / "pred" / "predictions" / f"{f.stem}.json").read_text())
+        assert len(instances) == 4 and all(len(i["keypoints"]) == 17 for i in instances)  # box_detections_per_img
+        assert (tmp_path / "pred" / "visualizations" / f"{f.stem}.png").is_file()
+
+    assert (
+        main(["viz", str(run / "last.pt"), "--data", "coco", *options, "--num", "2", "--format", "png", "--out", str(tmp_path / "fig")])
+        == 0
+    )
+    names = {p.stem for p in (tmp_path / "fig").iterdir()}
+    assert {"overlays", "heatmaps", "pairwise", "deformation", "samples", "pck_curves", "training"} <= names
+
+    session = _Session(Predictor.from_checkpoint(run / "last.pt", score_threshold=0.0), tmp_path / "app")
+    for upload, webcam in ((str(files[0]), None), (None, np.zeros((60, 80, 3), np.uint8))):
+        overlay, marginals, record, _, message = session.predict(upload, webcam, "CRF MAP", 0.3)
+        assert len(record["instances"]) == 4 and "4 person(s)" in message and overlay and marginals
+
+
+@pytest.mark.slow
+def test_an_imported_torchvision_checkpoint_predicts_as_torchvision(coco_mini_root, tmp_path):
+    """torchvision's keypointrcnn_resnet50_fpn state dict (random weights, no download) through
+    ``crfpose import-official``: it loads strictly, the CRF's pairwise is fitted to the annotations' poses on
+    their boxes' 56 x 56 grids, and the unary decoder gives torchvision's own keypoints (batch-norm epsilon 0,
+    as torchvision sets it for its published weights)."""
+    import torchvision
+
+    from crfpose.checkpoint import load_checkpoint, load_model
+    from crfpose.cli import main
+    from crfpose.crf import GaussianPairwise
+    from crfpose.import_official import annotated_poses
+
+    torch.manual_seed(0)
+    small = {"min_size": 96, "max_size": 128, "box_detections_per_img": 3}
+    theirs = torchvision.models.detection.keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None, **small).eval()
+    for module in theirs.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eps = 0.0
+    torch.save(theirs.state_dict(), tmp_path / "keypointrcnn.pth")
+    ann = coco_mini_root / "annotations" / "person_keypoints_train2017.json"
+    out = tmp_path / "krcnn.pt"
+    assert (
+        main(
+            [
+                "import-official",
+                str(tmp_path / "keypointrcnn.pth"),
+                "--arch",
+                "keypointrcnn_resnet50_fpn",
+                "--keypoints",
+                str(ann),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    state = load_checkpoint(out)
+    state["config"]["model"]["options"] |= small  # the image size and detections kept: no effect on the weights
+    model, config = load_model(state)
+    assert config.model.options["bn_eps"] == 0.0 and config.crf.radius == 28
+    mine = model.backbone.state_dict()
+    assert mine.keys() == {k for k in theirs.state_dict() if not k.endswith("num_batches_tracked")}
+    assert all(torch.equal(mine[k], v) for k, v in theirs.state_dict().items() if k in mine)
+    poses, boxes = annotated_poses(ann, 17)
+    corners = torch.as_tensor(np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1), dtype=torch.float32)
+    expected = GaussianPairwise.from_keypoints(BoxGridCodec(56).to_grid(torch.as_tensor(poses, dtype=torch.float32), corners), COCO17, 28)
+    assert all(torch.allclose(v, expected.state_dict()[k]) for k, v in model.head.pairwise.state_dict().items())
+    image = torch.rand(3, 120, 90, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = theirs([image])[0]
+    persons = Predictor(model, decoder="unary", flip=False, score_threshold=0.0)(image)
+    assert len(persons) == len(reference["boxes"]) == 3
+    assert np.allclose(
+        [p["bbox"] for p in persons], torch.cat([reference["boxes"][:, :2], reference["boxes"][:, 2:] - reference["boxes"][:, :2]], 1)
+    )
+    assert np.array_equal(np.stack([p["keypoints"] for p in persons]), reference["keypoints"][..., :2].double().numpy())
+    torch.save({k: v for k, v in theirs.state_dict().items() if "keypoint_predictor" not in k}, tmp_path / "cut.pth")
+    with pytest.raises(ValueError, match=r"cut\.pth: not a Keypoint R-CNN state dict"):
+        from crfpose.import_official import import_official
+
+        import_official(tmp_path / "cut.pth", "keypointrcnn_resnet50_fpn", ann, tmp_path / "x.pt")

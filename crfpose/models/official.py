@@ -72,16 +72,18 @@ def _listing(keys: list[str], limit: int = 8) -> str:
 
 
 def load_strictly(state_dict: Mapping[str, torch.Tensor], model: nn.Module, name: str) -> nn.Module:
-    """``model.load_state_dict(state_dict, strict=True)``; missing, unexpected and shape-mismatched keys are
-    all listed in one ValueError that names ``name`` (the file) and the model's class."""
+    """``model.load_state_dict(state_dict)`` as ``strict=True`` means it (a module may drop keys of its own,
+    as torchvision's frozen batch norm drops ``num_batches_tracked``); missing, unexpected and shape-mismatched
+    keys are all listed in one ValueError that names ``name`` (the file) and the model's class."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
     mismatched = [
         f"{k} (checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)})"
         for k, v in state_dict.items()
         if k in own and v.shape != own[k].shape
     ]
+    loaded = None if mismatched else model.load_state_dict(state_dict, strict=False)
+    missing = list(loaded.missing_keys) if loaded else [k for k in own if k not in state_dict]
+    unexpected = list(loaded.unexpected_keys) if loaded else [k for k in state_dict if k not in own]
     if missing or unexpected or mismatched:
         problems = [
             f"{len(found)} {what}: {_listing(found)}"
@@ -89,7 +91,6 @@ def load_strictly(state_dict: Mapping[str, torch.Tensor], model: nn.Module, name
             if found
         ]
         raise ValueError(f"checkpoint {name!r} does not match {type(model).__name__}: " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=True)
     return model
 
 
