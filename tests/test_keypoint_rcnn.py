@@ -371,3 +371,19 @@ def test_an_imported_torchvision_checkpoint_predicts_as_torchvision(coco_mini_ro
         from crfpose.import_official import import_official
 
         import_official(tmp_path / "cut.pth", "keypointrcnn_resnet50_fpn", ann, tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize("pairwise", ["gaussian", "freeform", "relation"])
+def test_each_pairwise_kind_on_another_skeleton(pairwise):
+    """LSP14's 14 maps per person and each pairwise kind in grid cells: the CRF's loss reaches the pairwise's
+    parameters (the relation pairwise through the keypoint head's features), and every decoder gives 14 joints."""
+    model = tiny({"pairwise": pairwise, "radius": 6}, skeleton=LSP14).train()
+    image, boxes, keypoints = scene(4)
+    batch = {"image": [image], "boxes": [boxes], "keypoints": [keypoints[:, :14]]}
+    model.training_loss(batch, "crf", "all", sigma=1.0, mse_weight=0.0).loss.backward()
+    grads = [p.grad for p in model.head.pairwise.parameters()]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    if pairwise == "relation":
+        assert model.backbone.roi_heads.keypoint_head[0].weight.grad.abs().sum() > 0
+    found = model.eval().predict_images([image], None, ["unary", "marginals", "map"], padding=1.25, normalized=True)[0]
+    assert len(found) == 4 and all(k.shape == (4, 14, 3) and np.isfinite(k).all() for k in found.keypoints.values())
