@@ -45,6 +45,7 @@ setup(
             "playwright>=1.40",
             "av>=12",  # av: the video extra, so that CI tests crfpose predict on videos
             "ruff>=0.17,<0.18",  # the layout `ruff format --check` enforces changes between minor versions
+            "setuptools>=70.1",  # builds the wheel that tests/test_packaging.py installs (offline: no build isolation)
         ],  # ruff: lint and layout, run by .ci/run (settings in ruff.toml)
     },
 )

@@ -70,7 +70,7 @@ class CRFConfig:
     ``init_from_data`` the pairwise starts from training-set displacement statistics (``init_samples``
     training items at most, read without augmentation) when its first CRF stage begins. ``pairwise``:
     ``flat`` (no structure, the loss control; its window always covers the grid), ``gaussian``,
-    ``axis_gaussian`` (diagonal precision: exactly separable tables, a fast sum-product and exact MAP),
+    ``axis_gaussian`` (a Gaussian with a diagonal precision: no dx-dy correlation),
     ``freeform``, ``mixture`` (``num_types`` per edge weighted per image from the K maps) or
     ``relation`` (the same from the backbone's features pooled to ``pool x pool`` cells).
     ``fit_split``: the data of the CRF stage of ``separate`` training, ``train`` or ``val`` (held-out
@@ -129,6 +129,7 @@ class AugmentConfig:
     flip_prob: float = _TRANSFORM["flip_prob"]
     half_body_prob: float = _TRANSFORM["half_body_prob"]
     color_jitter: float = _TRANSFORM["color_jitter"]
+    shift_factor: float = _TRANSFORM["shift_factor"]
     padding: float = _TRANSFORM["padding"]
 
 

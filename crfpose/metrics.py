@@ -1,7 +1,8 @@
-"""Pose-estimation metrics: PCK / PCKh and their AUC, strict PCP, EPE, OKS and COCO AP/AR.
+"""Pose-estimation metrics: PCK / PCKh and their AUC, strict PCP, EPE, OKS, COCO AP/AR, and the
+calibration of keypoint scores (reliability bins, expected calibration error).
 
 Shape legend: N poses (row ``n`` of ``pred`` is the prediction for row ``n`` of ``gt``),
-K joints, L limbs, A thresholds (alphas).
+K joints, L limbs, A thresholds (alphas), B score bins.
 
 Conventions shared by every function here:
 
@@ -41,6 +42,7 @@ from crfpose.skeletons import Skeleton
 __all__ = [
     "Scores",
     "PCKCurve",
+    "Reliability",
     "NORMALIZERS",
     "DEFAULT_NORMALIZER",
     "COCO_STATS",
@@ -56,6 +58,7 @@ __all__ = [
     "oks",
     "box_iou",
     "match_boxes",
+    "reliability",
     "coco_results",
     "export_coco_results",
     "coco_ap",
@@ -519,6 +522,59 @@ def match_boxes(boxes: ArrayLike, scores: ArrayLike, truth: ArrayLike, threshold
         if m >= 0 and free[m] >= threshold:
             matched[m] = n
     return matched
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """How often keypoints of each score land where the metric calls them correct.
+
+    Attributes:
+        edges: (B + 1,) bin edges, ``0, 1/B, ..., 1``; bin b holds scores in ``[edges[b], edges[b+1])``
+            (the last bin includes 1).
+        confidence: (B,) mean (clipped) score in each bin; NaN for an empty bin.
+        accuracy: (B,) fraction correct in each bin; NaN for an empty bin.
+        counts: (B,) joints in each bin.
+        ece: expected calibration error, ``sum_b counts[b] / N * |accuracy[b] - confidence[b]|`` over
+            the N joints scored (NaN when N = 0).
+    """
+
+    edges: np.ndarray
+    confidence: np.ndarray
+    accuracy: np.ndarray
+    counts: np.ndarray
+    ece: float
+
+
+def reliability(scores: ArrayLike, correct: ArrayLike, counted: Optional[ArrayLike] = None, bins: int = 10) -> Reliability:
+    """Reliability bins and expected calibration error of keypoint ``scores`` against ``correct``.
+
+    A score claims a probability of being correct: a well-calibrated predictor's joints with score
+    0.7 are correct 70% of the time. ``scores`` and ``correct`` (bools, e.g. PCK@alpha hits) have one
+    shape, (N, K) or any; ``counted`` (same shape, bools) selects the joints to score (default all).
+    Scores outside [0, 1] (heatmap maxima can be) are clipped first: a score of 1.2 claims certainty.
+    Bins are ``bins`` equal widths over [0, 1].
+    """
+    s, c = _array(scores, "scores"), _array(correct, "correct")
+    m = np.ones(s.shape, bool) if counted is None else _array(counted, "counted").astype(bool)
+    if s.shape != c.shape or s.shape != m.shape:
+        raise ValueError(f"scores, correct, counted: expected one shape, got {s.shape}, {c.shape}, {m.shape}")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins: expected an int >= 1, got {bins!r}")
+    if not np.isfinite(s[m]).all():
+        raise ValueError("scores: expected finite scores for every counted joint")
+    s, c = np.clip(s[m], 0.0, 1.0), c[m].astype(bool)  # (N,)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.minimum((s * bins).astype(int), bins - 1)  # (N,) bin of each score; 1 joins the last
+    counts = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(which, weights=s, minlength=bins) / counts
+        accuracy = np.bincount(which, weights=c, minlength=bins) / counts
+    gap = np.where(counts > 0, np.abs(accuracy - confidence), 0.0)
+    ece = float((counts * gap).sum() / counts.sum()) if counts.sum() else float("nan")
+    return Reliability(edges, confidence, accuracy, counts, ece)
 
 
 # ----------------------------------------------------------------------------- COCO AP

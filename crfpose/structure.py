@@ -1,11 +1,14 @@
-"""Structured errors of pose predictions and paired bootstrap intervals between two predictors.
+"""Structured errors of pose predictions, paired bootstrap intervals between two predictors, and
+intervals over repeats (seeds) of one comparison.
 
 Shape legend: N poses, K joints, E limbs (skeleton edges), P flip-paired joints (both orders).
 
 What a tree CRF can fix is *structure*: a joint placed on its left/right partner, a limb with one end
 on each side, a limb of impossible length. :func:`structure_scores` marks these per pose, joint and
 limb; :func:`summarise` turns the marks into rates (and fix/break rates against a baseline);
-:func:`paired_bootstrap` gives percentile intervals of a difference by resampling poses.
+:func:`paired_bootstrap` gives percentile intervals of a difference by resampling poses (test-set
+sampling, one training run each); :func:`seed_interval` gives a Student-t interval of the mean of
+repeated gains (training noise: the spread between runs that differ only in their seed).
 
 Definitions (all on one predictor's ``pred`` against ``gt``, original pixels):
 
@@ -26,7 +29,7 @@ import numpy as np
 from crfpose import metrics
 from crfpose.skeletons import Skeleton
 
-__all__ = ["structure_scores", "summarise", "paired_bootstrap", "bootstrap_deltas", "pck_gain", "pooled_pck", "RATES"]
+__all__ = ["structure_scores", "summarise", "paired_bootstrap", "bootstrap_deltas", "pck_gain", "pooled_pck", "seed_interval", "RATES"]
 
 MIN_LIMB_PX = 2.0
 RATES = ("pck", "pck_visible", "pck_occluded", "swap_rate", "swap_strict", "mixed_swap", "implausible_limbs")
@@ -40,6 +43,7 @@ def structure_scores(
     alpha: float = 0.2,
     normalizer: str = "bbox",
     boxes: Optional[np.ndarray] = None,
+    head_boxes: Optional[np.ndarray] = None,
     all_joints: bool = True,
     min_limb: float = MIN_LIMB_PX,
 ) -> dict[str, np.ndarray]:
@@ -47,7 +51,7 @@ def structure_scores(
 
     Args:
         pred: (N, K, 2|3) predictions; gt: (N, K, 3) ground truth (x, y, v), both in pixels.
-        normalizer, boxes, all_joints: as in :func:`crfpose.metrics.normalized_errors`.
+        normalizer, boxes, head_boxes, all_joints: as in :func:`crfpose.metrics.normalized_errors`.
 
     Returns ``correct (N, K)``, ``counted (N, K)``, ``swap (N, P)``, ``swap_strict (N, P)``,
     ``mixed_swap (N, L)``, ``bad_limb (N, E)``, ``limb_scored (N, E)``, ``visible (N, K)`` and ``own``
@@ -58,10 +62,11 @@ def structure_scores(
         raise ValueError(f"gt: expected (N, {skeleton.num_joints}, 3), got {gt.shape}")
     if pred.shape[:2] != gt.shape[:2] or pred.shape[-1] not in (2, 3):
         raise ValueError(f"pred: expected ({gt.shape[0]}, {skeleton.num_joints}, 2|3) like gt, got {pred.shape}")
-    errors, _ = metrics.normalized_errors(pred, gt, normalizer, skeleton=skeleton, boxes=boxes, all_joints=all_joints)
+    kw = dict(skeleton=skeleton, boxes=boxes, head_boxes=head_boxes, all_joints=all_joints)
+    errors, _ = metrics.normalized_errors(pred, gt, normalizer, **kw)
     counted = ~np.isnan(errors)  # (N, K)
     correct = counted & (errors <= alpha)  # (N, K)
-    norm = metrics.normalizers(gt, normalizer, skeleton=skeleton, boxes=boxes, all_joints=all_joints)  # (N,)
+    norm = metrics.normalizers(gt, normalizer, **kw)  # (N,)
     radius = alpha * np.nan_to_num(norm, nan=0.0)[:, None]  # (N, 1) the PCK radius in pixels
     pairs = list(skeleton.flip_pairs) + [(b, a) for a, b in skeleton.flip_pairs]
     own, partner = [a for a, _ in pairs], [b for _, b in pairs]
@@ -190,3 +195,23 @@ def bootstrap_deltas(
         return {k: a[k] - b[k] for k in RATES}
 
     return paired_bootstrap(delta, n, resamples=resamples, seed=seed)
+
+
+def seed_interval(gains: Any, level: float = 0.95) -> dict[str, Any]:
+    """Student-t interval of the mean of ``gains`` (one per seed: the same comparison trained again).
+
+    Returns ``{"mean", "sd", "n", "ci"}``: the mean, the sample standard deviation (``n - 1`` in the
+    denominator), the count and ``mean -+ t(n - 1, (1 + level) / 2) * sd / sqrt(n)``; the interval is
+    ``[nan, nan]`` for fewer than two gains (one run says nothing about the spread between runs).
+    """
+    g = np.asarray(gains, dtype=np.float64)
+    if g.ndim != 1 or not len(g) or not np.isfinite(g).all() or not 0 < level < 1:
+        raise ValueError(f"seed_interval: expected a 1-D finite array of gains and 0 < level < 1, got {g.tolist()}, {level}")
+    import scipy.stats  # loaded when first used: the rest of this module needs numpy only
+
+    n, mean = len(g), float(g.mean())
+    if n < 2:
+        return {"mean": mean, "sd": float("nan"), "n": n, "ci": [float("nan"), float("nan")]}
+    sd = float(g.std(ddof=1))
+    half = float(scipy.stats.t.ppf((1 + level) / 2, n - 1)) * sd / np.sqrt(n)
+    return {"mean": mean, "sd": sd, "n": n, "ci": [float(mean - half), float(mean + half)]}

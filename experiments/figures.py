@@ -1,10 +1,15 @@
-"""Figures of an experiment grid's report, drawn with :mod:`crfpose.viz` from the rows' saved test
-predictions and checkpoints (nothing is re-run but the CRF of one kernel figure).
+"""Figures of an experiment grid's report, drawn from the rows' kept test predictions, their collected
+results and checkpoints (nothing is re-run but the CRF of one kernel figure): with :mod:`crfpose.viz`,
+and here with matplotlib for the two the library does not draw (gains, reliability).
 
-Shape legend: N test poses, K joints.
+Shape legend: N test poses, K joints, B score bins.
 
+* ``gains.png``: every comparison of the grid (each result against its baseline and its ``also``
+  results), the PCK gain with its 95% paired bootstrap interval: every compared row in one figure;
 * ``pck_curves.png`` and ``joint_pck.png``: PCK against alpha, and per joint, of the results named in
   ``focus`` (e.g. the MSE CNN, the control, the trees);
+* ``reliability.png``: the reliability diagram of the ``focus`` results' keypoint scores (how often a
+  joint of each score is correct at PCK@alpha) above the share of joints in each score bin;
 * ``gallery_<a>_vs_<b>.png``: the test images where two results differ most, ground truth and both;
 * ``kernels_<row>.png`` / ``deformation_<row>.png``: a structured row's learned pairwise.
 """
@@ -14,16 +19,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib
+import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from crfpose import viz
 from crfpose.checkpoint import load_model
 from crfpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from crfpose.skeletons import get_skeleton
+from crfpose.viz.curves import COLORS, LINESTYLES
+from experiments import scoring
 
 __all__ = ["draw"]
 
 GALLERY_DPI = 72  # photographs compress poorly: keep the gallery small enough to commit
+STYLE = viz.STYLES["screen"]
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # with the library's colours and line styles: apart in grey too
 
 
 def _images(dataset, indices: Sequence[int]) -> list:
@@ -50,12 +63,20 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
     names = [r["name"] for r in results]
     focus = [n for n in focus if n in names] or [names[0], *[r["name"] for r in results if "gain" in r][-1:]]
     chosen = [r for r in results if r["name"] in focus]
-    written = [
+    written = []
+    if any("gain" in r or "also" in r for r in results):
+        written.append(viz.save(plot_gains(results, grid.evaluate["alpha"]), out / "gains.png"))
+    if all(r.get("calibration") for r in chosen):
+        written.append(viz.save(plot_reliability(chosen, grid.evaluate["alpha"]), out / "reliability.png"))
+    written += [
         viz.save(
             viz.plot_pck_curves([r | {"normalizer": grid.evaluate["normalizer"]} for r in chosen], [r["name"] for r in chosen]),
             out / "pck_curves.png",
         ),
-        viz.save(viz.plot_joint_pck([_fractions(r) for r in chosen], [r["name"] for r in chosen]), out / "joint_pck.png"),
+        viz.save(
+            viz.plot_joint_pck([_with_intervals(grid, r, load_predictions) for r in chosen], [r["name"] for r in chosen]),
+            out / "joint_pck.png",
+        ),
     ]
     if len(focus) >= 2:
         a, b = (load_predictions(n) for n in focus[:2])
@@ -89,10 +110,74 @@ def _tables(model) -> torch.Tensor:
     return model.outputs(torch.zeros(1, 3, h, w)).pairwise
 
 
-def _fractions(result: dict) -> dict:
-    """A collected result (percentages) in the fractions :func:`crfpose.viz.plot_joint_pck` reads."""
-    return {"pck": result["pck"] / 100, "pck_per_joint": {j: v / 100 for j, v in result["pck_per_joint"].items()}}
+def _with_intervals(grid, result: dict, load_predictions) -> dict:
+    """A collected result (percentages) in the fractions :func:`crfpose.viz.plot_joint_pck` reads, with the
+    95% bootstrap intervals (over test poses) of its per-part and mean PCK from its kept predictions."""
+    p = load_predictions(result["name"])
+    skeleton = get_skeleton(p["meta"]["skeleton"])
+    scores = scoring.structure(p, skeleton, grid.evaluate)
+    intervals = viz.pck_intervals(scores["correct"], scores["counted"], skeleton, resamples=grid.evaluate["bootstrap"])
+    fractions = {"pck": result["pck"] / 100, "pck_per_joint": {j: v / 100 for j, v in result["pck_per_joint"].items()}}
+    return fractions | intervals | {"alpha": grid.evaluate["alpha"], "normalizer": grid.evaluate["normalizer"]}
 
 
 def _slug(name: str) -> str:
     return name.replace("/", "-")
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=STYLE.dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_gains(results: list[dict], alpha: float) -> Figure:
+    """Every comparison in ``results`` (a result against its ``baseline`` and each of its ``also``): the
+    PCK gain in points as a dot, its 95% paired bootstrap interval as a bar, 0 as a line."""
+    rows = [(f"{r['name']}  vs  {r['baseline']}", r["gain"], r["ci"]) for r in results if "gain" in r]
+    rows += [(f"{r['name']}  vs  {b}", g["gain"], g["ci"]) for r in results for b, g in r.get("also", {}).items()]
+    with matplotlib.rc_context(STYLE.rc()):
+        fig = _figure(STYLE.width * 1.25, 0.9 + 0.24 * len(rows))
+        ax = fig.add_subplot()
+        y = np.arange(len(rows))[::-1]
+        gains = np.array([g for _, g, _ in rows])
+        low, high = (np.array([c[i] for _, _, c in rows]) for i in (0, 1))
+        ax.errorbar(gains, y, xerr=[gains - low, high - gains], fmt="o", color=COLORS[0], markersize=4, capsize=2, linewidth=1)
+        ax.axvline(0.0, color="0.4", linewidth=0.8)
+        ax.set_yticks(y, [name for name, _, _ in rows])
+        ax.set_xlabel(f"PCK@{alpha:g} gain (points; bars: 95% paired bootstrap CI)")
+        ax.grid(axis="x", alpha=0.3, linewidth=0.5)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+    return fig
+
+
+def plot_reliability(results: list[dict], alpha: float) -> Figure:
+    """Reliability diagram of each result's keypoint scores (``result["calibration"]``: per score bin the
+    mean score and the share of joints correct at PCK@``alpha``; the diagonal is perfect calibration,
+    the legend gives each ECE), above the share of joints in each bin."""
+    with matplotlib.rc_context(STYLE.rc()):
+        fig = _figure(STYLE.width, STYLE.width * 0.95)
+        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+        top.plot([0, 1], [0, 100], color="0.6", linewidth=0.8, linestyle=(0, (2, 2)), label="perfect calibration")
+        bins = len(results[0]["calibration"]["counts"])
+        centres = (np.arange(bins) + 0.5) / bins
+        width = 0.8 / bins / len(results)
+        for i, r in enumerate(results):
+            c = r["calibration"]
+            confidence, accuracy = (np.array([np.nan if v is None else v for v in c[k]]) for k in ("confidence", "accuracy"))
+            ok = np.isfinite(accuracy)
+            style = dict(color=COLORS[i % len(COLORS)], linestyle=LINESTYLES[i % len(LINESTYLES)], marker=MARKERS[i % len(MARKERS)])
+            top.plot(confidence[ok], 100 * accuracy[ok], markersize=4, label=f"{r['name']} (ECE {100 * c['ece']:.1f})", **style)
+            share = 100 * np.array(c["counts"]) / max(sum(c["counts"]), 1)
+            offset = (i - (len(results) - 1) / 2) * width
+            bottom.bar(centres + offset, share, width=width, color=style["color"], label=r["name"])
+        top.set_ylabel(f"correct at PCK@{alpha:g} (%)")
+        top.set_ylim(0, 100)
+        top.set_xlim(0, 1)
+        top.grid(alpha=0.3, linewidth=0.5)
+        top.legend(loc="upper left", frameon=False)
+        top.set_title("Keypoint scores: how often a joint of each score is correct")
+        bottom.set_xlabel("keypoint score (bin mean; scores outside [0, 1] clipped)")
+        bottom.set_ylabel("joints (%)")
+        bottom.grid(axis="y", alpha=0.3, linewidth=0.5)
+    return fig

@@ -1,21 +1,23 @@
 """The experiment runner: a declared grid of rows (a training config each, then evaluations on a test
-set), run in dependency order, finished rows skipped and interrupted ones resumed.
+set), checked as a whole before anything trains, run in dependency order, finished rows skipped and
+interrupted ones resumed.
 
 Shape legend: N test poses, K joints.
 
-    python -m experiments.run experiments/lsp_ablation.yaml [--quick] [--jobs 2] [--rows a,b] [--report-only]
+    python -m experiments.run GRID.yaml [--quick | --variant NAME] [--jobs 2] [--rows a,b] [--report-only] [--check]
 
-A grid file (YAML) holds::
+Run it from the checkout's root: a grid's relative paths (``output``, ``report``, data roots such as
+``../shared/data/lsp``) are read from there (``base`` from the grid file's folder). A grid file (YAML)::
 
-    name: lsp_ablation
-    output: runs/lsp_ablation             # run folders <output>/<variant or main>/<row> (checkpoints, logs, predictions)
-    report: docs/experiments/lsp_ablation # results.json, results.md and figures (a variant's go to its run folder)
-    base: ../crfpose/configs/lsp_cnn.yaml  # the training config every row starts from (relative to this file)
+    name: lsp_whole_image
+    output: runs/lsp_whole_image          # run folders <output>/<variant or main>/<row> (checkpoints, logs, predictions)
+    report: docs/experiments/lsp_whole_image  # results.json, results.md, figures, kept predictions (a variant's: in its run folder)
+    base: ../crfpose/configs/lsp_whole_image.yaml  # the training config every row starts from (relative to this file)
     set: [key=value, ...]                 # overrides for every row (a row's own come after them)
-    test: {name: lsp, options: {root: ../shared/data/lsp, split: test}}
-    evaluate: {flip: true, alpha: 0.2, normalizer: torso, all_joints: true, bootstrap: 1000}
+    test: {name: lsp, options: {root: ../shared/data/lsp, split: test, box: image}}
+    evaluate: {flip: true, alpha: 0.2, normalizer: torso, all_joints: true, bootstrap: 1000, focus: [...]}
     variants: {quick: {set: [...], rows: [...]}, gpu: {set: [...]}}   # a variant's set comes after the rows' own
-    averages:                             # gains averaged over repeats (seeds), in averages.json and results.md
+    averages:                             # one comparison repeated (seeds): in averages.json and results.md
       - name: tree_vs_control
         pairs: [[tree/marginals, control/marginals], [tree_seed1/marginals, control_seed1/marginals]]
     rows:
@@ -29,15 +31,20 @@ A grid file (YAML) holds::
         baseline: cnn_mse_cont/unary      # gain over it with a paired bootstrap interval (same test poses)
         also: [cnn_mse/unary]             # more such comparisons, under "also" in results.json
 
+Before any row trains, :func:`check_grid` builds every row's config (base, overrides, variant), checks
+its decoders against its mode (a ``unary`` row has only ``unary``), every ``from``/``baseline``/``also``
+and average against the rows and decoders there are, and builds the test set and each distinct data
+set once; an error is one line naming the grid file and the row (exit status 2, as ``crfpose``'s).
+
 A row is *finished* when ``<output>/<row>/result.json`` exists; a row with a ``last.pt`` but no result
 resumes training from it (exactly, see :func:`crfpose.engine.train`). The budget of a result is the
-training epochs and seconds of its row plus those of the rows it starts ``from``. Model selection never
-looks at the test set: every row is evaluated at its ``last.pt`` (a fixed budget); the configs'
-validation split drives the stall warning and, where a row asks for it, the CRF's calibration.
+training epochs, seconds and CPU seconds of its row plus those of the rows it starts ``from``. Model
+selection never looks at the test set: every row is evaluated at its ``last.pt`` (a fixed budget).
 
-An *average* is the mean over its pairs of each pair's PCK gain, with a paired bootstrap interval that
-resamples the same test poses for every pair: it summarises repeats of one comparison (e.g. seeds),
-and its interval covers test-set sampling, not the spread between the repeats (shown beside it).
+Each result's test predictions are kept (:mod:`experiments.scoring`: about 100 KB an npz) and every
+number of the report is computed from the kept files, so ``experiments/rescore.py`` reproduces it and
+scores them under any other metric. The report (:mod:`experiments.report`) names the protocol (test set,
+split, person boxes, PCK@alpha, normaliser, joints, flip) in each result and at the top of results.md.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -52,20 +60,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
+import torch
 import yaml
 
-from crfpose import engine, metrics
-from crfpose.builders import evaluation_dataset, model_from_config
+from crfpose import engine
+from crfpose.builders import evaluation_dataset, make_dataset, model_from_config
 from crfpose.checkpoint import load_model
-from crfpose.config import Config, from_dict, load_config, to_dict
+from crfpose.config import Config, load_config, to_dict
+from crfpose.data import DATASETS
 from crfpose.evaluate import predict_dataset
 from crfpose.fileio import atomic_write
+from crfpose.metrics import NORMALIZERS
+from crfpose.models.pose_model import DECODERS
 from crfpose.skeletons import get_skeleton
-from crfpose.structure import RATES, paired_bootstrap, pck_gain, pooled_pck, structure_scores, summarise
-from experiments import figures
+from experiments import report, scoring
 
-__all__ = ["Grid", "Row", "load_grid", "run_row", "run_grid", "collect", "format_table", "main"]
+__all__ = ["Grid", "Row", "load_grid", "check_grid", "row_config", "run_row", "run_grid", "protocol", "main"]
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+CPU_LOG = "cpu.jsonl"  # per run folder: the training CPU seconds and threads of each call that trained it
 
 
 @dataclass
@@ -79,6 +92,11 @@ class Row:
     baseline: Optional[str] = None  # "<row>/<decoder>" to compare with
     also: list = field(default_factory=list)  # further "<row>/<decoder>" comparisons, reported under "also"
     note: str = ""
+
+    @property
+    def compared(self) -> list[str]:
+        """The results this row's results are compared with: its baseline, then ``also``."""
+        return [*([self.baseline] if self.baseline else []), *self.also]
 
 
 @dataclass
@@ -106,6 +124,23 @@ class Grid:
     def folder(self, name: str) -> Path:
         return self.output / name
 
+    def test_set(self, config: Config, codec=None):
+        """The grid's test set, prepared as ``config`` prepares its validation data, with targets on
+        ``codec``'s grid (default: that of ``config``'s model)."""
+        codec = codec if codec is not None else model_from_config(config).codec
+        return evaluation_dataset(config, self.test.get("name", config.data.name), codec, options=self.test.get("options"))
+
+    def ancestors(self, row: Row) -> list[Row]:
+        """The rows ``row`` starts from, nearest first."""
+        chain, seen = [], {row.name}
+        while row.start is not None:
+            row = self.row(row.start)
+            if row.name in seen:
+                raise ValueError(f"{self.path}: rows start from each other in a cycle through {row.name!r}")
+            seen.add(row.name)
+            chain.append(row)
+        return chain
+
 
 EVALUATE_DEFAULTS = {
     "flip": True,
@@ -115,73 +150,123 @@ EVALUATE_DEFAULTS = {
     "bootstrap": 1000,
     "batch_size": 64,
     "focus": [],
-}  # focus: results drawn per joint and in the gallery
+}  # focus: results drawn in the PCK curves, per joint, in the reliability diagram and the gallery
 ROW_KEYS = {"name", "set", "decoders", "from", "baseline", "also", "note"}
+GRID_KEYS = {"name", "output", "report", "base", "set", "test", "evaluate", "rows", "averages", "variants"}
+
+
+def _list(value: Any, where: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: expected a list, got {value!r}")
+    return list(value)
 
 
 def load_grid(path: str | os.PathLike, variant: Optional[str] = None, overrides: Sequence[str] = ()) -> Grid:
     """The grid in YAML file ``path``; ``variant`` (e.g. ``quick``) adds its ``set`` and keeps its
-    ``rows`` only; ``overrides`` go to every row last. Errors name the file and the key."""
+    ``rows`` only; ``overrides`` go to every row last. Its structure and references (rows, decoders,
+    averages) are checked here; :func:`check_grid` checks the configs and data sets. Errors name the
+    file and the row or key."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot read the grid ({err})") from None
+        raise ValueError(f"{path}: cannot read the grid ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not data["rows"]:
         raise ValueError(f"{path}: expected a mapping with a non-empty list 'rows'")
+    unknown = sorted(set(data) - GRID_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key {unknown[0]!r}; valid keys: {sorted(GRID_KEYS)}")
     variants = data.get("variants") or {}
     if variant is not None and variant not in variants:
         raise ValueError(f"{path}: no variant {variant!r}; variants: {sorted(variants)}")
     chosen = variants.get(variant) or {}
-    rows = []
-    for i, item in enumerate(data["rows"]):
-        unknown = set(item) - ROW_KEYS if isinstance(item, dict) else {"<not a mapping>"}
-        if unknown or "name" not in item:
-            raise ValueError(f"{path}: rows[{i}]: expected keys {sorted(ROW_KEYS)} with a name, got {item!r}")
-        rows.append(
-            Row(
-                item["name"],
-                list(item.get("set", [])),
-                list(item.get("decoders", ["marginals"])),
-                item.get("from"),
-                item.get("baseline"),
-                list(item.get("also", [])),
-                item.get("note", ""),
-            )
-        )
+    rows = [_parse_row(path, i, item) for i, item in enumerate(data["rows"])]
+    names = [r.name for r in rows]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: row {next(n for n in names if names.count(n) > 1)!r} is declared twice")
+    for name, v in variants.items():
+        missing = [n for n in _list((v or {}).get("rows"), f"{path}: variant {name!r}: rows") if n not in names]
+        if missing:
+            raise ValueError(f"{path}: variant {name!r} lists rows {missing}, which are not in the grid")
     if chosen.get("rows"):
         keep = set(chosen["rows"])
         rows = [r for r in rows if r.name in keep]
-    names = [r.name for r in rows]
+    decoders = {r.name: r.decoders for r in rows}
     for r in rows:
-        if r.start is not None and r.start not in names:
+        if r.start is not None and r.start not in decoders:
             raise ValueError(f"{path}: row {r.name!r} starts from {r.start!r}, which is not a row here")
-        for b in [r.baseline, *r.also] if r.baseline is not None else r.also:
-            if b.split("/")[0] not in names:
-                raise ValueError(f"{path}: row {r.name!r} compares with {b!r}, whose row is not here")
-    averages = data.get("averages") or []
+        for other in r.compared:
+            _check_result(path, f"row {r.name!r} compares with", other, decoders)
+    every = {item["name"]: item.get("decoders", ["marginals"]) for item in data["rows"]}
+    averages = _list(data.get("averages"), f"{path}: averages")
     for i, item in enumerate(averages):
         pairs = item.get("pairs") if isinstance(item, dict) else None
-        if not isinstance(pairs, list) or not pairs or "name" not in item or any(len(p) != 2 for p in pairs):
+        if not isinstance(pairs, list) or not pairs or "name" not in item or any(not isinstance(p, list) or len(p) != 2 for p in pairs):
             raise ValueError(f"{path}: averages[{i}]: expected a name and pairs [[result, baseline], ...], got {item!r}")
-        missing = [n for pair in pairs for n in pair if n.split("/")[0] not in [r.get("name") for r in data["rows"]]]
+        missing = [n for pair in pairs for n in pair if not _is_result(n, every)]
         if missing:
             raise ValueError(f"{path}: averages[{i}] ({item['name']}): no row for {missing}")
     base = data.get("base")
     output = Path(data.get("output", f"runs/{path.stem}")) / (variant or "main")
-    return Grid(
+    evaluate = dict(data.get("evaluate") or {})
+    if set(evaluate) - set(EVALUATE_DEFAULTS):
+        raise ValueError(
+            f"{path}: evaluate: unknown key {sorted(set(evaluate) - set(EVALUATE_DEFAULTS))[0]!r}; valid: {sorted(EVALUATE_DEFAULTS)}"
+        )
+    grid = Grid(
         name=data.get("name", path.stem),
         path=path,
         output=output,
         report=Path(data.get("report", output / "report")) if variant is None else output / "report",
         base=(path.parent / base) if base else None,
-        set=list(data.get("set", [])),
-        late=[*chosen.get("set", []), *overrides],
+        set=_list(data.get("set"), f"{path}: set"),
+        late=[*_list(chosen.get("set"), f"{path}: variant {variant!r}: set"), *overrides],
         test=dict(data.get("test") or {}),
-        evaluate=EVALUATE_DEFAULTS | dict(data.get("evaluate") or {}),
+        evaluate=EVALUATE_DEFAULTS | evaluate,
         rows=rows,
-        averages=[a for a in averages if all(n.split("/")[0] in names for pair in a["pairs"] for n in pair)],  # a variant's rows
+        averages=[a for a in averages if all(_is_result(n, decoders) for pair in a["pairs"] for n in pair)],  # a variant's rows
     )
+    for row in grid.rows:
+        grid.ancestors(row)  # no cycles
+    return grid
+
+
+def _parse_row(path: Path, i: int, item: Any) -> Row:
+    unknown = sorted(set(item) - ROW_KEYS) if isinstance(item, dict) else ["<not a mapping>"]
+    if unknown or not isinstance(item.get("name"), str):
+        raise ValueError(f"{path}: rows[{i}]: expected keys {sorted(ROW_KEYS)} with a name, got {item!r}")
+    where = f"{path}: row {item['name']!r}"
+    row = Row(
+        item["name"],
+        _list(item.get("set"), f"{where}: set"),
+        _list(item.get("decoders", ["marginals"]), f"{where}: decoders"),
+        item.get("from"),
+        item.get("baseline"),
+        _list(item.get("also"), f"{where}: also"),
+        item.get("note", ""),
+    )
+    bad = [d for d in row.decoders if d not in DECODERS]
+    if bad or not row.decoders:
+        raise ValueError(f"{where}: decoders must be a non-empty list from {DECODERS}, got {row.decoders}")
+    return row
+
+
+def _is_result(name: Any, decoders: dict) -> bool:
+    return isinstance(name, str) and name.count("/") == 1 and name.split("/")[1] in decoders.get(name.split("/")[0], ())
+
+
+def _check_result(path: Path, what: str, name: Any, decoders: dict) -> None:
+    """``name`` must be ``<row>/<decoder>`` of a row here that has that decoder."""
+    if _is_result(name, decoders):
+        return
+    if not isinstance(name, str) or name.count("/") != 1:
+        raise ValueError(f"{path}: {what} {name!r}: expected <row>/<decoder>")
+    row = name.split("/")[0]
+    if row not in decoders:
+        raise ValueError(f"{path}: {what} {name!r}, whose row is not here (expected <row>/<decoder>)")
+    raise ValueError(f"{path}: {what} {name!r}, but row {row!r} is evaluated with {decoders[row]} only")
 
 
 def row_config(grid: Grid, row: Row) -> Config:
@@ -193,9 +278,61 @@ def row_config(grid: Grid, row: Row) -> Config:
     return load_config(grid.base, [*grid.set, *row.set, *grid.late, *extra])
 
 
-def _test_set(grid: Grid, config: Config, codec):
-    """The grid's test set, prepared as the row's config prepares its validation data."""
-    return evaluation_dataset(config, grid.test.get("name", config.data.name), codec, options=grid.test.get("options"))
+def check_grid(grid: Grid) -> None:
+    """Check everything a run needs before anything trains: every row's config, its decoders against its
+    mode, the evaluation settings, the test set and every distinct data set (built once each). Raises a
+    one-line ``ValueError`` naming the grid file and the row."""
+    e = grid.evaluate
+    if e["normalizer"] not in NORMALIZERS:
+        raise ValueError(f"{grid.path}: evaluate.normalizer: expected one of {NORMALIZERS}, got {e['normalizer']!r}")
+    if grid.test.get("name") not in DATASETS:
+        raise ValueError(f"{grid.path}: test.name: expected one of {sorted(DATASETS)}, got {grid.test.get('name')!r}")
+    configs = {}
+    for row in grid.rows:
+        where = f"{grid.path}: row {row.name!r}"
+        try:
+            config = configs[row.name] = row_config(grid, row)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        if config.train.mode == "unary" and row.decoders != ["unary"]:
+            raise ValueError(f"{where}: a train.mode=unary row has no CRF: its decoders must be [unary], got {row.decoders}")
+    built: set = set()
+    for row in grid.rows:
+        config = configs[row.name]
+        codec = model_from_config(config).codec
+        datasets = lambda: [make_dataset(config, split, split == "train", codec) for split in ("train", "val")]  # noqa: E731
+        for what, make in (("data", datasets), ("test", lambda: grid.test_set(config, codec))):
+            key = (what, json.dumps({k: to_dict(config)[k] for k in ("data", "augment", "skeleton")}, sort_keys=True))
+            if key in built:
+                continue
+            try:
+                make()
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{grid.path}: row {row.name!r}: {what}: {err}") from None
+            built.add(key)
+
+
+def protocol(grid: Grid, dataset) -> dict[str, Any]:
+    """What a reported number means: test set, split, poses, person boxes, PCK@alpha, normaliser, joints, flip."""
+    e, options = grid.evaluate, grid.test.get("options", {})
+    split = options.get("split") or ", ".join(f"{k}={v}" for k, v in options.items() if k != "root") or "default"
+    return {
+        "test": grid.test.get("name"),
+        "split": split,
+        "poses": len(dataset),
+        "boxes": getattr(dataset, "box_protocol", "the data set's own crops"),
+        "alpha": e["alpha"],
+        "normalizer": e["normalizer"],
+        "all_joints": bool(e["all_joints"]),
+        "flip": bool(e["flip"]),
+    }
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its finished children (data-loader workers);
+    a call killed before it returns is not counted."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _seconds(folder: Path) -> tuple[int, float]:
@@ -206,220 +343,48 @@ def _seconds(folder: Path) -> tuple[int, float]:
 
 
 def run_row(grid: Grid, row: Row) -> dict:
-    """Train ``row`` (resuming an interrupted run), evaluate it on the test set with each decoder,
-    write ``predictions_<decoder>.npz`` and ``result.json``; returns the result. A finished row is read back."""
+    """Train ``row`` (resuming an interrupted run), evaluate it on the test set with every decoder from
+    one backbone pass, keep the predictions (``predictions_<decoder>.npz``) and write ``result.json``,
+    whose metrics are computed from the kept files; returns the result. A finished row is read back."""
     folder = grid.folder(row.name)
     done = folder / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
     config = row_config(grid, row)
     last = folder / "last.pt"
+    resumed, cpu = last.is_file(), _cpu_seconds()
     # a row folder without last.pt holds nothing to resume (an epoch cut short): the row starts over
-    engine.train(config, resume=last if last.is_file() else None, overwrite=not last.is_file())
+    engine.train(config, resume=last if resumed else None, overwrite=not resumed)
+    with open(folder / CPU_LOG, "a") as log:  # one line per call: a resumed row adds its calls up
+        log.write(json.dumps({"cpu_seconds": _cpu_seconds() - cpu, "threads": torch.get_num_threads()}) + "\n")
     model, config = load_model(last)
     skeleton = get_skeleton(config.skeleton)
-    test = _test_set(grid, config, model.codec)
-    e = grid.evaluate
-    result: dict[str, Any] = {"row": row.name, "config": to_dict(config), "decoders": {}}
-    for decoder in row.decoders:
-        started = time.perf_counter()
-        p = predict_dataset(model, test, decoders=[decoder], flip=e["flip"], batch_size=e["batch_size"])[decoder]
-        atomic_write(folder / f"predictions_{decoder}.npz", lambda f: np.savez(f, **p), binary=True)
-        result["decoders"][decoder] = score(p, skeleton, e) | {"eval_seconds": time.perf_counter() - started}
+    test = grid.test_set(config, model.codec)
+    e, setting = grid.evaluate, protocol(grid, test)
+    started = time.perf_counter()
+    predictions = predict_dataset(model, test, decoders=row.decoders, flip=e["flip"], batch_size=e["batch_size"])
+    result: dict[str, Any] = {"row": row.name, "protocol": setting, "config": to_dict(config), "decoders": {}}
+    for decoder, p in predictions.items():
+        kept = scoring.save_predictions(
+            folder / f"predictions_{decoder}.npz",
+            p,
+            {"row": row.name, "decoder": decoder, "skeleton": config.skeleton, "protocol": setting},
+        )
+        result["decoders"][decoder] = scoring.score(scoring.load_predictions(kept), skeleton, e)
+    result["eval_seconds"] = time.perf_counter() - started
     result["epochs"], result["seconds"] = _seconds(folder)
+    calls = [json.loads(line) for line in (folder / CPU_LOG).read_text().splitlines()]
+    result |= {
+        "cpu_seconds": sum(c["cpu_seconds"] for c in calls),
+        "threads": max(c["threads"] for c in calls),
+        "workers": config.train.workers,
+        "training_calls": len(calls),
+    }
     atomic_write(done, lambda f: json.dump(result, f, indent=1))
     return result
 
 
-def score(p: dict, skeleton, e: dict) -> dict:
-    """Metrics of one decoder's test predictions: PCK (mean, per joint), AUC, strict PCP, EPE, structure rates."""
-    kw = dict(skeleton=skeleton, all_joints=e["all_joints"])
-    boxes = {"boxes": p["box"]} if e["normalizer"] == "bbox" else {}
-    pck = metrics.pck(p["pred"], p["gt"], e["alpha"], e["normalizer"], **kw, **boxes)
-    curve = metrics.pck_curve(p["pred"], p["gt"], normalizer=e["normalizer"], **kw, **boxes)
-    pcp = metrics.pcp(p["pred"], p["gt"], **kw)
-    rates = summarise(
-        structure_scores(p["pred"], p["gt"], skeleton, alpha=e["alpha"], normalizer=e["normalizer"], all_joints=e["all_joints"], **boxes)
-    )
-    return {
-        "pck": pck.mean,
-        "pck_per_joint": dict(zip(skeleton.joints, pck.per_item.tolist())),
-        "auc": curve.auc,
-        "pck_curve": {"alphas": curve.alphas.tolist(), "mean": curve.mean.tolist()},
-        "pcp": pcp.mean,
-        "epe": metrics.epe(p["pred"], p["gt"], all_joints=e["all_joints"]).mean,
-        "structure": {k: rates[k] for k in RATES if k != "pck"} | {"swap_rate_occluded": rates["swap_rate_occluded"]},
-    }
-
-
-def _ancestors(grid: Grid, row: Row) -> list[Row]:
-    chain, seen = [], {row.name}
-    while row.start is not None:
-        row = grid.row(row.start)
-        if row.name in seen:
-            raise ValueError(f"{grid.path}: rows start from each other in a cycle through {row.name!r}")
-        seen.add(row.name)
-        chain.append(row)
-    return chain
-
-
-def _load_predictions(grid: Grid, entry: str) -> dict:
-    row, decoder = entry.split("/")
-    with np.load(grid.folder(row) / f"predictions_{decoder}.npz") as f:
-        return {k: f[k] for k in f.files}
-
-
-def collect(grid: Grid) -> list[dict]:
-    """One result per finished (row, decoder): name, PCK (in %), budget, and for a row with a baseline
-    its gain over it and a 95% paired bootstrap interval (in points). Unfinished rows are left out."""
-    results, raw = [], {}
-    for row in grid.rows:
-        path = grid.folder(row.name) / "result.json"
-        if path.is_file():
-            raw[row.name] = json.loads(path.read_text())
-    for row in grid.rows:
-        if row.name not in raw:
-            continue
-        family = [row, *_ancestors(grid, row)]
-        budget = {
-            "epochs": sum(raw[r.name]["epochs"] for r in family if r.name in raw),
-            "seconds": round(sum(raw[r.name]["seconds"] for r in family if r.name in raw), 1),
-        }
-        skeleton = get_skeleton(raw[row.name]["config"]["skeleton"])
-        for decoder, m in raw[row.name]["decoders"].items():
-            name = f"{row.name}/{decoder}"
-            out = {
-                "name": name,
-                "row": row.name,
-                "decoder": decoder,
-                "pck": 100 * m["pck"],
-                "auc": 100 * m["auc"],
-                "pcp": 100 * m["pcp"],
-                "epe": m["epe"],
-                "budget": budget,
-                "pck_per_joint": {j: 100 * v for j, v in m["pck_per_joint"].items()},
-                "structure": {k: 100 * v for k, v in m["structure"].items()},
-                "pck_curve": m["pck_curve"],
-                "note": row.note,
-            }
-            if row.baseline and row.baseline.split("/")[0] in raw:
-                gain = _gain(grid, name, row.baseline, skeleton)
-                out |= {"baseline": row.baseline, "gain": gain["gain"], "ci": gain["ci"]}
-            extra = {b: _gain(grid, name, b, skeleton) for b in row.also if b.split("/")[0] in raw}
-            if extra:
-                out["also"] = extra
-            results.append(out)
-    return results
-
-
-def _paired_scores(grid: Grid, name: str, baseline: str, skeleton) -> tuple[dict, dict]:
-    """The structure scores of results ``name`` and ``baseline``, checked to be on the same test poses."""
-    e = grid.evaluate
-    a, b = _load_predictions(grid, name), _load_predictions(grid, baseline)
-    if not np.array_equal(a["index"], b["index"]):
-        raise ValueError(f"{name} and {baseline} were evaluated on different test poses")
-    kw = dict(alpha=e["alpha"], normalizer=e["normalizer"], all_joints=e["all_joints"])
-    kw |= {"boxes": a["box"]} if e["normalizer"] == "bbox" else {}
-    return tuple(structure_scores(x["pred"], x["gt"], skeleton, **kw) for x in (a, b))
-
-
-def _gain(grid: Grid, name: str, baseline: str, skeleton) -> dict:
-    """PCK of result ``name`` minus that of ``baseline`` on the same test poses, with its 95% paired
-    bootstrap interval, in points."""
-    sa, sb = _paired_scores(grid, name, baseline, skeleton)
-    gain = pck_gain(sa["correct"], sb["correct"], sa["counted"], resamples=grid.evaluate["bootstrap"])
-    return {"gain": 100 * gain["gain"], "ci": [100 * c for c in gain["ci"]]}
-
-
-def collect_averages(grid: Grid, results: list[dict]) -> list[dict]:
-    """Each average of the grid whose results are all collected: ``name``, ``pairs``, the pairs' own
-    ``gains``, their mean ``gain`` and its 95% paired bootstrap ``ci`` (points)."""
-    done = {r["name"]: r for r in results}
-    out = []
-    for average in grid.averages:
-        pairs = [tuple(p) for p in average["pairs"]]
-        if not all(n in done for pair in pairs for n in pair):
-            continue
-        skeleton = get_skeleton(json.loads((grid.folder(done[pairs[0][0]]["row"]) / "result.json").read_text())["config"]["skeleton"])
-        scores = [_paired_scores(grid, a, b, skeleton) for a, b in pairs]
-
-        def gains(idx: np.ndarray) -> list[float]:
-            return [
-                100 * (pooled_pck(sa["correct"][idx], sa["counted"][idx]) - pooled_pck(sb["correct"][idx], sb["counted"][idx]))
-                for sa, sb in scores
-            ]
-
-        every = np.arange(len(scores[0][0]["correct"]))
-        ci = paired_bootstrap(lambda idx: float(np.mean(gains(idx))), len(every), resamples=grid.evaluate["bootstrap"])
-        out.append(
-            {
-                "name": average["name"],
-                "pairs": [list(p) for p in pairs],
-                "gains": gains(every),
-                "gain": float(np.mean(gains(every))),
-                "ci": ci,
-            }
-        )
-    return out
-
-
-def format_averages(averages: list[dict]) -> str:
-    """The averages as a Markdown table."""
-    lines = ["| average | pairs | each pair's gain | mean gain [95% CI] |", "|---|---|---|---|"]
-    for a in averages:
-        pairs = "; ".join(f"{x} vs {y}" for x, y in a["pairs"])
-        each = ", ".join(f"{g:+.1f}" for g in a["gains"])
-        lines.append(f"| {a['name']} | {pairs} | {each} | {a['gain']:+.1f} [{a['ci'][0]:+.1f}, {a['ci'][1]:+.1f}] |")
-    return "\n".join(lines)
-
-
-def format_table(results: list[dict]) -> str:
-    """The results as a Markdown table (PCK@alpha, AUC, PCP, structural error rates, budget, gain)."""
-    head = "| result | PCK | AUC | PCP | L/R swap | mixed swap | bad limb | PCK occ | epochs | train s | vs | gain [95% CI] |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in results:
-        s = r["structure"]
-        gain = f"{r['gain']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}]" if "gain" in r else ""
-        lines.append(
-            f"| {r['name']} | {r['pck']:.1f} | {r['auc']:.1f} | {r['pcp']:.1f} | {s['swap_rate']:.1f} | "
-            f"{s['mixed_swap']:.1f} | {s['implausible_limbs']:.1f} | {s['pck_occluded']:.1f} | "
-            f"{r['budget']['epochs']} | {r['budget']['seconds']:.0f} | {r.get('baseline', '')} | {gain} |"
-        )
-    return "\n".join(lines)
-
-
-def format_joints(results: list[dict]) -> str:
-    """Per-joint PCK (%) of every result, one row per result."""
-    joints = list(results[0]["pck_per_joint"]) if results else []
-    lines = ["| result | " + " | ".join(joints) + " |", "|" + "---|" * (len(joints) + 1)]
-    for r in results:
-        lines.append(f"| {r['name']} | " + " | ".join(f"{r['pck_per_joint'][j]:.1f}" for j in joints) + " |")
-    return "\n".join(lines)
-
-
-def write_report(grid: Grid, results: list[dict]) -> None:
-    """``results.json`` (the list of results), ``results.md`` (both tables) and the figures
-    (:mod:`experiments.figures`) in the report folder."""
-    grid.report.mkdir(parents=True, exist_ok=True)
-    if results:
-        config = from_dict(json.loads((grid.folder(results[0]["row"]) / "result.json").read_text())["config"])
-        figures.draw(
-            grid,
-            results,
-            lambda name: _load_predictions(grid, name),
-            lambda: _test_set(grid, config, model_from_config(config).codec),
-            focus=grid.evaluate.get("focus", ()),
-        )
-    atomic_write(grid.report / "results.json", lambda f: json.dump(results, f, indent=1))
-    text = f"# {grid.name}: results\n\n{format_table(results)}\n\n## PCK per joint\n\n{format_joints(results)}\n"
-    averages = collect_averages(grid, results)
-    if averages:
-        atomic_write(grid.report / "averages.json", lambda f: json.dump(averages, f, indent=1))
-        text += f"\n## Gains averaged over repeats\n\n{format_averages(averages)}\n"
-    atomic_write(grid.report / "results.md", lambda f: f.write(text))
-
-
-def _ready(grid: Grid, row: Row, finished: set) -> bool:
+def _ready(row: Row, finished: set) -> bool:
     return row.start is None or row.start in finished
 
 
@@ -427,13 +392,13 @@ def run_grid(grid: Grid, jobs: int = 1, rows: Optional[Sequence[str]] = None, ar
     """Run the grid's unfinished rows (all, or ``rows`` and what they start from) in dependency order,
     ``jobs`` at a time (each in its own process with one thread when ``jobs > 1``), then write the report."""
     wanted = [grid.row(n) for n in rows] if rows else list(grid.rows)
-    needed = {r.name for w in wanted for r in [w, *_ancestors(grid, w)]}
+    needed = {r.name for w in wanted for r in [w, *grid.ancestors(w)]}
     todo = [r for r in grid.rows if r.name in needed]
     finished = {r.name for r in todo if (grid.folder(r.name) / "result.json").is_file()}
     pending = [r for r in todo if r.name not in finished]
     if jobs <= 1:
         while pending:
-            row = next(r for r in pending if _ready(grid, r, finished))
+            row = next(r for r in pending if _ready(r, finished))
             print(f"[{grid.name}] row {row.name}", file=sys.stderr, flush=True)
             run_row(grid, row)
             finished.add(row.name)
@@ -448,7 +413,7 @@ def run_grid(grid: Grid, jobs: int = 1, rows: Optional[Sequence[str]] = None, ar
                     if proc.returncode != 0:
                         raise RuntimeError(f"row {name} failed (exit {proc.returncode}); see {grid.folder(name) / 'row.log'}")
                     finished.add(name)
-            for row in [r for r in pending if _ready(grid, r, finished)][: jobs - len(running)]:
+            for row in [r for r in pending if _ready(r, finished)][: jobs - len(running)]:
                 grid.folder(row.name).mkdir(parents=True, exist_ok=True)
                 log = open(grid.folder(row.name) / "row.log", "a")
                 print(f"[{grid.name}] row {row.name} (log: {log.name})", file=sys.stderr, flush=True)
@@ -457,13 +422,15 @@ def run_grid(grid: Grid, jobs: int = 1, rows: Optional[Sequence[str]] = None, ar
                 )
                 pending.remove(row)
             time.sleep(2)
-    results = collect(grid)
-    write_report(grid, results)
+    results = report.collect(grid)
+    report.write(grid, results)
     return results
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Run an experiment grid (see experiments/run.py's docstring).")
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.run", description="Run an experiment grid (see experiments/run.py's docstring)."
+    )
     p.add_argument("grid", help="grid file (YAML)")
     p.add_argument("--quick", action="store_true", help="the grid's 'quick' variant (small budgets)")
     p.add_argument("--variant", help="another named variant of the grid (e.g. gpu)")
@@ -472,26 +439,49 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--row", help=argparse.SUPPRESS)  # a worker process of --jobs: this one row
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every row")
     p.add_argument("--report-only", action="store_true", help="only collect finished rows into the report")
+    p.add_argument("--check", action="store_true", help="check the grid (configs, decoders, data sets) and stop")
     return p.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
+def _check_checkout() -> None:
+    """The runner reads a grid's relative paths from the checkout's root: refuse to run elsewhere."""
+    if Path.cwd().resolve() != CHECKOUT:
+        raise ValueError(
+            f"run it from the crfpose checkout's root (cd {CHECKOUT}): a grid's relative paths (runs/, docs/, "
+            f"../shared/data/...) are read from there; the current folder is {Path.cwd()}"
+        )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command; returns the exit status: 2 for a bad grid, row, override or folder (one line on stderr)."""
     args = parse_args(argv)
     variant = "quick" if args.quick else args.variant
-    grid = load_grid(args.grid, variant, args.set)
-    if args.row:
-        run_row(grid, grid.row(args.row))
-        return []
-    if args.report_only:
-        results = collect(grid)
-        write_report(grid, results)
-    else:
-        forwarded = [args.grid, *(["--variant", variant] if variant else []), *(["--set", *args.set] if args.set else [])]
-        results = run_grid(grid, args.jobs, args.rows.split(",") if args.rows else None, forwarded)
-    print(format_table(results))
+    try:
+        _check_checkout()
+        grid = load_grid(args.grid, variant, args.set)
+        if args.row:
+            run_row(grid, grid.row(args.row))
+            return 0
+        if args.rows:
+            for name in args.rows.split(","):
+                grid.row(name)
+        if args.report_only:
+            results = report.collect(grid)
+            report.write(grid, results)
+        else:
+            check_grid(grid)
+            if args.check:
+                print(f"{grid.path}: {len(grid.rows)} rows checked", file=sys.stderr)
+                return 0
+            forwarded = [args.grid, *(["--variant", variant] if variant else []), *(["--set", *args.set] if args.set else [])]
+            results = run_grid(grid, args.jobs, args.rows.split(",") if args.rows else None, forwarded)
+    except ValueError as err:
+        print(f"experiments.run: error: {err}", file=sys.stderr)
+        return 2
+    print(report.format_table(results))
     print(f"written {grid.report / 'results.json'} and results.md", file=sys.stderr)
-    return results
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

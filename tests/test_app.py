@@ -112,26 +112,18 @@ def test_app_without_a_checkpoint_trains_nothing_and_says_how_to_get_one(capsys)
     assert build_parser().parse_args(["app", "model.pt"]).host == "127.0.0.1"
 
 
-def _upload(page, photo, timeout_s=180.0):
-    """Give the page's file box the photo and wait until it shows the file's name.
-
-    Once a file is taken the box replaces its file input by the file's name, so the file is given
-    again only while the input is still there (on a loaded machine the first one can go unheard)."""
-    import time
-
-    from playwright.sync_api import TimeoutError
-
-    upload, deadline = page.locator("#upload"), time.monotonic() + timeout_s
-    file_input, shown = upload.locator("input[type=file]"), upload.get_by_text(Path(photo).name)
-    while time.monotonic() < deadline:
-        if file_input.count():
-            file_input.set_input_files(str(photo))
-        try:
-            shown.wait_for(timeout=20_000)
-            return
-        except TimeoutError:
-            pass  # look again
-    raise AssertionError(f"the page did not take {photo} in {timeout_s:.0f} s (file inputs on the page: {file_input.count()})")
+def _upload(page, photo, timeout_ms=180_000):
+    """Give the page's file box the photo once, wait for the server to take it, then for the box to
+    show the file (while it uploads the box says "Uploading"; a file given twice restarts the upload)."""
+    with page.expect_response(lambda response: "/gradio_api/upload?" in response.url, timeout=timeout_ms) as taken:
+        page.locator("#upload input[type=file]").set_input_files(str(photo))
+    assert taken.value.ok, f"the upload answered {taken.value.status}: {taken.value.text()[:200]}"
+    page.wait_for_function(
+        """stem => { const box = document.querySelector('#upload');
+                     return box && box.innerText.includes(stem) && !box.innerText.includes('Uploading'); }""",
+        arg=Path(photo).stem,
+        timeout=timeout_ms,
+    )
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
@@ -163,7 +155,12 @@ def test_the_page_in_a_real_browser(server, photo, tmp_path):
             assert "1 person(s)" in page.locator("#message").inner_text()
         except Exception as error:  # say what the page saw: the screenshot and its failed requests
             page.screenshot(path=tmp_path / "page.png")
-            raise AssertionError(f"{error}\nscreenshot: {tmp_path / 'page.png'}\nfailed on the page: {failures}") from error
+            box = page.locator("#upload").all_inner_texts()
+            uploads = [url for url in requested if "/gradio_api/" in url][-8:]
+            raise AssertionError(
+                f"{error}\nscreenshot: {tmp_path / 'page.png'}\nfailed on the page: {failures}\n"
+                f"the file box showed: {box}\nthe page's last API requests: {uploads}"
+            ) from error
         finally:
             browser.close()
     hosts = {urlparse(url).hostname for url in requested if not url.startswith(("data:", "blob:"))}

@@ -82,3 +82,19 @@ def test_build_dataset_registry():
     assert isinstance(build_dataset("Synthetic", length=3), SyntheticDataset)
     with pytest.raises(ValueError, match="name must be one of"):
         build_dataset("h36m")
+
+
+def test_box_option_applies_to_every_record_not_detected(tmp_path):
+    Image.new("RGB", (30, 20)).save(tmp_path / "a.png")
+    records = [_record(tmp_path / "a.png"), _record(tmp_path / "a.png", record="r2", detected=True, box=np.array([1.0, 1.0, 5.0, 5.0]))]
+    ds = PoseDataset(records, LSP14, box="image")
+    assert ds.records[0].box.tolist() == pytest.approx([14.5 - 12, 9.5 - 8, 24, 16]) and ds.records[1].box.tolist() == [1, 1, 5, 5]
+    assert ds.box_protocol == "detections (1 of 2 persons; the rest: whole image)"
+    assert PoseDataset([_record(tmp_path / "a.png")], LSP14, box="joints").records[0].box.tolist() == [2.0, 2.0, 18.0, 18.0]
+    with pytest.raises(ValueError, match=r"box must be one of \('annotation', 'joints', 'image'\), got 'whole'"):
+        PoseDataset([], LSP14, box="whole")
+    with pytest.raises(ValueError, match="box: 'image' needs a transform with a padding"):
+        PoseDataset([], LSP14, transform=lambda *a: a, box="image")
+    unlabelled = _record(tmp_path / "a.png", keypoints=np.zeros((14, 3)))
+    with pytest.raises(ValueError, match=r"a\.png: record r1: box must be 4 finite numbers"):
+        PoseDataset([unlabelled], LSP14, box="joints")

@@ -56,6 +56,20 @@ def test_detections_replace_boxes(coco_mini_root, tmp_path):
     item = ds[0]
     assert item["meta"]["score"] == pytest.approx(0.9) and item["target_weight"].sum() == 0
     assert item["meta"]["box"].tolist() == [10, 20, 50, 80]
+    assert ds.box_protocol == "detections" and all(r.detected for r in ds.records)
+    assert COCODataset(coco_mini_root, detections=path, box="image").records[0].box.tolist() == [10, 20, 50, 80]  # kept
+
+
+def test_box_protocols_of_annotated_persons(tmp_path):
+    kp = [0.0, 0.0, 0.0] * 15 + [4.0, 6.0, 2.0, 12.0, 10.0, 1.0]  # only the two ankles labelled
+    files = _tiny_coco(tmp_path, [_ann(1, keypoints=kp, num_keypoints=2)])
+    assert COCODataset(**files).records[0].box.tolist() == [2, 2, 20, 20] and COCODataset(**files).box_protocol == "annotated boxes"
+    joints = COCODataset(**files, box="joints")
+    assert joints.records[0].box.tolist() == [4.0, 6.0, 8.0, 4.0] and joints.box_protocol == "ground-truth joints' box"
+    whole = COCODataset(**files, box="image")  # 40 x 30: centred, 1/1.25 of the image
+    assert whole.records[0].box.tolist() == pytest.approx([19.5 - 16, 14.5 - 12, 32, 24]) and whole.box_protocol == "whole image"
+    with pytest.raises(ValueError, match="box must be one of"):
+        COCODataset(**files, box="detections")
 
 
 def _tiny_coco(tmp_path, annotations, categories=None, image_size=(40, 30)):

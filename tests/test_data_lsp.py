@@ -1,5 +1,7 @@
 """LSP loader: split, visibility convention, sample geometry against joints.mat."""
 
+import json
+
 import numpy as np
 import pytest
 import scipy.io
@@ -26,7 +28,7 @@ def test_standard_split_and_visibility(lsp_root):
 
 def test_drawn_sample_joints_land_where_joints_mat_says(lsp_root):
     raw = scipy.io.loadmat(str(lsp_root / "joints.mat"))["joints"]
-    ds = build_dataset("lsp", root=lsp_root, split="test")
+    ds = build_dataset("lsp", root=lsp_root, split="test", box="joints")
     item = ds[4]  # image 1005
     orig = raw[:2, :, 1004].T - 1.0  # 0-based pixel centres
     a = item["meta"]["affine"]
@@ -71,3 +73,36 @@ def test_validation_split_is_carved_from_train_and_disjoint_from_test(lsp_root):
     assert len(ids[0]) == 900 and len(ids[1]) == 100
     assert ids[0] | ids[1] == {r.image_id for r in LSPDataset(lsp_root, "train").records}
     assert not ids[0] & ids[1] and not (ids[0] | ids[1]) & ids[2]
+
+
+def test_whole_image_is_the_default_box_and_ground_truth_boxes_are_asked_for(lsp_root):
+    whole, joints = LSPDataset(lsp_root, "test"), LSPDataset(lsp_root, "test", box="joints")
+    assert whole.box == "image" and whole.box_protocol == "whole image" and joints.box_protocol == "ground-truth joints' box"
+    rec = whole.records[4]  # image 1005
+    width, height = rec.image_size
+    item = whole[4]
+    corners = affine_points(np.array([[-0.5, -0.5, 2], [width - 0.5, height - 0.5, 2]]), item["meta"]["affine"])
+    assert corners[:, 1].tolist() == pytest.approx([-0.5, 255.5])  # a tall image: the crop covers its height exactly
+    assert corners[0, 0] >= -0.5 - 1e-9 and corners[1, 0] <= 191.5 + 1e-9  # and all of its width (letterboxed)
+    kp = joints.records[4].keypoints
+    assert joints.records[4].box.tolist() == [*kp[:, :2].min(0), *(kp[:, :2].max(0) - kp[:, :2].min(0))]
+    with pytest.raises(ValueError, match=r"box must be one of \('image', 'joints'\) \(LSP has no annotated boxes\)"):
+        LSPDataset(lsp_root, "test", box="annotation")
+
+
+def test_detections_give_the_boxes_of_the_images_they_cover(lsp_root, tmp_path):
+    dets = [
+        {"image_id": 1001, "bbox": [1, 2, 30, 40], "score": 0.4},
+        {"image_id": 1001, "bbox": [5, 6, 50, 60], "score": 0.8},  # the best of image 1001
+        {"image_id": 1003, "bbox": [7, 8, 20, 30], "score": 0.5},
+        {"image_id": 5, "bbox": [0, 0, 9, 9], "score": 0.9},  # a training image: not in the test split
+    ]
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps(dets))
+    ds = LSPDataset(lsp_root, "test", detections=path)
+    assert ds.records[0].box.tolist() == [5, 6, 50, 60] and ds.records[0].score == 0.8 and ds.records[2].box.tolist() == [7, 8, 20, 30]
+    assert ds.records[1].box.tolist() == LSPDataset(lsp_root, "test").records[1].box.tolist()  # no detection: the whole image
+    assert ds.box_protocol == "detections (2 of 1000 persons; the rest: whole image)"
+    path.write_text(json.dumps([{"image_id": 1001, "bbox": [1, 2, 3], "score": 1}]))
+    with pytest.raises(ValueError, match=r"detections: .*dets.json: detection 0 needs image_id, bbox \(x, y, w, h\) and score"):
+        LSPDataset(lsp_root, "test", detections=path)

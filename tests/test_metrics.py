@@ -549,3 +549,21 @@ def test_coco_value_errors(tmp_path):
     empty = write_json(tmp_path / "empty.json", {"images": [], "annotations": [], "categories": []})
     with pytest.raises(ValueError, match="gt: expected keypoint annotations"):
         M.coco_ap(empty, records)
+
+
+def test_reliability_and_ece_hand_computed():
+    # bins of width 0.1: 0.05 -> bin 0 (0 of 1 correct); 0.15, 0.15 -> bin 1 (1 of 2); four at 0.95 -> bin 9 (3 of 4)
+    scores = np.array([0.05, 0.15, 0.15, 0.95, 0.95, 0.95, 0.95])
+    correct = np.array([0, 1, 0, 1, 1, 1, 0], bool)
+    r = M.reliability(scores, correct)
+    assert r.counts.tolist() == [1, 2, 0, 0, 0, 0, 0, 0, 0, 4]
+    assert r.accuracy[[0, 1, 9]].tolist() == [0.0, 0.5, 0.75] and np.isnan(r.accuracy[2:9]).all()
+    assert r.confidence[[0, 1, 9]] == pytest.approx([0.05, 0.15, 0.95])
+    assert r.ece == pytest.approx((1 * 0.05 + 2 * 0.35 + 4 * 0.2) / 7)  # = 0.2214...
+    # clipping (a heatmap maximum of 1.3 claims certainty), a score of exactly 1 in the last bin, and a mask
+    r = M.reliability([[1.3, 1.0], [-0.2, 0.5]], [[True, True], [False, True]], counted=[[True, True], [True, False]], bins=2)
+    assert r.counts.tolist() == [1, 2] and r.confidence.tolist() == [0.0, 1.0] and r.ece == 0.0
+    with pytest.raises(ValueError, match="expected one shape"):
+        M.reliability([0.5, 0.5], [True])
+    with pytest.raises(ValueError, match="bins: expected an int >= 1"):
+        M.reliability([0.5], [True], bins=0)

@@ -96,13 +96,18 @@ def test_predict_with_refinement_stays_within_one_cell():
     assert torch.equal(refined["map"], plain["map"])  # MAP states are cells: never refined
 
 
-def test_the_flip_test_averages_mirrored_maps_and_keeps_the_crops_features():
-    m, r, pool = 2, 2, 3
+def _relation_model(m=2, r=2, pool=3):
+    """A CNN whose pairwise types are weighted per image from its features pooled to ``pool x pool`` cells."""
     backbone = cnn(TINY.num_joints, width=4, depth=1)
     pairwise = MixturePairwise(backbone.feature_channels, GaussianPairwise(TINY.num_edges * m, r), m, pool)
     with torch.no_grad():
         pairwise.head.weight.normal_()
-    model, x = PoseModel(backbone, TINY, (32, 24), TreeHead(TINY, pairwise, pairwise_input="features")).eval(), _images()
+    return PoseModel(backbone, TINY, (32, 24), TreeHead(TINY, pairwise, pairwise_input="features")).eval()
+
+
+def test_the_flip_test_averages_mirrored_maps_and_keeps_the_crops_features():
+    model, x = _relation_model(), _images()
+    backbone, pairwise = model.backbone, model.head.pairwise
     flipped = model.outputs(x, flip=True)
     maps, features = backbone.forward_features(x)
     assert torch.allclose(flipped.maps, 0.5 * (maps + flip_heatmaps(backbone(x.flip(-1)), TINY)))
@@ -136,12 +141,8 @@ def test_conditioned_pairwise_gets_the_backbone_maps():
 
 
 def test_relation_pairwise_reads_the_backbone_features_pooled_to_a_grid():
-    m, r, pool = 2, 2, 3
-    backbone = cnn(TINY.num_joints, width=4, depth=1)
-    pairwise = MixturePairwise(backbone.feature_channels, GaussianPairwise(TINY.num_edges * m, r), m, pool)
-    with torch.no_grad():
-        pairwise.head.weight.normal_()
-    model, x = PoseModel(backbone, TINY, (32, 24), TreeHead(TINY, pairwise, pairwise_input="features")).eval(), _images()
+    model, x = _relation_model(), _images()
+    backbone, pairwise, m = model.backbone, model.head.pairwise, 2
     maps, features = backbone.forward_features(x)
     assert torch.equal(maps, backbone(x)) and features.shape == (2, 4, 6, 8)
     pooled = torch.stack(

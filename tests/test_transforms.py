@@ -14,7 +14,9 @@ from crfpose.data.transforms import (
     flip_keypoints,
     get_affine,
     half_body_box,
+    image_box,
     invert_affine,
+    joints_box,
     warp_image,
 )
 from crfpose.skeletons import COCO17, LSP14
@@ -197,3 +199,49 @@ def test_transform_errors_name_the_argument():
         TopDownTransform(COCO17, color_jitter=-0.1)
     with pytest.raises(ValueError, match=r"keypoints must have shape \(17, 3\)"):
         TopDownTransform(COCO17)(torch.zeros(3, 8, 8), np.zeros((3, 3)), (0, 0, 4, 4))
+
+
+@pytest.mark.parametrize("size, expect_rows, expect_cols", [((40, 20), (8, 24), (0, 32)), ((20, 40), (0, 32), (8, 24))])
+def test_whole_image_box_crops_exactly_the_image_letterboxed(size, expect_rows, expect_cols):
+    # a 40 x 20 image in a 32 x 32 crop: the crop covers its width exactly and pads 8 rows above and below
+    image = torch.ones(3, size[1], size[0])
+    transform = TopDownTransform(LSP14, input_size=(32, 32), heatmap_size=(8, 8), normalize=False)
+    out = transform(image, np.zeros((14, 3)), image_box(size, transform.padding))
+    filled = out["image"][0] > 0  # (32, 32) pixels read back
+    rows, cols = np.flatnonzero(filled.any(1).numpy()), np.flatnonzero(filled.any(0).numpy())
+    assert (rows[0], rows[-1] + 1) == expect_rows and (cols[0], cols[-1] + 1) == expect_cols
+    assert bool(filled[expect_rows[0] : expect_rows[1], expect_cols[0] : expect_cols[1]].all())
+    # the image's outer pixel edges land on the crop's edges along the covering axis, its centre on the crop's
+    corners = affine_points(np.array([[-0.5, -0.5, 2], [size[0] - 0.5, size[1] - 0.5, 2]]), out["affine"])
+    axis = 0 if size[0] > size[1] else 1
+    assert corners[:, axis].tolist() == pytest.approx([-0.5, 31.5])
+    centre = affine_points(np.array([[(size[0] - 1) / 2, (size[1] - 1) / 2, 2]]), out["affine"])
+    assert centre[0, :2].tolist() == pytest.approx([15.5, 15.5])
+
+
+def test_joints_box_is_the_tight_box_of_labelled_joints():
+    kp = np.array([[1.0, 5.0, 2], [4.0, 2.0, 1], [9.0, 9.0, 0]])  # the third is unlabelled
+    assert joints_box(kp).tolist() == [1.0, 2.0, 3.0, 3.0]
+    assert np.isnan(joints_box(np.zeros((3, 3)))).all()
+    with pytest.raises(ValueError, match=r"keypoints must have shape \(K, 3\)"):
+        joints_box(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="padding must be positive"):
+        image_box((10, 10), 0.0)
+
+
+def test_shift_factor_moves_the_crop_centre_within_its_bound():
+    image = torch.zeros(3, 100, 100)
+    box = (30.0, 30.0, 40.0, 40.0)  # centre (50, 50), crop 50 x 50 after padding
+    plain = dict(input_size=(32, 32), heatmap_size=(8, 8), train=True, scale_factor=0.0, rotation_prob=0.0, flip_prob=0.0, color_jitter=0.0)
+    centres = np.array(
+        [
+            TopDownTransform(LSP14, shift_factor=0.2, **plain)(image, np.zeros((14, 3)), box, rng=np.random.default_rng(i))["center"]
+            for i in range(200)
+        ]
+    )
+    offsets = centres - 50.0
+    assert np.abs(offsets).max() <= 0.2 * 50 and np.abs(offsets).max() > 0.15 * 50  # uniform in [-10, 10] px per axis
+    unshifted = TopDownTransform(LSP14, **plain)(image, np.zeros((14, 3)), box, rng=np.random.default_rng(0))["center"]
+    assert unshifted.tolist() == [50.0, 50.0]
+    with pytest.raises(ValueError, match="shift_factor must be in"):
+        TopDownTransform(LSP14, shift_factor=1.0)

@@ -501,6 +501,10 @@ def test_joint_bars_show_missing_values_as_missing_and_intervals_as_error_bars()
     intervals = [c for c in ax.collections if c.get_gid() == "intervals0"][0]
     spans = sorted(tuple(np.round(seg[:, 1], 6)) for seg in intervals.get_segments())
     assert spans == [(40.0, 60.0), (45.0, 55.0)]  # the knee and the mean: the intervals as given
+    assert "whiskers: bootstrap intervals" in ax.get_xlabel()  # what the whiskers are (no level given)
+    stated = viz.plot_joint_pck(result | {"ci_level": 0.9}, ["A"]).axes[0].get_xlabel()
+    assert stated.endswith("\nwhiskers: 90% bootstrap intervals")
+    assert "whiskers" not in viz.plot_joint_pck({"pck": 0.5, "pck_per_joint": joints}, ["A"]).axes[0].get_xlabel()
 
 
 def test_plot_training_reads_the_log(tmp_path):

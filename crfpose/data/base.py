@@ -14,6 +14,14 @@ Every item is a dict::
                    image_size (2,), score, head_box (4,),
                    skipped_file (an unreadable image this item stands in for, or "")
 
+``box`` is the box the crop was made from: which one is the dataset's *person-box protocol*, its
+``box`` option (:data:`BOXES`): ``"annotation"`` (the loader's own box: COCO's annotated box, MPII's
+centre and scale, LSP's tight box of the joints), ``"joints"`` (the tight box of the labelled joints:
+the crop is told where the person is), ``"image"`` (the whole image, see
+:func:`~crfpose.data.transforms.image_box`: nothing of the ground truth reaches the crop). Records
+made from detections (a ``detections`` file) keep the detected box; the option applies to the others.
+``dataset.box_protocol`` says in words which boxes the crops came from.
+
 ``head_box`` is ``(x1, y1, x2, y2)`` or NaNs (MPII's PCKh). The PCK normalisers are computed from
 ``keypoints``, ``box`` and ``head_box`` by :func:`crfpose.metrics.normalizers`.
 
@@ -42,7 +50,7 @@ import torch
 from scipy.io.matlab import MatReadError
 from torch.utils.data import Dataset
 
-from crfpose.data.transforms import TopDownTransform, image_to_tensor
+from crfpose.data.transforms import TopDownTransform, image_box, image_to_tensor, joints_box
 from crfpose.images import decode_image, image_header
 from crfpose.skeletons import Skeleton
 
@@ -56,9 +64,12 @@ __all__ = [
     "read_mat_variable",
     "as_numbers",
     "ON_ERROR",
+    "BOXES",
 ]
 
 ON_ERROR = ("raise", "skip")
+BOXES = ("annotation", "joints", "image")
+BOX_WORDS = {"annotation": "annotated boxes", "joints": "ground-truth joints' box", "image": "whole image"}
 _NAN4 = np.full(4, np.nan)
 _PLAIN = {int, float}  # exact types: a bool is no int here
 # What scipy's loadmat raises on text, truncated or corrupt (bad zlib stream) files.
@@ -67,7 +78,8 @@ _MAT_ERRORS = (MatReadError, OSError, ValueError, TypeError, EOFError, IndexErro
 
 @dataclass
 class PersonRecord:
-    """One person: image file, box ``(x, y, w, h)``, keypoints ``(K, 3)`` in original pixels."""
+    """One person: image file, box ``(x, y, w, h)``, keypoints ``(K, 3)`` in original pixels;
+    ``detected``: the box came from a detector (kept whatever the dataset's ``box`` option)."""
 
     file: Path
     image_id: Union[int, str]
@@ -77,6 +89,7 @@ class PersonRecord:
     image_size: Optional[tuple[int, int]] = None
     head_box: np.ndarray = field(default_factory=lambda: _NAN4.copy())
     score: float = 1.0
+    detected: bool = False
 
 
 class BadRecord(NamedTuple):
@@ -191,6 +204,15 @@ def _check_record(rec: PersonRecord, skeleton: Skeleton) -> None:
             raise ValueError(f"{where}: box {rec.box.tolist()} lies outside the {w}x{h} image")
 
 
+def _protocol(box: str, detected: int, total: int) -> str:
+    """The person-box protocol in words: ``box``'s, or the detections' (and ``box``'s for the rest)."""
+    if not detected:
+        return BOX_WORDS[box]
+    if detected == total:
+        return "detections"
+    return f"detections ({detected} of {total} persons; the rest: {BOX_WORDS[box]})"
+
+
 def _image_header(path: Path, record: str) -> tuple[tuple[int, int], int]:
     """``((w, h), EXIF orientation)`` from the image header; missing or unreadable files are a ``ValueError``."""
     if not path.is_file():
@@ -228,6 +250,8 @@ class PoseDataset(Dataset):
             default: the class name.
         limit, indices: keep only the first ``limit`` records, or those at ``indices`` (quick runs,
             subsets), chosen before any record or image is checked.
+        box: the person-box protocol of the records not detected, one of :data:`BOXES` (see the
+            module docstring); ``"image"`` needs the transform's ``padding``.
 
     A data set without a usable record is a ``ValueError`` naming ``source`` and the first reasons
     (with ``on_error="skip"`` too: training or evaluating on nothing is never what was meant). Images
@@ -245,12 +269,19 @@ class PoseDataset(Dataset):
         source: str = "",
         limit: Optional[int] = None,
         indices: Optional[Sequence[int]] = None,
+        box: str = "annotation",
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if box not in BOXES:
+            raise ValueError(f"box must be one of {BOXES}, got {box!r}")
         records = _select(list(records), limit, indices)
         self.skeleton = skeleton
         self.transform = transform if transform is not None else TopDownTransform(skeleton)
+        if box == "image" and getattr(self.transform, "padding", None) is None:
+            raise ValueError(
+                f"box: 'image' needs a transform with a padding (the whole-image box is the image over it), got {self.transform!r}"
+            )
         self.on_error = on_error
         self.source = str(source) or type(self).__name__
         self.skipped: list[dict] = []
@@ -273,6 +304,8 @@ class PoseDataset(Dataset):
                             f"{rec.image_size[0]}x{rec.image_size[1]}{hint}"
                         )
                     rec.image_size = size
+                if not rec.detected and box != "annotation":
+                    rec.box = self._person_box(rec, box)
                 _check_record(rec, skeleton)
             except ValueError as err:
                 if on_error == "raise":
@@ -285,6 +318,8 @@ class PoseDataset(Dataset):
                 raise ValueError(f"{self.source}: no records: the data set is empty")
             first = "; ".join(s["reason"] for s in self.skipped[:3])
             raise ValueError(f"{self.source}: no usable record: all {len(self.skipped)} were skipped; first: {first}")
+        self.box = box
+        self.box_protocol = _protocol(box, sum(r.detected for r in self.records), len(self.records))
         if self.skipped:
             warnings.warn(
                 f"{type(self).__name__}: skipped {len(self.skipped)} bad record(s) (see .skipped); first: {self.skipped[0]['reason']}",
@@ -300,6 +335,13 @@ class PoseDataset(Dataset):
                 UserWarning,
                 stacklevel=2,
             )
+
+    def _person_box(self, rec: PersonRecord, box: str) -> np.ndarray:
+        """The ``(x, y, w, h)`` box of protocol ``box`` (``"joints"`` or ``"image"``) for ``rec``."""
+        if box == "joints":
+            return joints_box(rec.keypoints) if rec.keypoints.ndim == 2 and rec.keypoints.shape[1] == 3 else rec.box
+        size = rec.image_size if rec.image_size is not None else _image_header(rec.file, rec.record)[0]
+        return image_box(size, self.transform.padding)
 
     def __len__(self) -> int:
         return len(self.records)

@@ -164,7 +164,7 @@ class COCODataset(PoseDataset):
             except (KeyError, TypeError, ValueError) as err:
                 records.append(BadRecord(str(detections), name, _reason(err)))
                 continue
-            records.append(PersonRecord(file, det["image_id"], name, box, empty.copy(), size, score=score))
+            records.append(PersonRecord(file, det["image_id"], name, box, empty.copy(), size, score=score, detected=True))
         return records
 
 

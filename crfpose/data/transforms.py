@@ -35,6 +35,8 @@ __all__ = [
     "image_to_tensor",
     "normalize",
     "box_to_center_scale",
+    "image_box",
+    "joints_box",
     "get_affine",
     "invert_affine",
     "affine_points",
@@ -92,6 +94,35 @@ def box_to_center_scale(box: Sequence[float], aspect_ratio: float, padding: floa
     else:
         w = h * aspect_ratio
     return center, np.array([w, h]) * padding
+
+
+def image_box(image_size: Sequence[int], padding: float = PADDING) -> np.ndarray:
+    """The ``(x, y, w, h)`` person box of the *whole-image* protocol for an image of ``(width, height)``.
+
+    The box is centred on the image (pixel-centre convention: ``((width - 1) / 2, (height - 1) / 2)``)
+    and ``1 / padding`` of its size, so that :func:`box_to_center_scale`'s padding grows it back to
+    exactly the image. When the crop's aspect ratio differs from the image's, the aspect fix then
+    lengthens the crop's shorter side: the crop covers the image exactly along one axis and adds equal
+    zero margins along the other (a letterbox); it never cuts the image off.
+    """
+    width, height = check_size(image_size, "image_size")
+    if not padding > 0:
+        raise ValueError(f"padding must be positive, got {padding!r}")
+    w, h = width / padding, height / padding
+    return np.array([(width - 1) / 2 - w / 2, (height - 1) / 2 - h / 2, w, h])
+
+
+def joints_box(keypoints: np.ndarray) -> np.ndarray:
+    """The tight ``(x, y, w, h)`` box of the labelled (``v > 0``) joints of ``(K, 3)`` keypoints; NaNs
+    when none is labelled (the ground-truth-box protocol: the crop knows where the person is)."""
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if keypoints.ndim != 2 or keypoints.shape[1] != 3:
+        raise ValueError(f"keypoints must have shape (K, 3), got {keypoints.shape}")
+    xy = keypoints[keypoints[:, 2] > 0, :2]
+    if not len(xy):
+        return np.full(4, np.nan)
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    return np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]])
 
 
 def get_affine(
@@ -248,7 +279,9 @@ class TopDownTransform:
     uniform in ``[1 - scale_factor, 1 + scale_factor]``; with probability ``rotation_prob`` the
     crop turns by an angle uniform in ``[-rotation_factor, rotation_factor]`` degrees; with
     probability ``flip_prob`` it is mirrored (left/right joints swapped); colours are jittered
-    by ``color_jitter``. ``normalize`` applies the ImageNet mean/std after jitter.
+    by ``color_jitter``. ``normalize`` applies the ImageNet mean/std after jitter. ``shift_factor``
+    (``train=True``) moves the crop's centre by up to that fraction of its size along each axis (a
+    jittered box: the person need not sit in the middle of the crop).
     """
 
     skeleton: Skeleton
@@ -264,6 +297,7 @@ class TopDownTransform:
     half_body_prob: float = 0.0
     half_body_min_joints: int = 8
     color_jitter: float = 0.2
+    shift_factor: float = 0.0
     normalize: bool = True
 
     def __post_init__(self) -> None:
@@ -276,6 +310,8 @@ class TopDownTransform:
             raise ValueError(f"scale_factor must be in [0, 1), got {self.scale_factor!r}")
         if not 0 <= self.color_jitter < 1:
             raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter!r}")
+        if not 0 <= self.shift_factor < 1:
+            raise ValueError(f"shift_factor must be in [0, 1), got {self.shift_factor!r}")
 
     @property
     def codec(self) -> HeatmapCodec:
@@ -312,6 +348,8 @@ class TopDownTransform:
                 half = half_body_box(keypoints, self.skeleton, rng)
                 box = box if half is None else half
             center, scale = box_to_center_scale(box, aspect, self.padding)
+            if self.shift_factor > 0:  # drawn only when asked: the other draws stay those of earlier runs
+                center = center + rng.uniform(-self.shift_factor, self.shift_factor, 2) * scale
             scale = scale * rng.uniform(1 - self.scale_factor, 1 + self.scale_factor)
             if rng.random() < self.rotation_prob:
                 rotation = float(rng.uniform(-self.rotation_factor, self.rotation_factor))

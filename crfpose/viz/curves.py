@@ -236,7 +236,7 @@ def plot_joint_pck(
     ``pck_per_joint_ci``, and ``pck_ci`` for the mean; :func:`pck_intervals`). A missing value (NaN or None,
     e.g. a joint never labelled) has no bar but a grey cross on the axis, named in the legend: it is never
     drawn as 0. A part is the mean of its joints that have a value. The y label states alpha and the
-    normaliser."""
+    normaliser, the x label what the whiskers are (their level: ``ci_level``)."""
     runs, names = _runs(results, labels)
     for i, r in enumerate(runs):
         if not isinstance(r, dict) or not isinstance(r.get("pck_per_joint"), dict):
@@ -259,12 +259,13 @@ def plot_joint_pck(
         spacing = 0.85 * width_in / len(tick_labels)
         widest = max(0.55 * st.small * len(t) for t in tick_labels) / 72  # inches
         upright = widest < 0.9 * spacing
-        # the plot area, the tick labels (turned upright when they do not fit side by side), the legend rows
+        # the plot area, the tick labels (turned upright when they do not fit side by side), the legend rows, a label line on the whiskers
         legend_rows_in = legend_rows(entries, entries, width_in, st)[3] * st.line_height(st.small)
-        height = 1.5 + (st.line_height(st.small) if upright else widest + 0.05) + legend_rows_in + 2 * st.line_height()
+        has_intervals = any(r.get("pck_per_part_ci" if parts else "pck_per_joint_ci") or r.get("pck_ci") for r in runs)
+        height = 1.5 + (st.line_height(st.small) if upright else widest + 0.05) + legend_rows_in + (2 + has_intervals) * st.line_height()
         fig, ax = _plot_axes(ax, st, SINGLE_COLUMN if parts else DOUBLE_COLUMN, height / width_in)
         x = np.arange(len(groups) + 1)
-        handles, missing = [], []
+        handles, missing, levels = [], [], set()
         for i, (r, heights) in enumerate(zip(runs, values)):
             cis = r.get("pck_per_part_ci" if parts else "pck_per_joint_ci") or {}
             bounds = np.array([_interval(cis.get(g)) for g in groups] + [_interval(r.get("pck_ci"))])  # (groups + 1, 2)
@@ -283,6 +284,7 @@ def plot_joint_pck(
             handles.append(bars)
             has_ci = ok & np.isfinite(bounds).all(1)
             if has_ci.any():
+                levels.add(r.get("ci_level"))
                 low, high = 100 * bounds[has_ci, 0], 100 * bounds[has_ci, 1]
                 # a percentile interval need not contain the estimate: draw it as it is, not as +/- errors
                 cap = 0.25 * width
@@ -306,7 +308,12 @@ def plot_joint_pck(
         ax.set_ylim(0, 100)
         head = f"PCK@{alpha:g} (%)" if isinstance(alpha, (int, float)) else "PCK (%)"
         ax.set_ylabel(head + (f"\nα × {normalizer}" if normalizer else ""))
-        ax.set_xlabel("body part (left and right averaged)" if parts else "joint")
+        whiskers = ""
+        if levels:  # say what the whiskers are: their level where every result states the same one
+            level = levels.pop() if len(levels) == 1 else None
+            stated = f"{100 * level:g}% " if isinstance(level, (int, float)) else ""
+            whiskers = f"\nwhiskers: {stated}bootstrap intervals"
+        ax.set_xlabel(("body part (left and right averaged)" if parts else "joint") + whiskers)
         ax.grid(axis="y", alpha=0.3, linewidth=0.5)
         ax.set_axisbelow(True)
         _legend_above(ax, handles, entries, st)
@@ -359,6 +366,7 @@ def pck_intervals(
         "pck_per_joint_ci": {j: ci[f"joint:{j}"] for j in names},
         "pck_per_part_ci": {p: ci[f"part:{p}"] for p in groups},
         "pck_ci": ci["pck"],
+        "ci_level": level,
     }
 
 
