@@ -58,6 +58,8 @@ def make_dataset(config: Config, split: str, train: bool, codec: Union[HeatmapCo
         if d.name == "coco":  # a person without keypoints is still a person to detect
             options.setdefault("min_keypoints", 0)
             options["skeleton"] = skeleton
+        if d.name == "lsp":  # the persons' own boxes (LSP's: its joints'), not LSP's default whole-image protocol
+            options.setdefault("box", "joints")
         flip = config.augment.flip_prob if train and config.augment.enabled else 0.0
         return PersonImages(_built(d.name, split, options, skeleton), train=train, flip_prob=flip)
     if d.name == "synthetic":

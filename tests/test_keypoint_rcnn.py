@@ -193,7 +193,7 @@ class Truth(PoseEstimator):
 def test_evaluation_pairs_a_detectors_persons_with_the_annotations(lsp_root):
     from crfpose.data import LSPDataset, PersonImages
 
-    dataset = PersonImages(LSPDataset(lsp_root, split="test", limit=3))
+    dataset = PersonImages(LSPDataset(lsp_root, split="test", limit=3, box="joints"))
     model = Truth()
     predictions = predict_dataset(model, dataset, decoders=["unary"], batch_size=2)["unary"]
     assert predictions["annotated"].tolist() == [True, False, True, False, True, False]
@@ -387,3 +387,22 @@ def test_each_pairwise_kind_on_another_skeleton(pairwise):
         assert model.backbone.roi_heads.keypoint_head[0].weight.grad.abs().sum() > 0
     found = model.eval().predict_images([image], None, ["unary", "marginals", "map"], padding=1.25, normalized=True)[0]
     assert len(found) == 4 and all(k.shape == (4, 14, 3) and np.isfinite(k).all() for k in found.keypoints.values())
+
+
+def test_whole_images_keep_the_annotated_person_boxes(lsp_root, tmp_path):
+    """A detector model's persons are the annotated ones (LSP's: the tight box of the joints), whatever box
+    protocol the top-down data set would crop from by default; the whole image, or detections, is refused."""
+    from crfpose.builders import make_dataset
+    from crfpose.data import LSPDataset, PersonImages
+    from crfpose.data.transforms import joints_box
+
+    config = load_config(
+        None, ["model.name=keypoint_rcnn", "skeleton=lsp14", "data.name=lsp", f"data.val={{root: {lsp_root}, split: test, limit: 2}}"]
+    )
+    item = make_dataset(config, "val", False, tiny(skeleton=LSP14).codec)[0]  # LSP's default protocol is the whole image
+    assert np.allclose(item["boxes"][0].numpy(), joints_box(item["meta"]["keypoints"][0]), atol=1e-4)
+    with pytest.raises(ValueError, match=r"and no detections \(got box 'image'\)"):
+        PersonImages(LSPDataset(lsp_root, split="test", limit=2))
+    (tmp_path / "det.json").write_text(json.dumps([{"image_id": 1001, "bbox": [1, 2, 30, 40], "score": 0.9}]))
+    with pytest.raises(ValueError, match=r"\(got persons from a detections file\)"):
+        PersonImages(LSPDataset(lsp_root, split="test", limit=2, box="joints", detections=tmp_path / "det.json"))

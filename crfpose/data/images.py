@@ -3,7 +3,8 @@
 Shape legend: M persons in an image, K joints, h x w image.
 
 :class:`PersonImages` groups the records of a top-down dataset (COCO-format files, MPII, LSP: any
-:class:`~crfpose.data.base.PoseDataset`) by image file. Every item is a dict::
+:class:`~crfpose.data.base.PoseDataset` with the persons' own boxes: ``box`` ``"annotation"`` or
+``"joints"``, not the whole image, and no detections) by image file. Every item is a dict::
 
     image          (3, h, w) float32 RGB in [0, 1] (not normalised: the detector normalises itself)
     keypoints      (M, K, 3) float32 (x, y, v) in the item image's pixels (zero rows for unlabelled joints)
@@ -52,6 +53,12 @@ class PersonImages(Dataset):
             raise ValueError(
                 f"data: a detector model takes whole images with their persons' boxes; {type(persons).__name__} has no "
                 "person records (use COCO-format files, MPII or LSP)"
+            )
+        if persons.box == "image" or any(r.detected for r in persons.records):
+            got = "box 'image'" if persons.box == "image" else "persons from a detections file"
+            raise ValueError(
+                "data: a detector model finds its own persons and learns from, and is matched to, the annotated ones: "
+                f"give the data set the persons' own boxes (box 'annotation', or 'joints') and no detections (got {got})"
             )
         if not 0 <= flip_prob <= 1:
             raise ValueError(f"flip_prob must be a probability in [0, 1], got {flip_prob!r}")
