@@ -331,21 +331,8 @@ def test_an_imported_torchvision_checkpoint_predicts_as_torchvision(coco_mini_ro
     torch.save(theirs.state_dict(), tmp_path / "keypointrcnn.pth")
     ann = coco_mini_root / "annotations" / "person_keypoints_train2017.json"
     out = tmp_path / "krcnn.pt"
-    assert (
-        main(
-            [
-                "import-official",
-                str(tmp_path / "keypointrcnn.pth"),
-                "--arch",
-                "keypointrcnn_resnet50_fpn",
-                "--keypoints",
-                str(ann),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    weights = str(tmp_path / "keypointrcnn.pth")
+    assert main(["import-official", weights, "--arch", "keypointrcnn_resnet50_fpn", "--keypoints", str(ann), "--out", str(out)]) == 0
     state = load_checkpoint(out)
     state["config"]["model"]["options"] |= small  # the image size and detections kept: no effect on the weights
     model, config = load_model(state)
