@@ -5,7 +5,8 @@ Shape legend: K joints, H x W heatmap grid, h x w the uploaded image.
 Upload an image (or take a webcam picture), choose the decoder (CNN alone, CRF marginals, CRF MAP)
 and the drawing threshold; the page shows the poses over the image, each joint's CNN distribution
 beside its CRF marginal, and the predictions as JSON (MMPose's per-image layout, as ``crfpose
-predict`` writes) with a download. The whole image is one person (single-person photos).
+predict`` writes) with a download. A top-down model takes the whole image as one person (single-person
+photos); a detector model (Keypoint R-CNN) finds every person in it (an image without one gives none).
 
 Offline by design: no analytics, system fonts only (nothing fetched from the internet), bound to
 127.0.0.1 unless told otherwise. A file that is not an image gets a message in the page; the log
@@ -103,8 +104,8 @@ def build_app(predictor: Predictor, workdir: Optional[Path] = None):
     default = next(label for label, d in DECODER_CHOICES.items() if d == predictor.decoder)
     with gr.Blocks(analytics_enabled=False, title="crfpose: poses with a tree CRF", delete_cache=(3600, 3600)) as app:
         gr.Markdown(
-            "## crfpose: human pose with an exact tree CRF\nUpload a photo of one person (the whole image is "
-            "the person's box), choose the decoder and press **Estimate poses**."
+            "## crfpose: human pose with an exact tree CRF\nUpload a photo (a top-down model takes the whole image "
+            "as one person's box; a detector model finds every person), choose the decoder and press **Estimate poses**."
         )
         with gr.Row():
             with gr.Column():

@@ -4,19 +4,20 @@ Shape legend: K joints, H x W heatmap grid, W_in x H_in input crops.
 
 The model comes first: its backbone fixes the stride, hence the heatmap grid of the codec, and the
 datasets make their targets with that codec (``data.heatmap_size``, when a config states it, must
-agree).
+agree). The codec also says which data the model takes (``codec.inputs``): top-down crops of persons,
+or whole images with all their persons (:class:`~crfpose.data.PersonImages`, for a detector model).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from torch.utils.data import Dataset
 
-from crfpose.codec import HeatmapCodec
+from crfpose.codec import BoxGridCodec, HeatmapCodec
 from crfpose.config import Config, from_dict, to_dict
-from crfpose.data import TopDownTransform, build_dataset
-from crfpose.models import PoseModel, build_model
+from crfpose.data import PersonImages, TopDownTransform, build_dataset
+from crfpose.models import PoseEstimator, build_model
 from crfpose.skeletons import get_skeleton
 
 __all__ = ["crf_options", "model_from_config", "make_dataset", "evaluation_dataset"]
@@ -32,8 +33,8 @@ def crf_options(config: Config) -> Optional[dict[str, Any]]:
     return {k: getattr(c, k) for k in keys}
 
 
-def model_from_config(config: Config) -> PoseModel:
-    """The :class:`PoseModel` that ``config`` describes (initial weights)."""
+def model_from_config(config: Config) -> PoseEstimator:
+    """The model that ``config`` describes (initial weights)."""
     d = config.data
     model = build_model(
         config.model.name, config.skeleton, input_size=d.input_size, crf=crf_options(config), sigma=d.sigma, **config.model.options
@@ -41,17 +42,26 @@ def model_from_config(config: Config) -> PoseModel:
     grid = list(model.codec.heatmap_size)
     if d.heatmap_size is not None and list(d.heatmap_size) != grid:
         raise ValueError(
-            f"data.heatmap_size: {list(d.heatmap_size)} disagrees with the backbone: input_size {list(d.input_size)} at stride "
-            f"{model.codec.stride[0]:g} gives {grid} (leave data.heatmap_size out to use it)"
+            f"data.heatmap_size: {list(d.heatmap_size)} disagrees with the backbone: {model.codec.grid_origin()} gives {grid} "
+            "(leave data.heatmap_size out to use it)"
         )
     return model
 
 
-def make_dataset(config: Config, split: str, train: bool, codec: HeatmapCodec) -> Dataset:
-    """The ``"train"`` or ``"val"`` dataset of ``config`` with targets on ``codec``'s grid (the model's);
-    ``train=True`` applies the augmentation."""
+def make_dataset(config: Config, split: str, train: bool, codec: Union[HeatmapCodec, BoxGridCodec]) -> Dataset:
+    """The ``"train"`` or ``"val"`` dataset of ``config`` for a model with ``codec`` (the model's): top-down
+    crops with targets on its grid, or whole images (``codec.inputs == "images"``); ``train=True`` applies
+    the augmentation."""
     d, skeleton = config.data, get_skeleton(config.skeleton)
     options = dict(d.train if split == "train" else d.val)
+    if codec.inputs == "images":
+        if d.name == "coco":  # a person without keypoints is still a person to detect
+            options.setdefault("min_keypoints", 0)
+            options["skeleton"] = skeleton
+        if d.name == "lsp":  # the persons' own boxes (LSP's: its joints'), not LSP's default whole-image protocol
+            options.setdefault("box", "joints")
+        flip = config.augment.flip_prob if train and config.augment.enabled else 0.0
+        return PersonImages(_built(d.name, split, options, skeleton), train=train, flip_prob=flip)
     if d.name == "synthetic":
         options.update(skeleton=skeleton, input_size=codec.input_size, heatmap_size=codec.heatmap_size, sigma=codec.sigma)
     else:
@@ -68,17 +78,22 @@ def make_dataset(config: Config, split: str, train: bool, codec: HeatmapCodec) -
         )
         if d.name == "coco":
             options["skeleton"] = skeleton
+    return _built(d.name, split, options, skeleton)
+
+
+def _built(name: str, split: str, options: dict, skeleton) -> Dataset:
+    """Dataset ``name`` with ``options``; a bad option or another skeleton is a ValueError naming the split."""
     try:
-        dataset = build_dataset(d.name, **options)
+        dataset = build_dataset(name, **options)
     except TypeError as err:
         raise ValueError(f"data.{split}: {err}") from None
     if dataset.skeleton.name != skeleton.name:
-        raise ValueError(f"skeleton: dataset {d.name!r} has skeleton {dataset.skeleton.name!r}, config says {skeleton.name!r}")
+        raise ValueError(f"skeleton: dataset {name!r} has skeleton {dataset.skeleton.name!r}, config says {skeleton.name!r}")
     return dataset
 
 
 def evaluation_dataset(
-    config: Config, name: str, codec: HeatmapCodec, split: Optional[str] = None, options: Optional[dict] = None
+    config: Config, name: str, codec: Union[HeatmapCodec, BoxGridCodec], split: Optional[str] = None, options: Optional[dict] = None
 ) -> Dataset:
     """Dataset ``name`` prepared as ``config`` prepares its validation data (crops, grid, skeleton): the
     config's own validation options when ``name`` is its dataset, then ``split`` and ``options``."""

@@ -23,7 +23,7 @@ from torch import nn
 from crfpose.builders import model_from_config
 from crfpose.config import Config, from_dict, to_dict
 from crfpose.fileio import atomic_write, load_torch_file
-from crfpose.models import PoseModel
+from crfpose.models import PoseEstimator
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "load_model", "load_weights", "load_initial_weights", "plain"]
 
@@ -111,7 +111,7 @@ def load_weights(model: nn.Module, state: dict, name: str, config: Optional[Conf
     raise ValueError(f"{name}: its weights do not fit the model ({problems[0]}{more}){settings}")
 
 
-def load_model(checkpoint: Union[PathLike, dict]) -> tuple[PoseModel, Config]:
+def load_model(checkpoint: Union[PathLike, dict]) -> tuple[PoseEstimator, Config]:
     """The model of a checkpoint (a path or a loaded dict; weights loaded, eval mode) and its config."""
     state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     name = "checkpoint" if isinstance(checkpoint, dict) else f"checkpoint {checkpoint}"
@@ -124,11 +124,15 @@ def load_model(checkpoint: Union[PathLike, dict]) -> tuple[PoseModel, Config]:
     return model.eval(), config
 
 
-def load_initial_weights(model: PoseModel, path: PathLike, what: str = "train.init_checkpoint") -> bool:
-    """Load a checkpoint, or a bare backbone state dict, into ``model`` to start training from: the
-    backbone always; the head too when it has the same structure (else only its unary adapter, when
-    that fits). Returns whether a *fitted* pairwise was loaded: not from a checkpoint written while
-    only the heatmaps trained (e.g. ``stage1_heatmap.pt``), whose pairwise is still at its initial value."""
+def load_initial_weights(
+    model: PoseEstimator, path: PathLike, what: str = "train.init_checkpoint", config: Optional[Config] = None
+) -> bool:
+    """Load a checkpoint, or a bare backbone state dict (e.g. torchvision's Keypoint R-CNN file for a
+    ``keypoint_rcnn`` model), into ``model`` to start training from: the backbone always; the head too
+    when it has the same structure (else only its unary adapter, when that fits). Returns whether a
+    *fitted* pairwise was loaded: not from a checkpoint written while only the heatmaps trained (e.g.
+    ``stage1_heatmap.pt``), whose pairwise is still at its initial value. A backbone that does not fit is
+    a ValueError naming the checkpoint's model and ``config``'s."""
     raw = load_torch_file(path, what)
     if not isinstance(raw, dict):
         raise ValueError(f"{what} {path}: expected a crfpose checkpoint or a state dict, got a {type(raw).__name__}")
@@ -142,7 +146,10 @@ def load_initial_weights(model: PoseModel, path: PathLike, what: str = "train.in
     backbone = [k for k in ours if k.startswith("backbone.")]
     missing = [k for k in backbone if k not in fits]
     if missing:
-        raise ValueError(f"{what} {path}: its backbone does not fit this model (missing or reshaped: {missing[:3]})")
+        theirs = checkpoint.get("config", {}).get("model", {}).get("name")
+        names = f"; the checkpoint holds a {theirs!r} model" if theirs else ""
+        names += f", the config a {config.model.name!r}" if theirs and config is not None else ""
+        raise ValueError(f"{what} {path}: its backbone does not fit this model (missing or reshaped: {missing[:3]}){names}")
     head = [k for k in ours if k.startswith("head.")]
     same_head = bool(head) and all(k in fits for k in head) and not any(k.startswith("head.") and k not in ours for k in weights)
     keep = backbone + (head if same_head else [k for k in head if k.startswith("head.unary.") and k in fits])

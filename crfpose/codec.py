@@ -12,23 +12,29 @@ Pixel convention (used by the whole library): integer coordinates are pixel *cen
 (:func:`heatmap_to_input` and :func:`input_to_heatmap`). Note that this differs from the
 ``input = heatmap * s`` shortcut of some public code by ``(s - 1) / 2`` pixels. A
 :class:`HeatmapCodec` holds one input size and heatmap grid (hence one stride) for all of these.
+
+A detector's keypoint maps lie on an ``S x S`` grid over each person's box instead (Keypoint R-CNN:
+S = 56): the box ``[x1, x2] x [y1, y2]`` is cut into S cells per axis, cell ``g`` centred at
+``x1 + (g + 0.5) (x2 - x1) / S`` (:class:`BoxGridCodec`). A codec's ``inputs`` says what its model
+takes: top-down ``"crops"`` or whole ``"images"`` (the builders make the matching datasets).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import ClassVar, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crfpose.checks import check_size
+from crfpose.checks import check_int, check_size
 from crfpose.skeletons import Skeleton
 
 __all__ = [
     "HeatmapCodec",
+    "BoxGridCodec",
     "encode",
     "decode",
     "labelled",
@@ -232,6 +238,8 @@ class HeatmapCodec:
     work in heatmap pixels.
     """
 
+    inputs: ClassVar[str] = "crops"  # its model takes top-down crops of persons
+
     input_size: tuple[int, int]
     heatmap_size: tuple[int, int]
     sigma: float = 2.0
@@ -239,6 +247,10 @@ class HeatmapCodec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", check_size(self.input_size, "input_size"))
         object.__setattr__(self, "heatmap_size", check_size(self.heatmap_size, "heatmap_size"))
+
+    def grid_origin(self) -> str:
+        """Where the grid comes from, for messages: ``input_size [W, H] at stride s``."""
+        return f"input_size {list(self.input_size)} at stride {self.stride[0]:g}"
 
     @property
     def stride(self) -> tuple[float, float]:
@@ -264,3 +276,48 @@ class HeatmapCodec:
                 f"heatmaps must be on the {self.heatmap_size[1]} x {self.heatmap_size[0]} grid (H x W), got {tuple(heatmaps.shape)}"
             )
         return self.to_input(decode(heatmaps, refine, blur_sigma))
+
+
+@dataclass(frozen=True)
+class BoxGridCodec:
+    """Image pixels <-> an ``size x size`` grid over each person's box (see the module docstring), the
+    grid of a detector's per-person keypoint maps. Boxes are ``(..., 4)`` corners ``(x1, y1, x2, y2)``
+    in the points' pixels; points are ``(..., K, 2|3)`` with one box per leading index (extra columns
+    pass through). The nearest cell of a point, ``floor((x - x1) size / (x2 - x1))``, is the cell
+    torchvision's Keypoint R-CNN targets, so its keypoint loss and this grid agree."""
+
+    inputs: ClassVar[str] = "images"  # its model takes whole images and finds the persons itself
+
+    size: int = 56
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", check_int(self.size, "size"))
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        """``(W, H)`` of the grid."""
+        return self.size, self.size
+
+    def grid_origin(self) -> str:
+        """Where the grid comes from, for messages."""
+        return f"a {self.size}x{self.size} grid over each person's box"
+
+    def _frame(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(origin (..., 1, 2), cells per pixel (..., 1, 2))`` of ``boxes``."""
+        if not isinstance(boxes, torch.Tensor) or boxes.shape[-1] != 4:
+            raise ValueError(f"boxes must be a tensor of shape (..., 4) = (x1, y1, x2, y2), got {getattr(boxes, 'shape', type(boxes))}")
+        return boxes[..., None, :2], self.size / (boxes[..., None, 2:] - boxes[..., None, :2])
+
+    def to_grid(self, points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Image pixels -> grid cells of each point's box: ``(x - x1) size / (x2 - x1) - 0.5``."""
+        origin, scale = self._frame(boxes)
+        out = points.clone()
+        out[..., :2] = (points[..., :2] - origin) * scale - 0.5
+        return out
+
+    def to_image(self, points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Grid cells -> image pixels, the inverse of :meth:`to_grid`."""
+        origin, scale = self._frame(boxes)
+        out = points.clone()
+        out[..., :2] = origin + (points[..., :2] + 0.5) / scale
+        return out

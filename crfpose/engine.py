@@ -9,8 +9,10 @@ A mode is a list of :class:`Stage` s; a stage says which parameters train and by
 * ``separate``: [heatmap, crf: the head (unary adapter + structure) by the CRF NLL, backbone frozen (eval-mode BN)]
 * ``joint``:    [joint: everything by the CRF NLL (+ ``train.mse_weight`` x heatmap MSE)]
 
-The model is any :class:`~crfpose.models.PoseModel`: the loop reads its ``backbone`` and ``head`` and
-calls its ``outputs``, nothing else. Each stage gets a fresh optimiser and schedule. A checkpoint
+The model is any crfpose model (:class:`~crfpose.models.estimator.PoseEstimator`): the loop reads its
+``backbone``, ``head`` and ``codec`` and calls its ``training_loss`` and ``grid_keypoints``, nothing else
+(a top-down :class:`~crfpose.models.PoseModel`'s ``mse`` is the heatmap MSE; a Keypoint R-CNN's is its
+detector and keypoint losses). Each stage gets a fresh optimiser and schedule. A checkpoint
 (``last.pt`` every epoch, ``best.pt`` at the best validation PCK of the latest stage) holds the model,
 optimiser, scheduler, AMP scaler, stage, epoch, config and metrics; every epoch reseeds all generators
 from ``(seed, epoch, rank)`` so that resuming reproduces an uninterrupted run exactly.
@@ -38,10 +40,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from crfpose.builders import make_dataset, model_from_config
 from crfpose.checkpoint import load_checkpoint, load_initial_weights, load_weights, plain, save_checkpoint
 from crfpose.config import Config, save_config, to_dict
-from crfpose.evaluate import compute_metrics, merge_predictions, predict_dataset
+from crfpose.evaluate import compute_metrics, loader_options, merge_predictions, predict_dataset
 from crfpose.fileio import atomic_write, json_ready, remove_stale_temps
-from crfpose.losses import heatmap_mse, likelihood_nll
-from crfpose.models import PoseModel
+from crfpose.models import PoseEstimator
+from crfpose.models.estimator import StepLoss
 from crfpose.progress import Progress
 from crfpose.skeletons import get_skeleton
 
@@ -70,17 +72,17 @@ def plan_stages(config: Config) -> list[Stage]:
     return [Stage("joint", t.epochs, "all", "crf", lr)]
 
 
-def init_pairwise_from_data(model: PoseModel, config: Config) -> int:
-    """Set the head's structure from the displacement statistics (heatmap-grid units) of up to
-    ``crf.init_samples`` training items read without augmentation; returns the number of poses used
+def init_pairwise_from_data(model: PoseEstimator, config: Config) -> int:
+    """Set the head's structure from the displacement statistics (heatmap-grid units) of the poses of up
+    to ``crf.init_samples`` training items read without augmentation; returns the number of poses used
     (0 for a structure without parameters, e.g. the flat control: no data is read)."""
     if not model.head.fittable:
         return 0
     dataset = make_dataset(config, "train", train=False, codec=model.codec)
     subset = Subset(dataset, range(min(len(dataset), config.crf.init_samples)))
-    loader = DataLoader(subset, batch_size=64, num_workers=config.train.workers)
-    keypoints = torch.cat([batch["keypoints"] for batch in loader])  # (N, K, 3) crop pixels
-    model.head.fit_(model.codec.to_heatmap(keypoints).to(next(model.parameters()).device))
+    loader = DataLoader(subset, batch_size=64, num_workers=config.train.workers, **loader_options(dataset))
+    keypoints = torch.cat([model.grid_keypoints(batch) for batch in loader])  # (N, K, 3) grid cells
+    model.head.fit_(keypoints.to(next(model.parameters()).device))
     return len(keypoints)
 
 
@@ -142,7 +144,7 @@ def _all_mean(values: torch.Tensor, ctx: _Context) -> torch.Tensor:
 # ----------------------------------------------------------------------------- one stage
 
 
-def _set_trainable(model: PoseModel, stage: Stage) -> list[nn.Parameter]:
+def _set_trainable(model: PoseEstimator, stage: Stage) -> list[nn.Parameter]:
     """Mark the stage's parameters trainable (the others frozen) and return them."""
     for p in model.backbone.parameters():
         p.requires_grad_(stage.trains != "crf")
@@ -152,7 +154,7 @@ def _set_trainable(model: PoseModel, stage: Stage) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _set_modes(model: PoseModel, stage: Stage, freeze_bn: bool) -> None:
+def _set_modes(model: PoseEstimator, stage: Stage, freeze_bn: bool) -> None:
     """Training mode, except a frozen backbone (and every BatchNorm with ``freeze_bn``) in eval mode."""
     model.train()
     if stage.trains == "crf":
@@ -222,10 +224,21 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite; the run stopped, its last good checkpoint kept."""
 
 
+class _LossStep(nn.Module):
+    """The model's training loss as a module's forward (what DistributedDataParallel wraps)."""
+
+    def __init__(self, model: PoseEstimator) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, stage: Stage, sigma: float, mse_weight: float) -> StepLoss:
+        return self.model.training_loss(batch, stage.loss, stage.trains, sigma=sigma, mse_weight=mse_weight)
+
+
 class _Trainer:
     """State shared by the stages of one :func:`train` call."""
 
-    def __init__(self, config: Config, ctx: _Context, output: Path, model: PoseModel) -> None:
+    def __init__(self, config: Config, ctx: _Context, output: Path, model: PoseEstimator) -> None:
         self.config, self.ctx, self.output = config, ctx, output
         self.skeleton = get_skeleton(config.skeleton)
         self.codec = model.codec
@@ -252,23 +265,8 @@ class _Trainer:
             generator=generator,
             num_workers=self.config.train.workers,
             pin_memory=self.ctx.device.type == "cuda",
+            **loader_options(dataset),
         )
-
-    def loss(self, outputs, batch: dict, stage: Stage) -> torch.Tensor:
-        device = self.ctx.device
-
-        def mse() -> torch.Tensor:
-            return heatmap_mse(outputs.maps.float(), batch["target"].to(device), batch["target_weight"].to(device))
-
-        if stage.loss == "mse":
-            return mse()
-        keypoints = self.codec.to_heatmap(batch["keypoints"].to(device))  # (B, K, 3) grid cells
-        pairwise = None if outputs.pairwise is None else outputs.pairwise.float()
-        head = outputs.head
-        loss = likelihood_nll(lambda u: head.distribution(u, pairwise), outputs.unary.float(), keypoints, sigma=self.config.crf.sigma)
-        if stage.trains == "all" and self.config.train.mse_weight:
-            loss = loss + self.config.train.mse_weight * mse()
-        return loss
 
     def epoch(self, model, net, stage, optimizer, scheduler, scaler, epoch: int, where: str) -> dict:
         """One pass over the training set; returns the epoch's mean loss and speed."""
@@ -276,16 +274,14 @@ class _Trainer:
         _set_modes(model, stage, cfg.freeze_bn)
         loader = self.loader(stage, epoch)
         progress = Progress(f"crfpose train: {where}", len(loader), "steps", enabled=ctx.main)
-        total, count, images, peak, unreadable = 0.0, 0, 0, 0.0, []
+        total, count, images, peaks, unreadable = 0.0, 0, 0, [], []
+        sigma = self.config.crf.sigma
         for step, batch in enumerate(loader):
-            with torch.autocast(ctx.device.type, enabled=self.amp):
-                outputs = net(batch["image"].to(ctx.device, non_blocking=True), head=stage.loss == "crf")
-            if stage.loss == "crf":  # a diverged network: the CRF cannot even be built on its potentials
-                finite = torch.stack([torch.isfinite(t).all() for t in (outputs.unary, outputs.pairwise) if t is not None]).all()
-                if float(_all_mean(finite.double().reshape(1), ctx)) < 1:
-                    progress.close()
-                    self.stop(f"the CRF's potentials are not finite at {where}, step {step}")
-            loss = self.loss(outputs, batch, stage)  # float32 outside autocast: the CRF needs the range
+            with torch.autocast(ctx.device.type, enabled=self.amp):  # the model computes its losses in float32
+                loss, finite, peak = net(batch, stage, sigma, cfg.mse_weight)
+            if stage.loss == "crf" and float(_all_mean(finite.double().reshape(1), ctx)) < 1:  # diverged: no CRF on its potentials
+                progress.close()
+                self.stop(f"the CRF's potentials are not finite at {where}, step {step}")
             value = float(_all_mean(loss.detach().double().reshape(1), ctx))
             if not math.isfinite(value):
                 progress.close()
@@ -299,8 +295,8 @@ class _Trainer:
             scaler.update()
             scheduler.step()
             total, count = total + value, count + 1
-            if stage.loss == "mse":
-                peak += float(outputs.maps.detach().float().amax(dim=(2, 3)).mean())
+            if peak is not None:
+                peaks.append(float(peak))
             images += len(batch["image"]) * ctx.world
             unreadable += [f for f in batch["meta"].get("skipped_file", []) if f]  # data.on_error="skip"
             if step + 1 < len(loader):  # the last step is reported by the epoch's own line
@@ -318,7 +314,7 @@ class _Trainer:
                     UserWarning,
                     stacklevel=2,
                 )
-        return out | ({"peak": peak / max(count, 1)} if stage.loss == "mse" else {})
+        return out | ({"peak": sum(peaks) / max(count, 1)} if peaks else {})
 
     def stop(self, what: str) -> None:
         """Stop the run with a :class:`NonFiniteLoss` saying ``what`` and which checkpoint is kept."""
@@ -326,7 +322,7 @@ class _Trainer:
         kept = f"The last good checkpoint is kept: {last}" if last.is_file() else "No epoch had finished, so no checkpoint was written."
         raise NonFiniteLoss(f"{what}; the run stopped. {kept}")
 
-    def validate(self, model: PoseModel, stage: Stage) -> dict:
+    def validate(self, model: PoseEstimator, stage: Stage) -> dict:
         """Validation metrics over every rank's shard, computed on each rank from the gathered predictions."""
         e, ctx = self.config.eval, self.ctx
         decoder = "unary" if stage.loss == "mse" else e.decoder
@@ -401,7 +397,7 @@ def train(
     resume: Union[str, os.PathLike, None] = None,
     max_epochs: Optional[int] = None,
     overwrite: bool = False,
-    model: Optional[PoseModel] = None,
+    model: Optional[PoseEstimator] = None,
 ) -> dict[str, Any]:
     """Train as ``config`` says (see the module docstring); returns a summary.
 
@@ -412,7 +408,8 @@ def train(
         overwrite: start over in an ``output_dir`` that already holds a run: its checkpoints and log
             are deleted first. Without it such a folder is refused (ValueError) unless ``resume``
             is a checkpoint in that same folder, so that no earlier run is lost by mistake.
-        model: a :class:`~crfpose.models.PoseModel` built in Python to train instead of the one
+        model: a crfpose model (a :class:`~crfpose.models.PoseModel`, a
+            :class:`~crfpose.models.KeypointRCNNModel`) built in Python to train instead of the one
             ``config.model`` and ``config.crf`` describe (its codec makes the targets). Its checkpoints
             load back with :func:`crfpose.checkpoint.load_weights` into the same model, and everywhere
             by name when ``config.model.name`` is its registered backbone.
@@ -426,8 +423,8 @@ def train(
     """
     if not isinstance(config, Config):
         raise TypeError(f"config: expected a crfpose.config.Config, got {type(config).__name__}")
-    if model is not None and not isinstance(model, PoseModel):
-        raise TypeError(f"model: expected a crfpose PoseModel (backbone + optional head), got {type(model).__name__}")
+    if model is not None and not isinstance(model, PoseEstimator):
+        raise TypeError(f"model: expected a crfpose model (PoseModel: backbone + optional head), got {type(model).__name__}")
     if model is not None and config.train.mode != "unary" and model.head is None:
         raise ValueError(f"model: train.mode {config.train.mode!r} trains a CRF, but the model has no head")
     if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1):
@@ -448,7 +445,7 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int], model: Optional[PoseModel]) -> dict[str, Any]:
+def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int], model: Optional[PoseEstimator]) -> dict[str, Any]:
     cfg = config.train
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -474,7 +471,7 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int], mod
             run.start_stage(run.stage + 1)
             resumed = None
     elif cfg.init_checkpoint:
-        pairwise_loaded = load_initial_weights(model, cfg.init_checkpoint)
+        pairwise_loaded = load_initial_weights(model, cfg.init_checkpoint, config=config)
     if ctx.main:
         output.mkdir(parents=True, exist_ok=True)
         stale = remove_stale_temps(output)  # what an atomic write killed mid-way left behind
@@ -492,9 +489,9 @@ def _train(config: Config, ctx: _Context, resume, max_epochs: Optional[int], mod
         params = _set_trainable(model, stage)
         if resumed is None and stage.loss == "crf" and config.crf.init_from_data and not pairwise_loaded:
             init_pairwise_from_data(model, config)
-        net: nn.Module = model
+        net: nn.Module = _LossStep(model)
         if ctx.world > 1:
-            net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+            net = DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         steps = math.ceil(len(trainer.dataset(stage)) / ctx.world / cfg.batch_size)
         optimizer = _optimizer(params, config, stage.lr)
         scheduler = _schedule(optimizer, config, stage.epochs, steps)

@@ -3,11 +3,14 @@ and ``crfpose demo`` write.
 
 Shape legend: N poses, K joints, E edges (= K - 1), H x W heatmap grid, H_in x W_in input crops.
 
-Figures: ``overlays`` (ground truth and each compared prediction on the crops where two of them differ
-most), ``pck_curves`` and ``joint_pck`` (one curve/bar set per result), ``training`` (a log), and for a
+Figures: ``overlays`` (ground truth and each compared prediction on the items, crops or whole images,
+where two of them differ most), ``pck_curves`` and ``joint_pck`` (one curve/bar set per result), ``training`` (a log), and for a
 model with a structured head ``heatmaps`` and ``heatmaps_top`` (the CNN's distribution beside the CRF's
 marginal per joint), plus, where the head has pairwise tables, ``pairwise`` (the learned kernels),
-``deformation`` (the displacement model) and ``samples`` (exact CRF samples).
+``deformation`` (the displacement model) and ``samples`` (exact CRF samples), all on the first example
+as the model sees it (:meth:`~crfpose.models.estimator.PoseEstimator.view`: a top-down model's crop, the
+region of a detector model's box). Examples are annotated persons (a person a detector missed has no
+prediction drawn and comes last).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 
 from crfpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD, affine_points
-from crfpose.models import PoseModel
+from crfpose.models import PoseEstimator
 
 __all__ = ["crop_pixels", "scored", "figure_set", "training_records"]
 
@@ -49,22 +52,21 @@ def scored(
 ) -> dict[str, Any]:
     """:func:`crfpose.evaluate.compute_metrics` of ``predictions`` with the bootstrap intervals of its
     PCK per joint and per part (:func:`crfpose.viz.pck_intervals`: the error bars of the bars)."""
-    from crfpose.evaluate import compute_metrics
+    from crfpose.evaluate import annotated_rows, compute_metrics
     from crfpose.structure import structure_scores
     from crfpose.viz import pck_intervals
 
-    boxes = {"boxes": predictions["box"]} if normalizer == "bbox" else {}
+    people = annotated_rows(predictions)
+    boxes = {"boxes": people["box"]} if normalizer == "bbox" else {}
     if normalizer == "headbox":
-        boxes = {"head_boxes": predictions["head_box"]}
-    s = structure_scores(
-        predictions["pred"], predictions["gt"], skeleton, alpha=alpha, normalizer=normalizer, all_joints=all_joints, **boxes
-    )
+        boxes = {"head_boxes": people["head_box"]}
+    s = structure_scores(people["pred"], people["gt"], skeleton, alpha=alpha, normalizer=normalizer, all_joints=all_joints, **boxes)
     result = compute_metrics(predictions, skeleton, alpha=alpha, normalizer=normalizer, all_joints=all_joints)
     return result | pck_intervals(s["correct"], s["counted"], skeleton, resamples=resamples, seed=seed)
 
 
 def figure_set(
-    model: PoseModel,
+    model: PoseEstimator,
     dataset: Any,
     gallery: dict[str, dict[str, np.ndarray]],
     results: dict[str, dict[str, Any]],
@@ -93,7 +95,10 @@ def figure_set(
     """
     from crfpose import viz
 
+    from crfpose.evaluate import annotated_rows
+
     skeleton = model.skeleton
+    gallery = {label: annotated_rows(p) for label, p in gallery.items()}  # a detector's extra detections out (its misses: NaN, last)
     first = next(iter(gallery.values()))
     gt = first["gt"]  # (N, K, 3) original pixels
     compared = {label: gallery[label]["pred"] for label in compare}
@@ -111,22 +116,24 @@ def figure_set(
     }
     notes = {"overlays": f"examples shown: {selection.description}"}
     if model.head is not None:
-        device = next(model.parameters()).device
+        x, y, w, h = first["box"][chosen[0]]
+        (x1, y1), (x2, y2) = affine_points(np.array([[x, y], [x + w, y + h]]), affines[0])  # its box in the item's pixels
+        view = model.eval().view(items[0]["image"], (x1, y1, x2 - x1, y2 - y1))  # the first example as the model sees it
+        pixels, pose = crop_pixels(view.image, dataset), affine_points(gt_crop[0], view.affine)
         with torch.no_grad():
-            outputs = model.eval().outputs(items[0]["image"][None].to(device))
-            distribution = outputs.distribution()
-            unary, marginals = outputs.unary[0].cpu(), distribution.marginals[0].cpu()
+            distribution = view.outputs.distribution()
+            unary, marginals = view.outputs.unary[0].cpu(), distribution.marginals[0].cpu()
         figures |= {
-            "heatmaps": viz.plot_heatmaps(crops[0], unary, marginals, skeleton, top=None, style=style),
-            "heatmaps_top": viz.plot_heatmaps(crops[0], unary, marginals, skeleton, style=style),
+            "heatmaps": viz.plot_heatmaps(pixels, unary, marginals, skeleton, top=None, style=style),
+            "heatmaps_top": viz.plot_heatmaps(pixels, unary, marginals, skeleton, style=style),
         }
         notes["heatmaps"] = notes["heatmaps_top"] = "the first example of the overlays"
-        if outputs.pairwise is not None:  # a tree's tables (the chain's structure is a transition matrix)
-            pairwise, stride = outputs.pairwise.cpu(), model.codec.stride[0]
+        if view.outputs.pairwise is not None:  # a tree's tables (the chain's structure is a transition matrix)
+            pairwise = view.outputs.pairwise.cpu()
             figures |= {
                 "pairwise": viz.plot_pairwise(pairwise, skeleton, style=style),
-                "deformation": viz.plot_deformation(pairwise, skeleton, image=crops[0], pose=gt_crop[0], stride=stride, style=style),
-                "samples": viz.plot_samples(crops[0], distribution, skeleton, 200, style=style),
+                "deformation": viz.plot_deformation(pairwise, skeleton, image=pixels, pose=pose, stride=view.stride, style=style),
+                "samples": viz.plot_samples(pixels, distribution, skeleton, 200, style=style),
             }
             notes["samples"] = notes["deformation"] = "the first example of the overlays"
     if log is not None:

@@ -56,6 +56,8 @@ __all__ = [
     "pcp",
     "epe",
     "oks",
+    "box_iou",
+    "match_boxes",
     "reliability",
     "coco_results",
     "export_coco_results",
@@ -491,6 +493,35 @@ def _sigmas(sigmas: Union[Skeleton, ArrayLike], k: int) -> np.ndarray:
     if s.shape != (k,) or not (np.isfinite(s) & (s > 0)).all():
         raise ValueError(f"sigmas: expected ({k},) positive values, got {s.tolist()}")
     return s
+
+
+# ----------------------------------------------------------------------------- matching detections to persons
+
+
+def box_iou(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """(N, M) intersection over union of boxes ``a`` (N, 4) and ``b`` (M, 4), both ``(x, y, w, h)``; 0 where
+    the union is empty."""
+    p, q = _array(a, "a").reshape(-1, 4), _array(b, "b").reshape(-1, 4)
+    lo = np.maximum(p[:, None, :2], q[None, :, :2])  # (N, M, 2)
+    hi = np.minimum(p[:, None, :2] + p[:, None, 2:], q[None, :, :2] + q[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
+    union = np.prod(p[:, 2:], -1)[:, None] + np.prod(q[:, 2:], -1)[None] - inter
+    return np.nan_to_num(_ratio(inter, union))
+
+
+def match_boxes(boxes: ArrayLike, scores: ArrayLike, truth: ArrayLike, threshold: float = 0.5) -> np.ndarray:
+    """(M,) the detection matched to each of ``truth``'s M boxes, -1 where none: detections ``boxes`` (N, 4)
+    in decreasing ``scores`` (N,) (ties in order) each take the free ground-truth box of highest IoU at or
+    above ``threshold`` (COCO's greedy rule). Boxes are ``(x, y, w, h)``."""
+    iou = box_iou(boxes, truth)  # (N, M)
+    order = np.argsort(-_array(scores, "scores").reshape(-1), kind="stable")
+    matched = np.full(iou.shape[1], -1)
+    for n in order:
+        free = np.where(matched < 0, iou[n], -1.0)
+        m = int(np.argmax(free)) if free.size else -1
+        if m >= 0 and free[m] >= threshold:
+            matched[m] = n
+    return matched
 
 
 # ----------------------------------------------------------------------------- calibration

@@ -1,4 +1,4 @@
-"""Poses from one's own images: person boxes -> top-down crops -> model -> keypoints in original pixels.
+"""Poses from one's own images: images (and person boxes) -> the model -> keypoints in original pixels.
 
 Shape legend: N persons, K joints, H x W heatmap grid, H_in x W_in input crop, h x w original image.
 
@@ -6,8 +6,10 @@ Shape legend: N persons, K joints, H x W heatmap grid, H_in x W_in input crop, h
     persons = predictor("photo.jpg")            # one image -> a list of persons
     persons[0]["keypoints"]                      # (K, 2) (x, y) in photo.jpg's pixels
 
-Crops of every image and person in a call are batched together; the decoders and the flip test are
-those of :meth:`crfpose.models.PoseModel.predict`, the crop that of :func:`crfpose.data.transforms.crop_box`.
+Any model of the :class:`~crfpose.models.estimator.PoseEstimator` interface: a top-down model crops each
+person box (:func:`crfpose.data.transforms.crop_box`; without boxes the whole image is one person), a
+detector model (Keypoint R-CNN) finds the persons itself, or takes the given boxes. Items of every image
+in a call are batched together; the decoders and the flip test are those of evaluation.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from PIL import Image
 
 from crfpose.checkpoint import load_model
 from crfpose.codec import REFINEMENTS
-from crfpose.data.transforms import PADDING, affine_points, crop_box, image_to_tensor, invert_affine
+from crfpose.data.transforms import PADDING, image_to_tensor, whole_image_box
 from crfpose.images import UNIT_TOLERANCE, decode_image, in_unit_range
-from crfpose.models import PoseModel
+from crfpose.models import PoseEstimator
 
 __all__ = ["Predictor", "read_image", "whole_image_box"]
 
@@ -56,12 +58,6 @@ def read_image(image: ImageLike) -> torch.Tensor:
     )
 
 
-def whole_image_box(image: torch.Tensor) -> np.ndarray:
-    """``(1, 5)``: the whole ``(3, h, w)`` image as one person, ``(0, 0, w, h)`` with score 1."""
-    h, w = image.shape[-2:]
-    return np.array([[0.0, 0.0, float(w), float(h), 1.0]])
-
-
 def _as_boxes(boxes: Any, index: int) -> np.ndarray:
     """``(N, 5)`` boxes ``(x, y, w, h, score)`` from ``(N, 4)`` or ``(N, 5)`` (score 1 when absent)."""
     array = np.asarray(boxes, dtype=np.float64)
@@ -77,32 +73,37 @@ def _as_boxes(boxes: Any, index: int) -> np.ndarray:
 
 
 class Predictor:
-    """Poses of the persons in images, in the images' own pixels: boxes -> top-down crops ->
-    :meth:`PoseModel.predict` -> back to the image through each crop's affine.
+    """Poses of the persons in images, in the images' own pixels, by any crfpose model
+    (:meth:`~crfpose.models.estimator.PoseEstimator.predict_images`).
 
     Args:
-        model: a :class:`~crfpose.models.PoseModel` (its codec gives the crop size and grid).
+        model: a crfpose model: a :class:`~crfpose.models.PoseModel` (top-down: its codec gives the crop
+            size and grid) or a :class:`~crfpose.models.KeypointRCNNModel` (a detector).
         decoder: ``"marginals"`` (default with a CRF), ``"map"`` or ``"unary"`` (the default without one);
             a call may ask for another.
-        flip: the flip test (average with the mirrored crop's maps), as in evaluation.
+        flip: the flip test (average with the mirrored image's maps), as in evaluation.
         refine: sub-pixel refinement of :func:`crfpose.codec.decode` (``"none"``, ``"quarter"``, ``"dark"``).
-        padding: the box is enlarged by this factor (after the aspect-ratio fix) before cropping.
-        normalized: apply the ImageNet mean/std to crops (as the model's training data did).
+        padding: a top-down model's box is enlarged by this factor (after the aspect-ratio fix) before cropping.
+        normalized: apply the ImageNet mean/std to a top-down model's crops (as its training data did).
         detector: ``image (3, h, w) -> (N, 5)`` person boxes (e.g. :class:`crfpose.detect.PersonDetector`),
-            used when no boxes are given; without one the whole image is one person.
-        batch_size: crops per forward pass.
+            used when no boxes are given; without one a top-down model takes the whole image as one person
+            and a detector model finds the persons itself.
+        score_threshold: persons the model found itself (no boxes given, no ``detector``) whose box score is
+            below this are left out (a detector model's weak candidates; a whole-image box scores 1).
+        batch_size: items (crops, or images for a detector model) per forward pass.
         device: where the model runs (default: where its parameters are).
 
     Keypoint scores: with the ``marginals`` and ``map`` decoders they are the CRF's marginal
     probability that the joint lies within one grid cell of the reported one (the 3 x 3 block around
     it), a calibrated probability (unlike heatmap maxima, whose scale is arbitrary); with ``unary``
-    they are the backbone map's value there. A pose's ``score`` is the mean keypoint score times the
-    box score.
+    they are the backbone map's value there (a top-down model's) or the same block probability under the
+    backbone's own softmax (a detector model's logits). A pose's ``score`` is the mean keypoint score
+    times the box score. An image without a person gives an empty list.
     """
 
     def __init__(
         self,
-        model: PoseModel,
+        model: PoseEstimator,
         *,
         decoder: Optional[str] = None,
         flip: bool = True,
@@ -110,11 +111,15 @@ class Predictor:
         padding: float = PADDING,
         normalized: bool = True,
         detector: Optional[Callable[[torch.Tensor], np.ndarray]] = None,
+        score_threshold: float = 0.5,
         batch_size: int = 32,
         device: Union[str, torch.device, None] = None,
     ) -> None:
-        if not isinstance(model, PoseModel):
-            raise TypeError(f"model: expected a crfpose PoseModel (a backbone alone: wrap it in PoseModel), got {type(model).__name__}")
+        if not isinstance(model, PoseEstimator):
+            raise TypeError(
+                "model: expected a crfpose PoseModel or KeypointRCNNModel (a backbone alone: wrap it in PoseModel), "
+                f"got {type(model).__name__}"
+            )
         (decoder,) = model.check_decoders(None if decoder is None else [decoder])
         if refine not in REFINEMENTS:
             raise ValueError(f"refine: expected one of {REFINEMENTS}, got {refine!r}")
@@ -122,11 +127,14 @@ class Predictor:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
         if not (isinstance(padding, (int, float)) and padding > 0):
             raise ValueError(f"padding: expected a positive number, got {padding!r}")
+        if not (isinstance(score_threshold, (int, float)) and 0 <= score_threshold <= 1):
+            raise ValueError(f"score_threshold: expected a probability in [0, 1], got {score_threshold!r}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         self.skeleton = model.skeleton
         self.decoder, self.flip, self.refine, self.padding = decoder, bool(flip), refine, float(padding)
         self.normalized, self.detector, self.batch_size = bool(normalized), detector, batch_size
+        self.score_threshold = float(score_threshold)
 
     @classmethod
     def from_checkpoint(
@@ -156,10 +164,11 @@ class Predictor:
             **options,
         )
 
-    def boxes(self, image: torch.Tensor) -> np.ndarray:
-        """``(N, 5)`` person boxes of a ``(3, h, w)`` image: the detector's, else the whole image."""
+    def boxes(self, image: torch.Tensor) -> Optional[np.ndarray]:
+        """``(N, 5)`` person boxes of a ``(3, h, w)`` image: the detector's, else ``None`` (the model's own:
+        the whole image for a top-down model, its detections for a detector model)."""
         if self.detector is None:
-            return whole_image_box(image)
+            return None
         return _as_boxes(self.detector(image), 0)
 
     @torch.no_grad()
@@ -177,7 +186,7 @@ class Predictor:
         Args:
             images: a path, PIL image, ``(h, w, 3)`` uint8 array or ``(3, h, w)`` tensor, or a list of them.
             boxes: per image, ``(N, 4)`` or ``(N, 5)`` rows ``(x, y, w, h[, score])`` in its pixels (for a list
-                of images, a list of those); default: the detector's boxes, or the whole image.
+                of images, a list of those); default: the detector's boxes, or the model's own persons.
             decoder: this call's decoder (default: the predictor's).
             return_maps: add each person's ``unary`` and ``marginals`` maps ``(K, H, W)`` from the same
                 pass (``marginals`` is ``None`` without a CRF), for :func:`crfpose.viz.plot_heatmaps`.
@@ -197,32 +206,41 @@ class Predictor:
                 raise ValueError(f"boxes: expected one entry per image ({len(images)}), got {len(boxes)}")
         tensors = [read_image(image) for image in images]
         per_image = [self.boxes(t) if boxes is None else _as_boxes(boxes[i], i) for i, t in enumerate(tensors)]
-        owners = [(i, box) for i, image_boxes in enumerate(per_image) for box in image_boxes]
-        results: list[list[dict[str, Any]]] = [[] for _ in images]
-        input_size = self.model.codec.input_size
-        wanted = [decoder] + (["marginals"] if return_maps and self.model.head is not None else [])  # one pass for both
-        for start in range(0, len(owners), self.batch_size):
-            chunk = owners[start : start + self.batch_size]
-            crops, affines = zip(*(crop_box(tensors[i], box[:4], input_size, self.padding, self.normalized) for i, box in chunk))
-            batch = torch.stack(crops).to(self.device)  # (B, 3, H_in, W_in)
-            prediction = self.model.predict(batch, wanted, flip=self.flip, refine=self.refine)
-            points = prediction.keypoints[decoder].cpu().double().numpy()  # (B, K, 3) crop pixels
-            for b, ((i, box), affine) in enumerate(zip(chunk, affines)):
-                if not np.isfinite(points[b]).all():
-                    raise ValueError(f"{names[i]}: the model's output is not finite (NaN or infinite): check its weights")
-                scores = points[b, :, 2]
-                person = {
-                    "bbox": box[:4].tolist(),
-                    "bbox_score": float(box[4]),
-                    "keypoints": affine_points(points[b, :, :2], invert_affine(affine)),  # (K, 2) original pixels
-                    "keypoint_scores": scores,
-                    "score": float(scores.mean() * box[4]),
-                }
-                if return_maps:
-                    person["unary"] = prediction.unary[b].cpu()
-                    person["marginals"] = None if prediction.marginals is None else prediction.marginals[b].cpu()
-                results[i].append(person)
+        found = self.model.predict_images(
+            tensors,
+            per_image,
+            [decoder],
+            flip=self.flip,
+            refine=self.refine,
+            padding=self.padding,
+            normalized=self.normalized,
+            batch_size=self.batch_size,
+            maps=return_maps,
+        )
+        results: list[list[dict[str, Any]]] = []
+        for name, given, persons in zip(names, per_image, found):
+            points = persons.keypoints[decoder]  # (N, K, 3) original pixels
+            if not np.isfinite(points).all():
+                raise ValueError(f"{name}: the model's output is not finite (NaN or infinite): check its weights")
+            kept = [n for n in range(len(persons)) if given is not None or persons.box_scores[n] >= self.score_threshold]
+            results.append([self._person(persons, n, points, return_maps) for n in kept])
         return results[0] if single else results
+
+    @staticmethod
+    def _person(persons, n: int, points: np.ndarray, return_maps: bool) -> dict[str, Any]:
+        """Person ``n`` of :class:`~crfpose.models.estimator.Persons` as a dict (see :meth:`__call__`)."""
+        scores = points[n, :, 2]
+        person = {
+            "bbox": persons.boxes[n].tolist(),
+            "bbox_score": float(persons.box_scores[n]),
+            "keypoints": points[n, :, :2].copy(),
+            "keypoint_scores": scores,
+            "score": float(scores.mean() * persons.box_scores[n]),
+        }
+        if return_maps:
+            person["unary"] = persons.unary[n]
+            person["marginals"] = None if persons.marginals is None else persons.marginals[n]
+        return person
 
 
 def _name(image: ImageLike, index: int) -> str:

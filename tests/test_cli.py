@@ -90,9 +90,9 @@ def test_errors_exit_with_status_2(tiny_config, tmp_path, capsys):
 
 
 def test_nan_loss_exits_with_status_1(tiny_config, monkeypatch, capsys):
-    from crfpose import engine
+    from crfpose.models import pose_model
 
-    monkeypatch.setattr(engine, "heatmap_mse", lambda *args, **kwargs: torch.tensor(float("inf")))
+    monkeypatch.setattr(pose_model, "heatmap_mse", lambda *args, **kwargs: torch.tensor(float("inf")))
     assert main(["train", str(tiny_config)]) == 1
     assert "stopped: training loss is inf at heatmap epoch 1/1, step 0" in capsys.readouterr().err
 

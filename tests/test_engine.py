@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from crfpose import engine
+from crfpose.models import pose_model
 from crfpose.builders import make_dataset, model_from_config
 from crfpose.checkpoint import load_checkpoint, load_initial_weights, load_model
 from crfpose.codec import input_to_heatmap
@@ -123,14 +124,14 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = engine.heatmap_mse
+    real = pose_model.heatmap_mse
 
     def poisoned(*args, **kwargs):  # two steps per epoch: epoch 2 goes NaN
         calls["n"] += 1
         loss = real(*args, **kwargs)
         return loss * math.nan if calls["n"] > 2 else loss
 
-    monkeypatch.setattr(engine, "heatmap_mse", poisoned)
+    monkeypatch.setattr(pose_model, "heatmap_mse", poisoned)
     with pytest.raises(NonFiniteLoss, match=r"training loss is nan at heatmap epoch 2/2, step 0.*last\.pt"):
         train(tiny(tmp_path, "unary", "train.epochs=2"))
     kept = load_checkpoint(tmp_path / "last.pt")

@@ -121,7 +121,7 @@ def test_errors_name_the_argument(person_dataset):
         evaluate(model, person_dataset, decoder="argmax")
     with pytest.raises(ValueError, match="normalizer: expected one of"):
         evaluate(model, person_dataset, decoder="unary", normalizer="height")
-    with pytest.raises(TypeError, match="model: expected a crfpose PoseModel, got Oracle"):
+    with pytest.raises(TypeError, match=r"model: expected a crfpose model \(PoseModel, KeypointRCNNModel\), got Oracle"):
         predict_dataset(oracle, person_dataset, decoders=["unary"])
 
 

@@ -15,6 +15,7 @@ import torch
 
 import crfpose
 from crfpose import engine, progress
+from crfpose.models import pose_model
 from crfpose.cli import main
 from crfpose.config import load_config, save_config
 from crfpose.checkpoint import load_checkpoint
@@ -44,7 +45,7 @@ def strict_json(line):
 
 
 def test_nan_in_the_first_epoch_does_not_claim_a_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine, "heatmap_mse", lambda *args, **kwargs: torch.tensor(math.nan))
+    monkeypatch.setattr(pose_model, "heatmap_mse", lambda *args, **kwargs: torch.tensor(math.nan))
     config = load_config(tiny_yaml(tmp_path))
     with pytest.raises(NonFiniteLoss, match="No epoch had finished, so no checkpoint was written") as err:
         train(config)

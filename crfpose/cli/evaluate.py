@@ -18,7 +18,20 @@ __all__ = ["SUMMARY", "add_arguments", "run"]
 
 SUMMARY = "evaluate a checkpoint on a dataset: per-joint table, PCK, AUC, EPE (COCO AP on COCO-format data)"
 
-_PRINTED = ("decoder", "metric", "normalizer", "joints", "pck", "auc", "epe", "coco", "coco_unavailable", "num_poses")
+_PRINTED = (
+    "decoder",
+    "metric",
+    "normalizer",
+    "joints",
+    "pck",
+    "auc",
+    "epe",
+    "coco",
+    "coco_unavailable",
+    "num_poses",
+    "missed",
+    "unmatched",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         metavar="FILE",
         help="write the metrics as JSON here (one decoder: its metrics; several: {decoder: metrics}) and "
-        "the per-pose predictions beside it as FILE.npz (index, image_id, gt, box, head_box, and "
+        "the per-pose predictions beside it as FILE.npz (index, person, annotated, image_id, gt, box, head_box, and "
         "pred_D (N, K, 3), score_D (N,) per decoder D), both atomically",
     )
 
@@ -115,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         write_json(args.out, results[decoders[0]] if len(decoders) == 1 else results, indent=1)
         shared = predictions[decoders[0]]
-        arrays = {k: shared[k] for k in ("index", "image_id", "gt", "box", "head_box")}
+        arrays = {k: shared[k] for k in ("index", "person", "annotated", "image_id", "gt", "box", "head_box")}
         for decoder in decoders:
             arrays |= {f"pred_{decoder}": predictions[decoder]["pred"], f"score_{decoder}": predictions[decoder]["score"]}
         atomic_write(npz_path(args.out), lambda f: np.savez(f, **arrays), binary=True)

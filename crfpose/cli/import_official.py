@@ -1,4 +1,6 @@
-"""``crfpose import-official WEIGHTS.pth --arch hrnet_w32|hrnet_w48|OFFICIAL.yaml --keypoints ANN.json [--images DIR] --out model.pt``.
+"""``crfpose import-official WEIGHTS.pth --arch ARCH --keypoints ANN.json [--images DIR] --out model.pt``.
+
+ARCH: ``hrnet_w32``, ``hrnet_w48``, an official HRNet YAML config, or ``keypointrcnn_resnet50_fpn``.
 
 Shape legend: none.
 
@@ -12,26 +14,41 @@ import json
 
 __all__ = ["SUMMARY", "add_arguments", "run"]
 
-SUMMARY = "an official HRNet checkpoint + a tree CRF fitted to a keypoint file -> a crfpose checkpoint"
+SUMMARY = "an official HRNet or torchvision Keypoint R-CNN checkpoint + a tree CRF fitted to a keypoint file -> a crfpose checkpoint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``crfpose import-official``."""
-    parser.add_argument("weights", metavar="WEIGHTS.pth", help="an official HRNet pose checkpoint")
-    parser.add_argument("--arch", required=True, metavar="ARCH", help="hrnet_w32, hrnet_w48 or an official YAML config file")
+    from crfpose.import_official import RADIUS
+
+    parser.add_argument(
+        "weights",
+        metavar="WEIGHTS.pth",
+        help="an official HRNet pose checkpoint, or torchvision's Keypoint R-CNN COCO state dict (keypointrcnn_resnet50_fpn_coco-*.pth)",
+    )
+    parser.add_argument(
+        "--arch",
+        required=True,
+        metavar="ARCH",
+        help="hrnet_w32, hrnet_w48, an official HRNet YAML config file, or keypointrcnn_resnet50_fpn (torchvision's Keypoint R-CNN)",
+    )
     parser.add_argument(
         "--keypoints",
         required=True,
         metavar="ANNOTATIONS.json",
         help="COCO-format keypoint annotations: the pairwise is fitted to their statistics",
     )
-    parser.add_argument("--images", metavar="DIR", help="the annotated images: the unary scale is fitted on them too")
+    parser.add_argument("--images", metavar="DIR", help="HRNet: the annotated images, to fit the unary scale on them too")
     parser.add_argument("--out", required=True, metavar="FILE", help="the crfpose checkpoint to write")
     parser.add_argument(
         "--pairwise", default="gaussian", choices=("gaussian", "axis_gaussian", "freeform"), help="pairwise kind (default gaussian)"
     )
-    parser.add_argument("--radius", type=int, default=6, help="pairwise window radius in grid cells (default 6)")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("W", "H"), help="crop size (default: the architecture's)")
+    parser.add_argument(
+        "--radius",
+        type=int,
+        help=f"pairwise window radius in grid cells (default {RADIUS['hrnet']} for HRNet, {RADIUS['detector']} for Keypoint R-CNN)",
+    )
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("W", "H"), help="HRNet: crop size (default: the architecture's)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,7 +2,9 @@
 
 Shape legend: N persons, K joints.
 
-Poses for image files, folders, globs and videos, written as :mod:`crfpose.export` describes.
+Poses for image files, folders, globs and videos, written as :mod:`crfpose.export` describes. A top-down
+model takes person boxes (``--detections``, ``--detector``, or the whole image); a detector model
+(Keypoint R-CNN) finds the persons itself, or reads the boxes given.
 """
 
 from __future__ import annotations
@@ -45,12 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detector-weights", metavar="PATH", help="local weights file for --detector (default detector: fasterrcnn_resnet50_fpn)"
     )
-    parser.add_argument("--score-threshold", type=float, default=0.5, help="detector: lowest person score kept (default 0.5)")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="lowest person score kept: of --detector's boxes, or of a detector model's own persons (Keypoint R-CNN; default 0.5)",
+    )
     parser.add_argument("--max-persons", type=int, default=20, help="detector: at most this many persons per image")
     parser.add_argument("--decoder", choices=CHOICES["eval.decoder"], help="marginals (default with a CRF), map or unary")
     parser.add_argument("--no-flip", action="store_true", help="no flip test")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--batch-size", type=int, default=16, help="person crops per forward pass (default 16)")
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="person crops (images, for a detector model) per forward pass (default 16)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace results of an earlier call in --out (else refused)")
 
 
@@ -87,7 +96,12 @@ def run(args: argparse.Namespace) -> int:
     on = device(args.device)
     paths = collect_sources(args.sources)
     predictor = Predictor.from_checkpoint(
-        args.checkpoint, device=on, decoder=args.decoder, flip=not args.no_flip, batch_size=args.batch_size
+        args.checkpoint,
+        device=on,
+        decoder=args.decoder,
+        flip=not args.no_flip,
+        batch_size=args.batch_size,
+        score_threshold=args.score_threshold,
     )
     predictor.detector = _detector(args, on)
     image_ids = None

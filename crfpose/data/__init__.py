@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from crfpose.data.base import BadRecord, PersonRecord, PoseDataset, load_image
 from crfpose.data.coco import COCODataset
+from crfpose.data.images import PersonImages, collate_images
 from crfpose.data.lsp import LSPDataset
 from crfpose.data.mpii import MPIIDataset
 from crfpose.data.synthetic import SyntheticDataset
@@ -27,6 +28,8 @@ __all__ = [
     "PoseDataset",
     "load_image",
     "COCODataset",
+    "PersonImages",
+    "collate_images",
     "LSPDataset",
     "MPIIDataset",
     "SyntheticDataset",

@@ -54,8 +54,18 @@ from crfpose.data.transforms import TopDownTransform, image_box, image_to_tensor
 from crfpose.images import decode_image, image_header
 from crfpose.skeletons import Skeleton
 
-__all__ = ["PersonRecord", "BadRecord", "PoseDataset", "load_image", "read_json_list", "read_mat_variable", "as_numbers"]
-__all__ += ["ON_ERROR", "BOXES"]
+__all__ = [
+    "PersonRecord",
+    "BadRecord",
+    "PoseDataset",
+    "load_image",
+    "first_readable",
+    "read_json_list",
+    "read_mat_variable",
+    "as_numbers",
+    "ON_ERROR",
+    "BOXES",
+]
 
 ON_ERROR = ("raise", "skip")
 BOXES = ("annotation", "joints", "image")
@@ -95,6 +105,28 @@ def load_image(path: Union[str, Path], record: str = "") -> torch.Tensor:
     not applied: the frame datasets are annotated in; see :mod:`crfpose.images`); a missing or unreadable
     file is a ``ValueError`` naming it and ``record``."""
     return image_to_tensor(decode_image(path, apply_exif=False, name=f"{path}: record {record}" if record else None))
+
+
+def first_readable(
+    count: int, candidate: Callable[[int], tuple[Path, str]], start: int, on_error: str, skipped: list[dict], owner: str
+) -> tuple[int, torch.Tensor, str]:
+    """``(position, image, skipped_file)``: the first of ``count`` candidates (``candidate(i)`` is an image
+    ``(file, record)``), from ``start`` on and wrapping around, whose image decodes (:func:`load_image`).
+    An unreadable one raises with ``on_error="raise"``; with ``"skip"`` it is added to ``skipped`` (once)
+    and the next stands in, ``skipped_file`` naming the first file passed over (``""`` when none was)."""
+    passed = ""
+    for step in range(count):
+        position = (start + step) % count
+        file, record = candidate(position)
+        try:
+            return position, load_image(file, record), passed
+        except ValueError as err:
+            if on_error == "raise":
+                raise
+            passed = passed or str(file)
+            if not any(s["file"] == str(file) and s["record"] == record for s in skipped):
+                skipped.append({"file": str(file), "record": record, "reason": str(err)})
+    raise ValueError(f"{owner}: no image of its {count} records can be read; first: {skipped[0]['reason']}")
 
 
 def read_json_list(path: Path, argument: str, kind: str) -> list:
@@ -319,23 +351,15 @@ class PoseDataset(Dataset):
         truncated after a valid header) is skipped: the next readable record stands in for it, its file
         is added to ``self.skipped`` and the item's ``meta["skipped_file"]`` names it (``""`` otherwise),
         so that a training loop can count the skips even when the loader's workers hold the dataset."""
-        skipped = ""
-        for step in range(len(self.records)):
-            rec = self.records[(index + step) % len(self.records)]
-            try:
-                image = load_image(rec.file, rec.record)
-                break
-            except ValueError as err:
-                if self.on_error == "raise":
-                    raise
-                if not skipped:
-                    skipped = str(rec.file)
-                if not any(s["file"] == str(rec.file) and s["record"] == rec.record for s in self.skipped):
-                    self.skipped.append({"file": str(rec.file), "record": rec.record, "reason": str(err)})
-        else:
-            raise ValueError(
-                f"{type(self).__name__}: no image of its {len(self.records)} records can be read; first: {self.skipped[0]['reason']}"
-            )
+        position, image, skipped = first_readable(
+            len(self.records),
+            lambda i: (self.records[i].file, self.records[i].record),
+            index,
+            self.on_error,
+            self.skipped,
+            type(self).__name__,
+        )
+        rec = self.records[position]
         out = self.transform(image, rec.keypoints, rec.box)
         meta = {
             "image_id": rec.image_id,

@@ -45,6 +45,7 @@ __all__ = [
     "flip_heatmaps",
     "color_jitter",
     "half_body_box",
+    "whole_image_box",
     "crop_box",
     "TopDownTransform",
 ]
@@ -244,6 +245,12 @@ def half_body_box(keypoints: np.ndarray, skeleton: Skeleton, rng: np.random.Gene
     size = np.maximum(hi - lo, 1.0) * 1.5
     centre = (lo + hi) / 2
     return np.array([centre[0] - size[0] / 2, centre[1] - size[1] / 2, size[0], size[1]])
+
+
+def whole_image_box(image: torch.Tensor) -> np.ndarray:
+    """``(1, 5)``: the whole ``(3, h, w)`` image as one person, ``(0, 0, w, h)`` with score 1."""
+    h, w = image.shape[-2:]
+    return np.array([[0.0, 0.0, float(w), float(h), 1.0]])
 
 
 def crop_box(

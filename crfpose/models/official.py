@@ -1,4 +1,4 @@
-"""Official HRNet checkpoints: read the file, recover its architecture, load it strictly.
+"""Official checkpoints: read the file, recover an HRNet's architecture, load a state dict strictly.
 
 Shape legend: none (state dicts map key -> tensor of any shape).
 """
@@ -16,7 +16,7 @@ from torch import nn
 from crfpose.fileio import load_torch_file
 from crfpose.models.hrnet import HRNet, STAGES
 
-__all__ = ["read_state_dict", "config_from_state_dict", "load_official_checkpoint"]
+__all__ = ["read_state_dict", "config_from_state_dict", "load_strictly", "load_official_checkpoint"]
 
 
 def read_state_dict(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
@@ -71,29 +71,36 @@ def _listing(keys: list[str], limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def load_official_checkpoint(path: Union[str, os.PathLike], model: Optional[nn.Module] = None) -> nn.Module:
-    """Load an official HRNet .pth into ``model`` with ``strict=True`` and return the model.
-
-    Without ``model`` the architecture is read off the checkpoint (:func:`config_from_state_dict`).
-    Missing, unexpected and shape-mismatched keys are all listed in one ValueError.
-    """
-    state_dict = read_state_dict(path)
-    if model is None:
-        model = HRNet.from_official_config(config_from_state_dict(state_dict))
+def load_strictly(state_dict: Mapping[str, torch.Tensor], model: nn.Module, name: str) -> nn.Module:
+    """``model.load_state_dict(state_dict)`` as ``strict=True`` means it (a module may drop keys of its own,
+    as torchvision's frozen batch norm drops ``num_batches_tracked``); missing, unexpected and shape-mismatched
+    keys are all listed in one ValueError that names ``name`` (the file) and the model's class."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
     mismatched = [
         f"{k} (checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)})"
         for k, v in state_dict.items()
         if k in own and v.shape != own[k].shape
     ]
+    loaded = None if mismatched else model.load_state_dict(state_dict, strict=False)
+    missing = list(loaded.missing_keys) if loaded else [k for k in own if k not in state_dict]
+    unexpected = list(loaded.unexpected_keys) if loaded else [k for k in state_dict if k not in own]
     if missing or unexpected or mismatched:
         problems = [
             f"{len(found)} {what}: {_listing(found)}"
             for what, found in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
             if found
         ]
-        raise ValueError(f"checkpoint {str(path)!r} does not match {type(model).__name__}: " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=True)
+        raise ValueError(f"checkpoint {name!r} does not match {type(model).__name__}: " + "; ".join(problems))
     return model
+
+
+def load_official_checkpoint(path: Union[str, os.PathLike], model: Optional[nn.Module] = None) -> nn.Module:
+    """Load an official HRNet .pth into ``model`` with ``strict=True`` and return the model.
+
+    Without ``model`` the architecture is read off the checkpoint (:func:`config_from_state_dict`).
+    Missing, unexpected and shape-mismatched keys are all listed in one ValueError (:func:`load_strictly`).
+    """
+    state_dict = read_state_dict(path)
+    if model is None:
+        model = HRNet.from_official_config(config_from_state_dict(state_dict))
+    return load_strictly(state_dict, model, str(path))

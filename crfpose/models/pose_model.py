@@ -1,15 +1,16 @@
-"""PoseModel: the one model interface of crfpose. A backbone, a codec and an optional structured head.
+"""PoseModel: the top-down model of crfpose. A backbone, a codec and an optional structured head.
 
 Shape legend: B batch, K joints, E edges (= K - 1), R kernel radius, C feature channels,
-H x W heatmap grid, H_in x W_in input crops.
+H x W heatmap grid, H_in x W_in input crops, h x w original image.
 
     model = PoseModel(backbone, skeleton, input_size=(192, 256), head=TreeHead(skeleton, pairwise))
     out = model.outputs(images, flip=True)             # one backbone pass: maps, unary, pairwise
     out.distribution().marginals                       # the CRF's marginals (B, K, H, W)
     model.predict(images, ["unary", "marginals", "map"]).keypoints["map"]  # (B, K, 3) in input pixels
 
-Training, evaluation, prediction, figures, the demo, the app and the experiments use this interface
-and never ask what kind of backbone or head a model has. Any ``nn.Module`` that maps images
+It implements :class:`~crfpose.models.estimator.PoseEstimator` (training, evaluation, prediction, the
+figures and the app use that interface and never ask what kind of model, backbone or head they hold):
+one person per crop, cut from a person box and mapped back through the crop's affine. Any ``nn.Module`` that maps images
 (B, 3, H_in, W_in) to K maps (B, K, H, W) is a backbone; ``forward_features`` (maps and the features
 they are computed from) is needed only by image-conditioned pairwise modules, and ``stride`` is
 measured with one forward pass when the backbone does not state it.
@@ -17,40 +18,24 @@ measured with one forward pass when the backbone does not state it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import default_collate
 
 from crfpose import codec as codecs
 from crfpose.checks import check_size
 from crfpose.codec import HeatmapCodec
+from crfpose.data.transforms import affine_points, crop_box, invert_affine, whole_image_box
+from crfpose.losses import heatmap_mse, likelihood_nll
+from crfpose.models.estimator import DECODERS, Outputs, Persons, PoseEstimator, StepLoss, View, crf_points
 from crfpose.skeletons import Skeleton
 
 __all__ = ["PoseModel", "Outputs", "Prediction", "DECODERS", "backbone_stride"]
-
-DECODERS = ("unary", "marginals", "map")
-
-
-@dataclass
-class Outputs:
-    """What one backbone pass gives: the backbone ``maps`` (B, K, H, W) (flip-averaged under the flip
-    test) and, with a head, its ``unary`` log-potentials (B, K, H, W) and ``pairwise`` tables (E or
-    B x E, 2R+1, 2R+1; ``None`` for a head whose structure lives in its parameters)."""
-
-    maps: torch.Tensor
-    unary: Optional[torch.Tensor] = None
-    pairwise: Optional[torch.Tensor] = None
-    head: Optional[nn.Module] = field(default=None, repr=False)
-
-    def distribution(self, unary: Optional[torch.Tensor] = None):
-        """The head's distribution over poses for these potentials (or for ``unary`` in their place,
-        e.g. clamped to labels in the likelihood loss)."""
-        if self.head is None or self.unary is None:
-            raise ValueError("model: this model has no structured head (no CRF): only the 'unary' decoder applies")
-        return self.head.distribution(self.unary if unary is None else unary, self.pairwise)
 
 
 @dataclass
@@ -93,7 +78,7 @@ def backbone_stride(backbone: nn.Module, input_size: Sequence[int], num_joints: 
     return sx, sy
 
 
-class PoseModel(nn.Module):
+class PoseModel(PoseEstimator):
     """Images -> backbone maps -> (optionally) a structured head's distribution over poses.
 
     Args:
@@ -132,30 +117,10 @@ class PoseModel(nn.Module):
 
     def set_head(self, head: Optional[nn.Module]) -> None:
         """Put ``head`` (or none) on the backbone."""
-        if head is not None and head.skeleton.name != self.skeleton.name:
-            raise ValueError(f"head must be built for skeleton {self.skeleton.name!r}, got {head.skeleton.name!r}")
+        self._check_head(head)
         if head is not None and head.reads_features and not hasattr(self.backbone, "forward_features"):
             raise ValueError(f"head: its pairwise reads features, but {type(self.backbone).__name__} has no forward_features")
         self.head = head
-
-    @property
-    def decoders(self) -> tuple[str, ...]:
-        """The decoders this model has: ``"unary"`` always, ``"marginals"`` and ``"map"`` with a head."""
-        return DECODERS if self.head is not None else DECODERS[:1]
-
-    def check_decoders(self, decoders: Optional[Sequence[str]]) -> list[str]:
-        """``decoders`` as a list of distinct names this model has (default: ``marginals`` with a head,
-        else ``unary``); a ValueError names a bad one."""
-        if decoders is None:
-            return ["marginals" if self.head is not None else "unary"]
-        if isinstance(decoders, str) or not decoders:
-            raise ValueError(f"decoders: expected a non-empty list of names from {DECODERS}, got {decoders!r}")
-        for decoder in decoders:
-            if decoder not in DECODERS:
-                raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
-            if decoder not in self.decoders:
-                raise ValueError(f"decoder: a model without a CRF has only 'unary', got {decoder!r}")
-        return list(dict.fromkeys(decoders))
 
     def outputs(self, images: torch.Tensor, flip: bool = False, head: bool = True) -> Outputs:
         """One backbone pass over ``images`` (B, 3, H_in, W_in). ``flip``: the flip test (the mirrored
@@ -203,21 +168,76 @@ class PoseModel(nn.Module):
             points["unary"] = codecs.decode(out.maps, refine=refine)
         marginals = None
         if set(decoders) - {"unary"}:
-            crf = out.distribution()
-            marginals = crf.marginals.detach()  # (B, K, H, W) (computed as a gradient: detached here)
-            block = 9 * F.avg_pool2d(marginals, 3, stride=1, padding=1)  # (B, K, H, W) mass of each 3 x 3 block
-            width = marginals.shape[-1]
-            for decoder in ("marginals", "map"):
-                if decoder not in decoders:
-                    continue
-                if decoder == "map":
-                    cells = crf.argmax  # (B, K, 2) (x, y)
-                    index, xy = cells[..., 1] * width + cells[..., 0], cells.to(marginals.dtype)
-                else:
-                    index = marginals.flatten(2).argmax(-1)  # (B, K), the cell codec.decode refines
-                    xy = codecs.decode(marginals, refine=refine)[..., :2].to(marginals.dtype)
-                score = block.flatten(2).gather(-1, index[..., None])  # (B, K, 1)
-                points[decoder] = torch.cat([xy, score], dim=-1)
+            crf_decoded, marginals = crf_points(out.distribution(), decoders, refine)
+            points |= crf_decoded
         stride = codecs.stride_between(images, out.maps)
         keypoints = {d: codecs.heatmap_to_input(points[d].to(out.maps.dtype), stride) for d in decoders}
         return Prediction(keypoints, out.maps if out.unary is None else out.unary, marginals)
+
+    # ------------------------------------------------------------------ the PoseEstimator interface
+
+    def training_loss(self, batch: dict, loss: str, trains: str, *, sigma: float, mse_weight: float) -> StepLoss:
+        """One batch of crops: ``"mse"``, the target-weighted heatmap MSE of the backbone maps
+        (:func:`crfpose.losses.heatmap_mse`); ``"crf"``, the head's NLL of the crop keypoints
+        (:func:`crfpose.losses.likelihood_nll`), plus ``mse_weight`` x the MSE when ``trains`` is ``"all"``."""
+        device = self.device
+        outputs = self(batch["image"].to(device, non_blocking=True), head=loss == "crf")
+        with torch.autocast(device.type, enabled=False):  # the losses in float32: the CRF needs the range
+
+            def mse() -> torch.Tensor:
+                return heatmap_mse(outputs.maps.float(), batch["target"].to(device), batch["target_weight"].to(device))
+
+            if loss == "mse":
+                peak = outputs.maps.detach().float().amax(dim=(2, 3)).mean()
+                return StepLoss(mse(), torch.ones((), dtype=torch.bool, device=device), peak)
+            finite = torch.stack([torch.isfinite(t).all() for t in (outputs.unary, outputs.pairwise) if t is not None]).all()
+            if not finite:  # a diverged network: the CRF cannot even be built on its potentials
+                return StepLoss(torch.full((), math.nan, device=device), finite)
+            keypoints = self.codec.to_heatmap(batch["keypoints"].to(device))  # (B, K, 3) grid cells
+            pairwise = None if outputs.pairwise is None else outputs.pairwise.float()
+            head = outputs.head
+            value = likelihood_nll(lambda u: head.distribution(u, pairwise), outputs.unary.float(), keypoints, sigma=sigma)
+            if trains == "all" and mse_weight:
+                value = value + mse_weight * mse()
+            return StepLoss(value, finite)
+
+    def grid_keypoints(self, batch: dict) -> torch.Tensor:
+        """The crops' keypoints (B, K, 3) on the heatmap grid."""
+        return self.codec.to_heatmap(batch["keypoints"])
+
+    def image_items(self, image: torch.Tensor, boxes: Optional[np.ndarray], *, padding: float, normalized: bool) -> list[dict]:
+        """One crop per box (:func:`crfpose.data.transforms.crop_box`); without boxes, the whole image is one person."""
+        items = []
+        for box in whole_image_box(image) if boxes is None else boxes:
+            crop, affine = crop_box(image, box[:4], self.codec.input_size, padding, normalized)
+            items.append({"image": crop, "meta": {"affine": affine, "box": np.asarray(box[:4], dtype=np.float64), "score": float(box[4])}})
+        return items
+
+    def collate(self, items: Sequence[dict]) -> dict:
+        """Crops stacked as a dataset's items are."""
+        return default_collate(list(items))
+
+    def persons(
+        self, batch: dict, decoders: Sequence[str], *, flip: bool = False, refine: str = "none", maps: bool = False
+    ) -> list[Persons]:
+        """One person per crop (:meth:`predict`), mapped back through the inverse of ``meta["affine"]``, with
+        the crop's box ``meta["box"]`` and its score ``meta["score"]``."""
+        wanted = list(decoders) + (["marginals"] if maps and self.head is not None and "marginals" not in decoders else [])
+        prediction = self.predict(batch["image"].to(self.device), wanted, flip=flip, refine=refine)
+        meta = batch["meta"]
+        boxes = np.asarray(meta["box"], dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(meta["score"], dtype=np.float64).reshape(-1)
+        points = {d: prediction.keypoints[d].cpu().double().numpy() for d in decoders}  # (B, K, 3) crop pixels
+        found = []
+        for b, affine in enumerate(np.asarray(meta["affine"], dtype=np.float64)):
+            inverse = invert_affine(affine)
+            keypoints = {d: affine_points(p[b], inverse)[None] for d, p in points.items()}  # (1, K, 3) original pixels
+            unary = prediction.unary[b : b + 1].cpu() if maps else None
+            marginals = prediction.marginals[b : b + 1].cpu() if maps and prediction.marginals is not None else None
+            found.append(Persons(boxes[b : b + 1], scores[b : b + 1], keypoints, unary, marginals))
+        return found
+
+    @torch.no_grad()
+    def view(self, image: torch.Tensor, box: Sequence[float]) -> View:
+        """The crop itself (a dataset item's image is the person's crop; ``box`` is not needed)."""
+        return View(image, np.eye(2, 3), self.outputs(image[None].to(self.device)), self.codec.stride[0])

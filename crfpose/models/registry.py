@@ -1,4 +1,5 @@
-"""The backbone registry and the model builder: any registered backbone, with or without a CRF on top.
+"""The backbone registry and the model builder: any registered backbone, with or without a CRF on top, and
+the whole models built by name (``keypoint_rcnn``: a detector whose keypoint maps carry the CRF).
 
 Shape legend: K joints, E edges (= K - 1), R pairwise kernel radius, H x W heatmap grid.
 
@@ -26,7 +27,9 @@ from crfpose.crf.chain import ChainCRF
 from crfpose.crf.pairwise import FlatPairwise, FreePairwise, GaussianPairwise, MixturePairwise
 from crfpose.models.cnn import cnn
 from crfpose.models.heads import ChainHead, TreeHead
+from crfpose.models.estimator import PoseEstimator
 from crfpose.models.hrnet import hrnet, hrnet_small, hrnet_w18, hrnet_w32, hrnet_w48
+from crfpose.models.keypoint_rcnn import keypoint_rcnn
 from crfpose.models.pose_model import PoseModel
 from crfpose.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from crfpose.models.unary import IdentityUnary, ScaledUnary
@@ -34,6 +37,7 @@ from crfpose.skeletons import Skeleton, get_skeleton
 
 __all__ = [
     "BACKBONES",
+    "MODELS",
     "PAIRWISE",
     "STRUCTURES",
     "UNARY",
@@ -58,6 +62,10 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "hrnet_w48": hrnet_w48,
     "hrnet_small": hrnet_small,
 }
+
+# Whole models by name: ``factory(skeleton, crf, **options)`` returns a PoseEstimator with its own data
+# (a detector takes whole images): the crop size and heatmap sigma of the top-down models do not apply.
+MODELS: dict[str, Callable[..., PoseEstimator]] = {"keypoint_rcnn": keypoint_rcnn}
 
 PAIRWISE = ("freeform", "gaussian", "axis_gaussian", "mixture", "relation", "flat")
 STRUCTURES = ("tree", "chain")
@@ -105,7 +113,7 @@ def build_backbone(name: str, num_joints: int, **options: Any) -> nn.Module:
     """Backbone ``name`` of :data:`BACKBONES` for ``num_joints`` maps, with its keyword ``options``."""
     if name not in BACKBONES:
         raise ValueError(
-            f"unknown model name {name!r}; valid names: {sorted(BACKBONES)} (a backbone of your own: "
+            f"unknown model name {name!r}; valid names: {sorted(BACKBONES) + sorted(MODELS)} (a backbone of your own: "
             "crfpose.register_backbone(name, factory), and crfpose --plugin MODULE for the commands)"
         )
     factory = BACKBONES[name]
@@ -176,18 +184,20 @@ def build_model(
     sigma: float = 2.0,
     num_joints: Optional[int] = None,
     **options: Any,
-) -> PoseModel:
-    """A :class:`PoseModel`: backbone ``name`` (built-in or registered) with ``options``, for crops of
-    ``input_size`` ``(W, H)``, with the structured head ``crf`` describes (a dict of
-    :data:`CRF_DEFAULTS` keys, ``{}`` for the defaults; ``structure: chain`` for the linear-chain
-    baseline) or none (``crf=None``). ``sigma``: heatmap target std in grid cells. ``num_joints``, if
-    given, must be the skeleton's."""
+) -> PoseEstimator:
+    """A model by name: a whole model of :data:`MODELS` (``keypoint_rcnn``, with ``options`` for its factory),
+    or a :class:`PoseModel` of backbone ``name`` (built-in or registered) with ``options``, for crops of
+    ``input_size`` ``(W, H)`` and heatmap targets of std ``sigma`` grid cells. ``crf``: the structured head,
+    a dict of :data:`CRF_DEFAULTS` keys (``{}`` for the defaults; ``structure: chain`` for the linear-chain
+    baseline), or none (``crf=None``). ``num_joints``, if given, must be the skeleton's."""
     if isinstance(skeleton, str):
         skeleton = get_skeleton(skeleton)
     if not isinstance(skeleton, Skeleton):
         raise TypeError(f"skeleton must be a Skeleton or a built-in skeleton name, got {type(skeleton).__name__}")
     if num_joints is not None and num_joints != skeleton.num_joints:
         raise ValueError(f"num_joints must match skeleton {skeleton.name!r} ({skeleton.num_joints} joints), got {num_joints}")
+    if name in MODELS:
+        return MODELS[name](skeleton, crf, **options)
     backbone = build_backbone(name, skeleton.num_joints, **options)
     model = PoseModel(backbone, skeleton, input_size, sigma=sigma)
     if crf is not None:
