@@ -74,7 +74,7 @@ def gaussian_table(radius: int, sigma: float) -> torch.Tensor:
     return table.expand(COCO17.num_edges, -1, -1)
 
 
-@pytest.mark.parametrize("kind", ["flat", "pose", "conflict"])
+@pytest.mark.parametrize("kind", [pytest.param("flat", marks=pytest.mark.slow), "pose", "conflict"])  # flat: 25 s, the full suite
 def test_fast_engine_matches_reference_at_32x24_full_range(kind):
     h, w = 32, 24
     unary = coco_unaries(kind, h, w, seed=1)

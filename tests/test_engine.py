@@ -246,6 +246,7 @@ def test_chain_baseline_trains_end_to_end_and_reloads(tmp_path):
         assert points[decoder].shape == (2, 14, 3) and torch.equal(points[decoder], other[decoder])
 
 
+@pytest.mark.slow
 def test_axis_gaussian_trains_from_statistics_with_a_map_decoder_and_reloads_axis_aligned(tmp_path):
     config = tiny(tmp_path, "joint", "crf.pairwise=axis_gaussian", "eval.decoder=map")
     train(config)
