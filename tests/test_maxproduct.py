@@ -63,6 +63,27 @@ def test_distance_transform_gives_maximisers(rho, h, w, radius, dtype):
     assert torch.allclose(values[0][finite], want[finite], rtol=0, atol=bound)
 
 
+@pytest.mark.parametrize("h,w,radius", [(6, 40, 3), (30, 12, 2), (9, 13, 11), (9, 13, 12), (13, 9, 12), (9, 13, 13), (16, 16, 5)])
+def test_windowed_correlated_transform_matches_brute_force(h, w, radius):
+    """The window as blocks (several per row, one at full range, R just below, at and above W - 1), on peaked
+    beliefs (where source rows are skipped by their bound), noise, -inf patches and rows, and integer ties."""
+    gen = torch.Generator().manual_seed(h * w + radius)
+    k = torch.cat([gaussian(2, radius, rho, gen) for rho in (0.3, -0.5, 0.8)])
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    centre = torch.rand(6, 2, 1, 1, generator=gen, dtype=torch.float64) * torch.tensor([h, w]).view(2, 1, 1)
+    x = -((rows - centre[:, 0]) ** 2 + (cols - centre[:, 1]) ** 2) / 4 + torch.randn(6, h, w, generator=gen, dtype=torch.float64)
+    x[1] = torch.randn(h, w, generator=gen, dtype=torch.float64) * 5
+    x[2][torch.rand(h, w, generator=gen) < 0.6] = -math.inf
+    x[3, ::3] = -math.inf
+    x[4] = x[4].round()
+    values, taps = max_message(x[None], k[None], torch.finfo(torch.float64).eps)
+    want, _ = reference.message(x, k, "max")
+    finite = torch.isfinite(want)
+    assert torch.equal(torch.isfinite(values[0]), finite)
+    assert torch.allclose(values[0][finite], want[finite], rtol=0, atol=1e-9)
+    assert torch.allclose(tap_scores(x, k, taps[0])[finite], want[finite], rtol=0, atol=1e-9)
+
+
 def test_fit_accepts_gaussian_pairwise_tables_and_refuses_other_tables():
     gen = torch.Generator().manual_seed(0)
     for radius in (4, 15, 63):

@@ -11,12 +11,16 @@ A table is *quadratic* when k(d) = c + g.d - d^T A d / 2 with A positive semi-de
 ``tuning.QUADRATIC_ULPS`` units in the last place of the table's dtype times its largest entry (one
 least-squares fit, decided here and nowhere else). Its message is then a generalised distance
 transform (Felzenszwalb & Huttenlocher): with A11 (dx + t dy)^2 + b dy^2 = d^T A d, the maximum over
-dx of each source row is the upper envelope of parabolas of one curvature, built in one sweep per row
-(O(W), a window of +-R handled by letting sources expire), and the maximum over dy is taken cell by
-cell. A diagonal A (t = 0) makes the table separable: a sweep along rows, then one along columns,
-O(H W) per map; a correlated one costs O(H W (2R + 1)). The maximiser of the fitted quadratic is a
-maximiser of the table to within twice the fit's residual per edge. The sweeps are compiled by numba
-on CPUs; where numba is missing or the maps are on a GPU, every table takes the max-plus path.
+dx of a source row shifted by t dy is the upper envelope of parabolas of one curvature. The +-R window
+is exact without expiring sources: the row is cut into blocks of 2R + 1 and each window is the union
+of a block read right to left and the next one read left to right (as in van Herk / Gil-Werman's
+running maximum), so each block's envelope is built once per row, does not depend on the shift, and
+is only replayed for each dy. A diagonal A (t = 0) makes the table separable: rows, then columns,
+O(H W) per map; a correlated one costs O(H W (2R + 1)), less the source rows whose block maxima
+cannot raise any cell of their output row (dy in the order 0, 1, -1, 2, ...). The maximiser of the
+fitted quadratic is a maximiser of the table to within twice the fit's residual per edge. The sweeps
+are compiled by numba on CPUs; where numba is missing or the maps are on a GPU, every table takes the
+max-plus path.
 """
 
 from __future__ import annotations
@@ -74,45 +78,78 @@ def _compiled():
     except ImportError:
         return None
 
+    # A line v (n,) is read in direction d (+1: left to right, -1: right to left) in blocks of 2r + 1 sources,
+    # each starting at a z with (z - r) % (2r + 1) == 0: [c, c + 2r] left to right, [c - 2r, c] right to left,
+    # c = r + k (2r + 1). The window [j - r, j + r] is a right-to-left block read down to j - r and the
+    # left-to-right block read up to j + r. phase = d (z - r) mod 2r + 1, 0 where a block starts.
+    @numba.njit(cache=True)
+    def envelopes(v, a, r, d, slot, key, peak, stack, first):  # pragma: no cover  (compiled)
+        """Build the upper envelope of the parabolas v[z] - a (z - q)^2 / 2 of each block source by source in
+        direction d, recording slot[z] (z's place in the stack; -1 where v[z] = -inf), key[z] (d q where z
+        overtakes the source below it) and peak[z] (the block's largest v so far): none depends on the shift.
+        first[:count] is the stack the right-to-left sweep starts from (down to n - 1 - r); returns count."""
+        n, count = v.shape[0], 0
+        tail, top, phase = 0, -np.inf, (d * (0 if d > 0 else n - 1) - d * r) % (2 * r + 1)
+        for step in range(n):
+            z = step if d > 0 else n - 1 - step
+            if phase == 0:
+                tail, top = 0, -np.inf
+            phase = phase + 1 if phase < 2 * r else 0
+            top = peak[z] = max(top, v[z])
+            slot[z] = -1
+            if v[z] > -np.inf:
+                k = -np.inf
+                while tail > 0:
+                    q = stack[tail - 1]
+                    if a > 0:
+                        k = d * ((z + q) / 2 + (v[q] - v[z]) / (a * (z - q)))
+                    else:
+                        k = -np.inf if v[z] >= v[q] else np.inf
+                    if k > key[q]:
+                        break
+                    tail -= 1  # q is never the best
+                    k = -np.inf
+                slot[z], key[z], stack[tail] = tail, k, z
+                tail += 1
+            if d < 0 and z == max(n - 1 - r, 0):
+                first[:tail] = stack[:tail]
+                count = tail
+        return count
+
     @numba.njit(cache=True, inline="always")
-    def push(v, z, a, s, r, queue, start, head, tail):  # pragma: no cover  (compiled)
-        """Add source z to the envelope queue[head:tail] of the parabolas v[z] - a (z - y + s)^2 / 2
-        (start[i]: the first y at which queue[i] is the best); returns the new tail."""
-        begin = -np.inf
-        while tail > head:
-            q = queue[tail - 1]
-            if a > 0:  # the parabola of z overtakes that of q from this y on
-                cross = s + (z + q) / 2 - (v[z] - v[q]) / (a * (z - q))
-            else:
-                cross = -np.inf if v[z] >= v[q] else np.inf
-            begin = min(cross, q + r + 1.0)  # or when q leaves the window
-            if begin > start[tail - 1]:
-                break
-            tail -= 1  # q is never the best
-            begin = -np.inf
-        queue[tail] = z
-        start[tail] = begin
-        return tail + 1
+    def sweep(v, a, s, r, d, slot, key, first, count, stack, gain, code, out, arg):  # pragma: no cover  (compiled)
+        """For each j, best = max v[z] - a (z - j + s)^2 / 2 over the sources of direction d's block in j's
+        window, by replaying envelopes' records; where best + gain > out[j], it replaces out[j] and
+        arg[j] = code + z - j."""
+        n = v.shape[0]
+        for i in range(count):  # (a loop: faster than a slice assignment here)
+            stack[i] = first[i]
+        tail, head, phase = count, 0, 0 if d > 0 else (2 * r + 1 - n) % (2 * r + 1)
+        for step in range(n):
+            j = step if d > 0 else n - 1 - step
+            z = j + d * r
+            if step > 0 or d > 0:  # the right-to-left sweep starts from first
+                if phase == 0:
+                    tail, head = 0, 0
+                if 0 <= z < n and slot[z] >= 0:
+                    tail, stack[slot[z]], head = slot[z] + 1, z, min(head, slot[z])
+            phase = phase + 1 if phase < 2 * r else 0
+            if tail > 0:
+                while head + 1 < tail and key[stack[head + 1]] <= d * (j - s):
+                    head += 1
+                source = stack[head]
+                best = v[source] - 0.5 * a * (source - j + s) * (source - j + s) + gain
+                if best > out[j]:
+                    out[j], arg[j] = best, code + source - j
 
     @numba.njit(cache=True)
-    def sweep(v, a, s, r, out, arg, queue, start):  # pragma: no cover  (compiled)
-        """out[y] = max_{|z - y| <= r} v[z] - a (z - y + s)^2 / 2, arg[y] = the z; -inf where no v is finite."""
-        n = v.shape[0]
-        head, tail, z = 0, 0, 0
-        for y in range(n):
-            while z < n and z <= y + r:
-                if v[z] > -np.inf:
-                    tail = push(v, z, a, s, r, queue, start, head, tail)
-                z += 1
-            while tail - head > 1 and start[head + 1] <= y:
-                head += 1
-            if tail > head and queue[head] >= y - r:
-                d = queue[head] - y + s
-                out[y] = v[queue[head]] - 0.5 * a * d * d
-                arg[y] = queue[head]
-            else:
-                out[y] = -np.inf
-                arg[y] = y
+    def line(v, a, r, slot, key, peak, first, stack, out, arg):  # pragma: no cover  (compiled)
+        """out[j] = max_{|dx| <= r} v[j + dx] - a dx^2 / 2, arg[j] = r + the dx; -inf (and r) where no v is finite."""
+        out[:], arg[:] = -np.inf, r
+        count = envelopes(v, a, r, -1, slot, key, peak, stack, first)
+        sweep(v, a, 0.0, r, -1, slot, key, first, count, stack, 0.0, r, out, arg)
+        envelopes(v, a, r, 1, slot, key, peak, stack, first)
+        sweep(v, a, 0.0, r, 1, slot, key, first, 0, stack, 0.0, r, out, arg)
 
     # Serial on purpose: numba's parallel loops start a thread pool of their own (another OpenMP
     # runtime beside torch's), and the two pools spinning on the same cores made every torch op run
@@ -120,55 +157,42 @@ def _compiled():
     @numba.njit(cache=True)
     def transform(x, a, t, b, r, out, tap):  # pragma: no cover  (compiled)
         maps, h, w = x.shape
-        p = 2 * r + 1
+        p, n = 2 * r + 1, max(h, w)
+        slot, key, peak = np.empty((2, h, n), np.int64), np.empty((2, h, n)), np.empty((2, h, n))
+        first, count, stack = np.empty((h, n), np.int64), np.zeros(h, np.int64), np.empty(n, np.int64)
+        inner, inner_arg, col = np.empty((h, w)), np.empty((h, w), np.int64), np.empty((2, h))
+        col_arg = np.empty(h, np.int64)
         for m in range(maps):
-            queue, start = np.empty((h, max(h, w)), np.int64), np.empty((h, max(h, w)))
-            row, row_arg = np.empty(w), np.empty(w, np.int64)
             if t[m] == 0.0:  # separable: rows, then columns
-                inner, inner_arg = np.empty((h, w)), np.empty((h, w), np.int64)
                 for i in range(h):
-                    sweep(x[m, i], a[m], 0.0, r, inner[i], inner_arg[i], queue[0], start[0])
-                col, col_out, col_arg = np.empty(h), np.empty(h), np.empty(h, np.int64)
+                    line(x[m, i], a[m], r, slot[0, 0], key[0, 0], peak[0, 0], first[0], stack, inner[i], inner_arg[i])
                 for j in range(w):
-                    col[:] = inner[:, j]
-                    sweep(col, b[m], 0.0, r, col_out, col_arg, queue[0], start[0])
+                    col[0] = inner[:, j]
+                    line(col[0], b[m], r, slot[0, 0], key[0, 0], peak[0, 0], first[0], stack, col[1], col_arg)
                     for i in range(h):
-                        src = col_arg[i]
-                        out[m, i, j] = col_out[i]
-                        tap[m, i, j] = (src - i + r) * p + (inner_arg[src, j] - j + r)
+                        out[m, i, j], tap[m, i, j] = col[1, i], col_arg[i] * p + inner_arg[i + col_arg[i] - r, j]
                 continue
-            # one sweep per source row and dy, the best dy cell by cell; without a binding window
-            # (r >= w - 1) each row's envelope is built once and only shifted by t dy
-            out[m] = -np.inf
-            tap[m] = 0
-            count = np.zeros(h, np.int64)
-            if r >= w - 1:
-                for i in range(h):
-                    for z in range(w):
-                        if x[m, i, z] > -np.inf:
-                            count[i] = push(x[m, i], z, a[m], 0.0, 1 << 40, queue[i], start[i], 0, count[i])  # nothing expires
-            for dy in range(-r, r + 1):
-                bend, s = -0.5 * b[m] * dy * dy, t[m] * dy
+            # each source row's envelopes in both directions once, and an upper bound of its windows (inner);
+            # then for each dy (0, 1, -1, 2, ...) and output row, the two sweeps of the source row shifted by
+            # t dy, unless its bound cannot raise any cell of the output row
+            for i in range(h):
+                envelopes(x[m, i], a[m], r, 1, slot[0, i], key[0, i], peak[0, i], stack, first[i])
+                count[i] = envelopes(x[m, i], a[m], r, -1, slot[1, i], key[1, i], peak[1, i], stack, first[i])
+                for j in range(w):
+                    inner[i, j] = max(peak[1, i, max(j - r, 0)], peak[0, i, min(j + r, w - 1)])
+            out[m], tap[m] = -np.inf, 0
+            for step in range(p):
+                dy = (step + 1) // 2 * (1 if step % 2 else -1)
+                bend, code = -0.5 * b[m] * dy * dy, (dy + r) * p + r
                 for i in range(max(0, -dy), min(h, h - dy)):
-                    v = x[m, i + dy]
-                    if r >= w - 1:
-                        head = 0
-                        for j in range(w):
-                            while head + 1 < count[i + dy] and start[i + dy, head + 1] + s <= j:
-                                head += 1
-                            if head < count[i + dy]:
-                                z = queue[i + dy, head]
-                                d = z - j + s
-                                row[j] = v[z] - 0.5 * a[m] * d * d
-                                row_arg[j] = z
-                            else:
-                                row[j] = -np.inf
-                    else:
-                        sweep(v, a[m], s, r, row, row_arg, queue[0], start[0])
+                    src, gain = i + dy, False
                     for j in range(w):
-                        if row[j] + bend > out[m, i, j]:
-                            out[m, i, j] = row[j] + bend
-                            tap[m, i, j] = (dy + r) * p + (row_arg[j] - j + r)
+                        gain |= inner[src, j] + bend > out[m, i, j]
+                    if gain:
+                        v, s = x[m, src], t[m] * dy
+                        sweep(v, a[m], s, r, -1, slot[1, src], key[1, src], first[src], count[src], stack, bend, code, out[m, i], tap[m, i])
+                        if r < w - 1:  # else the right-to-left blocks cover every window
+                            sweep(v, a[m], s, r, 1, slot[0, src], key[0, src], first[src], 0, stack, bend, code, out[m, i], tap[m, i])
 
     return transform
 
