@@ -300,8 +300,11 @@ def check_grid(grid: Grid) -> None:
     for row in grid.rows:
         config = configs[row.name]
         codec = model_from_config(config).codec
-        datasets = lambda: [make_dataset(config, split, split == "train", codec) for split in ("train", "val")]  # noqa: E731
-        for what, make in (("data", datasets), ("test", lambda: grid.test_set(config, codec))):
+        builds = {
+            "data": lambda: [make_dataset(config, split, split == "train", codec) for split in ("train", "val")],
+            "test": lambda: grid.test_set(config, codec),
+        }
+        for what, make in builds.items():
             key = (what, json.dumps({k: to_dict(config)[k] for k in ("data", "augment", "skeleton")}, sort_keys=True))
             if key in built:
                 continue
