@@ -7,7 +7,8 @@ Shape legend: N test poses, K joints, B score bins.
 * ``gains.png``: every comparison of the grid (each result against its baseline and its ``also``
   results), the PCK gain with its 95% paired bootstrap interval: every compared row in one figure;
 * ``pck_curves.png`` and ``joint_pck.png``: PCK against alpha, and per joint, of the results named in
-  ``focus`` (e.g. the MSE CNN, the control, the trees);
+  ``focus`` (e.g. the MSE CNN, the control, the trees); ``python -m experiments.figures GRID.yaml`` redraws
+  these two from the report's ``results.json`` alone, for a report whose rows are gone;
 * ``reliability.png``: the reliability diagram of the ``focus`` results' keypoint scores (how often a
   joint of each score is correct at PCK@alpha) above the share of joints in each score bin;
 * ``gallery_<a>_vs_<b>.png``: the test images where two results differ most, ground truth and both;
@@ -16,6 +17,8 @@ Shape legend: N test poses, K joints, B score bins.
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -32,7 +35,7 @@ from crfpose.skeletons import get_skeleton
 from crfpose.viz.curves import COLORS, LINESTYLES
 from experiments import scoring
 
-__all__ = ["draw"]
+__all__ = ["draw", "draw_from_results"]
 
 GALLERY_DPI = 72  # photographs compress poorly: keep the gallery small enough to commit
 STYLE = viz.STYLES["screen"]
@@ -60,24 +63,14 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.png"):  # figures of results that changed name or are gone
         stale.unlink()
-    names = [r["name"] for r in results]
-    focus = [n for n in focus if n in names] or [names[0], *[r["name"] for r in results if "gain" in r][-1:]]
+    focus = _focus(results, focus)
     chosen = [r for r in results if r["name"] in focus]
     written = []
     if any("gain" in r or "also" in r for r in results):
         written.append(viz.save(plot_gains(results, grid.evaluate["alpha"]), out / "gains.png"))
     if all(r.get("calibration") for r in chosen):
         written.append(viz.save(plot_reliability(chosen, grid.evaluate["alpha"]), out / "reliability.png"))
-    written += [
-        viz.save(
-            viz.plot_pck_curves([r | {"normalizer": grid.evaluate["normalizer"]} for r in chosen], [r["name"] for r in chosen]),
-            out / "pck_curves.png",
-        ),
-        viz.save(
-            viz.plot_joint_pck([_with_intervals(grid, r, load_predictions) for r in chosen], [r["name"] for r in chosen]),
-            out / "joint_pck.png",
-        ),
-    ]
+    written += _curves(grid, chosen, out, [_with_intervals(grid, r, load_predictions) for r in chosen])
     if len(focus) >= 2:
         a, b = (load_predictions(n) for n in focus[:2])
         dataset = test_set()
@@ -104,6 +97,34 @@ def draw(grid, results: list[dict], load_predictions, test_set, focus: Sequence[
     return written
 
 
+def draw_from_results(grid) -> list[Path]:
+    """Redraw the two figures of ``grid``'s report that need only its ``results.json`` (PCK curves and
+    per-part bars of the ``focus`` results, without intervals), for a report whose rows' checkpoints and
+    predictions are no longer there; the report's other figures are left as they are."""
+    path = grid.report / "results.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such report (expected the results.json the runner writes)")
+    results = json.loads(path.read_text())
+    chosen = [r for r in results if r["name"] in _focus(results, grid.evaluate.get("focus", ()))]
+    fractions = [_fractions(grid, r) for r in chosen]
+    return _curves(grid, chosen, grid.report / "figures", fractions)
+
+
+def _focus(results: list[dict], focus: Sequence[str]) -> list[str]:
+    """The focus results there are, default the first result and the last one with a baseline."""
+    names = [r["name"] for r in results]
+    return [n for n in focus if n in names] or [names[0], *[r["name"] for r in results if "gain" in r][-1:]]
+
+
+def _curves(grid, chosen: list[dict], out: Path, joint_results: list[dict]) -> list[Path]:
+    """``pck_curves.png`` of the collected results ``chosen`` and ``joint_pck.png`` of their ``joint_results``."""
+    labels = [r["name"] for r in chosen]
+    return [
+        viz.save(viz.plot_pck_curves([r | {"normalizer": grid.evaluate["normalizer"]} for r in chosen], labels), out / "pck_curves.png"),
+        viz.save(viz.plot_joint_pck(joint_results, labels), out / "joint_pck.png"),
+    ]
+
+
 def _tables(model) -> torch.Tensor:
     """The pairwise tables of a model: static ones as they are; an image-conditioned one on a grey image."""
     w, h = model.codec.input_size
@@ -117,8 +138,13 @@ def _with_intervals(grid, result: dict, load_predictions) -> dict:
     skeleton = get_skeleton(p["meta"]["skeleton"])
     scores = scoring.structure(p, skeleton, grid.evaluate)
     intervals = viz.pck_intervals(scores["correct"], scores["counted"], skeleton, resamples=grid.evaluate["bootstrap"])
-    fractions = {"pck": result["pck"] / 100, "pck_per_joint": {j: v / 100 for j, v in result["pck_per_joint"].items()}}
-    return fractions | intervals | {"alpha": grid.evaluate["alpha"], "normalizer": grid.evaluate["normalizer"]}
+    return _fractions(grid, result) | intervals
+
+
+def _fractions(grid, result: dict) -> dict:
+    """A collected result's mean and per-joint PCK (percentages) as the fractions :func:`crfpose.viz.plot_joint_pck` reads."""
+    per_joint = {j: v / 100 for j, v in result["pck_per_joint"].items()}
+    return {"pck": result["pck"] / 100, "pck_per_joint": per_joint, "alpha": grid.evaluate["alpha"], "normalizer": grid.evaluate["normalizer"]}
 
 
 def _slug(name: str) -> str:
@@ -181,3 +207,10 @@ def plot_reliability(results: list[dict], alpha: float) -> Figure:
         bottom.set_ylabel("joints (%)")
         bottom.grid(axis="y", alpha=0.3, linewidth=0.5)
     return fig
+
+
+if __name__ == "__main__":  # python -m experiments.figures GRID.yaml: redraw a report's curves and bars from its results.json
+    from experiments.run import load_grid
+
+    for written in draw_from_results(load_grid(sys.argv[1])):
+        print(written)

@@ -265,9 +265,24 @@ def keep_predictions(grid, results: list[dict]) -> list[Path]:
     return written
 
 
+def _refuse_losing_results(grid, results: list[dict]) -> None:
+    path = grid.report / "results.json"
+    if not path.is_file():
+        return
+    kept = {r["name"] for r in results}
+    lost = [r["name"] for r in json.loads(path.read_text()) if r["name"] not in kept]
+    if lost:
+        raise ValueError(
+            f"{path} has results whose rows are not finished under {grid.output}: {lost}; rewriting the report would "
+            f"drop them (and their figures): run those rows here, or delete {path} to start the report afresh"
+        )
+
+
 def write(grid, results: list[dict]) -> None:
     """``results.json`` (the list of results), ``averages.json``, ``results.md``, the figures
-    (:mod:`experiments.figures`) and the kept predictions in the report folder."""
+    (:mod:`experiments.figures`) and the kept predictions in the report folder. Refuses to drop a result
+    the report already has whose row is not finished here (e.g. the rows ran on another machine)."""
+    _refuse_losing_results(grid, results)
     grid.report.mkdir(parents=True, exist_ok=True)
     if results:
         config = from_dict(json.loads((grid.folder(results[0]["row"]) / "result.json").read_text())["config"])

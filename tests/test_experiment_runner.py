@@ -13,7 +13,7 @@ import yaml
 
 from crfpose import engine
 from crfpose.structure import paired_bootstrap, pck_gain, seed_interval
-from experiments import rescore
+from experiments import figures, report, rescore
 from experiments import run as runner
 from experiments import scoring
 from tiny_config import TINY_SYNTHETIC
@@ -93,8 +93,8 @@ def test_grid_runs_skips_finished_rows_and_resumes_an_interrupted_one(grid_file,
     again = runner.run_grid(grid)  # everything finished: nothing trains, the same results
     assert calls == [] and again == json.loads((grid.report / "results.json").read_text())
     assert stamps == {n: (grid.folder(n) / "result.json").stat().st_mtime_ns for n in stamps}
-    figures = sorted(p.name for p in (grid.report / "figures").iterdir())
-    assert figures == [
+    drawn = sorted(p.name for p in (grid.report / "figures").iterdir())
+    assert drawn == [
         "deformation_tree.png",
         "gains.png",
         "gallery_mse-unary_vs_tree-map.png",
@@ -127,6 +127,17 @@ def test_grid_runs_skips_finished_rows_and_resumes_an_interrupted_one(grid_file,
         assert line.split(" | ")[1] == f"{r['pck']:.1f}"
         if "gain" in r:
             assert f"{r['gain']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}]" in line
+    # a report whose rows are gone here: rewriting it would drop results, so it is refused, nothing touched;
+    # its curves and bars can still be redrawn from results.json alone
+    (grid.folder("tree") / "result.json").rename(grid.folder("tree") / "result.moved")
+    before = {p: p.read_bytes() for p in grid.report.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=r"results whose rows are not finished .*'tree/marginals', 'tree/map'"):
+        report.write(grid, report.collect(grid))
+    assert before == {p: p.read_bytes() for p in grid.report.rglob("*") if p.is_file()}
+    redrawn = figures.draw_from_results(grid)
+    assert [p.name for p in redrawn] == ["pck_curves.png", "joint_pck.png"]
+    changed = sorted(p.name for p in before if before[p] != p.read_bytes())
+    assert set(changed) <= {"pck_curves.png", "joint_pck.png"}  # the other figures and the tables untouched
 
 
 def test_quick_variant_and_bad_grids(grid_file, tmp_path):
