@@ -144,7 +144,8 @@ def _with_intervals(grid, result: dict, load_predictions) -> dict:
 def _fractions(grid, result: dict) -> dict:
     """A collected result's mean and per-joint PCK (percentages) as the fractions :func:`crfpose.viz.plot_joint_pck` reads."""
     per_joint = {j: v / 100 for j, v in result["pck_per_joint"].items()}
-    return {"pck": result["pck"] / 100, "pck_per_joint": per_joint, "alpha": grid.evaluate["alpha"], "normalizer": grid.evaluate["normalizer"]}
+    protocol = {"alpha": grid.evaluate["alpha"], "normalizer": grid.evaluate["normalizer"]}
+    return {"pck": result["pck"] / 100, "pck_per_joint": per_joint} | protocol
 
 
 def _slug(name: str) -> str:
