@@ -23,7 +23,7 @@ from PIL import Image
 
 from crfpose.checkpoint import load_model
 from crfpose.codec import REFINEMENTS
-from crfpose.data.transforms import PADDING, image_to_tensor, whole_image_box
+from crfpose.data.transforms import PADDING, WHOLE_IMAGE, image_to_tensor, whole_image_box
 from crfpose.images import UNIT_TOLERANCE, decode_image, in_unit_range
 from crfpose.models import PoseEstimator
 
@@ -85,6 +85,10 @@ class Predictor:
         refine: sub-pixel refinement of :func:`crfpose.codec.decode` (``"none"``, ``"quarter"``, ``"dark"``).
         padding: a top-down model's box is enlarged by this factor (after the aspect-ratio fix) before cropping.
         normalized: apply the ImageNet mean/std to a top-down model's crops (as its training data did).
+        whole_image: what a top-down model crops from an image without boxes: ``"person"`` takes the image as
+            the person's box and pads it like any box (a photo framed on one person); ``"crop"`` crops exactly
+            the image (the whole-image protocol, as LSP is evaluated). :meth:`from_checkpoint` chooses
+            ``"crop"`` for a model validated on whole-image crops (``data.val.box: image``).
         detector: ``image (3, h, w) -> (N, 5)`` person boxes (e.g. :class:`crfpose.detect.PersonDetector`),
             used when no boxes are given; without one a top-down model takes the whole image as one person
             and a detector model finds the persons itself.
@@ -110,6 +114,7 @@ class Predictor:
         refine: str = "none",
         padding: float = PADDING,
         normalized: bool = True,
+        whole_image: str = "person",
         detector: Optional[Callable[[torch.Tensor], np.ndarray]] = None,
         score_threshold: float = 0.5,
         batch_size: int = 32,
@@ -127,6 +132,8 @@ class Predictor:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
         if not (isinstance(padding, (int, float)) and padding > 0):
             raise ValueError(f"padding: expected a positive number, got {padding!r}")
+        if whole_image not in WHOLE_IMAGE:
+            raise ValueError(f"whole_image: expected one of {WHOLE_IMAGE}, got {whole_image!r}")
         if not (isinstance(score_threshold, (int, float)) and 0 <= score_threshold <= 1):
             raise ValueError(f"score_threshold: expected a probability in [0, 1], got {score_threshold!r}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -134,7 +141,7 @@ class Predictor:
         self.skeleton = model.skeleton
         self.decoder, self.flip, self.refine, self.padding = decoder, bool(flip), refine, float(padding)
         self.normalized, self.detector, self.batch_size = bool(normalized), detector, batch_size
-        self.score_threshold = float(score_threshold)
+        self.score_threshold, self.whole_image = float(score_threshold), whole_image
 
     @classmethod
     def from_checkpoint(
@@ -148,7 +155,8 @@ class Predictor:
         **options: Any,
     ) -> "Predictor":
         """A predictor for a checkpoint of ``crfpose train`` or ``crfpose import-official`` (read with
-        ``weights_only=True``). Padding and colour normalisation come from its config; ``refine``
+        ``weights_only=True``). Padding, colour normalisation and the whole-image crop (``"crop"`` when its
+        validation crops were whole images, else ``"person"``) come from its config; ``refine``
         defaults to the config's ``eval.refine``. A file that is not a crfpose checkpoint is a
         one-line ValueError naming it."""
         model, config = load_model(path)
@@ -161,7 +169,7 @@ class Predictor:
             padding=config.augment.padding,
             normalized=normalized,
             device=device,
-            **options,
+            **{"whole_image": "crop" if config.data.val.get("box") == "image" else "person", **options},
         )
 
     def boxes(self, image: torch.Tensor) -> Optional[np.ndarray]:
@@ -214,6 +222,7 @@ class Predictor:
             refine=self.refine,
             padding=self.padding,
             normalized=self.normalized,
+            whole_image=self.whole_image,
             batch_size=self.batch_size,
             maps=return_maps,
         )

@@ -10,7 +10,8 @@ from PIL import Image
 
 from crfpose.cli import main
 from crfpose.config import load_config, to_dict
-from crfpose.builders import model_from_config
+from crfpose.builders import make_dataset, model_from_config
+from crfpose.evaluate import predict_dataset
 from crfpose.checkpoint import save_checkpoint
 from crfpose.predict import Predictor
 from crfpose.export import mmpose_instances, output_names
@@ -57,3 +58,21 @@ def test_same_stem_inputs_get_their_own_results_and_a_second_call_is_refused(tmp
     assert "would overwrite 8 earlier result(s)" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in before} == before
     assert main(["predict", str(checkpoint), *inputs, "--out", "preds", "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("val_box, same", [("image", True), ("joints", False)])
+def test_a_photo_is_cropped_as_the_checkpoint_was_validated(tmp_path, lsp_root, val_box, same):
+    """A model validated on whole-image crops predicts an LSP test photo exactly as the whole-image
+    protocol scores it (the crop is the image); one validated on person boxes pads the image like a box."""
+    common = ["data.name=lsp", "data.input_size=[48, 64]", "data.heatmap_size=[12, 16]", "train.mode=unary"]
+    config = load_config(None, [*common, f"data.val={{root: {lsp_root}, split: test, box: {val_box}}}"])
+    torch.manual_seed(0)
+    model = model_from_config(config)
+    path = save_checkpoint(tmp_path / "lsp.pt", {"model": model.state_dict(), "config": to_dict(config)})
+    predictor = Predictor.from_checkpoint(path, flip=False, decoder="unary")
+    assert predictor.whole_image == ("crop" if val_box == "image" else "person")
+    protocol = load_config(None, [*common, f"data.val={{root: {lsp_root}, split: test, box: image}}"])
+    whole = make_dataset(protocol, "val", False, model.codec)  # LSP test as the whole-image protocol scores it
+    scored = predict_dataset(model, whole, decoders=["unary"], indices=[0, 4])["unary"]["pred"][:, :, :2]
+    predicted = np.stack([persons[0]["keypoints"] for persons in predictor([whole.records[i].file for i in (0, 4)])])
+    assert np.allclose(predicted, scored, atol=1e-3) == same

@@ -46,6 +46,7 @@ __all__ = [
     "color_jitter",
     "half_body_box",
     "whole_image_box",
+    "WHOLE_IMAGE",
     "crop_box",
     "TopDownTransform",
 ]
@@ -245,6 +246,9 @@ def half_body_box(keypoints: np.ndarray, skeleton: Skeleton, rng: np.random.Gene
     size = np.maximum(hi - lo, 1.0) * 1.5
     centre = (lo + hi) / 2
     return np.array([centre[0] - size[0] / 2, centre[1] - size[1] / 2, size[0], size[1]])
+
+
+WHOLE_IMAGE = ("person", "crop")  # an image without boxes: the person's box (padded like any), or the crop itself
 
 
 def whole_image_box(image: torch.Tensor) -> np.ndarray:

@@ -199,10 +199,14 @@ class PoseEstimator(nn.Module, ABC):
         each person's unary and marginals. The module's train/eval mode is left as it is."""
 
     @abstractmethod
-    def image_items(self, image: torch.Tensor, boxes: Optional[np.ndarray], *, padding: float, normalized: bool) -> list[dict]:
+    def image_items(
+        self, image: torch.Tensor, boxes: Optional[np.ndarray], *, padding: float, normalized: bool, whole_image: str = "person"
+    ) -> list[dict]:
         """The items :meth:`persons` takes for one ``(3, h, w)`` image in ``[0, 1]`` and its person
         ``boxes`` (N, 5) ``(x, y, w, h, score)`` or ``None`` (the model's default: the whole image, or its
-        own detections); ``padding`` and ``normalized`` are the top-down crop's."""
+        own detections); ``padding``, ``normalized`` and ``whole_image`` (one of
+        :data:`~crfpose.data.transforms.WHOLE_IMAGE`: the whole image as the person's box or as the crop)
+        are the top-down crop's."""
 
     @abstractmethod
     def collate(self, items: Sequence[dict]) -> dict:
@@ -224,6 +228,7 @@ class PoseEstimator(nn.Module, ABC):
         refine: str = "none",
         padding: float,
         normalized: bool,
+        whole_image: str = "person",
         batch_size: int = 32,
         maps: bool = False,
     ) -> list[Persons]:
@@ -233,7 +238,9 @@ class PoseEstimator(nn.Module, ABC):
         items = [
             (i, item)
             for i, image in enumerate(images)
-            for item in self.image_items(image, None if boxes is None else boxes[i], padding=padding, normalized=normalized)
+            for item in self.image_items(
+                image, None if boxes is None else boxes[i], padding=padding, normalized=normalized, whole_image=whole_image
+            )
         ]
         found: list[list[Persons]] = [[] for _ in images]
         for start in range(0, len(items), batch_size):

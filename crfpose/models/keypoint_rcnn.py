@@ -263,9 +263,12 @@ class KeypointRCNNModel(PoseEstimator):
         """Every annotated person's keypoints on the grid of its own box (N, K, 3)."""
         return torch.cat([self.codec.to_grid(k, _xyxy(b)) for k, b in zip(batch["keypoints"], batch["boxes"])])
 
-    def image_items(self, image: Tensor, boxes: Optional[np.ndarray], *, padding: float, normalized: bool) -> list[dict]:
+    def image_items(
+        self, image: Tensor, boxes: Optional[np.ndarray], *, padding: float, normalized: bool, whole_image: str = "person"
+    ) -> list[dict]:
         """The whole image is one item; with ``boxes``, the keypoint head reads those persons instead of the
-        detector's (``padding`` and ``normalized`` belong to top-down crops: the network normalises itself)."""
+        detector's (``padding``, ``normalized`` and ``whole_image`` belong to top-down crops: the network
+        finds and normalises the persons itself)."""
         return [{"image": image, "given_boxes": boxes}]
 
     def collate(self, items: Sequence[dict]) -> dict:

@@ -30,7 +30,7 @@ from torch.utils.data import default_collate
 from crfpose import codec as codecs
 from crfpose.checks import check_size
 from crfpose.codec import HeatmapCodec
-from crfpose.data.transforms import affine_points, crop_box, invert_affine, whole_image_box
+from crfpose.data.transforms import affine_points, crop_box, image_box, invert_affine, whole_image_box
 from crfpose.losses import heatmap_mse, likelihood_nll
 from crfpose.models.estimator import DECODERS, Outputs, Persons, PoseEstimator, StepLoss, View, crf_points
 from crfpose.skeletons import Skeleton
@@ -205,11 +205,16 @@ class PoseModel(PoseEstimator):
         """The crops' keypoints (B, K, 3) on the heatmap grid."""
         return self.codec.to_heatmap(batch["keypoints"])
 
-    def image_items(self, image: torch.Tensor, boxes: Optional[np.ndarray], *, padding: float, normalized: bool) -> list[dict]:
-        """One crop per box (:func:`crfpose.data.transforms.crop_box`); without boxes, the whole image is one person."""
+    def image_items(
+        self, image: torch.Tensor, boxes: Optional[np.ndarray], *, padding: float, normalized: bool, whole_image: str = "person"
+    ) -> list[dict]:
+        """One crop per box (:func:`crfpose.data.transforms.crop_box`). Without boxes the whole image is one
+        person (box ``(0, 0, w, h)``): with ``whole_image="person"`` that box is padded like any other; with
+        ``"crop"`` the crop is the image itself (the whole-image protocol, :func:`~crfpose.data.transforms.image_box`)."""
         items = []
         for box in whole_image_box(image) if boxes is None else boxes:
-            crop, affine = crop_box(image, box[:4], self.codec.input_size, padding, normalized)
+            cropped = image_box((image.shape[-1], image.shape[-2]), padding) if boxes is None and whole_image == "crop" else box[:4]
+            crop, affine = crop_box(image, cropped, self.codec.input_size, padding, normalized)
             items.append({"image": crop, "meta": {"affine": affine, "box": np.asarray(box[:4], dtype=np.float64), "score": float(box[4])}})
         return items
 
