@@ -107,7 +107,7 @@ def sampled(seed: int, persons: int, factor: float):
 def test_the_fitted_temperature_is_the_minimum_of_the_nll_over_a_dense_grid():
     head, potentials = sampled(2, 300, 1.7)
     fit = fit_temperature(head, potentials, bounds=(0.25, 20.0), tol=1e-4)
-    grid = torch.logspace(math.log10(0.25), math.log10(20.0), 801, dtype=torch.float64)
+    grid = torch.logspace(math.log10(0.25), math.log10(20.0), 201, dtype=torch.float64)
     nll = torch.stack([tempered_nll(head, potentials, float(t)).mean() for t in grid])
     best = int(nll.argmin())
     assert abs(math.log(fit.temperature) - math.log(float(grid[best]))) <= math.log(float(grid[1] / grid[0]))
@@ -201,3 +201,46 @@ def test_a_model_without_a_crf_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "has no CRF (mode 'unary')" in err and str(path) in err
     assert not (tmp_path / "out.pt").exists()
+
+
+def block_scores(marginals: torch.Tensor) -> torch.Tensor:
+    """(B, K): the mass of the 3 x 3 block around each marginal's arg-max, from its definition."""
+    padded = torch.nn.functional.pad(marginals, (1, 1, 1, 1))
+    b, k, h, w = marginals.shape
+    index = marginals.flatten(2).argmax(-1)  # (B, K)
+    x, y = index % w, index // w
+    return torch.stack(
+        [torch.stack([padded[i, j, y[i, j] : y[i, j] + 3, x[i, j] : x[i, j] + 3].sum() for j in range(k)]) for i in range(b)]
+    )
+
+
+def test_a_tempered_model_predicts_with_the_tempered_crf():
+    torch.manual_seed(0)
+    model = model_from_config(load_config(None, TINY_SYNTHETIC + ["train.mode=joint"])).eval()
+    images = torch.rand(2, 3, 32, 32)
+    out = model.outputs(images)
+    model.head.temperature = 2.5
+    prediction = model.predict(images, ["marginals", "map"])
+    marginals = TreeCRF(out.unary / 2.5, out.pairwise / 2.5, model.skeleton).marginals
+    torch.testing.assert_close(prediction.marginals, marginals)
+    torch.testing.assert_close(prediction.keypoints["marginals"][..., 2], block_scores(marginals))
+
+
+def test_a_detector_is_calibrated_at_its_annotated_boxes():
+    import numpy as np
+    from test_keypoint_rcnn import scene, tiny
+
+    from crfpose.skeletons import COCO17
+
+    model = tiny({"pairwise": "gaussian", "radius": 55}).eval()  # the window covers the grid: every pose is possible
+    image, boxes, keypoints = scene(0)
+    outputs, grid = model.annotated_outputs({"image": [image], "boxes": [boxes], "keypoints": [keypoints]})
+    assert outputs.unary.shape == (2, 17, 56, 56)
+    corners = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+    torch.testing.assert_close(grid[..., :2], (keypoints[..., :2] - corners[:, None, :2]) * 56 / boxes[:, None, 2:] - 0.5)
+    model.head.temperature = 2.0
+    given = np.concatenate([boxes.numpy(), np.ones((2, 1), np.float32)], axis=1)
+    persons = model.persons({"image": [image], "given_boxes": [given]}, ["marginals"], maps=True)[0]
+    torch.testing.assert_close(persons.marginals, TreeCRF(outputs.unary / 2, outputs.pairwise / 2, COCO17).marginals)
+    fit = fit_temperature(model.head, [Potentials(outputs.unary, outputs.pairwise, grid)])
+    assert fit.persons == 2 and 0.25 <= fit.temperature <= 20 and fit.fitted <= fit.before
