@@ -81,7 +81,7 @@ class CRFConfig:
     ``cell x cell`` grid pixels shared by all links; the pairwise options are not used).
     ``temperature``: T > 0 dividing every log-potential before the CRF is built (1: the trained model;
     ``crfpose calibrate`` fits it on the validation split so that the keypoint scores are calibrated; a
-    config without it reads as 1).
+    config without it reads as 1). Training at T != 1 trains the tempered CRF: calibrate after training.
     """
 
     pairwise: str = CRF_DEFAULTS["pairwise"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from crfpose.cli.common import add_set_option, device, parse_set_options, positive
 
@@ -27,15 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _line(name: str, nll: float, scores: dict) -> str:
+    accuracy = scores["confident_accuracy"]
+    correct = "none" if math.isnan(accuracy) else f"{100 * accuracy:.0f}%"
     return (
         f"{name}: NLL {nll:.3f} nats/person, ECE {100 * scores['ece']:.1f}%, PCK {100 * scores['pck']:.1f}%, "
-        f"{100 * scores['confident']:.0f}% of joints score > 0.9 and {100 * scores['confident_accuracy']:.0f}% of those are correct"
+        f"{100 * scores['confident']:.0f}% of joints score > 0.9 and {correct} of those are correct"
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Calibrate; prints the temperature, the validation NLL and ECE before and after, and a JSON line."""
-    from crfpose.calibration import calibrate_checkpoint
+    from crfpose.calibration import BOUNDS, calibrate_checkpoint
     from crfpose.fileio import json_ready
 
     positive(args.batch_size, "--batch-size", integer=True)
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     fit = result.fit
     excluded = f" ({fit.excluded} left out: probability 0 under the model)" if fit.excluded else ""
     print(f"temperature {fit.temperature:.3f}, fitted on {fit.persons} validation persons{excluded}; decoder {result.decoder}")
+    if min(abs(math.log(fit.temperature / bound)) for bound in BOUNDS) < 0.01:
+        print(f"note: the temperature is at the end of the search range {BOUNDS}: the model is far from calibrated")
     print(_line("before", fit.before, result.before))
     print(_line("after ", fit.fitted, result.after))
     print(f"wrote {result.path}")
