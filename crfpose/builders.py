@@ -29,7 +29,7 @@ def crf_options(config: Config) -> Optional[dict[str, Any]]:
     if config.train.mode == "unary":
         return None
     c = config.crf
-    keys = ("pairwise", "radius", "unary", "num_types", "init_scale", "pool", "structure", "cell")
+    keys = ("pairwise", "radius", "unary", "num_types", "init_scale", "pool", "structure", "cell", "temperature")
     return {k: getattr(c, k) for k in keys}
 
 

@@ -13,6 +13,7 @@ arguments and are checked there.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -78,6 +79,9 @@ class CRFConfig:
     ``structure``: ``tree`` (the kinematic tree with the pairwise above) or ``chain`` (the linear-chain
     baseline on pytorch-crf: joints in depth-first order, one transition matrix between coarse cells of
     ``cell x cell`` grid pixels shared by all links; the pairwise options are not used).
+    ``temperature``: T > 0 dividing every log-potential before the CRF is built (1: the trained model;
+    ``crfpose calibrate`` fits it on the validation split so that the keypoint scores are calibrated; a
+    config without it reads as 1). Training at T != 1 trains the tempered CRF: calibrate after training.
     """
 
     pairwise: str = CRF_DEFAULTS["pairwise"]
@@ -89,6 +93,7 @@ class CRFConfig:
     structure: str = CRF_DEFAULTS["structure"]
     cell: int = CRF_DEFAULTS["cell"]
     init_scale: float = CRF_DEFAULTS["init_scale"]
+    temperature: float = CRF_DEFAULTS["temperature"]
     sigma: float = 1.0
     init_from_data: bool = True
     init_samples: int = 1000
@@ -301,6 +306,8 @@ def _check_consistency(config: Config) -> None:
         section, name = key.split(".")
         if getattr(getattr(config, section), name) < 1:
             raise ValueError(f"{key}: expected an int >= 1, got {getattr(getattr(config, section), name)}")
+    if not (math.isfinite(config.crf.temperature) and config.crf.temperature > 0):
+        raise ValueError(f"crf.temperature: expected a finite number > 0, got {config.crf.temperature}")
     if config.crf.radius < 0:
         raise ValueError(f"crf.radius: expected an int >= 0, got {config.crf.radius}")
     if not config.optim.lr > 0:

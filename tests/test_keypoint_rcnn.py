@@ -187,7 +187,7 @@ class Truth(PoseEstimator):
             found.append(Persons(boxes, np.ones(len(boxes)), {"unary": points}))
         return found
 
-    training_loss = grid_keypoints = image_items = collate = view = None
+    training_loss = grid_keypoints = annotated_outputs = image_items = collate = view = None
 
 
 def test_evaluation_pairs_a_detectors_persons_with_the_annotations(lsp_root):

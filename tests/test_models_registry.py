@@ -122,7 +122,7 @@ def test_bad_names_and_options_list_the_valid_ones(registry):
     with pytest.raises(
         ValueError,
         match=r"unknown crf options \['kernel'\]; valid ones: "
-        r"\['cell', 'init_scale', 'num_types', 'pairwise', 'pool', 'radius', 'structure', 'unary'\]",
+        r"\['cell', 'init_scale', 'num_types', 'pairwise', 'pool', 'radius', 'structure', 'temperature', 'unary'\]",
     ):
         build_model("cnn", skeleton=LSP14, crf={"kernel": 3})
     with pytest.raises(

@@ -2,7 +2,7 @@
 
 Shape legend: none.
 
-    crfpose [--plugin MODULE ...] COMMAND ...     train, eval, predict, viz, demo, app, import-official
+    crfpose [--plugin MODULE ...] COMMAND ...     train, eval, calibrate, predict, viz, demo, app, import-official
 
 Each command module has ``SUMMARY`` (its one-line help), ``add_arguments(parser)`` and
 ``run(args) -> int`` (the exit status). A bad argument, config, file or checkpoint is one line on
@@ -21,13 +21,14 @@ import sys
 from typing import Optional, Sequence
 
 from crfpose import __version__
-from crfpose.cli import app, demo, evaluate, import_official, predict, train, viz
+from crfpose.cli import app, calibrate, demo, evaluate, import_official, predict, train, viz
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 COMMANDS = {
     "train": train,
     "eval": evaluate,
+    "calibrate": calibrate,
     "predict": predict,
     "viz": viz,
     "demo": demo,

@@ -12,6 +12,8 @@ evaluation, prediction, the figures and the app ask a model only what this inter
   ``codec.inputs`` says which data it takes: ``"crops"`` or ``"images"``);
 * ``training_loss(batch, loss, trains, sigma=, mse_weight=)``: one batch's loss for a training stage;
 * ``grid_keypoints(batch)``: the batch's annotated poses on the head's grid (to fit the pairwise);
+* ``annotated_outputs(batch, flip=)``: the head's potentials for the batch's annotated persons, with their
+  poses on the grid (to fit the CRF's temperature, :mod:`crfpose.calibration`);
 * ``persons(batch, decoders, ...)``: the persons of each batch item in original-image pixels;
 * ``image_items(image, boxes, ...)`` and ``collate(items)``: images (and optional person boxes) as the
   batches ``persons`` takes, so that :meth:`PoseEstimator.predict_images` serves any model;
@@ -116,8 +118,10 @@ class View:
 
 def block_mass(probabilities: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``(B, K, 1)``: the probability mass of the 3 x 3 block of cells around cell ``index`` (B, K) (flat
-    ``y * W + x``) of each map of ``probabilities`` (B, K, H, W): the probability that the joint lies within
-    one cell of it (calibrated, where one cell's mass is spread thin by the grid)."""
+    ``y * W + x``) of each map of ``probabilities`` (B, K, H, W): the model's probability that the joint lies
+    within one cell of it (one cell's mass alone is spread thin by the grid). It is only as calibrated as the
+    distribution it reads: a CRF trained by likelihood is over-confident as trained (its temperature is 1);
+    :mod:`crfpose.calibration` fits the temperature that calibrates it on held-out data."""
     block = 9 * F.avg_pool2d(probabilities, 3, stride=1, padding=1)  # (B, K, H, W) mass of each 3 x 3 block
     return block.flatten(2).gather(-1, index[..., None])
 
@@ -126,7 +130,7 @@ def crf_points(distribution: Any, decoders: Sequence[str], refine: str) -> tuple
     """``({decoder: (B, K, 3) (x, y, score) in grid cells}, marginals (B, K, H, W))`` for the CRF decoders
     among ``decoders``: ``"marginals"``, the arg-max of each marginal (sub-cell ``refine`` of
     :func:`crfpose.codec.decode`), and ``"map"``, the jointly most probable pose (cells, never refined);
-    scores are :func:`block_mass` of the marginals."""
+    scores are :func:`block_mass` of the marginals (the distribution's, at its head's temperature)."""
     marginals = distribution.marginals.detach()  # (B, K, H, W) (computed as a gradient: detached here)
     width = marginals.shape[-1]
     points: dict[str, torch.Tensor] = {}
@@ -189,6 +193,12 @@ class PoseEstimator(nn.Module, ABC):
     @abstractmethod
     def grid_keypoints(self, batch: dict) -> torch.Tensor:
         """``(N, K, 3)``: the annotated poses of a batch (read without augmentation) on the head's grid."""
+
+    @abstractmethod
+    def annotated_outputs(self, batch: dict, flip: bool = False) -> tuple[Outputs, torch.Tensor]:
+        """``(outputs, keypoints (N, K, 3))``: the model's :class:`Outputs` (with the head's potentials) for the
+        N annotated persons of ``batch`` (as the model's dataset collates it; a detector reads them at their
+        annotated boxes) and their poses on the head's grid (:meth:`grid_keypoints`); ``flip``: the flip test."""
 
     @abstractmethod
     def persons(

@@ -30,7 +30,9 @@ On a person's box the grid is :class:`crfpose.codec.BoxGridCodec`'s: cell ``g`` 
 Decoders: ``unary`` is torchvision's (each map upsampled bicubically to the box's size in pixels, its
 arg-max); ``marginals`` and ``map`` are the CRF's, in cells mapped back to pixels. Keypoint scores are
 probabilities: the mass of the 3 x 3 block of cells around the decoded one, under the CRF's marginal
-(``marginals``, ``map``) or under the network's own softmax (``unary``).
+(``marginals``, ``map``) or under the network's own softmax (``unary``). They are the model's own
+probabilities, not calibrated ones: ``crfpose calibrate`` (:mod:`crfpose.calibration`) fits the CRF's
+temperature on held-out data so that they are.
 """
 
 from __future__ import annotations
@@ -262,6 +264,15 @@ class KeypointRCNNModel(PoseEstimator):
     def grid_keypoints(self, batch: dict) -> Tensor:
         """Every annotated person's keypoints on the grid of its own box (N, K, 3)."""
         return torch.cat([self.codec.to_grid(k, _xyxy(b)) for k, b in zip(batch["keypoints"], batch["boxes"])])
+
+    def annotated_outputs(self, batch: dict, flip: bool = False) -> tuple[Outputs, Tensor]:
+        """The keypoint head read at every annotated person's box (``batch["boxes"]``), and their :meth:`grid_keypoints`."""
+        device = self.device
+        given = [
+            np.concatenate([np.asarray(b, np.float32).reshape(-1, 4), np.ones((len(b), 1), np.float32)], axis=1) for b in batch["boxes"]
+        ]
+        logits, head_features, *_ = self._forward([image.to(device) for image in batch["image"]], given, flip)
+        return self._outputs(logits, head_features), self.grid_keypoints(batch).to(device)
 
     def image_items(
         self, image: Tensor, boxes: Optional[np.ndarray], *, padding: float, normalized: bool, whole_image: str = "person"

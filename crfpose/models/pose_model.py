@@ -155,8 +155,10 @@ class PoseModel(PoseEstimator):
         Decoders: ``"unary"``: the arg-max of each backbone map, score the map's value there;
         ``"marginals"``: the arg-max of each CRF marginal; ``"map"``: the jointly most probable pose.
         For the CRF decoders the score is the CRF's probability that the joint lies within one cell of
-        the reported one (its marginal summed over the 3 x 3 block: calibrated, where one cell's mass
-        is spread thin by the grid). ``refine``: sub-pixel refinement of :func:`crfpose.codec.decode`
+        the reported one (its marginal summed over the 3 x 3 block,
+        :func:`~crfpose.models.estimator.block_mass`): a probability, but not a calibrated one as trained
+        (over-confident); ``crfpose calibrate`` (:mod:`crfpose.calibration`) fits the head's temperature
+        that calibrates it on the validation split. ``refine``: sub-pixel refinement of :func:`crfpose.codec.decode`
         (``"none"``, ``"quarter"``, ``"dark"``); the MAP's states are cells and are never refined.
         """
         decoders = self.check_decoders(decoders)
@@ -204,6 +206,11 @@ class PoseModel(PoseEstimator):
     def grid_keypoints(self, batch: dict) -> torch.Tensor:
         """The crops' keypoints (B, K, 3) on the heatmap grid."""
         return self.codec.to_heatmap(batch["keypoints"])
+
+    def annotated_outputs(self, batch: dict, flip: bool = False) -> tuple[Outputs, torch.Tensor]:
+        """One person per crop: :meth:`outputs` of the crops and their :meth:`grid_keypoints`."""
+        device = self.device
+        return self.outputs(batch["image"].to(device), flip=flip), self.grid_keypoints(batch).to(device)
 
     def image_items(
         self, image: torch.Tensor, boxes: Optional[np.ndarray], *, padding: float, normalized: bool, whole_image: str = "person"

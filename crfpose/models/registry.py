@@ -73,7 +73,7 @@ UNARY = ("scaled", "identity")
 
 # crf options and their defaults; num_types is read by the mixtures, pool by "relation", init_scale by
 # the scaled adapter. structure "chain" (the pytorch-crf baseline) reads cell instead of the tree's
-# pairwise options.
+# pairwise options. temperature divides the head's log-potentials (1: as trained; crfpose.calibration fits it).
 CRF_DEFAULTS: dict[str, Any] = {
     "pairwise": "gaussian",
     "radius": 6,
@@ -83,6 +83,7 @@ CRF_DEFAULTS: dict[str, Any] = {
     "pool": 4,
     "structure": "tree",
     "cell": 1,
+    "temperature": 1.0,
 }
 
 
@@ -169,11 +170,11 @@ def build_head(crf: Mapping[str, Any], skeleton: Skeleton, backbone: nn.Module, 
     unary = ScaledUnary(skeleton.num_joints, cfg["init_scale"]) if cfg["unary"] == "scaled" else IdentityUnary()
     if cfg["structure"] == "chain":
         width, height = heatmap_size
-        return ChainHead(skeleton, ChainCRF(skeleton, int(height), int(width), cfg["cell"]), unary)
+        return ChainHead(skeleton, ChainCRF(skeleton, int(height), int(width), cfg["cell"]), unary, cfg["temperature"])
     relation = cfg["pairwise"] == "relation"
     channels = getattr(backbone, "feature_channels", None) if relation else None
     pairwise = build_pairwise_for(cfg["pairwise"], skeleton, cfg["radius"], cfg["num_types"], channels, cfg["pool"])
-    return TreeHead(skeleton, pairwise, unary, "features" if relation else "maps")
+    return TreeHead(skeleton, pairwise, unary, "features" if relation else "maps", cfg["temperature"])
 
 
 def build_model(
