@@ -203,27 +203,36 @@ def test_a_model_without_a_crf_is_one_clear_line(tmp_path, capsys):
     assert not (tmp_path / "out.pt").exists()
 
 
-def block_scores(marginals: torch.Tensor) -> torch.Tensor:
-    """(B, K): the mass of the 3 x 3 block around each marginal's arg-max, from its definition."""
+def block_scores(marginals: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """(B, K): the mass of ``marginals`` in the 3 x 3 block around each cell ``at`` (B, K, 2) (x, y), from its definition."""
     padded = torch.nn.functional.pad(marginals, (1, 1, 1, 1))
-    b, k, h, w = marginals.shape
-    index = marginals.flatten(2).argmax(-1)  # (B, K)
-    x, y = index % w, index // w
+    x, y = at[..., 0], at[..., 1]
+    b, k = x.shape
     return torch.stack(
         [torch.stack([padded[i, j, y[i, j] : y[i, j] + 3, x[i, j] : x[i, j] + 3].sum() for j in range(k)]) for i in range(b)]
     )
 
 
-def test_a_tempered_model_predicts_with_the_tempered_crf():
-    torch.manual_seed(0)
+def test_a_tempered_model_scores_with_the_tempered_crf_and_places_joints_as_trained():
+    torch.manual_seed(3)  # a random model whose tempered marginals move one mode
     model = model_from_config(load_config(None, TINY_SYNTHETIC + ["train.mode=joint"])).eval()
     images = torch.rand(2, 3, 32, 32)
     out = model.outputs(images)
+    trained = model.predict(images, ["marginals", "map"])
     model.head.temperature = 2.5
     prediction = model.predict(images, ["marginals", "map"])
     marginals = TreeCRF(out.unary / 2.5, out.pairwise / 2.5, model.skeleton).marginals
     torch.testing.assert_close(prediction.marginals, marginals)
-    torch.testing.assert_close(prediction.keypoints["marginals"][..., 2], block_scores(marginals))
+    grid = marginals.shape[-1]
+    for decoder in ("marginals", "map"):  # calibration moves no joint; its scores are the tempered CRF's
+        torch.testing.assert_close(prediction.keypoints[decoder][..., :2], trained.keypoints[decoder][..., :2])
+    cells = {"map": TreeCRF(out.unary, out.pairwise, model.skeleton).argmax}
+    index = TreeCRF(out.unary, out.pairwise, model.skeleton).marginals.flatten(2).argmax(-1)
+    cells["marginals"] = torch.stack([index % grid, index // grid], dim=-1)
+    for decoder, at in cells.items():
+        torch.testing.assert_close(prediction.keypoints[decoder][..., 2], block_scores(marginals, at))
+    moved = (cells["marginals"] != torch.stack([marginals.flatten(2).argmax(-1) % grid, marginals.flatten(2).argmax(-1) // grid], -1)).any()
+    assert moved  # the tempered marginals' own modes differ here: the case the rule is for
 
 
 def test_a_detector_is_calibrated_at_its_annotated_boxes():

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -52,12 +52,12 @@ class Outputs:
     pairwise: Optional[torch.Tensor] = None
     head: Optional[nn.Module] = field(default=None, repr=False)
 
-    def distribution(self, unary: Optional[torch.Tensor] = None):
+    def distribution(self, unary: Optional[torch.Tensor] = None, temperature: Optional[float] = None):
         """The head's distribution over poses for these potentials (or for ``unary`` in their place,
-        e.g. clamped to labels in the likelihood loss)."""
+        e.g. clamped to labels in the likelihood loss), at ``temperature`` (default: the head's own)."""
         if self.head is None or self.unary is None:
             raise ValueError("model: this model has no structured head (no CRF): only the 'unary' decoder applies")
-        return self.head.distribution(self.unary if unary is None else unary, self.pairwise)
+        return self.head.distribution(self.unary if unary is None else unary, self.pairwise, temperature)
 
 
 class StepLoss(NamedTuple):
@@ -126,25 +126,32 @@ def block_mass(probabilities: torch.Tensor, index: torch.Tensor) -> torch.Tensor
     return block.flatten(2).gather(-1, index[..., None])
 
 
-def crf_points(distribution: Any, decoders: Sequence[str], refine: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def crf_points(
+    distribution: Callable[..., Any], decoders: Sequence[str], refine: str, temperature: float = 1.0
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """``({decoder: (B, K, 3) (x, y, score) in grid cells}, marginals (B, K, H, W))`` for the CRF decoders
     among ``decoders``: ``"marginals"``, the arg-max of each marginal (sub-cell ``refine`` of
-    :func:`crfpose.codec.decode`), and ``"map"``, the jointly most probable pose (cells, never refined);
-    scores are :func:`block_mass` of the marginals (the distribution's, at its head's temperature)."""
-    marginals = distribution.marginals.detach()  # (B, K, H, W) (computed as a gradient: detached here)
+    :func:`crfpose.codec.decode`), and ``"map"``, the jointly most probable pose (cells, never refined).
+
+    ``distribution(temperature=t)`` is the model's CRF at temperature ``t``. Positions come from the trained
+    CRF (``t = 1``); scores are :func:`block_mass` of the marginals at the head's ``temperature``, which are
+    also returned: calibrating the scores moves no joint (tempering a tree can move a marginal's mode)."""
+    trained = distribution(temperature=1.0)
+    marginals = trained.marginals.detach()  # (B, K, H, W) (computed as a gradient: detached here)
+    scored = marginals if temperature == 1 else distribution(temperature=temperature).marginals.detach()
     width = marginals.shape[-1]
     points: dict[str, torch.Tensor] = {}
     for decoder in ("marginals", "map"):
         if decoder not in decoders:
             continue
         if decoder == "map":
-            cells = distribution.argmax  # (B, K, 2) (x, y)
+            cells = trained.argmax  # (B, K, 2) (x, y)
             index, xy = cells[..., 1] * width + cells[..., 0], cells.to(marginals.dtype)
         else:
             index = marginals.flatten(2).argmax(-1)  # (B, K), the cell codec.decode refines
             xy = codecs.decode(marginals, refine=refine)[..., :2].to(marginals.dtype)
-        points[decoder] = torch.cat([xy, block_mass(marginals, index)], dim=-1)
-    return points, marginals
+        points[decoder] = torch.cat([xy, block_mass(scored, index)], dim=-1)
+    return points, scored
 
 
 class PoseEstimator(nn.Module, ABC):

@@ -308,8 +308,7 @@ class KeypointRCNNModel(PoseEstimator):
             points["unary"] = torch.cat([xy * ratio[:, None], score], dim=-1)
         marginals = None
         if self.head is not None and len(boxes) and (maps or set(decoders) - {"unary"}):
-            distribution = out.distribution()
-            crf_decoded, marginals = crf_points(distribution, decoders, refine)
+            crf_decoded, marginals = crf_points(out.distribution, decoders, refine, self.head.temperature)
             points |= {d: self.codec.to_image(p, original) for d, p in crf_decoded.items()}
         elif self.head is not None:
             points |= {d: logits.new_zeros(0, logits.shape[1], 3) for d in decoders if d != "unary"}

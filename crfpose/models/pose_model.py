@@ -158,7 +158,8 @@ class PoseModel(PoseEstimator):
         the reported one (its marginal summed over the 3 x 3 block,
         :func:`~crfpose.models.estimator.block_mass`): a probability, but not a calibrated one as trained
         (over-confident); ``crfpose calibrate`` (:mod:`crfpose.calibration`) fits the head's temperature
-        that calibrates it on the validation split. ``refine``: sub-pixel refinement of :func:`crfpose.codec.decode`
+        that calibrates it on the validation split (positions stay those of the trained CRF: :func:`crf_points`).
+        ``refine``: sub-pixel refinement of :func:`crfpose.codec.decode`
         (``"none"``, ``"quarter"``, ``"dark"``); the MAP's states are cells and are never refined.
         """
         decoders = self.check_decoders(decoders)
@@ -170,7 +171,7 @@ class PoseModel(PoseEstimator):
             points["unary"] = codecs.decode(out.maps, refine=refine)
         marginals = None
         if set(decoders) - {"unary"}:
-            crf_decoded, marginals = crf_points(out.distribution(), decoders, refine)
+            crf_decoded, marginals = crf_points(out.distribution, decoders, refine, self.head.temperature)
             points |= crf_decoded
         stride = codecs.stride_between(images, out.maps)
         keypoints = {d: codecs.heatmap_to_input(points[d].to(out.maps.dtype), stride) for d in decoders}
