@@ -5,8 +5,9 @@ Shape legend: N persons, K joints, E edges (= K - 1), R kernel radius, H x W hea
 
 At temperature T every log-potential of the head (unary and pairwise) is divided by T before the CRF is
 built, so ``p_T(y) = p(y)^(1/T) / Z_T``: marginals, keypoint scores, samples and entropy all come from
-``p_T``. The MAP pose does not move; a marginal's arg-max can (a tree's marginal sums over the other
-joints), though it does not where the joints are independent (the flat control). T > 1 flattens an
+``p_T``. The MAP pose does not move with T; a marginal's arg-max can (a tree's marginal sums over the
+other joints), so the decoders keep the trained CRF's positions and take only their scores from ``p_T``
+(:func:`crfpose.models.estimator.crf_points`): calibrating moves no joint. T > 1 flattens an
 over-confident model.
 T is ``crf.temperature`` of the config (1 as trained; not a weight, so a checkpoint of any temperature
 loads into the same model).
