@@ -90,30 +90,32 @@ def _pad(pairwise: torch.Tensor) -> tuple[int, int]:
     return r, r
 
 
-def _recompute(values: torch.Tensor, listed: torch.Tensor, x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
-    """values (..., Ho, Wo) with the listed cells (bool, same shape) made exact.
+def _recompute(
+    values: torch.Tensor, error: torch.Tensor, listed: torch.Tensor, x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """values (..., Ho, Wo) with the listed cells (bool, same shape) made exact, and the error bound
+    (log of 2 delta, broadcast to (..., Ho, Wo)) updated: -inf at the listed cells.
 
     Listed cells are recomputed one by one in the log domain, or, when that would cost more, the
-    maps holding them are recomputed by direct sums, which have no rounding cancellation, and only
-    the listed cells that those leave near the underflow threshold go to the log domain.
+    maps holding them are recomputed by direct sums, which have no rounding cancellation (their
+    every cell keeps only the underflow bound), and only the listed cells that those leave near the
+    underflow threshold go to the log domain.
     """
     cells = listed.nonzero()  # (F, D)
     if cells.shape[0] == 0:
-        return values
-    values = values.clone()
-    maps = listed.flatten(-2).any(dim=-1).nonzero()  # (M, D - 2)
+        return values, error
+    values, error = values.clone(), error.expand_as(values).clone()
+    maps = listed.flatten(-2).any(dim=-1).nonzero().unbind(1)  # D - 2 x (M,)
     taps = k.shape[-2] * k.shape[-1]
-    if cells.shape[0] * taps * tuning.LOG_DOMAIN_TAP_COST > direct_plan(maps.shape[0], values.shape[-2:], k.shape[-2:])[1]:
-        lead = values.shape[:-2]
-        pick = lambda t: t.expand(*lead, *t.shape[-2:])[maps.unbind(1)]  # noqa: E731  (M, h, w)
+    if cells.shape[0] * taps * tuning.LOG_DOMAIN_TAP_COST > direct_plan(maps[0].shape[0], values.shape[-2:], k.shape[-2:])[1]:
+        pick = lambda t: t.expand(*values.shape[:-2], *t.shape[-2:])[maps]  # noqa: E731  (M, h, w)
         direct, err = lse_correlate(pick(x), pick(k), pad, direct=True)  # (M, Ho, Wo), (M, 1, 1)
-        values[maps.unbind(1)] = direct
+        values[maps], error[maps] = direct, err + _LOG2
         near_underflow = torch.zeros_like(listed)
-        near_underflow[maps.unbind(1)] = direct - err < tuning.DIRECT_MARGIN
+        near_underflow[maps] = direct - err < tuning.DIRECT_MARGIN
         cells = (listed & near_underflow).nonzero()
-    if cells.shape[0]:
-        values[cells.unbind(1)] = lse_correlate_cells(x, k, pad, cells)
-    return values
+    values[cells.unbind(1)] = lse_correlate_cells(x, k, pad, cells)
+    return values, error.masked_fill_(listed, -math.inf)
 
 
 def _over_budget(error: torch.Tensor, log_tol: float) -> torch.Tensor:
@@ -182,12 +184,20 @@ class SumProduct:
         """Log-sum-exp messages of one level, exact at the cells marked exact; records their errors."""
         msg, err = lse_correlate(beliefs, kernels, _pad(kernels), finite=self.finite)  # (B, n, H, W), (B, n, 1, 1)
         error = err + _LOG2
+        # The cavity beliefs come with the downward pass; guessed by the parents' unaries now, the
+        # cells whose error would matter under that guess are made exact at once (the downward pass
+        # checks with the real ones). This spares most repeated passes when labels contradict the table.
+        guess = self.unary[:, level.parents]
+        log_z_guess = torch.logsumexp((guess + msg).flatten(-2), dim=-1)[..., None, None]
+        guessed = _over_budget(guess + error - log_z_guess, math.log(self.tol))
+        if bool(guessed.any()):
+            self.exact[:, level.edge_at] |= guessed
+            self.any_exact = True
         if self.any_exact or not self.finite:
             exact = self.exact[:, level.edge_at]
             if self.any_exact:
-                msg = _recompute(msg, exact, beliefs, kernels, _pad(kernels))
-                error = torch.where(exact, -math.inf, error)
-            margin = torch.where(exact | torch.isneginf(msg), math.inf, msg - error)  # exact cells have no error
+                msg, error = _recompute(msg, error, exact, beliefs, kernels, _pad(kernels))
+            margin = torch.where(torch.isneginf(msg), math.inf, msg - error)
         else:
             margin = msg - error
         self.messages[:, level.edge_at] = msg
@@ -227,7 +237,7 @@ class SumProduct:
             to_recompute[:, level.edge_at] = _over_budget(cavity + self.message_error[:, level.edge_at] - z, log_tol)
             out, err = lse_correlate(cavity, kernels, pad, finite=self.finite)
             error = self.beliefs[:, level.child_at] + err + _LOG2 - z
-            outside[:, level.child_at] = _recompute(out, _over_budget(error, log_tol), cavity, kernels, pad)
+            outside[:, level.child_at] = _recompute(out, err, _over_budget(error, log_tol), cavity, kernels, pad)[0]
         self.node = torch.exp(self.beliefs + outside - z)
         return to_recompute
 
@@ -241,7 +251,7 @@ class SumProduct:
         for level, cavity in zip(self.levels, self.cavities):
             kernels, child_belief = pairwise[:, level.edge_at], self.beliefs[:, level.child_at]
             pair, err = lse_correlate(child_belief, cavity, pad)  # (B, n, P, P)
-            pair = _recompute(pair, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, cavity, pad)
+            pair = _recompute(pair, err, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, cavity, pad)[0]
             edge_log[:, level.edge_at] = pair + kernels - z
         return torch.exp(edge_log)
 
