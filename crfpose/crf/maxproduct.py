@@ -221,7 +221,6 @@ def max_message(x: torch.Tensor, k: torch.Tensor, eps: float) -> tuple[torch.Ten
         values, taps = (torch.empty(int(quadratic.sum()), h, w, dtype=dtype) for dtype in (torch.float64, torch.long))
         transform(*(v.contiguous().numpy() for v in (x[quadratic] + tilt, a11, t, a22 - t * a12)), r, values.numpy(), taps.numpy())
         out[quadratic], tap[quadratic] = values - tilt + c[:, None, None], taps
-    other = (~quadratic).nonzero().flatten()
-    for chunk in other.split(max(1, tuning.MAX_PLUS_BLOCK // (h * w * p))):
-        out[chunk], tap[chunk] = reference.message(x[chunk], k[chunk], "max")
+    for m in (~quadratic).nonzero().flatten().tolist():  # one map at a time: its terms stay in cache
+        out[m : m + 1], tap[m : m + 1] = reference.message(x[m : m + 1], k[m : m + 1], "max")
     return out.view(b, n, h, w), tap.view(b, n, h, w)
