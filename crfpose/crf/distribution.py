@@ -91,18 +91,13 @@ class _LogPartition(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         unary, pairwise = ctx.saved_tensors
-        g = grad.double()[:, None, None, None]
-        grad_unary = grad_pairwise = None
-        if ctx.needs_input_grad[0]:
-            grad_unary = (g * _Marginals.apply(unary, pairwise, ctx.fast, "node")).to(unary.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_pairwise = (
-                (g * _Marginals.apply(unary, pairwise, ctx.fast, "edge")).sum(dim=0, keepdim=True)
-                if pairwise.shape[0] == 1
-                else g * _Marginals.apply(unary, pairwise, ctx.fast, "edge")
-            )
-            grad_pairwise = grad_pairwise.to(pairwise.dtype)
-        return grad_unary, grad_pairwise, None
+        grads = [
+            (grad.double()[:, None, None, None] * _Marginals.apply(unary, pairwise, ctx.fast, which)).sum_to_size(t.shape).to(t.dtype)
+            if needed
+            else None
+            for t, which, needed in zip((unary, pairwise), ("node", "edge"), ctx.needs_input_grad)
+        ]
+        return *grads, None
 
 
 class _Marginals(torch.autograd.Function):
@@ -246,7 +241,7 @@ class TreeCRF(Distribution):
 
     @lazy_property
     def argmax(self) -> torch.Tensor:
-        """The MAP pose by max-product, (B, K, 2) long (x, y) cells; ties go to the first cell."""
+        """A MAP pose by max-product, (B, K, 2) long (x, y) cells (which of tied maximisers is unspecified)."""
         if self.engine == "reference":
             best, pose = reference.map_pose(self.unary.detach().double(), self._pw.detach().double(), self.skeleton)
         else:

@@ -13,16 +13,13 @@ unary, its other children's messages and its outside score); the child's outside
 cavity_e correlated with the flipped kernel, and the edge's displacement marginal is cavity_e
 correlated with the child's belief. Node and edge marginals are the gradient of log Z.
 
-Exactness: every fast correlation returns an upper bound within 2 delta of the exact value
-(``crfpose.crf.correlate``), so beliefs, cavity beliefs and outside scores are upper bounds too.
-The effect of a cell's error on Z and on the marginals is at most 2 delta times the score of
-everything around it (cavity_e for a message, the child's belief for an outside score, the kernel
-for an edge marginal), divided by Z. In each map whose cells' summed effect could exceed tol,
-the cells above tol / (number of cells) are recomputed exactly, so each edge moves log Z and
-the marginals by at most about tol. Message cells found this way are fixed by re-running the
-upward pass with them exact, until none is left. When every message is within a relative tol
-of its exact value at every cell, the upward pass alone
-certifies log Z and the downward pass waits until marginals are asked for.
+Exactness (docs/crf.md, "Fast and exact"): every fast correlation returns an upper bound within
+2 delta of the exact value (``crfpose.crf.correlate``). A cell's error moves Z and the marginals by
+at most 2 delta times the score of everything around it (cavity_e for a message, the child's
+belief for an outside score, the kernel for an edge marginal) over Z; in each map whose summed
+effect could exceed tol, the cells above tol / (number of cells) are recomputed exactly. Message
+cells found by the downward pass are fixed by re-running the upward pass until none is left; when
+every message is within a relative tol of its exact value, the upward pass alone certifies log Z.
 All functions work in float64 and build no autograd graph.
 """
 
@@ -46,20 +43,11 @@ _LOG2 = math.log(2.0)
 
 @dataclass(frozen=True)
 class Level:
-    """The edges whose child sits at one depth of the tree (processed together)."""
+    """The edges whose child sits at one depth of the tree (processed together), as (n,) long tensors."""
 
-    depth: int  # the children's depth (1 for the root's children)
-    edges: torch.Tensor  # (n,) edge indices
-    parents: torch.Tensor  # (n,) parent joint of each edge
-    children: torch.Tensor  # (n,) child joint of each edge
-    edge_at: slice | torch.Tensor  # edges as a slice when they are consecutive (a cheaper index)
-    child_at: slice | torch.Tensor  # children likewise
-
-
-def _consecutive_or_tensor(values: list[int], device: torch.device) -> slice | torch.Tensor:
-    if values == list(range(values[0], values[0] + len(values))):
-        return slice(values[0], values[0] + len(values))
-    return torch.tensor(values, dtype=torch.long, device=device)
+    edges: torch.Tensor
+    parents: torch.Tensor
+    children: torch.Tensor
 
 
 def schedule(skeleton: Skeleton, device: torch.device) -> list[Level]:
@@ -67,22 +55,10 @@ def schedule(skeleton: Skeleton, device: torch.device) -> list[Level]:
     by_depth: dict[int, list[int]] = {}
     for e, (_, child) in enumerate(skeleton.edges):
         by_depth.setdefault(skeleton.depth[child], []).append(e)
-    levels = []
-    for depth in sorted(by_depth):
-        edges = by_depth[depth]
-        as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
-        children = [skeleton.edges[e][1] for e in edges]
-        levels.append(
-            Level(
-                depth=depth,
-                edges=as_tensor(edges),
-                parents=as_tensor([skeleton.edges[e][0] for e in edges]),
-                children=as_tensor(children),
-                edge_at=_consecutive_or_tensor(edges, device),
-                child_at=_consecutive_or_tensor(children, device),
-            )
-        )
-    return levels
+    return [
+        Level(*(torch.tensor(v, dtype=torch.long, device=device) for v in (edges, *zip(*(skeleton.edges[e] for e in edges)))))
+        for _, edges in sorted(by_depth.items())
+    ]
 
 
 def _pad(pairwise: torch.Tensor) -> tuple[int, int]:
@@ -176,7 +152,6 @@ class SumProduct:
         self.message_error = self.unary.new_empty(b, e, h, w)  # log of 2 delta; -inf where exact
         self.message_margin = self.unary.new_empty(b, e)  # min over cells of log(message / (2 delta)): each map's relative error
         self.exact = exact if exact is not None else torch.zeros(b, e, h, w, dtype=torch.bool, device=self.unary.device)
-        self.any_exact = exact is not None
         self.beliefs = upward(self.unary, self.pairwise, self.levels, self._message)
         self.log_z = torch.logsumexp(self.beliefs[:, self.root].flatten(1), dim=1)  # (B,)
 
@@ -189,27 +164,19 @@ class SumProduct:
         # checks with the real ones). This spares most repeated passes when labels contradict the table.
         guess = self.unary[:, level.parents]
         log_z_guess = torch.logsumexp((guess + msg).flatten(-2), dim=-1)[..., None, None]
-        guessed = _over_budget(guess + error - log_z_guess, math.log(self.tol))
-        if bool(guessed.any()):
-            self.exact[:, level.edge_at] |= guessed
-            self.any_exact = True
-        if self.any_exact or not self.finite:
-            exact = self.exact[:, level.edge_at]
-            if self.any_exact:
-                msg, error = _recompute(msg, error, exact, beliefs, kernels, _pad(kernels))
-            margin = torch.where(torch.isneginf(msg), math.inf, msg - error)
-        else:
-            margin = msg - error
-        self.messages[:, level.edge_at] = msg
-        self.message_error[:, level.edge_at] = error
-        self.message_margin[:, level.edge_at] = margin.amin(dim=(-2, -1))
+        exact = self.exact[:, level.edges] | _over_budget(guess + error - log_z_guess, math.log(self.tol))
+        self.exact[:, level.edges] = exact
+        msg, error = _recompute(msg, error, exact, beliefs, kernels, _pad(kernels))
+        self.messages[:, level.edges] = msg
+        self.message_error[:, level.edges] = error
+        self.message_margin[:, level.edges] = torch.where(torch.isneginf(msg), math.inf, msg - error).amin(dim=(-2, -1))
         return msg
 
     def _cavity(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor) -> torch.Tensor:
         """The parents' scores without each edge's subtree, (B, n, H, W), from the children's
         messages per parent as a finite sum and a count of -inf (so that one child's contribution
         can be taken out exactly)."""
-        p, msg = level.parents, self.messages[:, level.edge_at]
+        p, msg = level.parents, self.messages[:, level.edges]
         finite = torch.isfinite(msg)
         others_inf = neg_inf[:, p] - (~finite).double() > 0.5
         others = finite_sum[:, p] - torch.where(finite, msg, 0.0)
@@ -230,14 +197,14 @@ class SumProduct:
         self.cavities: list[torch.Tensor] = []
         to_recompute = torch.zeros_like(self.exact)
         for level in self.levels:
-            kernels = pairwise[:, level.edge_at].flip(-2, -1)  # (B', n, P, P)
+            kernels = pairwise[:, level.edges].flip(-2, -1)  # (B', n, P, P)
             cavity = self._cavity(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
             self.cavities.append(cavity)
             # Message cells whose error, weighted by everything around them, could reach tol.
-            to_recompute[:, level.edge_at] = _over_budget(cavity + self.message_error[:, level.edge_at] - z, log_tol)
+            to_recompute[:, level.edges] = _over_budget(cavity + self.message_error[:, level.edges] - z, log_tol)
             out, err = lse_correlate(cavity, kernels, pad, finite=self.finite)
-            error = self.beliefs[:, level.child_at] + err + _LOG2 - z
-            outside[:, level.child_at] = _recompute(out, err, _over_budget(error, log_tol), cavity, kernels, pad)[0]
+            error = self.beliefs[:, level.children] + err + _LOG2 - z
+            outside[:, level.children] = _recompute(out, err, _over_budget(error, log_tol), cavity, kernels, pad)[0]
         self.node = torch.exp(self.beliefs + outside - z)
         return to_recompute
 
@@ -249,10 +216,10 @@ class SumProduct:
         z = self.log_z[:, None, None, None]
         edge_log = pairwise.new_empty(self.unary.shape[0], *pairwise.shape[1:])
         for level, cavity in zip(self.levels, self.cavities):
-            kernels, child_belief = pairwise[:, level.edge_at], self.beliefs[:, level.child_at]
+            kernels, child_belief = pairwise[:, level.edges], self.beliefs[:, level.children]
             pair, err = lse_correlate(child_belief, cavity, pad)  # (B, n, P, P)
             pair = _recompute(pair, err, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, cavity, pad)[0]
-            edge_log[:, level.edge_at] = pair + kernels - z
+            edge_log[:, level.edges] = pair + kernels - z
         return torch.exp(edge_log)
 
 
@@ -266,7 +233,7 @@ def upward(
     """
     beliefs = unary.clone()
     for level in reversed(levels):
-        msg = message(level, beliefs[:, level.child_at], pairwise[:, level.edge_at])
+        msg = message(level, beliefs[:, level.children], pairwise[:, level.edges])
         beliefs.index_add_(1, level.parents, msg)
     return beliefs
 
