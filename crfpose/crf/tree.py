@@ -148,6 +148,8 @@ class SumProduct:
     def _upward(self, exact: Optional[torch.Tensor]) -> None:
         b, _, h, w = self.unary.shape
         e = self.pairwise.shape[1]
+        # a repeated pass reuses the maps whose child belief and exact cells are unchanged
+        self.previous = (self.beliefs, self.messages, self.message_error, self.exact) if exact is not None else None
         self.messages = self.unary.new_empty(b, e, h, w)
         self.message_error = self.unary.new_empty(b, e, h, w)  # log of 2 delta; -inf where exact
         self.message_margin = self.unary.new_empty(b, e)  # min over cells of log(message / (2 delta)): each map's relative error
@@ -166,7 +168,13 @@ class SumProduct:
         log_z_guess = torch.logsumexp((guess + msg).flatten(-2), dim=-1)[..., None, None]
         exact = self.exact[:, level.edges] | _over_budget(guess + error - log_z_guess, math.log(self.tol))
         self.exact[:, level.edges] = exact
-        msg, error = _recompute(msg, error, exact, beliefs, kernels, _pad(kernels))
+        if self.previous is None:
+            msg, error = _recompute(msg, error, exact, beliefs, kernels, _pad(kernels))
+        else:
+            beliefs0, msg0, error0, exact0 = (t[:, i] for t, i in zip(self.previous, (level.children, *(level.edges,) * 3)))
+            same = ((beliefs == beliefs0) & (exact == exact0)).flatten(-2).all(dim=-1)[..., None, None]  # (B, n, 1, 1)
+            msg, error = _recompute(msg, error, exact & ~same, beliefs, kernels, _pad(kernels))
+            msg, error = torch.where(same, msg0, msg), torch.where(same, error0, error)
         self.messages[:, level.edges] = msg
         self.message_error[:, level.edges] = error
         self.message_margin[:, level.edges] = torch.where(torch.isneginf(msg), math.inf, msg - error).amin(dim=(-2, -1))
