@@ -164,10 +164,12 @@ class SumProduct:
         # The cavity beliefs come with the downward pass; guessed by the parents' unaries now, the
         # cells whose error would matter under that guess are made exact at once (the downward pass
         # checks with the real ones). This spares most repeated passes when labels contradict the table.
-        guess = self.unary[:, level.parents]
-        log_z_guess = torch.logsumexp((guess + msg).flatten(-2), dim=-1)[..., None, None]
-        exact = self.exact[:, level.edges] | _over_budget(guess + error - log_z_guess, math.log(self.tol))
-        self.exact[:, level.edges] = exact
+        exact = self.exact[:, level.edges]
+        if not bool((msg - error >= math.log1p(1.0 / self.tol)).all()):  # else no cell's error can matter
+            guess = self.unary[:, level.parents]
+            log_z_guess = (guess + msg).amax(dim=(-2, -1), keepdim=True)  # below the log-sum: a generous guess
+            exact = exact | _over_budget(guess + error - log_z_guess, math.log(self.tol))
+            self.exact[:, level.edges] = exact
         if self.previous is None:
             msg, error = _recompute(msg, error, exact, beliefs, kernels, _pad(kernels))
         else:
