@@ -182,11 +182,13 @@ class SumProduct:
         self.message_margin[:, level.edges] = torch.where(torch.isneginf(msg), math.inf, msg - error).amin(dim=(-2, -1))
         return msg
 
-    def _cavity(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor) -> torch.Tensor:
+    def _cavity(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: Optional[torch.Tensor]) -> torch.Tensor:
         """The parents' scores without each edge's subtree, (B, n, H, W), from the children's
         messages per parent as a finite sum and a count of -inf (so that one child's contribution
-        can be taken out exactly)."""
+        can be taken out exactly; no count for finite potentials, whose messages are all finite)."""
         p, msg = level.parents, self.messages[:, level.edges]
+        if neg_inf is None:
+            return self.unary[:, p] + (finite_sum[:, p] - msg) + outside[:, p]
         finite = torch.isfinite(msg)
         others_inf = neg_inf[:, p] - (~finite).double() > 0.5
         others = finite_sum[:, p] - torch.where(finite, msg, 0.0)
@@ -201,9 +203,10 @@ class SumProduct:
         parents = torch.zeros(self.pairwise.shape[1], dtype=torch.long, device=self.unary.device)  # (E,)
         for level in self.levels:
             parents[level.edges] = level.parents
-        finite = torch.isfinite(self.messages)
-        finite_sum = torch.zeros_like(self.unary).index_add_(1, parents, torch.where(finite, self.messages, 0.0))
-        neg_inf = torch.zeros_like(self.unary).index_add_(1, parents, (~finite).double())
+        finite = None if self.finite else torch.isfinite(self.messages)
+        terms = self.messages if finite is None else torch.where(finite, self.messages, 0.0)
+        finite_sum = torch.zeros_like(self.unary).index_add_(1, parents, terms)
+        neg_inf = None if finite is None else torch.zeros_like(self.unary).index_add_(1, parents, (~finite).double())
         self.cavities: list[torch.Tensor] = []
         to_recompute = torch.zeros_like(self.exact)
         for level in self.levels:
