@@ -74,18 +74,26 @@ def test_fft_bound_holds_and_cells_are_exact():
 
 
 @pytest.mark.parametrize("gather_cost", [0.0, 1e9], ids=["cells-in-log-domain", "whole-maps-direct"])
-def test_fix_cells_makes_flagged_cells_exact(monkeypatch, gather_cost):
+def test_recompute_makes_flagged_cells_exact_and_bounds_the_rest(monkeypatch, gather_cost):
     monkeypatch.setattr(tuning, "LOG_DOMAIN_TAP_COST", gather_cost)
     gen = torch.Generator().manual_seed(5)
-    x, k = operands(gen, 3, (9, 8), (7, 7), 40.0)
-    fast, _ = lse_correlate(x, k, (3, 3))
+    x, k = operands(gen, 3, (10, 9), (9, 9), 40.0)  # FFT-sized: 81 taps, 90 cells
+    fast, log_delta = lse_correlate(x, k, (4, 4))
     flagged = torch.rand(fast.shape, generator=gen) < 0.2
     flagged[1] = False  # a map with nothing to fix stays as it was
-    fixed = tree._recompute(fast, flagged, x, k, (3, 3))
-    truth = brute_correlate(x, k, (3, 3))
+    error = log_delta + math.log(2)
+    fixed, fixed_error = tree._recompute(fast, error, flagged, x, k, (4, 4))
+    truth = brute_correlate(x, k, (4, 4))
     both_inf = torch.isneginf(truth) & torch.isneginf(fixed)
     assert torch.allclose(fixed[flagged & ~both_inf], truth[flagged & ~both_inf], rtol=0, atol=1e-12)
-    assert torch.equal(fixed[~flagged], fast[~flagged])
+    assert torch.equal(fixed[~flagged], fast[~flagged]) if gather_cost == 0 else torch.equal(fixed[1], fast[1])
+    assert torch.isneginf(fixed_error[flagged]).all() and torch.equal(fixed_error[1], error[1].expand_as(fixed[1]))
+    # every cell within its recorded bound: truth <= fixed <= truth + 2 delta, to rounding
+    finite = torch.isfinite(truth)
+    assert (fixed[finite] >= truth[finite] - 1e-12).all()
+    assert (fixed[finite] <= torch.logaddexp(truth, fixed_error)[finite] + 1e-12).all()
+    if gather_cost:  # the whole maps were recomputed by direct sums: only the underflow bound is left
+        assert (fixed_error[0] < error[0] - 100).all()
 
 
 def test_over_budget_keeps_each_maps_unflagged_impact_within_tol():

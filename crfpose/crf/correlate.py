@@ -4,20 +4,18 @@ Shape legend: x is (..., Hx, Wx) and the kernel k is (..., Hk, Wk) with leading 
 broadcast (a kernel shared by a batch has size 1 there); the output is (..., Ho, Wo) with
 Ho = Hx + 2 * pad_y - Hk + 1 and Wo = Wx + 2 * pad_x - Wk + 1.
 
-    logsumexp semiring:  out[..., i, j] = log sum_{a, b} exp(x[..., i + a - pad_y, j + b - pad_x] + k[..., a, b])
-    max semiring:        the same with max in place of log-sum-exp, plus the arg-max (a * Wk + b)
+    out[..., i, j] = log sum_{a, b} exp(x[..., i + a - pad_y, j + b - pad_x] + k[..., a, b])
 
 where x is -inf outside its grid. Both operands may hold -inf.
 
-The log-sum-exp is computed fast: each map and kernel is shifted by its own maximum and
-exponentiated in float64 (values below 2^-511 set to 0, as underflow, so no product is subnormal), and the
-correlation is taken in the linear domain, by direct sums (a grouped convolution, or a loop over
-the smaller of the kernel taps and the output cells) when that is cheap, else by FFT.
-It returns guaranteed upper bounds, value + delta, with delta a bound on the absolute error
-(FFT rounding, plus what underflow can lose), and log delta itself. The caller decides which
-cells that error could matter for and recomputes them, by direct sums (exact to rounding, but
-below the underflow threshold) or with :func:`lse_correlate_cells`, which is exact in the log domain.
-Cells that no finite term reaches are exactly -inf.
+Computed fast: each map and kernel is shifted by its own maximum and exponentiated in float64
+(values below 2^-511 set to 0, as underflow, so no product is subnormal), and the correlation is
+taken in the linear domain by FFT. It returns guaranteed upper bounds, value + delta, with delta a
+bound on the absolute error (FFT rounding, plus what underflow can lose), and log delta itself. The
+caller decides which cells that error could matter for and recomputes them, by direct sums in the
+linear domain (a grouped convolution, or a loop over the smaller of the kernel taps and the output
+cells: no cancellation, exact to rounding above the underflow threshold) or with
+:func:`lse_correlate_cells`, exact in the log domain. Cells that no finite term reaches are exactly -inf.
 """
 
 from __future__ import annotations
@@ -65,8 +63,8 @@ class _Correlator:
     """Linear-domain correlation of non-negative maps with one kernel, and its error bound.
 
     kern (..., Hk, Wk); calls take x (..., Hx, Wx) (zero outside) and return values (..., Ho, Wo)
-    and an absolute error bound (..., 1, 1). Direct when the loop is short, else FFT with the
-    kernel's spectrum kept. The FFT length is only max(Hx + pad, Hk, Ho) per axis: with x padded
+    and an absolute error bound (..., 1, 1). By FFT with the kernel's spectrum kept, or by direct sums
+    when asked. The FFT length is only max(Hx + pad, Hk, Ho) per axis: with x padded
     in front only, every wrapped-around index lands in that front padding.
     """
 
@@ -75,8 +73,8 @@ class _Correlator:
         hk, wk = kern.shape[-2:]
         self.underflow_loss = tuning.TINY * hk * wk  # what setting operands below tuning.TINY can take from one output
         self.out_hw = _output_size(x_hw, (hk, wk), pad)
-        self.direct = direct or min(hk * wk, self.out_hw[0] * self.out_hw[1]) <= tuning.DIRECT_MAX_STEPS
-        if not self.direct:
+        self.direct = direct
+        if not direct:
             self.size = tuple(_fast_size(max(n + p, k, o)) for n, p, k, o in zip(x_hw, pad, (hk, wk), self.out_hw))
             self.spectrum = torch.fft.rfft2(kern, s=self.size).conj()
             eps = torch.finfo(kern.dtype).eps

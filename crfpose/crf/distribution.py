@@ -91,18 +91,13 @@ class _LogPartition(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         unary, pairwise = ctx.saved_tensors
-        g = grad.double()[:, None, None, None]
-        grad_unary = grad_pairwise = None
-        if ctx.needs_input_grad[0]:
-            grad_unary = (g * _Marginals.apply(unary, pairwise, ctx.fast, "node")).to(unary.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_pairwise = (
-                (g * _Marginals.apply(unary, pairwise, ctx.fast, "edge")).sum(dim=0, keepdim=True)
-                if pairwise.shape[0] == 1
-                else g * _Marginals.apply(unary, pairwise, ctx.fast, "edge")
-            )
-            grad_pairwise = grad_pairwise.to(pairwise.dtype)
-        return grad_unary, grad_pairwise, None
+        grads = [
+            (grad.double()[:, None, None, None] * _Marginals.apply(unary, pairwise, ctx.fast, which)).sum_to_size(t.shape).to(t.dtype)
+            if needed
+            else None
+            for t, which, needed in zip((unary, pairwise), ("node", "edge"), ctx.needs_input_grad)
+        ]
+        return *grads, None
 
 
 class _Marginals(torch.autograd.Function):
@@ -124,17 +119,11 @@ class _Marginals(torch.autograd.Function):
         unary, pairwise = ctx.saved_tensors
         create_graph = torch.is_grad_enabled()  # a gradient of this gradient was asked for
         with torch.enable_grad():
-            u = unary.double() if unary.requires_grad else unary.detach().double().requires_grad_()
-            pw = pairwise.double() if pairwise.requires_grad else pairwise.detach().double().requires_grad_()
+            u, pw = (t.double() if t.requires_grad else t.detach().double().requires_grad_() for t in (unary, pairwise))
             node, edge = reference.marginals(u, pw, ctx.fast.skeleton)
             out = node if ctx.which == "node" else edge
             grads = torch.autograd.grad(out, (u, pw), grad_outputs=grad.double(), create_graph=create_graph)
         return grads[0].to(unary.dtype), grads[1].to(pairwise.dtype), None, None
-
-
-def _check_finite_or_neg_inf(name: str, t: torch.Tensor) -> None:
-    if bool(torch.isnan(t).any()) or bool((t == math.inf).any()):
-        raise ValueError(f"TreeCRF: {name} must be finite or -inf, got NaN or +inf entries")
 
 
 class TreeCRF(Distribution):
@@ -172,6 +161,8 @@ class TreeCRF(Distribution):
             if not isinstance(t, torch.Tensor) or not t.is_floating_point():
                 got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
                 raise TypeError(f"TreeCRF: {name} must be a floating-point tensor, got {got}")
+            if bool(torch.isnan(t).any()) or bool((t == math.inf).any()):
+                raise ValueError(f"TreeCRF: {name} must be finite or -inf, got NaN or +inf entries")
         k, e = skeleton.num_joints, skeleton.num_edges
         if unary.dim() != 4 or unary.shape[1] != k or unary.shape[0] < 1:
             raise ValueError(f"TreeCRF: unary must be (B, K={k}, H, W) for skeleton {skeleton.name!r}, got {tuple(unary.shape)}")
@@ -185,8 +176,6 @@ class TreeCRF(Distribution):
             raise ValueError(f"TreeCRF: per-image pairwise must have batch size B={unary.shape[0]} like unary, got {pw.shape[0]}")
         if unary.device != pairwise.device:
             raise ValueError(f"TreeCRF: unary and pairwise must be on one device, got {unary.device} and {pairwise.device}")
-        _check_finite_or_neg_inf("unary", unary)
-        _check_finite_or_neg_inf("pairwise", pairwise)
         self.unary, self.pairwise, self.skeleton = unary, pairwise, skeleton
         self.radius = (p - 1) // 2
         self.engine = engine
@@ -246,7 +235,7 @@ class TreeCRF(Distribution):
 
     @lazy_property
     def argmax(self) -> torch.Tensor:
-        """The MAP pose by max-product, (B, K, 2) long (x, y) cells; ties go to the first cell."""
+        """A MAP pose by max-product, (B, K, 2) long (x, y) cells (which of tied maximisers is unspecified)."""
         if self.engine == "reference":
             best, pose = reference.map_pose(self.unary.detach().double(), self._pw.detach().double(), self.skeleton)
         else:

@@ -8,19 +8,13 @@ Shape legend: N maps, x (N, H, W) child beliefs, k (N, P, P) tables with P = 2R 
     tap[n, y, x]     = a maximising (R + dy) * P + (R + dx)      (which one of tied maximisers is unspecified)
 
 A table is *quadratic* when k(d) = c + g.d - d^T A d / 2 with A positive semi-definite, to within
-``tuning.QUADRATIC_ULPS`` units in the last place of the table's dtype times its largest entry (one
+``tuning.QUADRATIC_ULPS`` units in the last place of its dtype times its largest entry (one
 least-squares fit, decided here and nowhere else). Its message is then a generalised distance
-transform (Felzenszwalb & Huttenlocher): with A11 (dx + t dy)^2 + b dy^2 = d^T A d, the maximum over
-dx of a source row shifted by t dy is the upper envelope of parabolas of one curvature. The +-R window
-is exact without expiring sources: the row is cut into blocks of 2R + 1 and each window is the union
-of a block read right to left and the next one read left to right (as in van Herk / Gil-Werman's
-running maximum), so each block's envelope is built once per row, does not depend on the shift, and
-is only replayed for each dy. A diagonal A (t = 0) makes the table separable: rows, then columns,
-O(H W) per map; a correlated one costs O(H W (2R + 1)), less the source rows whose block maxima
-cannot raise any cell of their output row (dy in the order 0, 1, -1, 2, ...). The maximiser of the
-fitted quadratic is a maximiser of the table to within twice the fit's residual per edge. The sweeps
-are compiled by numba on CPUs; where numba is missing or the maps are on a GPU, every table takes the
-max-plus path.
+transform (Felzenszwalb & Huttenlocher), exact over the +-R window by van Herk / Gil-Werman blocks:
+O(H W) per map for a diagonal A (rows, then columns), O(H W (2R + 1)) for a correlated one, less
+the source rows that cannot raise their output row (docs/crf.md, "Max-product"). Its maximiser
+scores within twice the fit's residual per edge of the table's maximum. The sweeps are compiled by
+numba on CPUs; without numba, on a GPU, and for every other table, the plain max-plus correlation.
 """
 
 from __future__ import annotations
@@ -221,7 +215,6 @@ def max_message(x: torch.Tensor, k: torch.Tensor, eps: float) -> tuple[torch.Ten
         values, taps = (torch.empty(int(quadratic.sum()), h, w, dtype=dtype) for dtype in (torch.float64, torch.long))
         transform(*(v.contiguous().numpy() for v in (x[quadratic] + tilt, a11, t, a22 - t * a12)), r, values.numpy(), taps.numpy())
         out[quadratic], tap[quadratic] = values - tilt + c[:, None, None], taps
-    other = (~quadratic).nonzero().flatten()
-    for chunk in other.split(max(1, tuning.MAX_PLUS_BLOCK // (h * w * p))):
-        out[chunk], tap[chunk] = reference.message(x[chunk], k[chunk], "max")
+    for m in (~quadratic).nonzero().flatten().tolist():  # one map at a time: its terms stay in cache
+        out[m : m + 1], tap[m : m + 1] = reference.message(x[m : m + 1], k[m : m + 1], "max")
     return out.view(b, n, h, w), tap.view(b, n, h, w)

@@ -13,16 +13,13 @@ unary, its other children's messages and its outside score); the child's outside
 cavity_e correlated with the flipped kernel, and the edge's displacement marginal is cavity_e
 correlated with the child's belief. Node and edge marginals are the gradient of log Z.
 
-Exactness: every fast correlation returns an upper bound within 2 delta of the exact value
-(``crfpose.crf.correlate``), so beliefs, cavity beliefs and outside scores are upper bounds too.
-The effect of a cell's error on Z and on the marginals is at most 2 delta times the score of
-everything around it (cavity_e for a message, the child's belief for an outside score, the kernel
-for an edge marginal), divided by Z. In each map whose cells' summed effect could exceed tol,
-the cells above tol / (number of cells) are recomputed exactly, so each edge moves log Z and
-the marginals by at most about tol. Message cells found this way are fixed by re-running the
-upward pass with them exact, until none is left. When every message is within a relative tol
-of its exact value at every cell, the upward pass alone
-certifies log Z and the downward pass waits until marginals are asked for.
+Exactness (docs/crf.md, "Fast and exact"): every fast correlation returns an upper bound within
+2 delta of the exact value (``crfpose.crf.correlate``). A cell's error moves Z and the marginals by
+at most 2 delta times the score of everything around it (cavity_e for a message, the child's
+belief for an outside score, the kernel for an edge marginal) over Z; in each map whose summed
+effect could exceed tol, the cells above tol / (number of cells) are recomputed exactly. Message
+cells found by the downward pass are fixed by re-running the upward pass until none is left; when
+every message is within a relative tol of its exact value, the upward pass alone certifies log Z.
 All functions work in float64 and build no autograd graph.
 """
 
@@ -46,20 +43,11 @@ _LOG2 = math.log(2.0)
 
 @dataclass(frozen=True)
 class Level:
-    """The edges whose child sits at one depth of the tree (processed together)."""
+    """The edges whose child sits at one depth of the tree (processed together), as (n,) long tensors."""
 
-    depth: int  # the children's depth (1 for the root's children)
-    edges: torch.Tensor  # (n,) edge indices
-    parents: torch.Tensor  # (n,) parent joint of each edge
-    children: torch.Tensor  # (n,) child joint of each edge
-    edge_at: slice | torch.Tensor  # edges as a slice when they are consecutive (a cheaper index)
-    child_at: slice | torch.Tensor  # children likewise
-
-
-def _consecutive_or_tensor(values: list[int], device: torch.device) -> slice | torch.Tensor:
-    if values == list(range(values[0], values[0] + len(values))):
-        return slice(values[0], values[0] + len(values))
-    return torch.tensor(values, dtype=torch.long, device=device)
+    edges: torch.Tensor
+    parents: torch.Tensor
+    children: torch.Tensor
 
 
 def schedule(skeleton: Skeleton, device: torch.device) -> list[Level]:
@@ -67,22 +55,10 @@ def schedule(skeleton: Skeleton, device: torch.device) -> list[Level]:
     by_depth: dict[int, list[int]] = {}
     for e, (_, child) in enumerate(skeleton.edges):
         by_depth.setdefault(skeleton.depth[child], []).append(e)
-    levels = []
-    for depth in sorted(by_depth):
-        edges = by_depth[depth]
-        as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
-        children = [skeleton.edges[e][1] for e in edges]
-        levels.append(
-            Level(
-                depth=depth,
-                edges=as_tensor(edges),
-                parents=as_tensor([skeleton.edges[e][0] for e in edges]),
-                children=as_tensor(children),
-                edge_at=_consecutive_or_tensor(edges, device),
-                child_at=_consecutive_or_tensor(children, device),
-            )
-        )
-    return levels
+    return [
+        Level(*(torch.tensor(v, dtype=torch.long, device=device) for v in (edges, *zip(*(skeleton.edges[e] for e in edges)))))
+        for _, edges in sorted(by_depth.items())
+    ]
 
 
 def _pad(pairwise: torch.Tensor) -> tuple[int, int]:
@@ -90,30 +66,32 @@ def _pad(pairwise: torch.Tensor) -> tuple[int, int]:
     return r, r
 
 
-def _recompute(values: torch.Tensor, listed: torch.Tensor, x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
-    """values (..., Ho, Wo) with the listed cells (bool, same shape) made exact.
+def _recompute(
+    values: torch.Tensor, error: torch.Tensor, listed: torch.Tensor, x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """values (..., Ho, Wo) with the listed cells (bool, same shape) made exact, and the error bound
+    (log of 2 delta, broadcast to (..., Ho, Wo)) updated: -inf at the listed cells.
 
     Listed cells are recomputed one by one in the log domain, or, when that would cost more, the
-    maps holding them are recomputed by direct sums, which have no rounding cancellation, and only
-    the listed cells that those leave near the underflow threshold go to the log domain.
+    maps holding them are recomputed by direct sums, which have no rounding cancellation (their
+    every cell keeps only the underflow bound), and only the listed cells that those leave near the
+    underflow threshold go to the log domain.
     """
     cells = listed.nonzero()  # (F, D)
     if cells.shape[0] == 0:
-        return values
-    values = values.clone()
-    maps = listed.flatten(-2).any(dim=-1).nonzero()  # (M, D - 2)
+        return values, error
+    values, error = values.clone(), error.expand_as(values).clone()
+    maps = listed.flatten(-2).any(dim=-1).nonzero().unbind(1)  # D - 2 x (M,)
     taps = k.shape[-2] * k.shape[-1]
-    if cells.shape[0] * taps * tuning.LOG_DOMAIN_TAP_COST > direct_plan(maps.shape[0], values.shape[-2:], k.shape[-2:])[1]:
-        lead = values.shape[:-2]
-        pick = lambda t: t.expand(*lead, *t.shape[-2:])[maps.unbind(1)]  # noqa: E731  (M, h, w)
+    if cells.shape[0] * taps * tuning.LOG_DOMAIN_TAP_COST > direct_plan(maps[0].shape[0], values.shape[-2:], k.shape[-2:])[1]:
+        pick = lambda t: t.expand(*values.shape[:-2], *t.shape[-2:])[maps]  # noqa: E731  (M, h, w)
         direct, err = lse_correlate(pick(x), pick(k), pad, direct=True)  # (M, Ho, Wo), (M, 1, 1)
-        values[maps.unbind(1)] = direct
+        values[maps], error[maps] = direct, err + _LOG2
         near_underflow = torch.zeros_like(listed)
-        near_underflow[maps.unbind(1)] = direct - err < tuning.DIRECT_MARGIN
+        near_underflow[maps] = direct - err < tuning.DIRECT_MARGIN
         cells = (listed & near_underflow).nonzero()
-    if cells.shape[0]:
-        values[cells.unbind(1)] = lse_correlate_cells(x, k, pad, cells)
-    return values
+    values[cells.unbind(1)] = lse_correlate_cells(x, k, pad, cells)
+    return values, error.masked_fill_(listed, -math.inf)
 
 
 def _over_budget(error: torch.Tensor, log_tol: float) -> torch.Tensor:
@@ -170,11 +148,12 @@ class SumProduct:
     def _upward(self, exact: Optional[torch.Tensor]) -> None:
         b, _, h, w = self.unary.shape
         e = self.pairwise.shape[1]
+        # a repeated pass reuses the maps whose child belief and exact cells are unchanged
+        self.previous = (self.beliefs, self.messages, self.message_error, self.exact) if exact is not None else None
         self.messages = self.unary.new_empty(b, e, h, w)
         self.message_error = self.unary.new_empty(b, e, h, w)  # log of 2 delta; -inf where exact
         self.message_margin = self.unary.new_empty(b, e)  # min over cells of log(message / (2 delta)): each map's relative error
         self.exact = exact if exact is not None else torch.zeros(b, e, h, w, dtype=torch.bool, device=self.unary.device)
-        self.any_exact = exact is not None
         self.beliefs = upward(self.unary, self.pairwise, self.levels, self._message)
         self.log_z = torch.logsumexp(self.beliefs[:, self.root].flatten(1), dim=1)  # (B,)
 
@@ -182,24 +161,34 @@ class SumProduct:
         """Log-sum-exp messages of one level, exact at the cells marked exact; records their errors."""
         msg, err = lse_correlate(beliefs, kernels, _pad(kernels), finite=self.finite)  # (B, n, H, W), (B, n, 1, 1)
         error = err + _LOG2
-        if self.any_exact or not self.finite:
-            exact = self.exact[:, level.edge_at]
-            if self.any_exact:
-                msg = _recompute(msg, exact, beliefs, kernels, _pad(kernels))
-                error = torch.where(exact, -math.inf, error)
-            margin = torch.where(exact | torch.isneginf(msg), math.inf, msg - error)  # exact cells have no error
+        # The cavity beliefs come with the downward pass; guessed by the parents' unaries now, the
+        # cells whose error would matter under that guess are made exact at once (the downward pass
+        # checks with the real ones). This spares most repeated passes when labels contradict the table.
+        exact = self.exact[:, level.edges]
+        if not bool((msg - error >= math.log1p(1.0 / self.tol)).all()):  # else no cell's error can matter
+            guess = self.unary[:, level.parents]
+            log_z_guess = (guess + msg).amax(dim=(-2, -1), keepdim=True)  # below the log-sum: a generous guess
+            exact = exact | _over_budget(guess + error - log_z_guess, math.log(self.tol))
+            self.exact[:, level.edges] = exact
+        if self.previous is None:
+            msg, error = _recompute(msg, error, exact, beliefs, kernels, _pad(kernels))
         else:
-            margin = msg - error
-        self.messages[:, level.edge_at] = msg
-        self.message_error[:, level.edge_at] = error
-        self.message_margin[:, level.edge_at] = margin.amin(dim=(-2, -1))
+            beliefs0, msg0, error0, exact0 = (t[:, i] for t, i in zip(self.previous, (level.children, *(level.edges,) * 3)))
+            same = ((beliefs == beliefs0) & (exact == exact0)).flatten(-2).all(dim=-1)[..., None, None]  # (B, n, 1, 1)
+            msg, error = _recompute(msg, error, exact & ~same, beliefs, kernels, _pad(kernels))
+            msg, error = torch.where(same, msg0, msg), torch.where(same, error0, error)
+        self.messages[:, level.edges] = msg
+        self.message_error[:, level.edges] = error
+        self.message_margin[:, level.edges] = torch.where(torch.isneginf(msg), math.inf, msg - error).amin(dim=(-2, -1))
         return msg
 
-    def _cavity(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: torch.Tensor) -> torch.Tensor:
+    def _cavity(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: Optional[torch.Tensor]) -> torch.Tensor:
         """The parents' scores without each edge's subtree, (B, n, H, W), from the children's
         messages per parent as a finite sum and a count of -inf (so that one child's contribution
-        can be taken out exactly)."""
-        p, msg = level.parents, self.messages[:, level.edge_at]
+        can be taken out exactly; no count for finite potentials, whose messages are all finite)."""
+        p, msg = level.parents, self.messages[:, level.edges]
+        if neg_inf is None:
+            return self.unary[:, p] + (finite_sum[:, p] - msg) + outside[:, p]
         finite = torch.isfinite(msg)
         others_inf = neg_inf[:, p] - (~finite).double() > 0.5
         others = finite_sum[:, p] - torch.where(finite, msg, 0.0)
@@ -214,20 +203,21 @@ class SumProduct:
         parents = torch.zeros(self.pairwise.shape[1], dtype=torch.long, device=self.unary.device)  # (E,)
         for level in self.levels:
             parents[level.edges] = level.parents
-        finite = torch.isfinite(self.messages)
-        finite_sum = torch.zeros_like(self.unary).index_add_(1, parents, torch.where(finite, self.messages, 0.0))
-        neg_inf = torch.zeros_like(self.unary).index_add_(1, parents, (~finite).double())
+        finite = None if self.finite else torch.isfinite(self.messages)
+        terms = self.messages if finite is None else torch.where(finite, self.messages, 0.0)
+        finite_sum = torch.zeros_like(self.unary).index_add_(1, parents, terms)
+        neg_inf = None if finite is None else torch.zeros_like(self.unary).index_add_(1, parents, (~finite).double())
         self.cavities: list[torch.Tensor] = []
         to_recompute = torch.zeros_like(self.exact)
         for level in self.levels:
-            kernels = pairwise[:, level.edge_at].flip(-2, -1)  # (B', n, P, P)
+            kernels = pairwise[:, level.edges].flip(-2, -1)  # (B', n, P, P)
             cavity = self._cavity(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
             self.cavities.append(cavity)
             # Message cells whose error, weighted by everything around them, could reach tol.
-            to_recompute[:, level.edge_at] = _over_budget(cavity + self.message_error[:, level.edge_at] - z, log_tol)
+            to_recompute[:, level.edges] = _over_budget(cavity + self.message_error[:, level.edges] - z, log_tol)
             out, err = lse_correlate(cavity, kernels, pad, finite=self.finite)
-            error = self.beliefs[:, level.child_at] + err + _LOG2 - z
-            outside[:, level.child_at] = _recompute(out, _over_budget(error, log_tol), cavity, kernels, pad)
+            error = self.beliefs[:, level.children] + err + _LOG2 - z
+            outside[:, level.children] = _recompute(out, err, _over_budget(error, log_tol), cavity, kernels, pad)[0]
         self.node = torch.exp(self.beliefs + outside - z)
         return to_recompute
 
@@ -239,10 +229,10 @@ class SumProduct:
         z = self.log_z[:, None, None, None]
         edge_log = pairwise.new_empty(self.unary.shape[0], *pairwise.shape[1:])
         for level, cavity in zip(self.levels, self.cavities):
-            kernels, child_belief = pairwise[:, level.edge_at], self.beliefs[:, level.child_at]
+            kernels, child_belief = pairwise[:, level.edges], self.beliefs[:, level.children]
             pair, err = lse_correlate(child_belief, cavity, pad)  # (B, n, P, P)
-            pair = _recompute(pair, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, cavity, pad)
-            edge_log[:, level.edge_at] = pair + kernels - z
+            pair = _recompute(pair, err, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, cavity, pad)[0]
+            edge_log[:, level.edges] = pair + kernels - z
         return torch.exp(edge_log)
 
 
@@ -256,7 +246,7 @@ def upward(
     """
     beliefs = unary.clone()
     for level in reversed(levels):
-        msg = message(level, beliefs[:, level.child_at], pairwise[:, level.edge_at])
+        msg = message(level, beliefs[:, level.children], pairwise[:, level.edges])
         beliefs.index_add_(1, level.parents, msg)
     return beliefs
 

@@ -2,8 +2,8 @@
 
 Two kinds: the error analysis rests on the first group (changing one changes what is guaranteed);
 the others only move work between exact paths (changing one changes speed or memory, never a
-result). Timings: CPU, COCO17 64x48 batch 32 and LSP14 32x32 batch 8 potentials; the speed constants
-were measured before issue 23 (2 threads) and not re-measured since, except where a line says so.
+result). The speed constants were re-measured for issue 23 with ``benchmarks/crf_constants.py``
+(1 thread, this project's shared CPU); rerun it to re-tune them on another machine.
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ DIRECT_MARGIN = math.log(1e10)  # direct sums this far above the underflow loss 
 # (float32 GaussianPairwise tables, R = 4 to 63, come within 8: tests/test_maxproduct.py)
 QUADRATIC_ULPS = 64.0
 
-# Speed and memory only
-# direct sums (no FFT) when a loop over taps or output cells has at most this many steps (7 x 7: chosen so that
-# small windows skip the FFT's set-up; their result is also exact, so no cell needs recomputing)
-DIRECT_MAX_STEPS = 49
-CONV_MAX_WINDOW = 1 << 22  # output cells x kernel taps of one map above which a grouped convolution (im2col) gets slower than the loop
-CONV_PER_STEP = 40_000  # multiply-adds a grouped convolution does in the time of one Python loop step (measured about 40,000)
-LOG_DOMAIN_TAP_COST = 24.0  # a kernel tap summed in the log domain costs this many direct multiply-adds (measured 16-37)
-GATHER_BLOCK = 1 << 22  # elements per chunk when windows are gathered cell by cell (bounds the memory of the exact recomputation)
-MAX_PLUS_BLOCK = 1 << 24  # elements (maps x H x W x P) of one block of the plain max-plus correlation (bounds its memory at 128 MiB)
+# Speed and memory only (measured by benchmarks/crf_constants.py)
+# output cells x kernel taps of one map above which a grouped convolution (im2col) is slower than the loop over
+# output cells: measured at 64x48, 4 maps, 3.0e6 (31 x 31 taps) 2.9x faster, 1.2e7 (63 x 63) 3x slower
+CONV_MAX_WINDOW = 1 << 22
+CONV_PER_STEP = 20_000  # multiply-adds of a grouped convolution in the time of one Python loop step (measured 18,500)
+LOG_DOMAIN_TAP_COST = 40.0  # a kernel tap summed in the log domain (gathered cells) costs this many convolution multiply-adds (measured 39)
+GATHER_BLOCK = 1 << 22  # elements per chunk when windows are gathered cell by cell (memory only: 32 MiB)
