@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from crfpose.builders import evaluation_dataset
-from crfpose.calibration import CONFIDENT
+from crfpose.calibration import score_calibration
 from crfpose.checkpoint import load_model
 from crfpose.evaluate import predict_dataset
 from crfpose.skeletons import get_skeleton
@@ -43,17 +43,9 @@ def score_checkpoint(path: str, root: str, decoders: Sequence[str], keep: Path) 
     out = {}
     for decoder, p in predictions.items():
         kept = scoring.load_predictions(scoring.save_predictions(keep / f"{Path(path).stem}-{decoder}.npz", p, {"decoder": decoder}))
-        result = scoring.score(kept, skeleton, PROTOCOL)
-        s = scoring.structure(kept, skeleton, PROTOCOL)
-        score = kept["pred"][..., 2][s["counted"]]
-        confident = score > CONFIDENT
-        result |= {
-            "temperature": config.crf.temperature,
-            "mean_score": float(score.mean()),
-            "confident": float(confident.mean()),
-            "confident_accuracy": float(s["correct"][s["counted"]][confident].mean()) if confident.any() else float("nan"),
-        }
-        out[decoder] = result
+        shares = score_calibration(kept, skeleton, **PROTOCOL)
+        shares = {k: shares[k] for k in ("mean_score", "confident", "confident_accuracy")}
+        out[decoder] = scoring.score(kept, skeleton, PROTOCOL) | shares | {"temperature": config.crf.temperature}
     return out
 
 
