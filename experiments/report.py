@@ -123,14 +123,17 @@ def gain(grid, name: str, baseline: str, skeleton) -> dict:
 
 
 def collect_averages(grid, results: list[dict]) -> list[dict]:
-    """Each average of the grid whose results are all collected: ``name``, ``pairs``, each pair's
-    ``gains`` and their bootstrap ``pair_ci``, the mean ``gain`` with its bootstrap ``ci`` over test
-    images, and ``seeds``: the Student-t interval over the pairs (:func:`crfpose.structure.seed_interval`)."""
+    """Each average of the grid over its pairs whose results are collected (all of them, or at least two
+    while the grid is partly run): ``name``, ``pairs`` (those collected; ``planned``: how many the grid
+    declares), each pair's ``gains`` and their bootstrap ``pair_ci``, the mean ``gain`` with its bootstrap
+    ``ci`` over test images, and ``seeds``: the Student-t interval over the pairs
+    (:func:`crfpose.structure.seed_interval`)."""
     done = {r["name"]: r for r in results}
     out = []
     for average in grid.averages:
-        pairs = [tuple(p) for p in average["pairs"]]
-        if not all(n in done for pair in pairs for n in pair):
+        planned = [tuple(p) for p in average["pairs"]]
+        pairs = [pair for pair in planned if all(n in done for n in pair)]
+        if len(pairs) < min(2, len(planned)):
             continue
         skeleton = get_skeleton(json.loads((grid.folder(done[pairs[0][0]]["row"]) / "result.json").read_text())["config"]["skeleton"])
         scores = [_paired(grid, a, b, skeleton) for a, b in pairs]
@@ -149,6 +152,7 @@ def collect_averages(grid, results: list[dict]) -> list[dict]:
             {
                 "name": average["name"],
                 "pairs": [list(p) for p in pairs],
+                "planned": len(planned),
                 "gains": gains(every),
                 "pair_ci": [[100 * c for c in pair] for pair in each],
                 "gain": float(np.mean(gains(every))),
@@ -186,6 +190,8 @@ def format_averages(averages: list[dict]) -> str:
     ]
     for a in averages:
         pairs = "; ".join(f"{x} vs {y}" for x, y in a["pairs"])
+        if len(a["pairs"]) < a.get("planned", len(a["pairs"])):
+            pairs += f" ({len(a['pairs'])} of the {a['planned']} planned pairs run)"
         each = ", ".join(f"{g:+.1f} {_interval(c)}" for g, c in zip(a["gains"], a["pair_ci"]))
         seeds = f"{_interval(a['seeds']['ci'])} (n = {a['seeds']['n']})"
         lines.append(f"| {a['name']} | {pairs} | {each} | {a['gain']:+.1f} | {_interval(a['ci'])} | {seeds} |")

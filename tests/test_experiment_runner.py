@@ -115,6 +115,15 @@ def test_grid_runs_skips_finished_rows_and_resumes_an_interrupted_one(grid_file,
     assert average["coherence"]["ece"]["each"] == pytest.approx(ece) and average["coherence"]["ece"]["n"] == 2
     table = (grid.report / "results.md").read_text()
     assert "| tree_vs_control | tree/marginals vs control/marginals; tree/map vs control/marginals | " in table
+    # a partly run grid averages the pairs it has (two at least), and says how many are missing
+    pairs = [["tree/marginals", "mse/unary"], ["control/marginals", "mse/unary"], ["tree/map", "mse/unary"]]
+    grid.averages.append({"name": "partial", "pairs": pairs})
+    averages = report.collect_averages(grid, [r for r in results if r["name"] != "tree/map"])
+    assert [a["name"] for a in averages] == ["partial"]  # tree_vs_control has one pair left: no interval over seeds
+    (partial,) = averages
+    assert partial["pairs"] == [["tree/marginals", "mse/unary"], ["control/marginals", "mse/unary"]] and partial["planned"] == 3
+    assert partial["gains"] == pytest.approx([results[2]["pck"] - results[0]["pck"], results[1]["pck"] - results[0]["pck"]])
+    assert "(2 of the 3 planned pairs run)" in report.format_averages(averages)
     # the protocol heads the report, and every column of the table has its legend
     assert "Protocol: scored on **synthetic**, split **length=12, seed=7** (12 poses)" in table
     assert "PCK@0.2 with the **bbox** normaliser; joints: labelled ones; flip test: no." in table
