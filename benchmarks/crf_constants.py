@@ -1,11 +1,11 @@
-"""Re-measures the speed constants of ``crfpose/crf/tuning.py`` on this machine, in one run.
+"""Re-measures the speed constant of ``crfpose/crf/tuning.py`` on this machine, in one run, and the
+direct sums' banded matrix products against a grouped convolution.
 
 Shape legend: M maps, H x W grid, P = 2R + 1 kernel side.
 
-Each line prints what a constant stands for: the time of a Python loop step and of one multiply-add
-of a grouped convolution (CONV_PER_STEP is their ratio), the log domain's cost per kernel tap against
-the convolution's (LOG_DOMAIN_TAP_COST), and the window at which the convolution falls behind the
-loop over output cells (CONV_MAX_WINDOW). Usage:
+LOG_DOMAIN_TAP_COST is the time of one kernel tap summed in the log domain (gathered cells, as
+``_recompute`` does for a few cells) over the time of one multiply-add of the direct sums (the banded
+products, as it does for whole maps). Usage:
 
     python benchmarks/crf_constants.py [--threads 1]
 """
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from crfpose.crf import tuning
-from crfpose.crf.correlate import lse_correlate_cells
+from crfpose.crf.correlate import direct_cost, lse_correlate, lse_correlate_cells
 
 
 def best_ms(fn, repeats: int = 3) -> float:
@@ -41,36 +41,25 @@ def main() -> None:
     rand = lambda *shape: torch.rand(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
 
-    # one multiply-add of a grouped convolution, and one step of a Python loop over taps (tiny maps)
+    # one multiply-add of the direct sums and one log-domain tap, LSP14 training sizes (32 x 32, R = 8)
     m, h, r = 104, 32, 8
-    x, k = rand(1, m, h, h), rand(m, 1, 2 * r + 1, 2 * r + 1)
-    ns_per_mac = 1e6 * best_ms(lambda: F.conv2d(x, k, padding=r, groups=m)) / (m * h * h * (2 * r + 1) ** 2)
-    tiny, out = rand(m, 4, 4), torch.zeros(m, 2, 2)
-    steps = [(a, b) for a in range(2) for b in range(2)] * 25
-    step_us = 1e3 * best_ms(lambda: [out.add_(tiny[:, a : a + 2, b : b + 2] * tiny[:, 0, 0, None, None]) for a, b in steps]) / 100
-    ratio = 1e3 * step_us / ns_per_mac
-    print(f"CONV_PER_STEP = {tuning.CONV_PER_STEP}: loop step {step_us:.1f} us, conv {ns_per_mac:.2f} ns/multiply-add -> {ratio:,.0f}")
-
-    # a kernel tap in the log domain (gathered cells), against a convolution multiply-add
+    x, k = rand(m, h, h), rand(m, 2 * r + 1, 2 * r + 1)
+    ns_per_mac = 1e6 * best_ms(lambda: lse_correlate(x, k, (r, r), direct=True, finite=True)) / direct_cost(m, (h, h), k.shape[-2:])
     xs, ks = rand(8, 13, h, h), rand(1, 13, 2 * r + 1, 2 * r + 1)
     cells = (torch.rand(8, 13, h, h, generator=gen) < 0.1).nonzero()
     ns_per_tap = 1e6 * best_ms(lambda: lse_correlate_cells(xs, ks, (r, r), cells)) / (cells.shape[0] * (2 * r + 1) ** 2)
-    print(f"LOG_DOMAIN_TAP_COST = {tuning.LOG_DOMAIN_TAP_COST}: {ns_per_tap:.1f} ns per tap -> {ns_per_tap / ns_per_mac:.0f} multiply-adds")
+    print(
+        f"LOG_DOMAIN_TAP_COST = {tuning.LOG_DOMAIN_TAP_COST}: {ns_per_tap:.2f} ns per log-domain tap, "
+        f"{ns_per_mac:.3f} ns per direct multiply-add -> {ns_per_tap / ns_per_mac:.0f}"
+    )
 
-    # the window (output cells x taps of one map) where the convolution falls behind the loop over output cells
-    for side in (31, 63, 127):
-        x1, k1 = rand(1, 4, 64, 48), rand(4, 1, side, side)
-        xp = F.pad(x1, (side // 2,) * 4)
-        conv = best_ms(lambda: F.conv2d(x1, k1, padding=side // 2, groups=4), 1)
-
-        def cell_loop() -> None:
-            o = x1.new_zeros(4, 64, 48)
-            for i in range(64):
-                for j in range(48):
-                    o[:, i, j] = (xp[0, :, i : i + side, j : j + side] * k1[:, 0]).sum(dim=(-2, -1))
-
-        loop = best_ms(cell_loop, 1)
-        print(f"CONV_MAX_WINDOW = {tuning.CONV_MAX_WINDOW:,}: {64 * 48 * side * side:>11,}: conv {conv:6.0f} ms, cell loop {loop:6.0f} ms")
+    # whole maps by direct sums: the banded products against one grouped convolution (the former path)
+    print("direct sums of 8 maps: banded products (log domain in and out) vs one grouped convolution (linear only)")
+    for x_hw, side, pad in (((32, 32), 17, (8, 8)), ((32, 32), 32, (8, 8)), ((64, 48), 31, (15, 15)), ((64, 48), 127, (63, 63))):
+        x, k = rand(8, *x_hw), rand(8, side, side)
+        banded = best_ms(lambda: lse_correlate(x, k, pad, direct=True, finite=True))
+        conv = best_ms(lambda: F.conv2d(x[None], k[:, None], padding=pad, groups=8), 1)
+        print(f"  {x_hw[0]}x{x_hw[1]} map, {side}x{side} kernel: banded {banded:8.1f} ms, grouped convolution {conv:8.1f} ms")
 
 
 if __name__ == "__main__":

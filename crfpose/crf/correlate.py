@@ -13,9 +13,8 @@ Computed fast: each map and kernel is shifted by its own maximum and exponentiat
 taken in the linear domain by FFT. It returns guaranteed upper bounds, value + delta, with delta a
 bound on the absolute error (FFT rounding, plus what underflow can lose), and log delta itself. The
 caller decides which cells that error could matter for and recomputes them, by direct sums in the
-linear domain (a grouped convolution, or a loop over the smaller of the kernel taps and the output
-cells: no cancellation, exact to rounding above the underflow threshold) or with
-:func:`lse_correlate_cells`, exact in the log domain. Cells that no finite term reaches are exactly -inf.
+linear domain (banded matrix products: no cancellation, exact to rounding above the underflow
+threshold) or with :func:`lse_correlate_cells`, exact in the log domain. Cells that no finite term reaches are exactly -inf.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 
 from crfpose.crf import tuning
 
-__all__ = ["direct_plan", "lse_correlate", "lse_correlate_cells"]
+__all__ = ["direct_cost", "lse_correlate", "lse_correlate_cells"]
 
 
 def _output_size(x_hw: tuple[int, int], k_hw: tuple[int, int], pad: tuple[int, int]) -> tuple[int, int]:
@@ -96,40 +95,28 @@ class _Correlator:
         return out, bound[..., None, None]
 
     def _direct(self, x: torch.Tensor, lead: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-        """Direct sums of non-negative terms (relative rounding only): one grouped convolution
-        when its unfolded input is small, else a loop over the kernel taps or the output cells.
-        """
-        (ho, wo), kern, (py, px) = self.out_hw, self.kern, self.pad
-        hk, wk = kern.shape[-2:]
+        """Direct sums of non-negative terms (relative rounding only), as batched matrix products:
+        output row i is the padded input's rows i .. i + Hk - 1, laid side by side, times the kernel's
+        rows as banded (Toeplitz) matrices, T[a, c, j] = kern[a, c - j]. Maps go in blocks of
+        ``tuning.GATHER_BLOCK`` elements of those operands."""
+        (ho, wo), (py, px) = self.out_hw, self.pad
+        hk, wk = self.kern.shape[-2:]
+        wp = wo + wk - 1  # padded input width
         maps = math.prod(lead)
-        underflow = x.new_full((*lead, 1, 1), self.underflow_loss)
-        if direct_plan(maps, (ho, wo), (hk, wk))[0]:
-            xs = x.expand(*lead, *x.shape[-2:]).reshape(1, maps, *x.shape[-2:])
-            weights = kern.expand(*lead, hk, wk).reshape(maps, 1, hk, wk)
-            with torch.backends.cudnn.flags(enabled=False):  # no FFT or Winograd algorithms: plain sums
-                out = F.conv2d(xs, weights, padding=(py, px), groups=maps)
-            return out.view(*lead, ho, wo), underflow
-        xp = F.pad(x, (px, px, py, py))
-        out = xp.new_zeros(*lead, ho, wo)
-        if hk * wk <= ho * wo:  # loop over taps, each a shifted multiply-add of the whole output
-            for a in range(hk):
-                for b in range(wk):
-                    out += xp[..., a : a + ho, b : b + wo] * kern[..., a, b, None, None]
-        else:  # loop over output cells, each a dot product with the kernel
-            for i in range(ho):
-                for j in range(wo):
-                    out[..., i, j] = (xp[..., i : i + hk, j : j + wk] * kern).sum(dim=(-2, -1))
-        return out, underflow
+        rows = F.pad(x, (px, px, py, py)).expand(*lead, ho + hk - 1, wp).reshape(maps, ho + hk - 1, wp).unfold(1, ho, 1)
+        band = torch.arange(wp, device=x.device)[:, None] - torch.arange(wo, device=x.device) + wp  # (Wp, Wo): c - j, shifted
+        kern = F.pad(self.kern, (wp, wp)).expand(*lead, hk, wk + 2 * wp).reshape(maps, hk, wk + 2 * wp)
+        out = x.new_empty(maps, ho, wo)
+        step = max(1, tuning.GATHER_BLOCK // (hk * wp * (ho + wo)))
+        for m in range(0, maps, step):
+            left = rows[m : m + step].permute(0, 3, 1, 2).reshape(-1, ho, hk * wp)  # [n, i, (a, c)] = x[n, i + a, c]
+            out[m : m + step] = torch.bmm(left, kern[m : m + step, :, band].reshape(-1, hk * wp, wo))
+        return out.view(*lead, ho, wo), x.new_full((*lead, 1, 1), self.underflow_loss)
 
 
-def direct_plan(maps: int, out_hw: tuple[int, int], k_hw: tuple[int, int]) -> tuple[bool, float]:
-    """How direct sums would correlate ``maps`` maps: (by one grouped convolution, else by a loop over
-    the kernel taps or the output cells; the estimated cost in multiply-adds, loop steps included)."""
-    window = out_hw[0] * out_hw[1] * k_hw[0] * k_hw[1]
-    loop = min(k_hw[0] * k_hw[1], out_hw[0] * out_hw[1])
-    if window <= tuning.CONV_MAX_WINDOW and maps * window < tuning.CONV_PER_STEP * loop:
-        return True, float(maps * window)
-    return False, float(loop * tuning.CONV_PER_STEP + maps * window)
+def direct_cost(maps: int, out_hw: tuple[int, int], k_hw: tuple[int, int]) -> float:
+    """Multiply-adds of direct sums over ``maps`` whole maps (the banded products, zeros included)."""
+    return float(maps * out_hw[0] * out_hw[1] * k_hw[0] * (out_hw[1] + k_hw[1] - 1))
 
 
 def lse_correlate(
@@ -164,18 +151,13 @@ def lse_correlate_cells(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int], 
     """
     x, k = x.double(), k.double()
     lead = torch.broadcast_shapes(x.shape[:-2], k.shape[:-2])
-    xp = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf).expand(*lead, -1, -1)
-    k = k.expand(*lead, -1, -1)
     hk, wk = k.shape[-2:]
-    rows_off = torch.arange(hk, device=x.device)
-    cols_off = torch.arange(wk, device=x.device)
+    xp = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), value=-math.inf).expand(*lead, -1, -1)
+    windows = xp.unfold(-2, hk, 1).unfold(-2, wk, 1)  # (*lead, Ho, Wo, Hk, Wk), a view
+    k = k.expand(*lead, -1, -1)
     out = x.new_empty(cells.shape[0])
     step = max(1, tuning.GATHER_BLOCK // (hk * wk))
     for start in range(0, cells.shape[0], step):
-        chunk = cells[start : start + step]
-        index = tuple(c[:, None, None] for c in chunk[:, :-2].unbind(1))
-        rows = (chunk[:, -2, None] + rows_off)[:, :, None]  # (F, Hk, 1)
-        cols = (chunk[:, -1, None] + cols_off)[:, None, :]  # (F, 1, Wk)
-        window = xp[(*index, rows, cols)] + k[tuple(c[:, 0, 0] for c in index)]  # (F, Hk, Wk)
-        out[start : start + step] = torch.logsumexp(window.flatten(1), dim=1)
+        index = cells[start : start + step].unbind(1)
+        out[start : start + step] = torch.logsumexp((windows[index] + k[index[:-2]]).flatten(1), dim=1)
     return out

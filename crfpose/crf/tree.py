@@ -32,7 +32,7 @@ from typing import Callable, Optional
 import torch
 
 from crfpose.crf import tuning
-from crfpose.crf.correlate import direct_plan, lse_correlate, lse_correlate_cells
+from crfpose.crf.correlate import direct_cost, lse_correlate, lse_correlate_cells
 from crfpose.crf.maxproduct import max_message
 from crfpose.skeletons import Skeleton
 
@@ -83,7 +83,7 @@ def _recompute(
     values, error = values.clone(), error.expand_as(values).clone()
     maps = listed.flatten(-2).any(dim=-1).nonzero().unbind(1)  # D - 2 x (M,)
     taps = k.shape[-2] * k.shape[-1]
-    if cells.shape[0] * taps * tuning.LOG_DOMAIN_TAP_COST > direct_plan(maps[0].shape[0], values.shape[-2:], k.shape[-2:])[1]:
+    if cells.shape[0] * taps * tuning.LOG_DOMAIN_TAP_COST > direct_cost(maps[0].shape[0], values.shape[-2:], k.shape[-2:]):
         pick = lambda t: t.expand(*values.shape[:-2], *t.shape[-2:])[maps]  # noqa: E731  (M, h, w)
         direct, err = lse_correlate(pick(x), pick(k), pad, direct=True)  # (M, Ho, Wo), (M, 1, 1)
         values[maps], error[maps] = direct, err + _LOG2

@@ -23,9 +23,6 @@ DIRECT_MARGIN = math.log(1e10)  # direct sums this far above the underflow loss 
 QUADRATIC_ULPS = 64.0
 
 # Speed and memory only (measured by benchmarks/crf_constants.py)
-# output cells x kernel taps of one map above which a grouped convolution (im2col) is slower than the loop over
-# output cells: measured at 64x48, 4 maps, 3.0e6 (31 x 31 taps) 2.9x faster, 1.2e7 (63 x 63) 3x slower
-CONV_MAX_WINDOW = 1 << 22
-CONV_PER_STEP = 20_000  # multiply-adds of a grouped convolution in the time of one Python loop step (measured 18,500)
-LOG_DOMAIN_TAP_COST = 40.0  # a kernel tap summed in the log domain (gathered cells) costs this many convolution multiply-adds (measured 39)
-GATHER_BLOCK = 1 << 22  # elements per chunk when windows are gathered cell by cell (memory only: 32 MiB)
+# a kernel tap summed in the log domain (gathered cells) costs this many multiply-adds of direct sums (measured 65)
+LOG_DOMAIN_TAP_COST = 64.0
+GATHER_BLOCK = 1 << 22  # elements per chunk of gathered windows or of the direct sums' banded operands (memory only: 32 MiB)
