@@ -97,20 +97,23 @@ class _Correlator:
     def _direct(self, x: torch.Tensor, lead: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
         """Direct sums of non-negative terms (relative rounding only), as batched matrix products:
         output row i is the padded input's rows i .. i + Hk - 1, laid side by side, times the kernel's
-        rows as banded (Toeplitz) matrices, T[a, c, j] = kern[a, c - j]. Maps go in blocks of
-        ``tuning.GATHER_BLOCK`` elements of those operands."""
+        rows as banded (Toeplitz) matrices with columns in reverse, T[a, c, Wo - 1 - j] = kern[a, c - j],
+        both read from strided views. Maps go in blocks of ``tuning.GATHER_BLOCK`` operand elements."""
         (ho, wo), (py, px) = self.out_hw, self.pad
         hk, wk = self.kern.shape[-2:]
-        wp = wo + wk - 1  # padded input width
+        wp, width = wo + wk - 1, wk + 2 * (wo - 1)  # padded input width, padded kernel row
         maps = math.prod(lead)
-        rows = F.pad(x, (px, px, py, py)).expand(*lead, ho + hk - 1, wp).reshape(maps, ho + hk - 1, wp).unfold(1, ho, 1)
-        band = torch.arange(wp, device=x.device)[:, None] - torch.arange(wo, device=x.device) + wp  # (Wp, Wo): c - j, shifted
-        kern = F.pad(self.kern, (wp, wp)).expand(*lead, hk, wk + 2 * wp).reshape(maps, hk, wk + 2 * wp)
+        rows = F.pad(x, (px, px, py, py)).expand(*lead, ho + hk - 1, wp).reshape(maps, ho + hk - 1, wp)
+        kern = F.pad(self.kern, (wo - 1, wo - 1)).expand(*lead, hk, width).reshape(maps, hk, width)
         out = x.new_empty(maps, ho, wo)
         step = max(1, tuning.GATHER_BLOCK // (hk * wp * (ho + wo)))
         for m in range(0, maps, step):
-            left = rows[m : m + step].permute(0, 3, 1, 2).reshape(-1, ho, hk * wp)  # [n, i, (a, c)] = x[n, i + a, c]
-            out[m : m + step] = torch.bmm(left, kern[m : m + step, :, band].reshape(-1, hk * wp, wo))
+            r, k = rows[m : m + step].contiguous(), kern[m : m + step].contiguous()
+            n = r.shape[0]
+            # left[n, i, (a, c)] = x[n, i + a, c]; band[n, (a, c), j'] = kern[n, a, c + j' - (Wo - 1)]
+            left = r.as_strided((n, ho, hk, wp), (r.stride(0), wp, wp, 1)).reshape(n, ho, hk * wp)
+            band = k.as_strided((n, hk, wp, wo), (k.stride(0), width, 1, 1)).reshape(n, hk * wp, wo)
+            out[m : m + step] = torch.bmm(left, band).flip(-1)
         return out.view(*lead, ho, wo), x.new_full((*lead, 1, 1), self.underflow_loss)
 
 
