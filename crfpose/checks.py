@@ -10,7 +10,8 @@ __all__ = ["check_int", "check_size"]
 def check_int(value: object, name: str, minimum: int = 1) -> int:
     """``value`` if it is an int >= ``minimum`` (bools refused), else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        got = repr(value) if len(repr(value)) <= 80 else f"a {type(value).__name__}"  # not a whole object's repr
+        raise ValueError(f"{name} must be an int >= {minimum}, got {got}")
     return value
 
 

@@ -114,3 +114,11 @@ def test_bad_options_are_rejected():
         PlainCNN(3, depth=-1)
     with pytest.raises(ValueError, match="blocks must be an int >= 1, got 0"):
         PlainCNN(3, blocks=0)
+
+
+def test_a_non_int_argument_is_named_by_its_type_not_its_whole_repr():
+    from crfpose.crf import GaussianPairwise
+    from crfpose.skeletons import COCO17
+
+    with pytest.raises(ValueError, match=r"^num_edges must be an int >= 1, got a Skeleton$"):
+        GaussianPairwise(COCO17, radius=4)  # the skeleton where its number of edges belongs
