@@ -235,3 +235,12 @@ def test_bad_arguments_are_rejected():
         ScaledUnary(4)(torch.zeros(1, 3, 5, 5))
     with pytest.raises(ValueError, match=r"IdentityUnary: maps must have shape \(B, K, H, W\), got \(3, 5, 5\)"):
         IdentityUnary()(torch.zeros(3, 5, 5))
+
+
+def test_predict_images_refuses_an_unknown_whole_image_choice():
+    model = PoseModel(cnn(LSP14.num_joints), LSP14, (64, 64)).eval()
+    image = torch.rand(3, 40, 30)
+    with pytest.raises(ValueError, match=r"whole_image: expected one of \('person', 'crop'\), got 'image'"):
+        model.predict_images([image], None, ["unary"], padding=1.25, normalized=True, whole_image="image")
+    (found,) = model.predict_images([image], None, ["unary"], padding=1.25, normalized=True, whole_image="crop")
+    assert found.keypoints["unary"].shape == (1, 14, 3)  # a known choice still predicts

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crfpose import codec as codecs
+from crfpose.data.transforms import WHOLE_IMAGE
 from crfpose.skeletons import Skeleton
 
 __all__ = ["PoseEstimator", "Outputs", "Persons", "View", "StepLoss", "DECODERS", "crf_points", "block_mass"]
@@ -252,6 +253,8 @@ class PoseEstimator(nn.Module, ABC):
         """:class:`Persons` of each ``(3, h, w)`` image in ``[0, 1]``, with its person ``boxes`` (N, 5) or the
         model's default (``boxes`` ``None``, or ``None`` for that image; see :meth:`image_items`); items of
         all images are batched together, ``batch_size`` at a time."""
+        if whole_image not in WHOLE_IMAGE:
+            raise ValueError(f"whole_image: expected one of {WHOLE_IMAGE}, got {whole_image!r}")
         items = [
             (i, item)
             for i, image in enumerate(images)
