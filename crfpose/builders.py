@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from crfpose.codec import BoxGridCodec, HeatmapCodec
 from crfpose.config import Config, from_dict, to_dict
-from crfpose.data import PersonImages, TopDownTransform, build_dataset
+from crfpose.data import DATASETS, PersonImages, TopDownTransform, build_dataset, dataset_options
 from crfpose.models import PoseEstimator, build_model
 from crfpose.skeletons import get_skeleton
 
@@ -54,16 +54,15 @@ def make_dataset(config: Config, split: str, train: bool, codec: Union[HeatmapCo
     the augmentation."""
     d, skeleton = config.data, get_skeleton(config.skeleton)
     options = dict(d.train if split == "train" else d.val)
+    known = d.name.lower() in DATASETS  # else build_dataset names the valid ones
+    if known and "skeleton" in dataset_options(d.name.lower()):  # a data set of several pose formats reads the config's
+        options["skeleton"] = skeleton
     if codec.inputs == "images":
-        if d.name == "coco":  # a person without keypoints is still a person to detect
-            options.setdefault("min_keypoints", 0)
-            options["skeleton"] = skeleton
-        if d.name == "lsp":  # the persons' own boxes (LSP's: its joints'), not LSP's default whole-image protocol
-            options.setdefault("box", "joints")
+        options = (getattr(DATASETS[d.name.lower()], "PERSON_IMAGE_OPTIONS", {}) if known else {}) | options
         flip = config.augment.flip_prob if train and config.augment.enabled else 0.0
         return PersonImages(_built(d.name, split, options, skeleton), train=train, flip_prob=flip)
     if d.name == "synthetic":
-        options.update(skeleton=skeleton, input_size=codec.input_size, heatmap_size=codec.heatmap_size, sigma=codec.sigma)
+        options.update(input_size=codec.input_size, heatmap_size=codec.heatmap_size, sigma=codec.sigma)
     else:
         augment = to_dict(config)["augment"]
         enabled, padding = augment.pop("enabled"), augment.pop("padding")
@@ -76,8 +75,6 @@ def make_dataset(config: Config, split: str, train: bool, codec: Union[HeatmapCo
             train=train and enabled,
             **(augment if train and enabled else {}),
         )
-        if d.name == "coco":
-            options["skeleton"] = skeleton
     return _built(d.name, split, options, skeleton)
 
 

@@ -259,6 +259,10 @@ class PoseDataset(Dataset):
     orientation tag are counted in a warning.
     """
 
+    # the options a subclass takes by default when a detector model reads it as whole images with all
+    # their persons (crfpose.data.PersonImages): its persons' own boxes, every annotated person
+    PERSON_IMAGE_OPTIONS: dict = {}
+
     def __init__(
         self,
         records: Iterable[Union[PersonRecord, BadRecord]],

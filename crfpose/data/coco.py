@@ -69,6 +69,8 @@ class COCODataset(PoseDataset):
         transform, on_error, check_images: see :class:`~crfpose.data.base.PoseDataset`.
     """
 
+    PERSON_IMAGE_OPTIONS = {"min_keypoints": 0}  # a person without keypoints is still a person to detect
+
     def __init__(
         self,
         root: Union[str, Path, None] = None,

@@ -72,6 +72,8 @@ class LSPDataset(PoseDataset):
     naming ``joints.mat`` and the image.
     """
 
+    PERSON_IMAGE_OPTIONS = {"box": "joints"}  # a detector learns the persons' own boxes, not the whole-image protocol
+
     def __init__(
         self, root: Union[str, Path], split: str = "train", box: str = "image", detections: Union[str, Path, None] = None, **kwargs
     ) -> None:
