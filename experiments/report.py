@@ -190,7 +190,7 @@ def format_averages(averages: list[dict]) -> str:
     ]
     for a in averages:
         pairs = "; ".join(f"{x} vs {y}" for x, y in a["pairs"])
-        if len(a["pairs"]) < a.get("planned", len(a["pairs"])):
+        if len(a["pairs"]) < a["planned"]:
             pairs += f" ({len(a['pairs'])} of the {a['planned']} planned pairs run)"
         each = ", ".join(f"{g:+.1f} {_interval(c)}" for g, c in zip(a["gains"], a["pair_ci"]))
         seeds = f"{_interval(a['seeds']['ci'])} (n = {a['seeds']['n']})"

@@ -155,6 +155,7 @@ class SumProduct:
         self.message_margin = self.unary.new_empty(b, e)  # min over cells of log(message / (2 delta)): each map's relative error
         self.exact = exact if exact is not None else torch.zeros(b, e, h, w, dtype=torch.bool, device=self.unary.device)
         self.beliefs = upward(self.unary, self.pairwise, self.levels, self._message)
+        self.previous = None  # the last pass's maps are not kept beyond the pass
         self.log_z = torch.logsumexp(self.beliefs[:, self.root].flatten(1), dim=1)  # (B,)
 
     def _message(self, level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
