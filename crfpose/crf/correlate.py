@@ -9,12 +9,11 @@ Ho = Hx + 2 * pad_y - Hk + 1 and Wo = Wx + 2 * pad_x - Wk + 1.
 where x is -inf outside its grid. Both operands may hold -inf.
 
 Computed fast: each map and kernel is shifted by its own maximum and exponentiated in float64
-(values below 2^-511 set to 0, as underflow, so no product is subnormal), and the correlation is
-taken in the linear domain by FFT. It returns guaranteed upper bounds, value + delta, with delta a
-bound on the absolute error (FFT rounding, plus what underflow can lose), and log delta itself. The
-caller decides which cells that error could matter for and recomputes them, by direct sums in the
-linear domain (banded matrix products: no cancellation, exact to rounding above the underflow
-threshold) or with :func:`lse_correlate_cells`, exact in the log domain. Cells that no finite term reaches are exactly -inf.
+(values up to 2^-511 set to 0, as underflow, so no product is subnormal) and correlated in the
+linear domain by FFT. The result is a guaranteed upper bound, value + delta, with delta bounding the
+absolute error (FFT rounding and underflow). The caller recomputes the cells where that error could
+matter, by direct sums (banded matrix products: no cancellation) or exactly in the log domain
+(:func:`lse_correlate_cells`). Cells that no finite term reaches are exactly -inf.
 """
 
 from __future__ import annotations
@@ -29,21 +28,14 @@ from crfpose.crf import tuning
 __all__ = ["direct_cost", "lse_correlate", "lse_correlate_cells"]
 
 
-def _output_size(x_hw: tuple[int, int], k_hw: tuple[int, int], pad: tuple[int, int]) -> tuple[int, int]:
-    ho, wo = x_hw[0] + 2 * pad[0] - k_hw[0] + 1, x_hw[1] + 2 * pad[1] - k_hw[1] + 1
-    assert ho > 0 and wo > 0, "kernel larger than the padded input"
-    return ho, wo
-
-
 def _shift(t: torch.Tensor) -> torch.Tensor:
     """Per-map maximum (..., 1, 1), 0 for maps that are -inf everywhere."""
     return t.amax(dim=(-2, -1), keepdim=True).nan_to_num_(neginf=0.0)  # inputs hold no NaN or +inf
 
 
 def _linear(t: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """exp(t - shift) with values below ``tuning.TINY`` set to 0 (each loses less than that)."""
-    out = torch.exp(t - shift)
-    return out.masked_fill_(out < tuning.TINY, 0.0)
+    """exp(t - shift) with values up to ``tuning.TINY`` set to 0 (each loses at most that)."""
+    return F.threshold_((t - shift).exp_(), tuning.TINY, 0.0)
 
 
 def _fast_size(n: int) -> int:
@@ -63,34 +55,36 @@ class _Correlator:
 
     kern (..., Hk, Wk); calls take x (..., Hx, Wx) (zero outside) and return values (..., Ho, Wo)
     and an absolute error bound (..., 1, 1). By FFT with the kernel's spectrum kept, or by direct sums
-    when asked. The FFT length is only max(Hx + pad, Hk, Ho) per axis: with x padded
-    in front only, every wrapped-around index lands in that front padding.
+    when asked. The FFT length is only max(Hx + pad, Hk, Ho) per axis: the kernel is rolled back by
+    the padding instead of padding x in front, and every wrapped-around index then lands on the
+    kernel's zeros.
     """
 
     def __init__(self, kern: torch.Tensor, x_hw: tuple[int, int], pad: tuple[int, int], direct: bool = False):
         self.kern, self.pad = kern, pad
         hk, wk = kern.shape[-2:]
-        self.underflow_loss = tuning.TINY * hk * wk  # what setting operands below tuning.TINY can take from one output
-        self.out_hw = _output_size(x_hw, (hk, wk), pad)
+        self.underflow_loss = tuning.TINY * hk * wk  # what setting operands up to tuning.TINY to 0 can take from one output
+        self.out_hw = ho, wo = x_hw[0] + 2 * pad[0] - hk + 1, x_hw[1] + 2 * pad[1] - wk + 1
+        assert ho > 0 and wo > 0, "kernel larger than the padded input"
         self.direct = direct
         if not direct:
             self.size = tuple(_fast_size(max(n + p, k, o)) for n, p, k, o in zip(x_hw, pad, (hk, wk), self.out_hw))
-            self.spectrum = torch.fft.rfft2(kern, s=self.size).conj()
-            eps = torch.finfo(kern.dtype).eps
-            self.error_scale = tuning.FFT_SAFETY * eps * math.log2(self.size[0] * self.size[1])
+            rolled = F.pad(kern, (0, self.size[1] - wk, 0, self.size[0] - hk)).roll((-pad[0], -pad[1]), dims=(-2, -1))
+            self.spectrum = torch.fft.rfft2(rolled).conj()
+            self.error_scale = tuning.FFT_SAFETY * torch.finfo(kern.dtype).eps * math.log2(self.size[0] * self.size[1])
             self.kern_norms = kern.flatten(-2).norm(p=1, dim=-1), kern.flatten(-2).norm(dim=-1)  # l1, l2
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.direct:
             return self._direct(x, torch.broadcast_shapes(x.shape[:-2], self.kern.shape[:-2]))
-        (ho, wo), (py, px) = self.out_hw, self.pad
-        spectrum = torch.fft.rfft2(F.pad(x, (px, 0, py, 0)), s=self.size) * self.spectrum
+        ho, wo = self.out_hw
+        spectrum = torch.fft.rfft2(x, s=self.size) * self.spectrum
         # the inverse in two 1-D steps, the second only over the Ho rows that are kept
         out = torch.fft.irfft(torch.fft.ifft(spectrum, dim=-2)[..., :ho, :], n=self.size[1], dim=-1)[..., :wo]
         # FFT convolution error: (log2 n) eps-sized rounding of a spectrum whose l2 norm is at most
         # min(|x|_2 |k|_1, |x|_1 |k|_2) (Young's inequality).
         flat = x.flatten(-2)
-        norms = torch.minimum(flat.norm(dim=-1) * self.kern_norms[0], flat.norm(p=1, dim=-1) * self.kern_norms[1])
+        norms = torch.minimum(flat.norm(dim=-1) * self.kern_norms[0], flat.sum(dim=-1) * self.kern_norms[1])  # x >= 0
         bound = self.error_scale * norms + self.underflow_loss  # (...)
         return out, bound[..., None, None]
 
@@ -136,8 +130,9 @@ def lse_correlate(
     x, k = x.double(), k.double()
     mx, mk = _shift(x), _shift(k)  # (..., 1, 1)
     value, bound = _Correlator(_linear(k, mk), x.shape[-2:], pad, direct)(_linear(x, mx))
-    out = torch.log(value.clamp_min(0.0) + bound) + mx + mk
-    log_delta = torch.log(bound) + mx + mk
+    shift = mx + mk
+    out = value.clamp_min(0.0).add_(bound).log_().add_(shift)
+    log_delta = torch.log(bound) + shift
     if not finite:
         support = torch.isfinite(k).double()
         if not bool(support.all()) or bool(torch.isinf(x).any()):

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 
 from crfpose.crf import tuning
 from crfpose.crf.correlate import direct_cost, lse_correlate, lse_correlate_cells
@@ -62,51 +63,51 @@ def schedule(skeleton: Skeleton, device: torch.device) -> list[Level]:
 
 
 def _pad(pairwise: torch.Tensor) -> tuple[int, int]:
-    r = (pairwise.shape[-1] - 1) // 2
-    return r, r
+    """The radii (Ry, Rx) of (..., 2Ry + 1, 2Rx + 1) tables."""
+    return (pairwise.shape[-2] - 1) // 2, (pairwise.shape[-1] - 1) // 2
 
 
 def _recompute(
     values: torch.Tensor, error: torch.Tensor, listed: torch.Tensor, x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """values (..., Ho, Wo) with the listed cells (bool, same shape) made exact, and the error bound
-    (log of 2 delta, broadcast to (..., Ho, Wo)) updated: -inf at the listed cells.
+    """values (..., Ho, Wo) with the listed cells (bool, same shape) made exact, in place, and the maps'
+    error bounds (log of 2 delta, (..., 1, 1)), lower where whole maps were recomputed.
 
-    Listed cells are recomputed one by one in the log domain, or, when that would cost more, the
-    maps holding them are recomputed by direct sums, which have no rounding cancellation (their
-    every cell keeps only the underflow bound), and only the listed cells that those leave near the
-    underflow threshold go to the log domain.
+    Listed cells are recomputed one by one in the log domain, or, when that would cost more, the maps
+    holding them by direct sums (no rounding cancellation: every cell keeps only the underflow bound),
+    and then only the listed cells left near the underflow threshold go to the log domain.
     """
     cells = listed.nonzero()  # (F, D)
     if cells.shape[0] == 0:
         return values, error
-    values, error = values.clone(), error.expand_as(values).clone()
     maps = listed.flatten(-2).any(dim=-1).nonzero().unbind(1)  # D - 2 x (M,)
     taps = k.shape[-2] * k.shape[-1]
     if cells.shape[0] * taps * tuning.LOG_DOMAIN_TAP_COST > direct_cost(maps[0].shape[0], values.shape[-2:], k.shape[-2:]):
         pick = lambda t: t.expand(*values.shape[:-2], *t.shape[-2:])[maps]  # noqa: E731  (M, h, w)
         direct, err = lse_correlate(pick(x), pick(k), pad, direct=True)  # (M, Ho, Wo), (M, 1, 1)
+        error = error.expand(*values.shape[:-2], 1, 1).clone()
         values[maps], error[maps] = direct, err + _LOG2
         near_underflow = torch.zeros_like(listed)
         near_underflow[maps] = direct - err < tuning.DIRECT_MARGIN
         cells = (listed & near_underflow).nonzero()
     values[cells.unbind(1)] = lse_correlate_cells(x, k, pad, cells)
-    return values, error.masked_fill_(listed, -math.inf)
+    return values, error
 
 
-def _over_budget(error: torch.Tensor, log_tol: float) -> torch.Tensor:
+def _over_budget(base: torch.Tensor, offset: torch.Tensor, log_tol: float) -> torch.Tensor:
     """The cells (..., H, W) to make exact so that each map's summed error stays within tol.
 
-    error is the log of each cell's possible effect (relative to Z). A map whose cells sum to at
-    most tol needs nothing; in any other map, the cells above tol / (H W) are listed, which
-    leaves at most tol.
+    The log of each cell's possible effect (relative to Z) is base (..., H, W) + offset (..., 1, 1).
+    A map whose cells sum to at most tol needs nothing; in any other map, the cells above
+    tol / (H W) are listed, which leaves at most tol.
     """
-    cells = error.shape[-2] * error.shape[-1]
-    above = error > log_tol - math.log(cells)
-    if not bool(above.any()):  # then no map can sum to more than tol
-        return above
-    total = torch.logsumexp(error.flatten(-2), dim=-1)[..., None, None]
-    return above & (total > log_tol)
+    threshold = (log_tol - math.log(base.shape[-2] * base.shape[-1])) - offset
+    top = base.amax(dim=(-2, -1), keepdim=True)
+    if not bool((top > threshold).any()):  # then no map can sum to more than tol
+        return torch.zeros(torch.broadcast_shapes(base.shape, offset.shape), dtype=torch.bool, device=base.device)
+    top = top.nan_to_num(neginf=0.0)  # maps that are -inf everywhere sum to 0
+    total = (base - top).exp_().sum(dim=(-2, -1), keepdim=True).log_() + top + offset  # log-sum-exp
+    return base > torch.where(total > log_tol, threshold, math.inf)
 
 
 class SumProduct:
@@ -117,15 +118,17 @@ class SumProduct:
     """
 
     def __init__(self, unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], root: int, tol: float):
-        self.unary, self.pairwise, self.levels, self.root, self.tol = unary, pairwise, levels, root, tol
-        # With finite potentials every score below is finite: no -inf bookkeeping is needed.
-        self.finite = not (bool(torch.isinf(unary).any()) or bool(torch.isinf(pairwise).any()))
+        r, (h, w) = (pairwise.shape[-1] - 1) // 2, unary.shape[-2:]
+        ry, rx = min(r, h - 1), min(r, w - 1)  # displacements beyond these reach no cell of the grid
+        self.radius, self.pairwise = r, pairwise[..., r - ry : r + ry + 1, r - rx : r + rx + 1]
+        self.unary, self.levels, self.root, self.tol = unary, levels, root, tol
+        # With finite potentials every score below is finite: no -inf bookkeeping is needed (no +inf comes in).
+        self.finite = all(t.numel() == 0 or bool(t.min() > -math.inf) for t in (unary, self.pairwise))
         self._upward(None)
         # log Z alone is certified when each message is within a relative tol of its exact value
         # at every cell: computed messages are upper bounds, so Z is then within (1 + tol)^E.
-        messages_within_tol = bool((self.message_margin >= math.log1p(1.0 / tol)).all())
         self.certified = False
-        if not (messages_within_tol and self.feasible):
+        if not (bool((self.message_margin >= math.log1p(1.0 / tol)).all()) and self.feasible):
             self.certify()
 
     @property
@@ -151,7 +154,7 @@ class SumProduct:
         # a repeated pass reuses the maps whose child belief and exact cells are unchanged
         self.previous = (self.beliefs, self.messages, self.message_error, self.exact) if exact is not None else None
         self.messages = self.unary.new_empty(b, e, h, w)
-        self.message_error = self.unary.new_empty(b, e, h, w)  # log of 2 delta; -inf where exact
+        self.message_error = self.unary.new_empty(b, e, 1, 1)  # log of 2 delta, at every cell but the exact ones
         self.message_margin = self.unary.new_empty(b, e)  # min over cells of log(message / (2 delta)): each map's relative error
         self.exact = exact if exact is not None else torch.zeros(b, e, h, w, dtype=torch.bool, device=self.unary.device)
         self.beliefs = upward(self.unary, self.pairwise, self.levels, self._message)
@@ -165,35 +168,41 @@ class SumProduct:
         # The cavity beliefs come with the downward pass; guessed by the parents' unaries now, the
         # cells whose error would matter under that guess are made exact at once (the downward pass
         # checks with the real ones). This spares most repeated passes when labels contradict the table.
-        exact = self.exact[:, level.edges]
-        if not bool((msg - error >= math.log1p(1.0 / self.tol)).all()):  # else no cell's error can matter
-            guess = self.unary[:, level.parents]
+        exact = self.exact.index_select(1, level.edges)
+        margin = self._margin(msg, error, exact)
+        if not bool((margin >= math.log1p(1.0 / self.tol)).all()):  # else no cell's error can matter
+            guess = self.unary.index_select(1, level.parents)
             log_z_guess = (guess + msg).amax(dim=(-2, -1), keepdim=True)  # below the log-sum: a generous guess
-            exact = exact | _over_budget(guess + error - log_z_guess, math.log(self.tol))
+            exact = exact | _over_budget(guess, error - log_z_guess, math.log(self.tol))
             self.exact[:, level.edges] = exact
         if self.previous is None:
             msg, error = _recompute(msg, error, exact, beliefs, kernels, _pad(kernels))
         else:
-            beliefs0, msg0, error0, exact0 = (t[:, i] for t, i in zip(self.previous, (level.children, *(level.edges,) * 3)))
+            beliefs0, msg0, error0, exact0 = (t.index_select(1, i) for t, i in zip(self.previous, (level.children, *(level.edges,) * 3)))
             same = ((beliefs == beliefs0) & (exact == exact0)).flatten(-2).all(dim=-1)[..., None, None]  # (B, n, 1, 1)
             msg, error = _recompute(msg, error, exact & ~same, beliefs, kernels, _pad(kernels))
             msg, error = torch.where(same, msg0, msg), torch.where(same, error0, error)
         self.messages[:, level.edges] = msg
         self.message_error[:, level.edges] = error
-        self.message_margin[:, level.edges] = torch.where(torch.isneginf(msg), math.inf, msg - error).amin(dim=(-2, -1))
+        self.message_margin[:, level.edges] = self._margin(msg, error, exact) if bool(exact.any()) else margin
         return msg
+
+    def _margin(self, msg: torch.Tensor, error: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+        """min over the cells of log(message / (2 delta)), (B, n), leaving out exact and -inf cells."""
+        skip = exact if self.finite else exact | torch.isneginf(msg)
+        return (msg.masked_fill(skip, math.inf) if bool(skip.any()) else msg).amin(dim=(-2, -1)) - error[..., 0, 0]
 
     def _cavity(self, level: Level, outside: torch.Tensor, finite_sum: torch.Tensor, neg_inf: Optional[torch.Tensor]) -> torch.Tensor:
         """The parents' scores without each edge's subtree, (B, n, H, W), from the children's
         messages per parent as a finite sum and a count of -inf (so that one child's contribution
         can be taken out exactly; no count for finite potentials, whose messages are all finite)."""
-        p, msg = level.parents, self.messages[:, level.edges]
+        p, msg = level.parents, self.messages.index_select(1, level.edges)
         if neg_inf is None:
-            return self.unary[:, p] + (finite_sum[:, p] - msg) + outside[:, p]
+            return (finite_sum.index_select(1, p) - msg).add_(self.unary.index_select(1, p)).add_(outside.index_select(1, p))
         finite = torch.isfinite(msg)
-        others_inf = neg_inf[:, p] - (~finite).double() > 0.5
-        others = finite_sum[:, p] - torch.where(finite, msg, 0.0)
-        return torch.where(others_inf, -math.inf, self.unary[:, p] + others) + outside[:, p]
+        others_inf = neg_inf.index_select(1, p) - (~finite).double() > 0.5
+        others = finite_sum.index_select(1, p) - torch.where(finite, msg, 0.0)
+        return torch.where(others_inf, -math.inf, self.unary.index_select(1, p) + others) + outside.index_select(1, p)
 
     def _downward(self) -> torch.Tensor:
         """Outside scores and node marginals; returns the message cells that must be exact."""
@@ -211,15 +220,17 @@ class SumProduct:
         self.cavities: list[torch.Tensor] = []
         to_recompute = torch.zeros_like(self.exact)
         for level in self.levels:
-            kernels = pairwise[:, level.edges].flip(-2, -1)  # (B', n, P, P)
+            kernels = pairwise.index_select(1, level.edges).flip(-2, -1)  # (B', n, P, P)
             cavity = self._cavity(level, outside, finite_sum, neg_inf)  # (B, n, H, W)
             self.cavities.append(cavity)
             # Message cells whose error, weighted by everything around them, could reach tol.
-            to_recompute[:, level.edges] = _over_budget(cavity + self.message_error[:, level.edges] - z, log_tol)
+            exact = self.exact.index_select(1, level.edges)
+            around = cavity.masked_fill(exact, -math.inf) if bool(exact.any()) else cavity
+            to_recompute[:, level.edges] = _over_budget(around, self.message_error.index_select(1, level.edges) - z, log_tol)
             out, err = lse_correlate(cavity, kernels, pad, finite=self.finite)
-            error = self.beliefs[:, level.children] + err + _LOG2 - z
-            outside[:, level.children] = _recompute(out, err, _over_budget(error, log_tol), cavity, kernels, pad)[0]
-        self.node = torch.exp(self.beliefs + outside - z)
+            listed = _over_budget(self.beliefs.index_select(1, level.children), err + _LOG2 - z, log_tol)
+            outside[:, level.children] = _recompute(out, err, listed, cavity, kernels, pad)[0]
+        self.node = (self.beliefs + outside).sub_(z).exp_()
         return to_recompute
 
     def edge_marginals(self) -> torch.Tensor:
@@ -230,11 +241,12 @@ class SumProduct:
         z = self.log_z[:, None, None, None]
         edge_log = pairwise.new_empty(self.unary.shape[0], *pairwise.shape[1:])
         for level, cavity in zip(self.levels, self.cavities):
-            kernels, child_belief = pairwise[:, level.edges], self.beliefs[:, level.children]
+            kernels, child_belief = pairwise.index_select(1, level.edges), self.beliefs.index_select(1, level.children)
             pair, err = lse_correlate(child_belief, cavity, pad)  # (B, n, P, P)
-            pair = _recompute(pair, err, _over_budget(kernels + err + _LOG2 - z, math.log(self.tol)), child_belief, cavity, pad)[0]
+            pair = _recompute(pair, err, _over_budget(kernels, err + _LOG2 - z, math.log(self.tol)), child_belief, cavity, pad)[0]
             edge_log[:, level.edges] = pair + kernels - z
-        return torch.exp(edge_log)
+        (ry, rx), r = pad, self.radius  # back to the whole window: displacements off the grid have probability 0
+        return torch.exp(F.pad(edge_log, (r - rx, r - rx, r - ry, r - ry), value=-math.inf))
 
 
 def upward(
@@ -247,7 +259,7 @@ def upward(
     """
     beliefs = unary.clone()
     for level in reversed(levels):
-        msg = message(level, beliefs[:, level.children], pairwise[:, level.edges])
+        msg = message(level, beliefs.index_select(1, level.children), pairwise.index_select(1, level.edges))
         beliefs.index_add_(1, level.parents, msg)
     return beliefs
 
@@ -256,7 +268,7 @@ def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], r
     """Max-product: the best score (B,) and a MAP pose (B, K, 2) long, (x, y) cells, by
     :func:`crfpose.crf.maxproduct.max_message` (``eps``: the unit roundoff of the tables' dtype)."""
     b, _, h, w = unary.shape
-    p = pairwise.shape[-1]
+    p, r = pairwise.shape[-1], (pairwise.shape[-1] - 1) // 2
     taps = torch.empty(b, pairwise.shape[1], h, w, dtype=torch.long, device=unary.device)
 
     def message(level: Level, beliefs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
@@ -268,7 +280,6 @@ def map_pose(unary: torch.Tensor, pairwise: torch.Tensor, levels: list[Level], r
     pose = torch.empty(b, unary.shape[1], 2, dtype=torch.long, device=unary.device)
     pose[:, root] = torch.stack((cell % w, cell // w), dim=1)
     batch = torch.arange(b, device=unary.device)
-    r = (p - 1) // 2
     for level in levels:  # backtrack from the root
         parent_xy = pose[:, level.parents]  # (B, n, 2)
         tap = taps[batch[:, None], level.edges, parent_xy[..., 1], parent_xy[..., 0]]  # (B, n)
