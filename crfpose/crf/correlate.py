@@ -70,7 +70,7 @@ class _Correlator:
         if not direct:
             self.size = tuple(_fast_size(max(n + p, k, o)) for n, p, k, o in zip(x_hw, pad, (hk, wk), self.out_hw))
             rolled = F.pad(kern, (0, self.size[1] - wk, 0, self.size[0] - hk)).roll((-pad[0], -pad[1]), dims=(-2, -1))
-            self.spectrum = torch.fft.rfft2(rolled).conj()
+            self.spectrum = torch.fft.rfft2(rolled).conj().resolve_conj()
             self.error_scale = tuning.FFT_SAFETY * torch.finfo(kern.dtype).eps * math.log2(self.size[0] * self.size[1])
             self.kern_norms = kern.flatten(-2).norm(p=1, dim=-1), kern.flatten(-2).norm(dim=-1)  # l1, l2
 
