@@ -102,11 +102,9 @@ def _over_budget(base: torch.Tensor, offset: torch.Tensor, log_tol: float) -> to
     tol / (H W) are listed, which leaves at most tol.
     """
     threshold = (log_tol - math.log(base.shape[-2] * base.shape[-1])) - offset
-    top = base.amax(dim=(-2, -1), keepdim=True)
-    if not bool((top > threshold).any()):  # then no map can sum to more than tol
+    if not bool((base.amax(dim=(-2, -1), keepdim=True) > threshold).any()):  # then no map can sum to more than tol
         return torch.zeros(torch.broadcast_shapes(base.shape, offset.shape), dtype=torch.bool, device=base.device)
-    top = top.nan_to_num(neginf=0.0)  # maps that are -inf everywhere sum to 0
-    total = (base - top).exp_().sum(dim=(-2, -1), keepdim=True).log_() + top + offset  # log-sum-exp
+    total = torch.logsumexp(base, dim=(-2, -1), keepdim=True) + offset
     return base > torch.where(total > log_tol, threshold, math.inf)
 
 
