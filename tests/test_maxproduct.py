@@ -114,6 +114,21 @@ def test_tables_that_are_not_quadratic_take_the_plain_max_plus_correlation():
         assert torch.equal(tap_scores(x[:, e], k[:, e].expand(2, 7, 7), taps[:, e]), want)
 
 
+def test_quadratics_flat_along_a_direction_take_the_plain_max_plus_correlation():
+    """Semi-definite A (a table constant along x, or along dx = -dy) fits, but has no distance transform."""
+    gen = torch.Generator().manual_seed(2)
+    d = torch.arange(-3, 4, dtype=torch.float64)
+    dy, dx = d[:, None].expand(7, 7), d[None, :].expand(7, 7)
+    k = torch.stack((-(dy**2) / 2, -((dx + dy) ** 2) / 3 + 0.5 * dx))
+    assert fit_quadratic(k, torch.finfo(torch.float64).eps)[1].all()
+    x = torch.randn(2, 9, 8, generator=gen, dtype=torch.float64)
+    values, taps = max_message(x[:, None].expand(2, 2, 9, 8).contiguous(), k[None], torch.finfo(torch.float64).eps)
+    for e in range(2):
+        want, _ = reference.message(x, k[e].expand(2, 7, 7), "max")
+        assert torch.equal(values[:, e], want)
+        assert torch.equal(tap_scores(x, k[e].expand(2, 7, 7), taps[:, e]), want)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_map_pose_scores_the_brute_force_maximum_with_gaussian_tables(seed):
     gen = torch.Generator().manual_seed(seed)

@@ -7,14 +7,17 @@ Shape legend: N maps, x (N, H, W) child beliefs, k (N, P, P) tables with P = 2R 
     message[n, y, x] = max_{|dx|, |dy| <= R} x[n, y + dy, x + dx] + k[n, R + dy, R + dx]     (x = -inf off the grid)
     tap[n, y, x]     = a maximising (R + dy) * P + (R + dx)      (which one of tied maximisers is unspecified)
 
-A table is *quadratic* when k(d) = c + g.d - d^T A d / 2 with A positive semi-definite, to within
+A table is *quadratic* when k(d) = c + g.d - d^T A d / 2 with A positive definite, to within
 ``tuning.QUADRATIC_ULPS`` units in the last place of its dtype times its largest entry (one
 least-squares fit, decided here and nowhere else). Its message is then a generalised distance
-transform (Felzenszwalb & Huttenlocher), exact over the +-R window by van Herk / Gil-Werman blocks:
-O(H W) per map for a diagonal A (rows, then columns), O(H W (2R + 1)) for a correlated one, less
-the source rows that cannot raise their output row (docs/crf.md, "Max-product"). Its maximiser
-scores within twice the fit's residual per edge of the table's maximum. The sweeps are compiled by
-numba on CPUs; without numba, on a GPU, and for every other table, the plain max-plus correlation.
+transform (Felzenszwalb & Huttenlocher): with d^T A d = A11 (dx + t dy)^2 + b dy^2, each source row's
+upper envelope of parabolas, built once, is read at the shift t dy for each dy. A cell whose envelope
+source lies outside its +-R window reads the window directly, and only where that could raise it.
+Rows then columns for a diagonal A; for a correlated one, every dy, less the (source row, dy) pairs
+whose largest windowed belief cannot raise their output row (docs/crf.md, "Max-product"). Its
+maximiser scores within twice the fit's residual per edge of the table's maximum. The transform is
+compiled by numba on CPUs; without numba, on a GPU, and for every other table, the plain max-plus
+correlation.
 """
 
 from __future__ import annotations
@@ -65,85 +68,53 @@ def fit_quadratic(k: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tens
 
 @lru_cache(maxsize=1)
 def _compiled():
-    """The numba sweeps, compiled on first use; None without numba."""
+    """The numba transform, compiled on first use; None without numba."""
     try:
         import numba
         import numpy as np
     except ImportError:
         return None
 
-    # A line v (n,) is read in direction d (+1: left to right, -1: right to left) in blocks of 2r + 1 sources,
-    # each starting at a z with (z - r) % (2r + 1) == 0: [c, c + 2r] left to right, [c - 2r, c] right to left,
-    # c = r + k (2r + 1). The window [j - r, j + r] is a right-to-left block read down to j - r and the
-    # left-to-right block read up to j + r. phase = d (z - r) mod 2r + 1, 0 where a block starts.
     @numba.njit(cache=True)
-    def envelopes(v, a, r, d, slot, key, peak, stack, first):  # pragma: no cover  (compiled)
-        """Build the upper envelope of the parabolas v[z] - a (z - q)^2 / 2 of each block source by source in
-        direction d, recording slot[z] (z's place in the stack; -1 where v[z] = -inf), key[z] (d q where z
-        overtakes the source below it) and peak[z] (the block's largest v so far): none depends on the shift.
-        first[:count] is the stack the right-to-left sweep starts from (down to n - 1 - r); returns count."""
-        n, count = v.shape[0], 0
-        tail, top, phase = 0, -np.inf, (d * (0 if d > 0 else n - 1) - d * r) % (2 * r + 1)
-        for step in range(n):
-            z = step if d > 0 else n - 1 - step
-            if phase == 0:
-                tail, top = 0, -np.inf
-            phase = phase + 1 if phase < 2 * r else 0
-            top = peak[z] = max(top, v[z])
-            slot[z] = -1
-            if v[z] > -np.inf:
-                k = -np.inf
-                while tail > 0:
-                    q = stack[tail - 1]
-                    if a > 0:
-                        k = d * ((z + q) / 2 + (v[q] - v[z]) / (a * (z - q)))
-                    else:
-                        k = -np.inf if v[z] >= v[q] else np.inf
-                    if k > key[q]:
-                        break
-                    tail -= 1  # q is never the best
-                    k = -np.inf
-                slot[z], key[z], stack[tail] = tail, k, z
-                tail += 1
-            if d < 0 and z == max(n - 1 - r, 0):
-                first[:tail] = stack[:tail]
-                count = tail
+    def envelope(v, a, env, start):  # pragma: no cover  (compiled)
+        """The upper envelope of the parabolas v[z] - a (z - u)^2 / 2 (a > 0) over a whole line: its sources
+        env[:count] left to right, env[k] the highest from u = start[k] on. Returns count (0: no finite v)."""
+        count = 0
+        for z in range(v.shape[0]):
+            if v[z] == -np.inf:
+                continue
+            u = -np.inf
+            while count > 0:
+                q = env[count - 1]
+                u = (z + q) / 2 + (v[q] - v[z]) / (a * (z - q))  # where z overtakes q
+                if u > start[count - 1]:
+                    break
+                count, u = count - 1, -np.inf  # q is never the highest
+            env[count], start[count] = z, u
+            count += 1
         return count
 
-    @numba.njit(cache=True, inline="always")
-    def sweep(v, a, s, r, d, slot, key, first, count, stack, gain, code, out, arg):  # pragma: no cover  (compiled)
-        """For each j, best = max v[z] - a (z - j + s)^2 / 2 over the sources of direction d's block in j's
-        window, by replaying envelopes' records; where best + gain > out[j], it replaces out[j] and
-        arg[j] = code + z - j."""
-        n = v.shape[0]
-        for i in range(count):  # (a loop: faster than a slice assignment here)
-            stack[i] = first[i]
-        tail, head, phase = count, 0, 0 if d > 0 else (2 * r + 1 - n) % (2 * r + 1)
-        for step in range(n):
-            j = step if d > 0 else n - 1 - step
-            z = j + d * r
-            if step > 0 or d > 0:  # the right-to-left sweep starts from first
-                if phase == 0:
-                    tail, head = 0, 0
-                if 0 <= z < n and slot[z] >= 0:
-                    tail, stack[slot[z]], head = slot[z] + 1, z, min(head, slot[z])
-            phase = phase + 1 if phase < 2 * r else 0
-            if tail > 0:
-                while head + 1 < tail and key[stack[head + 1]] <= d * (j - s):
-                    head += 1
-                source = stack[head]
-                best = v[source] - 0.5 * a * (source - j + s) * (source - j + s) + gain
-                if best > out[j]:
-                    out[j], arg[j] = best, code + source - j
-
     @numba.njit(cache=True)
-    def line(v, a, r, slot, key, peak, first, stack, out, arg):  # pragma: no cover  (compiled)
-        """out[j] = max_{|dx| <= r} v[j + dx] - a dx^2 / 2, arg[j] = r + the dx; -inf (and r) where no v is finite."""
-        out[:], arg[:] = -np.inf, r
-        count = envelopes(v, a, r, -1, slot, key, peak, stack, first)
-        sweep(v, a, 0.0, r, -1, slot, key, first, count, stack, 0.0, r, out, arg)
-        envelopes(v, a, r, 1, slot, key, peak, stack, first)
-        sweep(v, a, 0.0, r, 1, slot, key, first, 0, stack, 0.0, r, out, arg)
+    def sweep(v, a, s, r, env, start, count, gain, code, out, arg):  # pragma: no cover  (compiled)
+        """Where best = gain + max_{|z - j| <= r} v[z] - a (z - j + s)^2 / 2 exceeds out[j], out[j] = best and
+        arg[j] = code + z - j. The envelope's value at u = j - s bounds best from above and is best where its
+        source lies in j's window; the window is read directly only where that bound would raise out[j]."""
+        head, n = 0, v.shape[0]
+        for j in range(n if count else 0):
+            u = j - s
+            while head + 1 < count and start[head + 1] <= u:
+                head += 1
+            z = env[head]
+            best = v[z] - 0.5 * a * (z - u) * (z - u) + gain
+            if best <= out[j]:
+                continue
+            if abs(z - j) <= r:
+                out[j], arg[j] = best, code + z - j
+                continue
+            for z in range(max(j - r, 0), min(j + r + 1, n)):
+                best = v[z] - 0.5 * a * (z - u) * (z - u) + gain
+                if best > out[j]:
+                    out[j], arg[j] = best, code + z - j
 
     # Serial on purpose: numba's parallel loops start a thread pool of their own (another OpenMP
     # runtime beside torch's), and the two pools spinning on the same cores made every torch op run
@@ -152,41 +123,44 @@ def _compiled():
     def transform(x, a, t, b, r, out, tap):  # pragma: no cover  (compiled)
         maps, h, w = x.shape
         p, n = 2 * r + 1, max(h, w)
-        slot, key, peak = np.empty((2, h, n), np.int64), np.empty((2, h, n)), np.empty((2, h, n))
-        first, count, stack = np.empty((h, n), np.int64), np.zeros(h, np.int64), np.empty(n, np.int64)
-        inner, inner_arg, col = np.empty((h, w)), np.empty((h, w), np.int64), np.empty((2, h))
-        col_arg = np.empty(h, np.int64)
+        env, start, count = np.empty((h, n), np.int64), np.empty((h, n)), np.empty(h, np.int64)
+        inner, inner_arg, col, col_arg = np.empty((h, w)), np.empty((h, w), np.int64), np.empty(h), np.empty(h, np.int64)
+        bound, before, after = np.empty((h, w)), np.empty(w), np.empty(w)
         for m in range(maps):
-            if t[m] == 0.0:  # separable: rows, then columns
-                for i in range(h):
-                    line(x[m, i], a[m], r, slot[0, 0], key[0, 0], peak[0, 0], first[0], stack, inner[i], inner_arg[i])
-                for j in range(w):
-                    col[0] = inner[:, j]
-                    line(col[0], b[m], r, slot[0, 0], key[0, 0], peak[0, 0], first[0], stack, col[1], col_arg)
-                    for i in range(h):
-                        out[m, i, j], tap[m, i, j] = col[1, i], col_arg[i] * p + inner_arg[i + col_arg[i] - r, j]
-                continue
-            # each source row's envelopes in both directions once, and an upper bound of its windows (inner);
-            # then for each dy (0, 1, -1, 2, ...) and output row, the two sweeps of the source row shifted by
-            # t dy, unless its bound cannot raise any cell of the output row
-            for i in range(h):
-                envelopes(x[m, i], a[m], r, 1, slot[0, i], key[0, i], peak[0, i], stack, first[i])
-                count[i] = envelopes(x[m, i], a[m], r, -1, slot[1, i], key[1, i], peak[1, i], stack, first[i])
-                for j in range(w):
-                    inner[i, j] = max(peak[1, i, max(j - r, 0)], peak[0, i, min(j + r, w - 1)])
             out[m], tap[m] = -np.inf, 0
-            for step in range(p):
+            for i in range(h):
+                count[i] = envelope(x[m, i], a[m], env[i], start[i])
+            if t[m] == 0.0:  # separable: rows, then columns
+                inner[:], inner_arg[:] = -np.inf, r
+                for i in range(h):
+                    sweep(x[m, i], a[m], 0.0, r, env[i], start[i], count[i], 0.0, r, inner[i], inner_arg[i])
+                for j in range(w):
+                    col[:], col_arg[:] = inner[:, j], r
+                    column = envelope(col, b[m], env[0], start[0])
+                    sweep(col, b[m], 0.0, r, env[0], start[0], column, 0.0, r, out[m, :, j], col_arg)
+                    for i in range(h):
+                        tap[m, i, j] = col_arg[i] * p + inner_arg[i + col_arg[i] - r, j]
+                continue
+            # correlated: for each dy (0, 1, -1, 2, ...) and output row, the source row's envelope read at the
+            # shift t dy, unless no cell of the source row's windows (their largest belief, by van Herk's
+            # blocks of p) can raise the output row
+            for i in range(h):
+                v = x[m, i]
+                for j in range(w):
+                    before[j] = v[j] if j % p == 0 else max(before[j - 1], v[j])
+                    q = w - 1 - j
+                    after[q] = v[q] if q % p == p - 1 or q == w - 1 else max(after[q + 1], v[q])
+                for j in range(w):
+                    bound[i, j] = max(after[max(j - r, 0)], before[min(j + r, w - 1)])
+            for step in range(min(p, 2 * h - 1)):
                 dy = (step + 1) // 2 * (1 if step % 2 else -1)
                 bend, code = -0.5 * b[m] * dy * dy, (dy + r) * p + r
                 for i in range(max(0, -dy), min(h, h - dy)):
                     src, gain = i + dy, False
                     for j in range(w):
-                        gain |= inner[src, j] + bend > out[m, i, j]
+                        gain |= bound[src, j] + bend > out[m, i, j]
                     if gain:
-                        v, s = x[m, src], t[m] * dy
-                        sweep(v, a[m], s, r, -1, slot[1, src], key[1, src], first[src], count[src], stack, bend, code, out[m, i], tap[m, i])
-                        if r < w - 1:  # else the right-to-left blocks cover every window
-                            sweep(v, a[m], s, r, 1, slot[0, src], key[0, src], first[src], 0, stack, bend, code, out[m, i], tap[m, i])
+                        sweep(x[m, src], a[m], t[m] * dy, r, env[src], start[src], count[src], bend, code, out[m, i], tap[m, i])
 
     return transform
 
@@ -204,16 +178,19 @@ def max_message(x: torch.Tensor, k: torch.Tensor, eps: float) -> tuple[torch.Ten
     quadratic = torch.zeros(b * n, dtype=torch.bool, device=x.device)
     if transform is not None:
         params, fitted = fit_quadratic(k.flatten(0, 1), eps)  # one fit per table, not per map
-        params, quadratic = params.view(-1, n, 6).expand(b, n, 6).flatten(0, 1), fitted.view(-1, n).expand(b, n).flatten()
+        a11, a12, a22 = params[:, 3:].unbind(1)
+        t = a12 / a11
+        params = torch.cat((params, t[:, None], (a22 - t * a12)[:, None]), dim=1)  # A as A11 (dx + t dy)^2 + b dy^2
+        fitted &= (a11 > 0) & (params[:, 7] > 0)  # flat along some direction (or nan): the plain correlation
+        params, quadratic = params.view(-1, n, 8).expand(b, n, 8).flatten(0, 1), fitted.view(-1, n).expand(b, n).flatten()
     x, k = x.flatten(0, 1), k.expand(b, n, p, p).flatten(0, 1)
     if bool(quadratic.any()):
-        c, gx, gy, a11, a12, a22 = params[quadratic].unbind(1)
-        t = torch.where(a11 > 0, a12 / a11.clamp_min(1e-300), 0.0)
+        c, gx, gy, a11, _, _, t, curve = params[quadratic].unbind(1)
         rows = torch.arange(h, dtype=torch.float64, device=x.device)[:, None]
         cols = torch.arange(w, dtype=torch.float64, device=x.device)[None, :]
         tilt = gx[:, None, None] * cols + gy[:, None, None] * rows  # g . y: the linear term moved onto the beliefs
         values, taps = (torch.empty(int(quadratic.sum()), h, w, dtype=dtype) for dtype in (torch.float64, torch.long))
-        transform(*(v.contiguous().numpy() for v in (x[quadratic] + tilt, a11, t, a22 - t * a12)), r, values.numpy(), taps.numpy())
+        transform(*(v.contiguous().numpy() for v in (x[quadratic] + tilt, a11, t, curve)), r, values.numpy(), taps.numpy())
         out[quadratic], tap[quadratic] = values - tilt + c[:, None, None], taps
     for m in (~quadratic).nonzero().flatten().tolist():  # one map at a time: its terms stay in cache
         out[m : m + 1], tap[m : m + 1] = reference.message(x[m : m + 1], k[m : m + 1], "max")
