@@ -26,7 +26,10 @@ from typing import Any, Optional, Sequence
 from crfpose.fileio import atomic_write
 from crfpose.metrics import NORMALIZERS
 from crfpose.skeletons import get_skeleton
-from experiments import scoring
+
+if not __package__:  # run by its path (python experiments/rescore.py): the package is in the checkout above
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments import scoring  # noqa: E402
 
 __all__ = ["rescore", "kept_files", "format_scores", "main"]
 

@@ -73,7 +73,10 @@ from crfpose.fileio import atomic_write
 from crfpose.metrics import NORMALIZERS
 from crfpose.models.pose_model import DECODERS
 from crfpose.skeletons import get_skeleton
-from experiments import report, scoring
+
+if not __package__:  # run by its path (python experiments/run.py): the package is in the checkout above
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments import report, scoring  # noqa: E402
 
 __all__ = ["Grid", "Row", "load_grid", "check_grid", "row_config", "run_row", "run_grid", "protocol", "main"]
 

@@ -5,6 +5,8 @@ paired bootstrap and the interval over seeds against hand-computed cases."""
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +241,11 @@ def test_a_good_grid_checks_and_the_runner_wants_the_checkout(grid_file, tmp_pat
     assert runner.main([str(grid_file), "--check"]) == 2
     err = capsys.readouterr().err
     assert "run it from the crfpose checkout's root" in err and str(runner.CHECKOUT) in err
+    # run by its path from elsewhere: the same one line, not an import error
+    script = runner.CHECKOUT / "experiments" / "run.py"
+    done = subprocess.run([sys.executable, str(script), str(grid_file), "--check"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "run it from the crfpose checkout's root" in done.stderr
 
 
 def test_paired_bootstrap_hand_computed_cases():
