@@ -180,12 +180,13 @@ def max_message(x: torch.Tensor, k: torch.Tensor, eps: float) -> tuple[torch.Ten
         params, fitted = fit_quadratic(k.flatten(0, 1), eps)  # one fit per table, not per map
         a11, a12, a22 = params[:, 3:].unbind(1)
         t = a12 / a11
-        params = torch.cat((params, t[:, None], (a22 - t * a12)[:, None]), dim=1)  # A as A11 (dx + t dy)^2 + b dy^2
-        fitted &= (a11 > 0) & (params[:, 7] > 0)  # flat along some direction (or nan): the plain correlation
-        params, quadratic = params.view(-1, n, 8).expand(b, n, 8).flatten(0, 1), fitted.view(-1, n).expand(b, n).flatten()
+        params[:, 5] = a22 - t * a12  # A as A11 (dx + t dy)^2 + b dy^2: columns 4 and 5 become t and b
+        params[:, 4] = t
+        fitted &= (a11 > 0) & (params[:, 5] > 0)  # flat along some direction (or nan): the plain correlation
+        params, quadratic = params.view(-1, n, 6).expand(b, n, 6).flatten(0, 1), fitted.view(-1, n).expand(b, n).flatten()
     x, k = x.flatten(0, 1), k.expand(b, n, p, p).flatten(0, 1)
     if bool(quadratic.any()):
-        c, gx, gy, a11, _, _, t, curve = params[quadratic].unbind(1)
+        c, gx, gy, a11, t, curve = params[quadratic].unbind(1)
         rows = torch.arange(h, dtype=torch.float64, device=x.device)[:, None]
         cols = torch.arange(w, dtype=torch.float64, device=x.device)[None, :]
         tilt = gx[:, None, None] * cols + gy[:, None, None] * rows  # g . y: the linear term moved onto the beliefs
