@@ -9,7 +9,7 @@ anywhere (each joint at a random cell, contradicting the table: the engine's wor
 synthetic data's figures (poses, as training sees them). "x" is the CRF step's throughput over the MSE
 step's; the CRF share is ``(t_crf - t_mse) / t_crf``. The tree CRF's cost depends on how peaked its
 potentials are, so the CRF loss (forward + backward) is also timed alone on maps shaped like a trained
-network's. Usage:
+network's, with the initial (isotropic) table and with a trained-looking (correlated) one. Usage:
 
     python benchmarks/train_speed.py [--batch 8] [--size 128] [--radius 8] [--repeats 5] [--threads N]
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_speed import peaked_heatmaps, seconds  # noqa: E402  (timing helpers shared by the benchmarks)
+from model_speed import peaked_heatmaps, seconds, trained_gaussian  # noqa: E402  (helpers shared by the benchmarks)
 
 from crfpose.codec import encode  # noqa: E402
 from crfpose.data.synthetic import SyntheticDataset  # noqa: E402
@@ -81,13 +81,14 @@ def main() -> None:
         )
 
     unary = (10 * peaked_heatmaps(b, 14, grid, grid)).requires_grad_()
-    table = build_model("cnn", LSP14, input_size=(side, side), crf=crf).head.pairwise().detach().requires_grad_()
-
-    def crf_alone() -> None:
-        crf_nll(unary, table, LSP14, keypoints).backward()
-
-    t = seconds({"crf": crf_alone}, args.repeats)["crf"]
-    print(f"  CRF NLL alone (forward + backward) on trained-looking maps: {t * 1000:.1f} ms per batch")
+    tables = {
+        "the initial table (isotropic)": build_model("cnn", LSP14, input_size=(side, side), crf=crf).head.pairwise(),
+        "a trained-looking table (correlated, rho 0.41)": trained_gaussian(LSP14.num_edges, args.radius)(),
+    }
+    for label, table in tables.items():
+        table = table.detach().requires_grad_()
+        t = seconds({"crf": lambda: crf_nll(unary, table, LSP14, keypoints).backward()}, args.repeats)["crf"]
+        print(f"  CRF NLL alone (forward + backward), trained-looking maps, labels anywhere, {label}: {t * 1000:.1f} ms per batch")
 
 
 if __name__ == "__main__":
